@@ -1,0 +1,559 @@
+package backing
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// MaxFileSize is the largest file a blob may grow to. Past it a write or a
+// truncate fails with EFBIG. It bounds the address space one mapping can
+// take (the store's own filesystem may set a lower limit, which comes back
+// from fallocate or ftruncate as EFBIG too).
+const MaxFileSize = int64(1) << 45 // 32 TiB
+
+// maxSlack bounds how far the mapping's capacity runs ahead of the file when
+// it grows, so that appends do not remap on every write but a huge file does
+// not reserve as much address space again.
+const maxSlack = int64(1) << 30
+
+var pageSize = os.Getpagesize()
+
+// Blob is one backing file and its shared mapping. It is shared by every
+// open handle of every name of the file (hard links share one Blob) and is
+// reference-counted by its Store. All methods are safe for concurrent use.
+type Blob struct {
+	store *Store
+	key   fileKey // read only
+	name  string  // path at first open, for messages; read only
+
+	// refs is guarded by store.mu.
+	refs int
+
+	// mu guards fd, writable, data and size. Copies in and out of data
+	// hold it shared for as long as they touch the bytes; anything that
+	// changes the mapping or the size holds it exclusively.
+	mu       sync.RWMutex
+	fd       int
+	writable bool   // fd is O_RDWR and data is mapped PROT_WRITE
+	data     []byte // the exact slice mmap/mremap returned (len = capacity); nil when unmapped
+	size     int64  // the file's size as far as the daemon knows
+
+	// dmu guards the dirty-page bookkeeping below. Taken after mu.
+	dmu        sync.Mutex
+	dirty      pageSet   // pages written since their last msync
+	dirtySince time.Time // when dirty last went from empty to non-empty
+	metaDirty  bool      // size or allocation changed since the last fdatasync
+	wholeSync  bool      // the next Sync must fdatasync the whole file
+
+	// mtime is the time of the last write not yet applied to the file's
+	// mtime (unix nanoseconds), or 0. Writes through a mapping do not
+	// update mtime once a page is dirty, so the daemon sets it lazily.
+	mtime atomic.Int64
+}
+
+// Name returns the blob's path relative to the store, as it was when the
+// blob was first opened.
+func (b *Blob) Name() string { return b.name }
+
+func (b *Blob) pathErr(op string, err error) error {
+	return &os.PathError{Op: op, Path: b.name, Err: err}
+}
+
+// Size returns the file's size.
+func (b *Blob) Size() int64 {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.size
+}
+
+// Writable reports whether the blob is mapped for writing.
+func (b *Blob) Writable() bool {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.writable
+}
+
+// ReadAt copies bytes at off out of the mapping into p, clipped to the
+// file's size, and returns how many it copied; 0 at or past EOF.
+func (b *Blob) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, b.pathErr("read", syscall.EINVAL)
+	}
+	b.mu.RLock()
+	if off >= b.size || len(p) == 0 {
+		b.mu.RUnlock()
+		return 0, nil
+	}
+	end := min(b.size, off+int64(len(p)))
+	n, err := copyGuarded(p, b.data[off:end], off)
+	b.mu.RUnlock()
+	if err != nil {
+		return 0, b.faulted("read", off+int64(n), false)
+	}
+	return n, nil
+}
+
+// WriteAt copies p into the mapping at off, growing the file and the
+// mapping first when the write extends the file.
+func (b *Blob) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, b.pathErr("write", syscall.EINVAL)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	end := off + int64(len(p))
+	if end > MaxFileSize || end < off {
+		return 0, b.pathErr("write", fmt.Errorf("offset %d + %d bytes is past the maximum file size %d: %w", off, len(p), MaxFileSize, syscall.EFBIG))
+	}
+	for attempt := 0; ; attempt++ {
+		n, extended, err := b.writeOnce(p, off, end)
+		var fe *faultError
+		if !errors.As(err, &fe) {
+			if err == nil {
+				b.markDirty(off, end, extended)
+			}
+			return n, err
+		}
+		// The pages copied before the fault are in the file.
+		if fe.done > 0 {
+			b.markDirty(off, off+int64(fe.done), extended)
+		}
+		if err := b.faulted("write", off+int64(fe.done), true); err != nil {
+			return 0, err
+		}
+		if attempt > 0 {
+			return 0, b.pathErr("write", fmt.Errorf("fault at offset %d again after allocating it: %w", off+int64(fe.done), syscall.EIO))
+		}
+		// faulted could allocate the page (the disk had been full and
+		// has room now): try once more.
+	}
+}
+
+// writeOnce does one attempt of WriteAt. extended reports whether it
+// changed the file's size.
+func (b *Blob) writeOnce(p []byte, off, end int64) (n int, extended bool, err error) {
+	b.mu.RLock()
+	if !b.writable {
+		b.mu.RUnlock()
+		return 0, false, b.pathErr("write", fmt.Errorf("blob is mapped read-only: %w", syscall.EBADF))
+	}
+	if end <= b.size {
+		n, err = copyGuarded(b.data[off:end], p, off)
+		b.mu.RUnlock()
+		return n, false, err
+	}
+	b.mu.RUnlock()
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if end > b.size {
+		if err := b.growLocked(off, end); err != nil {
+			return 0, false, err
+		}
+		extended = true
+	}
+	n, err = copyGuarded(b.data[off:end], p, off)
+	return n, extended, err
+}
+
+// growLocked makes the file end at end (> size), allocating [off, end) so
+// that a full disk shows now as ENOSPC instead of as a fault later, and
+// grows the mapping to cover it. b.mu must be held exclusively.
+func (b *Blob) growLocked(off, end int64) error {
+	err := fallocate(b.fd, 0, off, end-off)
+	if errors.Is(err, syscall.EOPNOTSUPP) {
+		err = syscall.Ftruncate(b.fd, end)
+	}
+	if err != nil {
+		b.refreshSizeLocked()
+		return b.pathErr("grow", fmt.Errorf("to %d bytes: %w", end, err))
+	}
+	if err := b.ensureCapLocked(end); err != nil {
+		// The file grew but the mapping could not: put the size back
+		// so that the daemon's view and the file agree.
+		if terr := syscall.Ftruncate(b.fd, b.size); terr != nil {
+			err = errors.Join(err, b.pathErr("ftruncate", terr))
+		}
+		return err
+	}
+	b.size = end
+	return nil
+}
+
+// ensureCapLocked makes the mapping at least need bytes long, remapping
+// with some headroom. b.mu must be held exclusively.
+func (b *Blob) ensureCapLocked(need int64) error {
+	if need <= int64(len(b.data)) {
+		return nil
+	}
+	capacity := roundUp(max(need, min(2*int64(len(b.data)), int64(len(b.data))+maxSlack)))
+	prot := unix.PROT_READ
+	if b.writable {
+		prot |= unix.PROT_WRITE
+	}
+	if b.data == nil {
+		data, err := unix.Mmap(b.fd, 0, int(capacity), prot, unix.MAP_SHARED)
+		if err != nil {
+			return b.pathErr("mmap", fmt.Errorf("%d bytes: %w", capacity, err))
+		}
+		b.data = data
+		b.store.stats.mappings.Add(1)
+	} else {
+		data, err := unix.Mremap(b.data, int(capacity), unix.MREMAP_MAYMOVE)
+		if err != nil {
+			return b.pathErr("mremap", fmt.Errorf("%d to %d bytes: %w", len(b.data), capacity, err))
+		}
+		b.store.stats.mappedBytes.Add(-int64(len(b.data)))
+		b.data = data
+		b.store.stats.remaps.Add(1)
+	}
+	b.store.stats.mappedBytes.Add(int64(len(b.data)))
+	return nil
+}
+
+// unmapLocked drops the mapping. b.mu must be held exclusively.
+func (b *Blob) unmapLocked() error {
+	if b.data == nil {
+		return nil
+	}
+	n := len(b.data)
+	if err := unix.Munmap(b.data); err != nil {
+		return b.pathErr("munmap", err)
+	}
+	b.data = nil
+	b.store.stats.mappings.Add(-1)
+	b.store.stats.mappedBytes.Add(-int64(n))
+	return nil
+}
+
+// Truncate sets the file's size, as ftruncate does: growing leaves a hole
+// that reads as zeros, shrinking drops the bytes past size.
+func (b *Blob) Truncate(size int64) error {
+	if size < 0 {
+		return b.pathErr("truncate", syscall.EINVAL)
+	}
+	if size > MaxFileSize {
+		return b.pathErr("truncate", fmt.Errorf("%d bytes is past the maximum file size %d: %w", size, MaxFileSize, syscall.EFBIG))
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.writable {
+		return b.pathErr("truncate", fmt.Errorf("blob is mapped read-only: %w", syscall.EBADF))
+	}
+	if err := syscall.Ftruncate(b.fd, size); err != nil {
+		return b.pathErr("truncate", err)
+	}
+	if size > b.size {
+		if err := b.ensureCapLocked(size); err != nil {
+			if terr := syscall.Ftruncate(b.fd, b.size); terr != nil {
+				err = errors.Join(err, b.pathErr("ftruncate", terr))
+			}
+			return err
+		}
+	} else if size == 0 {
+		// Give the address space back: an empty file has no mapping.
+		if err := b.unmapLocked(); err != nil {
+			return err
+		}
+	}
+	b.size = size
+	b.dmu.Lock()
+	b.dirty.removeFrom(pagesCeil(size))
+	b.metaDirty = true
+	b.dmu.Unlock()
+	return nil
+}
+
+// Allocate is fallocate(2) on the blob: mode 0 allocates and may extend
+// the file, FALLOC_FL_KEEP_SIZE allocates without extending,
+// FALLOC_FL_PUNCH_HOLE (with KEEP_SIZE) frees a range, which then reads as
+// zeros through the mapping too.
+func (b *Blob) Allocate(off, length int64, mode uint32) error {
+	if off < 0 || length <= 0 {
+		return b.pathErr("fallocate", syscall.EINVAL)
+	}
+	end := off + length
+	if end > MaxFileSize || end < off {
+		return b.pathErr("fallocate", fmt.Errorf("range ends past the maximum file size %d: %w", MaxFileSize, syscall.EFBIG))
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.writable {
+		return b.pathErr("fallocate", fmt.Errorf("blob is mapped read-only: %w", syscall.EBADF))
+	}
+	keepSize := mode&unix.FALLOC_FL_KEEP_SIZE != 0
+	if !keepSize && end > b.size {
+		// Map the new length first, so that a failure leaves the file
+		// as it was.
+		if err := b.ensureCapLocked(end); err != nil {
+			return err
+		}
+	}
+	if err := fallocate(b.fd, mode, off, length); err != nil {
+		return b.pathErr("fallocate", err)
+	}
+	if !keepSize && end > b.size {
+		b.size = end
+	}
+	b.dmu.Lock()
+	b.metaDirty = true
+	b.dmu.Unlock()
+	return nil
+}
+
+// Seek is lseek(2) with SEEK_DATA or SEEK_HOLE on the blob, as the store's
+// filesystem supports them.
+func (b *Blob) Seek(off int64, whence int) (int64, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if off >= b.size {
+		return 0, b.pathErr("lseek", syscall.ENXIO)
+	}
+	// The descriptor's file position is never used for I/O, so moving
+	// it here disturbs nothing.
+	n, err := unix.Seek(b.fd, off, whence)
+	if err != nil {
+		return 0, b.pathErr("lseek", err)
+	}
+	return n, nil
+}
+
+// Fd calls fn with the blob's descriptor, after applying a pending mtime,
+// for what the blob does not model itself (fstat, fchmod, fchown,
+// utimens, statx). fn must not change the file's size or contents.
+func (b *Blob) Fd(fn func(fd int) error) error {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if err := b.applyMtimeLocked(); err != nil {
+		return err
+	}
+	return fn(b.fd)
+}
+
+// DiscardMtime forgets a pending mtime, before an explicit utimens.
+func (b *Blob) DiscardMtime() { b.mtime.Store(0) }
+
+// applyMtimeLocked sets the file's mtime to the time of the last write,
+// if one is pending. b.mu must be held (shared is enough).
+func (b *Blob) applyMtimeLocked() error {
+	ns := b.mtime.Swap(0)
+	if ns == 0 {
+		return nil
+	}
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(ns)}
+	if err := unix.UtimesNanoAt(b.fd, "", ts, unix.AT_EMPTY_PATH); err != nil {
+		return b.pathErr("utimens", err)
+	}
+	return nil
+}
+
+// markDirty records that [off, end) was written, and whether the write
+// changed the size.
+func (b *Blob) markDirty(off, end int64, extended bool) {
+	b.mtime.Store(time.Now().UnixNano())
+	b.dmu.Lock()
+	if b.dirty.empty() {
+		b.dirtySince = time.Now()
+	}
+	b.dirty.addRange(off/int64(pageSize), pagesCeil(end))
+	if extended {
+		b.metaDirty = true
+	}
+	b.dmu.Unlock()
+}
+
+// Unsynced returns how many bytes the daemon wrote into the mapping and has
+// not msynced yet, and since when the oldest of them has waited.
+func (b *Blob) Unsynced() (bytes int64, since time.Time) {
+	b.dmu.Lock()
+	defer b.dmu.Unlock()
+	return b.dirty.count * int64(pageSize), b.dirtySince
+}
+
+// Sync makes everything written to the blob durable: msync(MS_SYNC) of
+// exactly the pages dirtied since the last Sync, then fdatasync if the size
+// or the allocation changed (or of the whole file, if the blob may hold
+// pages dirtied before this daemon tracked it).
+func (b *Blob) Sync() error {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if err := b.applyMtimeLocked(); err != nil {
+		return err
+	}
+	b.dmu.Lock()
+	dirty, meta, whole := b.dirty, b.metaDirty, b.wholeSync
+	b.dirty, b.metaDirty, b.wholeSync = pageSet{}, false, false
+	b.dmu.Unlock()
+
+	err := b.syncLocked(&dirty, meta, whole)
+	if err != nil {
+		// Nothing is known to be durable: keep it all for the next try.
+		b.dmu.Lock()
+		if b.dirty.empty() && !dirty.empty() {
+			b.dirtySince = time.Now()
+		}
+		b.dirty.merge(&dirty)
+		b.metaDirty = b.metaDirty || meta
+		b.wholeSync = b.wholeSync || whole
+		b.dmu.Unlock()
+	}
+	return err
+}
+
+func (b *Blob) syncLocked(dirty *pageSet, meta, whole bool) error {
+	st := &b.store.stats
+	if whole {
+		start := time.Now()
+		if err := syscall.Fdatasync(b.fd); err != nil {
+			return b.pathErr("fdatasync", err)
+		}
+		st.recordSync(b.size, time.Since(start))
+		return nil
+	}
+	var err error
+	dirty.runs(func(first, end int64) bool {
+		lo := first * int64(pageSize)
+		hi := min(end*int64(pageSize), int64(len(b.data)))
+		if lo >= hi {
+			return true
+		}
+		start := time.Now()
+		if e := unix.Msync(b.data[lo:hi], unix.MS_SYNC); e != nil {
+			err = b.pathErr("msync", fmt.Errorf("bytes %d-%d: %w", lo, hi, e))
+			return false
+		}
+		st.recordSync(hi-lo, time.Since(start))
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	if meta {
+		if err := syscall.Fdatasync(b.fd); err != nil {
+			return b.pathErr("fdatasync", err)
+		}
+	}
+	return nil
+}
+
+// faulted works out why an access at off faulted and returns the error to
+// give the caller, or nil when a write may be retried because the faulting
+// page could be allocated now. It refreshes the size if the blob was
+// truncated behind the daemon's back.
+func (b *Blob) faulted(op string, off int64, write bool) error {
+	b.store.stats.faults.Add(1)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(b.fd, &st); err != nil {
+		return b.pathErr(op, fmt.Errorf("fault at offset %d, and fstat failed (%v): %w", off, err, syscall.EIO))
+	}
+	if st.Size <= off {
+		old := b.size
+		b.setSizeLocked(st.Size)
+		return b.pathErr(op, fmt.Errorf("fault at offset %d: blob shrank behind mmapfs's back from %d to %d bytes: %w", off, old, st.Size, syscall.EIO))
+	}
+	if write {
+		page := off / int64(pageSize) * int64(pageSize)
+		err := fallocate(b.fd, unix.FALLOC_FL_KEEP_SIZE, page, int64(pageSize))
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+			return b.pathErr(op, fmt.Errorf("fault at offset %d, no space to fill the page: %w", off, err))
+		}
+	}
+	return b.pathErr(op, fmt.Errorf("fault at offset %d: %w", off, syscall.EIO))
+}
+
+// refreshSizeLocked re-reads the file's size after a failed grow, which may
+// have extended it part of the way. b.mu must be held exclusively.
+func (b *Blob) refreshSizeLocked() {
+	var st syscall.Stat_t
+	if syscall.Fstat(b.fd, &st) == nil && st.Size != b.size {
+		b.setSizeLocked(st.Size)
+	}
+}
+
+// setSizeLocked adopts a size the file has now, remapping if needed. A size
+// the mapping cannot cover is clipped to the mapping: reads past it then
+// stop short instead of faulting. b.mu must be held exclusively.
+func (b *Blob) setSizeLocked(size int64) {
+	if size > int64(len(b.data)) && b.ensureCapLocked(size) != nil {
+		size = int64(len(b.data))
+	}
+	b.size = size
+	b.dmu.Lock()
+	b.dirty.removeFrom(pagesCeil(size))
+	b.dmu.Unlock()
+}
+
+// upgrade replaces a read-only descriptor and mapping with a writable one
+// on fd (O_RDWR), which the blob then owns. It returns false, owning
+// nothing, if the blob is writable already.
+func (b *Blob) upgrade(fd int) (bool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.writable {
+		return false, nil
+	}
+	if err := b.unmapLocked(); err != nil {
+		return false, err
+	}
+	old := b.fd
+	b.fd, b.writable = fd, true
+	if err := syscall.Close(old); err != nil {
+		// The new descriptor is in place; report the leak-free
+		// failure to close the old one.
+		return true, b.pathErr("close", err)
+	}
+	if b.size > 0 {
+		if err := b.ensureCapLocked(b.size); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
+}
+
+// close drops the mapping and the descriptor.
+func (b *Blob) close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	errs := []error{b.applyMtimeLocked(), b.unmapLocked()}
+	if b.fd >= 0 {
+		if err := syscall.Close(b.fd); err != nil {
+			errs = append(errs, b.pathErr("close", err))
+		}
+		b.fd = -1
+	}
+	return errors.Join(errs...)
+}
+
+func fallocate(fd int, mode uint32, off, length int64) error {
+	for {
+		err := syscall.Fallocate(fd, mode, off, length)
+		if err != syscall.EINTR {
+			if err != nil {
+				return err
+			}
+			return nil
+		}
+	}
+}
+
+func roundUp(n int64) int64 {
+	p := int64(pageSize)
+	return (n + p - 1) / p * p
+}
+
+func pagesCeil(n int64) int64 {
+	return (n + int64(pageSize) - 1) / int64(pageSize)
+}
