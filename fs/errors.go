@@ -1,0 +1,30 @@
+package fs
+
+import (
+	"errors"
+	"os"
+	"syscall"
+)
+
+func pathErr(op, path string, err error) error {
+	return &os.PathError{Op: op, Path: path, Err: err}
+}
+
+// errno turns err into the errno the kernel is given: the Errno at the
+// bottom of its chain, or EIO when it has none. It is the package's only
+// errno table. Errors that mean data refused or at risk are logged here,
+// once, naming the operation and the file.
+func (m *mountState) errno(op, name string, err error) syscall.Errno {
+	if err == nil {
+		return 0
+	}
+	var e syscall.Errno
+	if !errors.As(err, &e) {
+		e = syscall.EIO
+	}
+	switch e {
+	case syscall.EIO, syscall.ENOSPC, syscall.EDQUOT, syscall.EROFS, syscall.EFBIG:
+		m.log.Printf("%s %q: %v", op, name, err)
+	}
+	return e
+}

@@ -1,0 +1,124 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/backing"
+)
+
+// handle is one open of a regular file. It holds a reference to the file's
+// shared Blob and no descriptor of its own.
+type handle struct {
+	m    *mountState   // read only
+	blob *backing.Blob // read only; released by Release
+}
+
+func (m *mountState) newHandle(b *backing.Blob) *handle {
+	return &handle{m: m, blob: b}
+}
+
+var _ = (gofs.FileReader)((*handle)(nil))
+
+// Read copies out of the mapping into the kernel's buffer.
+func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	n, err := h.blob.ReadAt(dest, off)
+	if err != nil {
+		return nil, h.m.errno("read", h.blob.Name(), err)
+	}
+	return fuse.ReadResultData(dest[:n]), 0
+}
+
+var _ = (gofs.FileWriter)((*handle)(nil))
+
+// Write copies into the mapping, growing the file first if it extends it.
+func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	n, err := h.blob.WriteAt(data, off)
+	if err != nil {
+		return 0, h.m.errno("write", h.blob.Name(), err)
+	}
+	return uint32(n), 0
+}
+
+var _ = (gofs.FileFsyncer)((*handle)(nil))
+
+// Fsync msyncs the pages the daemon dirtied and makes the size durable.
+func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
+	if err := h.blob.Sync(); err != nil {
+		return h.m.errno("fsync", h.blob.Name(), err)
+	}
+	return 0
+}
+
+var _ = (gofs.FileFlusher)((*handle)(nil))
+
+// Flush runs at every close(2) of a descriptor. Under the default (fsync)
+// policy it has nothing to make durable.
+func (h *handle) Flush(ctx context.Context) syscall.Errno {
+	return 0
+}
+
+var _ = (gofs.FileReleaser)((*handle)(nil))
+
+// Release drops the handle's reference to the Blob; the last one unmaps it.
+func (h *handle) Release(ctx context.Context) syscall.Errno {
+	if err := h.m.store.Release(h.blob); err != nil {
+		// The kernel ignores this errno; errno() logs it.
+		return h.m.errno("release", h.blob.Name(), err)
+	}
+	return 0
+}
+
+var _ = (gofs.FileGetattrer)((*handle)(nil))
+
+// Getattr is fstat of the Blob, with the mtime of its last write applied.
+func (h *handle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
+	var st syscall.Stat_t
+	if err := h.blob.Fd(func(fd int) error { return syscall.Fstat(fd, &st) }); err != nil {
+		return h.m.errno("getattr", h.blob.Name(), err)
+	}
+	out.FromStat(&st)
+	return 0
+}
+
+var _ = (gofs.FileStatxer)((*handle)(nil))
+
+// Statx is statx of the Blob, with the mtime of its last write applied.
+func (h *handle) Statx(ctx context.Context, flags uint32, mask uint32, out *fuse.StatxOut) syscall.Errno {
+	var st unix.Statx_t
+	err := h.blob.Fd(func(fd int) error {
+		return unix.Statx(fd, "", int(flags)|unix.AT_EMPTY_PATH, int(mask), &st)
+	})
+	if err != nil {
+		return h.m.errno("statx", h.blob.Name(), err)
+	}
+	out.FromStatx(&st)
+	return 0
+}
+
+var _ = (gofs.FileLseeker)((*handle)(nil))
+
+// Lseek answers SEEK_DATA and SEEK_HOLE from the store's filesystem (the
+// kernel handles the other whences itself).
+func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	n, err := h.blob.Seek(int64(off), int(whence))
+	if err != nil {
+		return 0, h.m.errno("lseek", h.blob.Name(), err)
+	}
+	return uint64(n), 0
+}
+
+var _ = (gofs.FileAllocater)((*handle)(nil))
+
+// Allocate is fallocate(2) through the Blob, which keeps its mapping in
+// step with the size.
+func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
+	if err := h.blob.Allocate(int64(off), int64(size), mode); err != nil {
+		return h.m.errno("fallocate", h.blob.Name(), err)
+	}
+	return 0
+}

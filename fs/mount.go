@@ -1,0 +1,330 @@
+package fs
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/backing"
+)
+
+// Options are the settings of one mount.
+type Options struct {
+	// Debug logs every FUSE request and reply (go-fuse's request log).
+	Debug bool
+	// AttrTimeout and EntryTimeout are how long the kernel may cache
+	// attributes and names.
+	AttrTimeout, EntryTimeout time.Duration
+	// Logger receives the daemon's log lines; nil means stderr.
+	Logger *log.Logger
+}
+
+// DefaultOptions are the settings `mmapfs mount` uses without flags.
+func DefaultOptions() Options {
+	return Options{AttrTimeout: time.Second, EntryTimeout: time.Second}
+}
+
+// mountState is what every node and handle of one mount shares. All of it
+// is read only once Mount returns.
+type mountState struct {
+	store     *backing.Store
+	rootDev   uint64 // st_dev of the store root, as fs.LoopbackRoot.Dev
+	asRoot    bool   // the daemon runs as root: created files get the caller's owner
+	openFlags uint32 // FOPEN_* flags for every open
+	log       *log.Logger
+}
+
+// stableAttr computes a node's identity exactly as go-fuse's
+// LoopbackRoot.idFromStat and genFromBtime do, so that a file created here
+// is the same inode the loopback's Lookup finds later.
+func (m *mountState) stableAttr(x *unix.Statx_t) gofs.StableAttr {
+	dev := unix.Mkdev(x.Dev_major, x.Dev_minor)
+	swapped := (dev << 32) | (dev >> 32)
+	swappedRootDev := (m.rootDev << 32) | (m.rootDev >> 32)
+	gen := uint64(1)
+	if x.Mask&unix.STATX_BTIME != 0 && (x.Btime.Sec != 0 || x.Btime.Nsec != 0) {
+		gen = uint64(x.Btime.Sec)*1e9 + uint64(x.Btime.Nsec)
+	}
+	return gofs.StableAttr{
+		Mode: uint32(x.Mode),
+		Gen:  gen,
+		Ino:  (swapped ^ swappedRootDev) ^ x.Ino,
+	}
+}
+
+// Server is a live mount.
+type Server struct {
+	server     *fuse.Server
+	store      *backing.Store
+	mountpoint string
+}
+
+// Mountpoint returns the absolute path the store is mounted at.
+func (s *Server) Mountpoint() string { return s.mountpoint }
+
+// Store returns the mount's blob store.
+func (s *Server) Store() *backing.Store { return s.store }
+
+// Wait blocks until the mount is gone (unmounted by Unmount, by
+// fusermount3 -u or umount), then syncs and closes the store.
+func (s *Server) Wait() error {
+	s.server.Wait()
+	if err := s.store.Close(); err != nil {
+		return fmt.Errorf("closing store %s: %w", s.store.Root(), err)
+	}
+	return nil
+}
+
+// Unmount asks the kernel to unmount; it fails with EBUSY while files are
+// open on the mount. Wait returns once the mount is gone.
+func (s *Server) Unmount() error {
+	if err := s.server.Unmount(); err != nil {
+		return fmt.Errorf("unmount %s: %w", s.mountpoint, err)
+	}
+	return nil
+}
+
+// UnmountLazy detaches the mount now (umount -l); the daemon keeps serving
+// the files still open on it and Wait returns once they are closed.
+func (s *Server) UnmountLazy() error {
+	return detach(s.mountpoint)
+}
+
+func detach(mnt string) error {
+	err := unix.Unmount(mnt, unix.MNT_DETACH)
+	if errors.Is(err, syscall.EPERM) {
+		if out, ferr := exec.Command("fusermount3", "-u", "-z", mnt).CombinedOutput(); ferr != nil {
+			return fmt.Errorf("unmount %s: %w (fusermount3: %s)", mnt, err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("unmount %s: %w", mnt, err)
+	}
+	return nil
+}
+
+// Mount mounts the store directory at mountpoint and serves it in the
+// background. The store is created if it does not exist. The mount is
+// ready when Mount returns.
+func Mount(store, mountpoint string, opts Options) (*Server, error) {
+	logger := opts.Logger
+	if logger == nil {
+		logger = log.New(os.Stderr, "mmapfs: ", log.LstdFlags)
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return nil, fmt.Errorf("no FUSE device /dev/fuse (load the fuse module, or give the container the device): %w", err)
+	}
+	mnt, err := checkMountpoint(mountpoint, logger)
+	if err != nil {
+		return nil, err
+	}
+	root, err := prepareStore(store, mnt)
+	if err != nil {
+		return nil, err
+	}
+	st, err := backing.Open(root)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", root, err)
+	}
+	lb, err := gofs.NewLoopbackRoot(root)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("store %s: %w", root, err), st.Close())
+	}
+	ln := lb.(*gofs.LoopbackNode)
+	m := &mountState{
+		store:   st,
+		rootDev: ln.RootData.Dev,
+		asRoot:  os.Geteuid() == 0,
+		log:     logger,
+	}
+	rootNode := &Node{LoopbackNode: ln, m: m}
+	ln.RootData.RootNode = rootNode
+
+	attr, entry := opts.AttrTimeout, opts.EntryTimeout
+	fopts := &gofs.Options{
+		AttrTimeout:  &attr,
+		EntryTimeout: &entry,
+		Logger:       logger,
+		MountOptions: fuse.MountOptions{
+			FsName:      root,
+			Name:        "mmapfs",
+			DirectMount: true,
+			Debug:       opts.Debug,
+			Logger:      logger,
+		},
+	}
+	server, err := gofs.Mount(mnt, rootNode, fopts)
+	if err != nil {
+		err = fmt.Errorf("mount %s at %s: %w", root, mnt, err)
+		if os.Geteuid() != 0 {
+			if _, lerr := exec.LookPath("fusermount3"); lerr != nil {
+				err = fmt.Errorf("%w (not root, and no fusermount3: install Debian's fuse3)", err)
+			}
+		}
+		return nil, errors.Join(err, st.Close())
+	}
+	return &Server{server: server, store: st, mountpoint: mnt}, nil
+}
+
+// checkMountpoint returns the absolute, symlink-free mountpoint, or an error
+// that names it and says what is wrong. A dead mmapfs mount left there by a
+// killed daemon is detached.
+func checkMountpoint(mountpoint string, logger *log.Logger) (string, error) {
+	abs, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return "", fmt.Errorf("mountpoint %s: %w", mountpoint, err)
+	}
+	fi, err := os.Stat(abs)
+	if errors.Is(err, syscall.ENOTCONN) {
+		mi, ok := findMount(abs)
+		if !ok || mi.fstype != "fuse.mmapfs" {
+			return "", fmt.Errorf("mountpoint %s is a dead FUSE mount (its daemon is gone); unmount it with fusermount3 -u %s", abs, abs)
+		}
+		logger.Printf("mountpoint %s holds a dead mmapfs mount of %s (its daemon was killed); detaching it", abs, mi.source)
+		if err := detach(abs); err != nil {
+			return "", fmt.Errorf("mountpoint %s is a dead mmapfs mount that could not be detached: %w", abs, err)
+		}
+		fi, err = os.Stat(abs)
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("mountpoint %s does not exist", abs)
+	}
+	if err != nil {
+		return "", fmt.Errorf("mountpoint %s: %w", abs, err)
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("mountpoint %s is not a directory", abs)
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", fmt.Errorf("mountpoint %s: %w", abs, err)
+	}
+	if mi, ok := findMount(real); ok {
+		return "", fmt.Errorf("mountpoint %s is already a mount point (%s of %s); unmount it first", real, mi.fstype, mi.source)
+	}
+	return real, nil
+}
+
+// prepareStore creates the store if needed, checks that it can be read and
+// that it and the mountpoint do not contain each other, and returns its
+// absolute, symlink-free path.
+func prepareStore(store, mnt string) (string, error) {
+	abs, err := filepath.Abs(store)
+	if err != nil {
+		return "", fmt.Errorf("store %s: %w", store, err)
+	}
+	// Check before creating anything, so that a store inside the
+	// mountpoint is not created there.
+	if err := checkDisjoint(abs, mnt); err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return "", fmt.Errorf("cannot create store %s: %w", abs, err)
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		return "", fmt.Errorf("store %s: %w", abs, err)
+	}
+	fi, err := os.Stat(real)
+	if err != nil {
+		return "", fmt.Errorf("store %s: %w", real, err)
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("store %s is not a directory", real)
+	}
+	if err := checkDisjoint(real, mnt); err != nil {
+		return "", err
+	}
+	d, err := os.Open(real)
+	if err != nil {
+		return "", fmt.Errorf("cannot read store %s: %w", real, err)
+	}
+	_, rerr := d.Readdirnames(1)
+	cerr := d.Close()
+	if rerr != nil && !errors.Is(rerr, io.EOF) {
+		return "", fmt.Errorf("cannot read store %s: %w", real, rerr)
+	}
+	if cerr != nil {
+		return "", fmt.Errorf("cannot read store %s: %w", real, cerr)
+	}
+	return real, nil
+}
+
+func checkDisjoint(store, mnt string) error {
+	switch {
+	case store == mnt:
+		return fmt.Errorf("store %s and mountpoint %s are the same directory", store, mnt)
+	case within(store, mnt):
+		return fmt.Errorf("store %s is inside mountpoint %s", store, mnt)
+	case within(mnt, store):
+		return fmt.Errorf("mountpoint %s is inside store %s", mnt, store)
+	}
+	return nil
+}
+
+// within reports whether path p is strictly below dir.
+func within(p, dir string) bool {
+	rel, err := filepath.Rel(dir, p)
+	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../")
+}
+
+type mountInfo struct{ source, fstype string }
+
+// findMount looks mnt up in /proc/self/mountinfo.
+func findMount(mnt string) (mountInfo, bool) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return mountInfo{}, false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	found, info := false, mountInfo{}
+	for sc.Scan() {
+		// id parent maj:min root mountpoint options [optional...] - fstype source superopts
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 7 || unescapeMount(fields[4]) != mnt {
+			continue
+		}
+		for i, fl := range fields {
+			if fl == "-" && i+2 < len(fields) {
+				// The last mount on a path is the one in effect.
+				found, info = true, mountInfo{fstype: fields[i+1], source: unescapeMount(fields[i+2])}
+				break
+			}
+		}
+	}
+	return info, found
+}
+
+// unescapeMount undoes the octal escapes (\040 for a space) of mountinfo.
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			var v int
+			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &v); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

@@ -1,0 +1,311 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/backing"
+)
+
+// Node is a file or directory of the mount. Its namespace operations are
+// fs.LoopbackNode's; it replaces the data path (open, create, tmpfile,
+// getattr and setattr of size and times, copy_file_range) so that every
+// regular file is served from its Blob's mapping.
+type Node struct {
+	*gofs.LoopbackNode
+	m *mountState // read only
+}
+
+var _ = (gofs.NodeWrapChilder)((*Node)(nil))
+
+// WrapChild makes every node go-fuse's loopback creates below a Node into
+// one of ours.
+func (n *Node) WrapChild(ctx context.Context, ops gofs.InodeEmbedder) gofs.InodeEmbedder {
+	if lb, ok := ops.(*gofs.LoopbackNode); ok {
+		return &Node{LoopbackNode: lb, m: n.m}
+	}
+	return ops
+}
+
+// rel returns the node's path relative to the store root. It is the one
+// place the data path turns a node into a name; backing resolves it
+// beneath the store without following symlinks.
+func (n *Node) rel() string {
+	return n.Path(n.Root())
+}
+
+var _ = (gofs.NodeOpener)((*Node)(nil))
+
+// Open opens the node's Blob.
+func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	name := n.rel()
+	b, err := n.m.store.Open(name, int(flags&^fuse.FMODE_EXEC), 0)
+	if err != nil {
+		return nil, 0, n.m.errno("open", name, err)
+	}
+	return n.m.newHandle(b), n.m.openFlags, 0
+}
+
+var _ = (gofs.NodeCreater)((*Node)(nil))
+
+// Create creates and opens a regular file, owned by the caller when the
+// daemon runs as root.
+func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	rel := filepath.Join(n.rel(), name)
+	flags &^= fuse.FMODE_EXEC
+	created := true
+	b, err := n.m.store.Open(rel, int(flags)|unix.O_CREAT|unix.O_EXCL, mode)
+	if errors.Is(err, syscall.EEXIST) && flags&unix.O_EXCL == 0 {
+		// The kernel sends CREATE after a failed lookup, but the
+		// file may have appeared since: open it as it is.
+		created = false
+		b, err = n.m.store.Open(rel, int(flags)&^unix.O_CREAT, 0)
+	}
+	if err != nil {
+		return nil, nil, 0, n.m.errno("create", rel, err)
+	}
+	ch, err := n.newChild(ctx, b, rel, created, out)
+	if err != nil {
+		return nil, nil, 0, n.m.errno("create", rel, errors.Join(err, n.m.store.Release(b)))
+	}
+	return ch, n.m.newHandle(b), n.m.openFlags, 0
+}
+
+var _ = (gofs.NodeTmpfiler)((*Node)(nil))
+
+// Tmpfile creates an unnamed regular file in the directory (O_TMPFILE).
+func (n *Node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	rel := n.rel()
+	flags &^= fuse.FMODE_EXEC
+	b, err := n.m.store.Open(rel, int(flags)|unix.O_TMPFILE, mode)
+	if err != nil {
+		return nil, nil, 0, n.m.errno("tmpfile", rel, err)
+	}
+	ch, err := n.newChild(ctx, b, "", true, out)
+	if err != nil {
+		return nil, nil, 0, n.m.errno("tmpfile", rel, errors.Join(err, n.m.store.Release(b)))
+	}
+	return ch, n.m.newHandle(b), n.m.openFlags, 0
+}
+
+// newChild makes the inode for a file just created (or opened) through b,
+// gives it to the caller when created as root, and fills out.
+func (n *Node) newChild(ctx context.Context, b *backing.Blob, rel string, created bool, out *fuse.EntryOut) (*gofs.Inode, error) {
+	var st unix.Statx_t
+	err := b.Fd(func(fd int) error {
+		if created && n.m.asRoot {
+			if caller, ok := fuse.FromContext(ctx); ok {
+				if err := unix.Fchown(fd, int(caller.Uid), int(caller.Gid)); err != nil {
+					return pathErr("chown", rel, err)
+				}
+			}
+		}
+		if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &st); err != nil {
+			return pathErr("statx", rel, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sys := statFromStatx(&st)
+	out.Attr.FromStat(&sys)
+	node := &gofs.LoopbackNode{RootData: n.RootData}
+	return n.NewInode(ctx, node, n.m.stableAttr(&st)), nil
+}
+
+var _ = (gofs.NodeGetattrer)((*Node)(nil))
+
+// Getattr reports the attributes of the node; for a file open on the
+// mount, those of its Blob, with the mtime of its last write applied.
+func (n *Node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if h, ok := f.(*handle); ok {
+		return h.Getattr(ctx, out)
+	}
+	rel := n.rel()
+	p := filepath.Join(n.RootData.Path, rel)
+	var st syscall.Stat_t
+	var err error
+	if n.IsRoot() {
+		err = syscall.Stat(p, &st)
+	} else {
+		err = syscall.Lstat(p, &st)
+	}
+	if err != nil {
+		return n.m.errno("getattr", rel, pathErr("stat", rel, err))
+	}
+	if st.Mode&syscall.S_IFMT == syscall.S_IFREG {
+		// Open through another handle, the file may have a pending
+		// mtime: stat it through its Blob.
+		if b := n.m.store.Find(&st); b != nil {
+			err := b.Fd(func(fd int) error { return syscall.Fstat(fd, &st) })
+			if err = errors.Join(err, n.m.store.Release(b)); err != nil {
+				return n.m.errno("getattr", rel, err)
+			}
+		}
+	}
+	out.FromStat(&st)
+	return 0
+}
+
+var _ = (gofs.NodeSetattrer)((*Node)(nil))
+
+// Setattr changes attributes. A size change always goes through the Blob
+// (opening it if no handle is given), so that the mapping and the file
+// agree; with a Blob at hand every attribute is set through its
+// descriptor; without one, fs.LoopbackNode sets them by path.
+func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	rel := n.rel()
+	var b *backing.Blob
+	release := false
+	if h, ok := f.(*handle); ok {
+		b = h.blob
+	} else if _, ok := in.GetSize(); ok {
+		ob, err := n.m.store.Open(rel, unix.O_WRONLY, 0)
+		if err != nil {
+			return n.m.errno("truncate", rel, err)
+		}
+		b, release = ob, true
+	} else if n.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFREG {
+		var st syscall.Stat_t
+		if syscall.Lstat(filepath.Join(n.RootData.Path, rel), &st) == nil {
+			if b = n.m.store.Find(&st); b != nil {
+				release = true
+			}
+		}
+	}
+	if b == nil {
+		return n.LoopbackNode.Setattr(ctx, f, in, out)
+	}
+	var st syscall.Stat_t
+	err := setattrBlob(b, in)
+	if err == nil {
+		err = b.Fd(func(fd int) error { return syscall.Fstat(fd, &st) })
+	}
+	if release {
+		err = errors.Join(err, n.m.store.Release(b))
+	}
+	if err != nil {
+		return n.m.errno("setattr", rel, err)
+	}
+	out.FromStat(&st)
+	return 0
+}
+
+// setattrBlob applies in to the file of b through its descriptor, in the
+// order the loopback uses: mode, owner, size, then times (so that an
+// explicit mtime is not overwritten by the truncate).
+func setattrBlob(b *backing.Blob, in *fuse.SetAttrIn) error {
+	if sz, ok := in.GetSize(); ok {
+		if err := b.Truncate(int64(sz)); err != nil {
+			return err
+		}
+	}
+	mtime, mok := in.GetMTime()
+	atime, aok := in.GetATime()
+	if mok || aok {
+		b.DiscardMtime()
+	}
+	return b.Fd(func(fd int) error {
+		if m, ok := in.GetMode(); ok {
+			if err := syscall.Fchmod(fd, m); err != nil {
+				return pathErr("chmod", b.Name(), err)
+			}
+		}
+		uid, uok := in.GetUID()
+		gid, gok := in.GetGID()
+		if uok || gok {
+			suid, sgid := -1, -1
+			if uok {
+				suid = int(uid)
+			}
+			if gok {
+				sgid = int(gid)
+			}
+			if err := syscall.Fchown(fd, suid, sgid); err != nil {
+				return pathErr("chown", b.Name(), err)
+			}
+		}
+		if mok || aok {
+			ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+			if aok {
+				ts[0] = unix.NsecToTimespec(atime.UnixNano())
+			}
+			if mok {
+				ts[1] = unix.NsecToTimespec(mtime.UnixNano())
+			}
+			if err := unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH); err != nil {
+				return pathErr("utimens", b.Name(), err)
+			}
+		}
+		return nil
+	})
+}
+
+var _ = (gofs.NodeCopyFileRanger)((*Node)(nil))
+
+// CopyFileRange copies between two files of the mount through their
+// mappings, in pieces of at most copyChunk bytes.
+func (n *Node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn uint64, out *gofs.Inode, fhOut gofs.FileHandle, offOut uint64, length uint64, flags uint64) (uint32, syscall.Errno) {
+	hin, ok1 := fhIn.(*handle)
+	hout, ok2 := fhOut.(*handle)
+	if !ok1 || !ok2 || flags != 0 {
+		return 0, syscall.EINVAL
+	}
+	length = min(length, 1<<30)
+	buf := make([]byte, min(length, copyChunk))
+	var done uint64
+	for done < length {
+		want := min(uint64(len(buf)), length-done)
+		r, err := hin.blob.ReadAt(buf[:want], int64(offIn+done))
+		if err != nil {
+			return uint32(done), n.m.errno("copy_file_range", hin.blob.Name(), err)
+		}
+		if r == 0 {
+			break
+		}
+		w, err := hout.blob.WriteAt(buf[:r], int64(offOut+done))
+		done += uint64(w)
+		if err != nil {
+			if done > 0 {
+				break
+			}
+			return 0, n.m.errno("copy_file_range", hout.blob.Name(), err)
+		}
+		if r < int(want) {
+			break
+		}
+	}
+	return uint32(done), 0
+}
+
+// copyChunk is the buffer copy_file_range copies through.
+const copyChunk = 1 << 20
+
+// statFromStatx converts a statx result for fuse.Attr.FromStat.
+func statFromStatx(x *unix.Statx_t) syscall.Stat_t {
+	ts := func(t unix.StatxTimestamp) syscall.Timespec {
+		return syscall.Timespec{Sec: t.Sec, Nsec: int64(t.Nsec)}
+	}
+	return syscall.Stat_t{
+		Dev:     unix.Mkdev(x.Dev_major, x.Dev_minor),
+		Ino:     x.Ino,
+		Nlink:   uint64(x.Nlink),
+		Mode:    uint32(x.Mode),
+		Uid:     x.Uid,
+		Gid:     x.Gid,
+		Rdev:    unix.Mkdev(x.Rdev_major, x.Rdev_minor),
+		Size:    int64(x.Size),
+		Blksize: int64(x.Blksize),
+		Blocks:  int64(x.Blocks),
+		Atim:    ts(x.Atime),
+		Mtim:    ts(x.Mtime),
+		Ctim:    ts(x.Ctime),
+	}
+}
