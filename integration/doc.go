@@ -1,0 +1,50 @@
+// Package integration holds the end-to-end tests of mmapfs: they build the
+// mmapfs binary, mount it for real and talk to the mount with ordinary
+// system calls and client memory mappings.
+//
+// # Running
+//
+//	cd /work/main && go test -race -count=1 ./integration/
+//
+// The tests need root (they mount with FUSE), /dev/fuse and fusermount3.
+// Without root or /dev/fuse the whole package is skipped with a message.
+// When the tests run with -race, the daemon is built with -race too, so a
+// data race in the daemon fails the test that provoked it (the daemon then
+// exits non-zero).
+//
+// # The harness
+//
+// TestMain builds cmd/mmapfs once into a temporary directory. startMount
+// runs it as a subprocess on a fresh store and mountpoint (both from
+// t.TempDir), waits until the mountpoint shows in /proc/self/mountinfo and
+// registers a cleanup that stops the daemon with SIGTERM, requires a clean
+// exit 0 and, whatever happened (t.Fatal, panic, a hung or killed daemon),
+// unmounts lazily and kills the daemon so that no mount is left behind.
+//
+// Helpers: startMount/startMountAt, mount.stop (SIGTERM, clean exit
+// required), mount.remount (stop and start on the same store), mount.kill
+// (SIGKILL; the dead mount stays until unmounted), mount.pid, and
+// runBinary for command lines that should fail.
+//
+// Two safety nets back the cleanups. Daemons are started through this
+// test binary acting as a trampoline that marks every inherited descriptor
+// close-on-exec, so that a file some test opened on a mount without
+// O_CLOEXEC cannot leak into a daemon and keep that mount busy. And a
+// watchdog process (this test binary again) that outlives the test run
+// detaches any mount still registered when the run dies without cleaning
+// up (a panic in another test, a -timeout, a kill).
+//
+// The daemon always runs in its own process: the tests mmap files of the
+// mount, and a process that serves a FUSE mount and page-faults on it can
+// deadlock.
+//
+// # Checking the suite itself
+//
+// With MMAPFS_INTEGRATION_FS=loopback the suite runs against go-fuse's
+// example loopback filesystem instead of mmapfs (tests that only make sense
+// for mmapfs, such as the CLI errors or the daemon's memory maps, are
+// skipped). The loopback is a known-good reference: a test that fails there
+// is a bug in the test, not in mmapfs.
+//
+//	MMAPFS_INTEGRATION_FS=loopback go test -count=1 ./integration/
+package integration
