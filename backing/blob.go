@@ -94,10 +94,30 @@ func (b *Blob) ReadAt(p []byte, off int64) (int, error) {
 	end := min(b.size, off+int64(len(p)))
 	n, err := copyGuarded(p, b.data[off:end], off)
 	b.mu.RUnlock()
-	if err != nil {
-		return 0, b.faulted("read", off+int64(n), false)
+	if err == nil {
+		return n, nil
 	}
-	return n, nil
+	at := off + int64(n)
+	if err := b.faulted("read", at, false); err != nil {
+		return 0, err
+	}
+	// The file still covers the page, but it cannot be mapped in (a
+	// hole on a full tmpfs needs a page to read as zeros): read it with
+	// pread, which needs none.
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	end = min(b.size, off+int64(len(p)))
+	for at < end {
+		r, err := unix.Pread(b.fd, p[at-off:end-off], at)
+		if err != nil {
+			return 0, b.pathErr("read", fmt.Errorf("pread at %d after a fault: %w", at, err))
+		}
+		if r == 0 {
+			break
+		}
+		at += int64(r)
+	}
+	return int(at - off), nil
 }
 
 // WriteAt copies p into the mapping at off, growing the file and the
@@ -117,10 +137,11 @@ func (b *Blob) WriteAt(p []byte, off int64) (int, error) {
 		n, extended, err := b.writeOnce(p, off, end)
 		var fe *faultError
 		if !errors.As(err, &fe) {
-			if err == nil {
-				b.markDirty(off, end, extended)
+			if err != nil {
+				return n, err
 			}
-			return n, err
+			b.markDirty(off, end, extended)
+			return n, b.afterWrite(off, end, extended)
 		}
 		// The pages copied before the fault are in the file.
 		if fe.done > 0 {
@@ -168,6 +189,9 @@ func (b *Blob) writeOnce(p []byte, off, end int64) (n int, extended bool, err er
 // that a full disk shows now as ENOSPC instead of as a fault later, and
 // grows the mapping to cover it. b.mu must be held exclusively.
 func (b *Blob) growLocked(off, end int64) error {
+	if err := b.zeroTailLocked(); err != nil {
+		return err
+	}
 	err := fallocate(b.fd, 0, off, end-off)
 	if errors.Is(err, syscall.EOPNOTSUPP) {
 		err = syscall.Ftruncate(b.fd, end)
@@ -185,6 +209,9 @@ func (b *Blob) growLocked(off, end int64) error {
 		return err
 	}
 	b.size = end
+	b.dmu.Lock()
+	b.metaDirty = true
+	b.dmu.Unlock()
 	return nil
 }
 
@@ -200,7 +227,11 @@ func (b *Blob) ensureCapLocked(need int64) error {
 		prot |= unix.PROT_WRITE
 	}
 	if b.data == nil {
-		data, err := unix.Mmap(b.fd, 0, int(capacity), prot, unix.MAP_SHARED)
+		flags := unix.MAP_SHARED
+		if b.store.opts.Populate {
+			flags |= unix.MAP_POPULATE
+		}
+		data, err := unix.Mmap(b.fd, 0, int(capacity), prot, flags)
 		if err != nil {
 			return b.pathErr("mmap", fmt.Errorf("%d bytes: %w", capacity, err))
 		}
@@ -216,21 +247,52 @@ func (b *Blob) ensureCapLocked(need int64) error {
 		b.store.stats.remaps.Add(1)
 	}
 	b.store.stats.mappedBytes.Add(int64(len(b.data)))
+	if adv := b.store.opts.Advice; adv != AdviceNormal {
+		// Advice is a hint: a kernel or filesystem that does not take
+		// it (MADV_HUGEPAGE on a filesystem without large folios) is
+		// no reason to fail the open. The error is kept for stats.
+		if err := unix.Madvise(b.data, adv.madv()); err != nil {
+			b.store.stats.adviceErrors.Add(1)
+		}
+	}
 	return nil
 }
 
 // unmapLocked drops the mapping. b.mu must be held exclusively.
 func (b *Blob) unmapLocked() error {
-	if b.data == nil {
+	err := b.munmap(b.data)
+	if err == nil {
+		b.data = nil
+	}
+	return err
+}
+
+// munmap unmaps data, a mapping of b's (nil: nothing to do).
+func (b *Blob) munmap(data []byte) error {
+	if data == nil {
 		return nil
 	}
-	n := len(b.data)
-	if err := unix.Munmap(b.data); err != nil {
+	if err := unix.Munmap(data); err != nil {
 		return b.pathErr("munmap", err)
 	}
-	b.data = nil
 	b.store.stats.mappings.Add(-1)
-	b.store.stats.mappedBytes.Add(-int64(n))
+	b.store.stats.mappedBytes.Add(-int64(len(data)))
+	return nil
+}
+
+// zeroTailLocked clears the bytes past the end of the file in its last
+// page. A store's filesystem may keep what was written there through the
+// mapping (tmpfs does), and growing the file would then show it instead
+// of zeros. Call it before the size grows. b.mu must be held exclusively.
+func (b *Blob) zeroTailLocked() error {
+	tail := b.size % int64(pageSize)
+	if tail == 0 || b.size >= int64(len(b.data)) {
+		return nil
+	}
+	end := min(b.size-tail+int64(pageSize), int64(len(b.data)))
+	if err := zeroGuarded(b.data[b.size:end]); err != nil {
+		return b.pathErr("grow", fmt.Errorf("clearing past the end of file at %d: %w", b.size, syscall.EIO))
+	}
 	return nil
 }
 
@@ -247,6 +309,11 @@ func (b *Blob) Truncate(size int64) error {
 	defer b.mu.Unlock()
 	if !b.writable {
 		return b.pathErr("truncate", fmt.Errorf("blob is mapped read-only: %w", syscall.EBADF))
+	}
+	if size > b.size {
+		if err := b.zeroTailLocked(); err != nil {
+			return err
+		}
 	}
 	if err := syscall.Ftruncate(b.fd, size); err != nil {
 		return b.pathErr("truncate", err)
@@ -296,8 +363,14 @@ func (b *Blob) Allocate(off, length int64, mode uint32) error {
 		if err := b.ensureCapLocked(end); err != nil {
 			return err
 		}
+		if err := b.zeroTailLocked(); err != nil {
+			return err
+		}
 	}
 	if err := fallocate(b.fd, mode, off, length); err != nil {
+		// A fallocate that fails part way may still have extended
+		// the file.
+		b.refreshSizeLocked()
 		return b.pathErr("fallocate", err)
 	}
 	if !keepSize && end > b.size {
@@ -378,6 +451,97 @@ func (b *Blob) Unsynced() (bytes int64, since time.Time) {
 	return b.dirty.count * int64(pageSize), b.dirtySince
 }
 
+// afterWrite applies the store's writeback policy to a write of [off, end).
+func (b *Blob) afterWrite(off, end int64, extended bool) error {
+	switch b.store.opts.Policy.Kind {
+	case PolicyWriteThrough:
+		return b.syncRange(off, end, extended)
+	case PolicyAsync:
+		return b.startWriteback(off, end)
+	}
+	return nil
+}
+
+// syncRange msyncs (MS_SYNC) the pages of [off, end) and, if the write
+// changed the size, fdatasyncs, so that the range is durable on return.
+func (b *Blob) syncRange(off, end int64, meta bool) error {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	first, last := off/int64(pageSize), pagesCeil(end)
+	b.dmu.Lock()
+	b.dirty.removeRange(first, last)
+	if meta {
+		b.metaDirty = false
+	}
+	b.dmu.Unlock()
+	var pages pageSet
+	pages.addRange(first, last)
+	err := b.syncLocked(&pages, meta, false)
+	if err != nil {
+		b.dmu.Lock()
+		if b.dirty.empty() {
+			b.dirtySince = time.Now()
+		}
+		b.dirty.addRange(first, last)
+		b.metaDirty = b.metaDirty || meta
+		b.dmu.Unlock()
+	}
+	return err
+}
+
+// startWriteback schedules writeback of [off, end) and does not wait
+// (see PolicyAsync). The pages stay counted as unsynced.
+func (b *Blob) startWriteback(off, end int64) error {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	lo := off / int64(pageSize) * int64(pageSize)
+	start := time.Now()
+	if err := unix.SyncFileRange(b.fd, lo, roundUp(end)-lo, unix.SYNC_FILE_RANGE_WRITE); err != nil {
+		return b.pathErr("sync_file_range", err)
+	}
+	b.store.stats.recordAsync(roundUp(end)-lo, time.Since(start))
+	return nil
+}
+
+// Flush is called at every close of a descriptor of the file: under the
+// close policy it syncs the blob.
+func (b *Blob) Flush() error {
+	if b.store.opts.Policy.Kind == PolicyClose {
+		return b.Sync()
+	}
+	return nil
+}
+
+// Fsync is fsync(2) or fdatasync(2) of the file: Sync, unless the store
+// was opened with IgnoreFsync.
+func (b *Blob) Fsync() error {
+	if b.store.opts.IgnoreFsync {
+		b.store.stats.ignoredFsyncs.Add(1)
+		return nil
+	}
+	return b.Sync()
+}
+
+// Resident returns how many bytes of the file are in memory now, by
+// mincore(2) over the mapping.
+func (b *Blob) Resident() (int64, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.size == 0 {
+		return 0, nil
+	}
+	n := roundUp(b.size)
+	vec := make([]byte, n/int64(pageSize))
+	if err := mincore(b.data[:n], vec); err != nil {
+		return 0, b.pathErr("mincore", err)
+	}
+	var pages int64
+	for _, v := range vec {
+		pages += int64(v & 1)
+	}
+	return pages * int64(pageSize), nil
+}
+
 // Sync makes everything written to the blob durable: msync(MS_SYNC) of
 // exactly the pages dirtied since the last Sync, then fdatasync if the size
 // or the allocation changed (or of the whole file, if the blob may hold
@@ -437,16 +601,19 @@ func (b *Blob) syncLocked(dirty *pageSet, meta, whole bool) error {
 		return err
 	}
 	if meta {
+		start := time.Now()
 		if err := syscall.Fdatasync(b.fd); err != nil {
 			return b.pathErr("fdatasync", err)
 		}
+		st.recordSync(0, time.Since(start))
 	}
 	return nil
 }
 
 // faulted works out why an access at off faulted and returns the error to
-// give the caller, or nil when a write may be retried because the faulting
-// page could be allocated now. It refreshes the size if the blob was
+// give the caller, or nil when the access may be retried another way: a
+// read with pread (the file still covers off), a write because the
+// faulting page could be allocated now. It refreshes the size if the blob was
 // truncated behind the daemon's back.
 func (b *Blob) faulted(op string, off int64, write bool) error {
 	b.store.stats.faults.Add(1)
@@ -461,7 +628,10 @@ func (b *Blob) faulted(op string, off int64, write bool) error {
 		b.setSizeLocked(st.Size)
 		return b.pathErr(op, fmt.Errorf("fault at offset %d: blob shrank behind mmapfs's back from %d to %d bytes: %w", off, old, st.Size, syscall.EIO))
 	}
-	if write {
+	if !write {
+		return nil
+	}
+	{
 		page := off / int64(pageSize) * int64(pageSize)
 		err := fallocate(b.fd, unix.FALLOC_FL_KEEP_SIZE, page, int64(pageSize))
 		switch {
@@ -497,30 +667,29 @@ func (b *Blob) setSizeLocked(size int64) {
 }
 
 // upgrade replaces a read-only descriptor and mapping with a writable one
-// on fd (O_RDWR), which the blob then owns. It returns false, owning
-// nothing, if the blob is writable already.
+// on fd (O_RDWR), which the blob then owns. It maps fd before it lets go
+// of anything, so that a failure leaves the blob read-only and usable. It
+// returns false, owning nothing, if the blob is writable already or the
+// upgrade failed.
 func (b *Blob) upgrade(fd int) (bool, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.writable {
 		return false, nil
 	}
-	if err := b.unmapLocked(); err != nil {
-		return false, err
-	}
-	old := b.fd
-	b.fd, b.writable = fd, true
-	if err := syscall.Close(old); err != nil {
-		// The new descriptor is in place; report the leak-free
-		// failure to close the old one.
-		return true, b.pathErr("close", err)
-	}
+	oldFd, oldData := b.fd, b.data
+	b.fd, b.data, b.writable = fd, nil, true
 	if b.size > 0 {
 		if err := b.ensureCapLocked(b.size); err != nil {
-			return true, err
+			b.fd, b.data, b.writable = oldFd, oldData, false
+			return false, err
 		}
 	}
-	return true, nil
+	errs := []error{b.munmap(oldData)}
+	if err := syscall.Close(oldFd); err != nil {
+		errs = append(errs, b.pathErr("close", err))
+	}
+	return true, errors.Join(errs...)
 }
 
 // close drops the mapping and the descriptor.

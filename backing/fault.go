@@ -2,12 +2,16 @@ package backing
 
 import (
 	"runtime/debug"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
-// This file holds the only functions that touch mapped memory. Each runs
-// with debug.SetPanicOnFault(true) so that a SIGBUS or SIGSEGV on a mapped
-// page becomes a recovered panic and then a *faultError, instead of killing
-// the daemon. Nothing else in the package may read or write a mapping.
+// This file holds the only functions that touch mapped memory or take its
+// address, and the package's only use of unsafe. The copies run with
+// debug.SetPanicOnFault(true) so that a SIGBUS or SIGSEGV on a mapped page
+// becomes a recovered panic and then a *faultError, instead of killing the
+// daemon. Nothing else in the package may read or write a mapping.
 
 // faultError reports that an access to a mapping faulted. done is how many
 // bytes were copied, in whole pages, before the faulting page.
@@ -51,4 +55,36 @@ func copyGuarded(dst, src []byte, off int64) (n int, err error) {
 		n += c
 	}
 	return n, nil
+}
+
+// zeroGuarded clears dst, a range of the mapping, and returns a
+// *faultError if a page faulted.
+func zeroGuarded(dst []byte) (err error) {
+	old := debug.SetPanicOnFault(true)
+	defer func() {
+		debug.SetPanicOnFault(old)
+		if r := recover(); r != nil {
+			addr, ok := faultAddr(r)
+			if !ok {
+				panic(r)
+			}
+			err = &faultError{addr: addr}
+		}
+	}()
+	clear(dst)
+	return nil
+}
+
+// mincore fills vec (one byte per page of m) with mincore(2): bit 0 of
+// vec[i] is set when page i of m is resident. It reads no mapped memory,
+// so it cannot fault. x/sys/unix has no wrapper for it on Linux.
+func mincore(m, vec []byte) error {
+	if len(m) == 0 {
+		return nil
+	}
+	_, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0])))
+	if e != 0 {
+		return e
+	}
+	return nil
 }

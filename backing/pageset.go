@@ -85,6 +85,32 @@ func (s *pageSet) removeFrom(first int64) {
 	}
 }
 
+// removeRange removes pages [first, end).
+func (s *pageSet) removeRange(first, end int64) {
+	for p := first; p < end; {
+		ci := p / chunkPages
+		chunkEnd := min(end, (ci+1)*chunkPages)
+		c := s.chunks[ci]
+		if c == nil {
+			p = chunkEnd
+			continue
+		}
+		for p < chunkEnd {
+			bit := p % chunkPages
+			w := bit / 64
+			lo := bit % 64
+			hi := min(int64(64), lo+(chunkEnd-p))
+			mask := maskBits(lo, hi)
+			s.count -= int64(bits.OnesCount64(mask & c[w]))
+			c[w] &^= mask
+			p += hi - lo
+		}
+		if *c == (chunk{}) {
+			delete(s.chunks, ci)
+		}
+	}
+}
+
 // merge adds every page of o to s.
 func (s *pageSet) merge(o *pageSet) {
 	o.runs(func(first, end int64) bool {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/backing/latency"
 )
 
 // maxClosedDirty bounds how many closed blobs' unsynced pages the store
@@ -25,29 +27,65 @@ type closedDirty struct {
 	since time.Time
 	meta  bool
 	whole bool
+	gen   uint64 // Store.gen when it was recorded
+}
+
+// maxIdleDirty bounds how many released blobs the periodic policy keeps
+// open until its next pass; past it a released blob is synced at once.
+const maxIdleDirty = 1024
+
+// Options are a store's settings.
+type Options struct {
+	// Policy decides when the daemon msyncs what it wrote.
+	Policy Policy
+	// IgnoreFsync makes Fsync a no-op that reports success: unsafe, for
+	// experiments that measure what fsync costs.
+	IgnoreFsync bool
+	// Advice is given to every mapping with madvise(2).
+	Advice Advice
+	// Populate maps with MAP_POPULATE, faulting every page in up front.
+	Populate bool
 }
 
 // Store is a directory of blobs. It hands out one Blob per backing inode,
 // shared and reference-counted across every open of every name of it.
 type Store struct {
-	root   string // absolute path of the store directory; read only
-	rootFd int    // descriptor of root, for openat2 and syncfs; read only
+	root   string  // absolute path of the store directory; read only
+	rootFd int     // descriptor of root, for openat2 and syncfs; read only
+	opts   Options // read only
 	stats  counters
 
-	// mu guards blobs, closed, closedLost, and every Blob's refs.
-	mu     sync.Mutex
+	stop chan struct{} // closed by Close to end the periodic pass
+	done chan struct{} // closed when the periodic pass has ended
+
+	// mu guards blobs, idle, closed, gen, the lost* fields, and every
+	// Blob's refs.
+	mu sync.Mutex
+	// blobs holds every Blob with a descriptor: the open ones and, under
+	// the periodic policy, released ones kept until the next pass syncs
+	// them (refs == 0; counted in idle).
 	blobs  map[fileKey]*Blob
+	idle   int
 	closed map[fileKey]*closedDirty
+	// gen counts changes to closed (records and overflows), so that a
+	// syncfs forgets only what was recorded before it started.
+	gen uint64
 	// closedLost is set when unsynced state of a closed blob was
 	// forgotten (or never known: the store could not be synced at
-	// open): every newly opened blob then syncs whole.
+	// open): every newly opened blob then syncs whole. lostGen is gen at
+	// the last loss; lostBytes and lostSince are what was forgotten, still
+	// at risk until a syncfs.
 	closedLost bool
+	lostGen    uint64
+	lostBytes  int64
+	lostSince  time.Time
 }
 
 // Open opens the store at root, which must be an existing directory, and
 // syncs its filesystem so that every page the daemon later dirties is one
-// it tracks.
-func Open(root string) (*Store, error) {
+// it tracks. Under the periodic policy it starts the background pass,
+// which Close stops.
+func Open(root string, opts Options) (*Store, error) {
 	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open store", Path: root, Err: err}
@@ -55,13 +93,74 @@ func Open(root string) (*Store, error) {
 	s := &Store{
 		root:   root,
 		rootFd: fd,
+		opts:   opts,
 		blobs:  make(map[fileKey]*Blob),
 		closed: make(map[fileKey]*closedDirty),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
 	}
 	if err := s.syncfs(); err != nil {
 		s.closedLost = true
 	}
+	if opts.Policy.Kind == PolicyPeriodic {
+		go s.periodic(opts.Policy.Period)
+	} else {
+		close(s.done)
+	}
 	return s, nil
+}
+
+// Options returns the store's settings.
+func (s *Store) Options() Options { return s.opts }
+
+// periodic syncs every blob with dirty pages every period until Close.
+// A failed pass leaves the pages dirty for the next one; its error is
+// counted and kept for stats.
+func (s *Store) periodic(period time.Duration) {
+	defer close(s.done)
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			if err := s.syncOpen(); err != nil {
+				s.stats.setPassError(err)
+			}
+		}
+	}
+}
+
+// syncOpen syncs every blob the store has a descriptor of; released ones
+// kept for the pass are closed after it.
+func (s *Store) syncOpen() error {
+	var errs []error
+	for _, b := range s.pinAll() {
+		errs = append(errs, b.Sync(), s.Release(b))
+	}
+	return errors.Join(errs...)
+}
+
+// refLocked takes a reference to b. s.mu must be held.
+func (s *Store) refLocked(b *Blob) {
+	b.refs++
+	if b.refs == 1 {
+		s.idle-- // a released blob kept for the periodic pass
+	}
+}
+
+// pinAll takes a reference to every blob with a descriptor; each must be
+// Released.
+func (s *Store) pinAll() []*Blob {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pinned := make([]*Blob, 0, len(s.blobs))
+	for _, b := range s.blobs {
+		s.refLocked(b)
+		pinned = append(pinned, b)
+	}
+	return pinned
 }
 
 // Root returns the store's directory.
@@ -142,7 +241,7 @@ func (s *Store) acquire(fd int, name string, writable bool) (*Blob, error) {
 
 	s.mu.Lock()
 	if b := s.blobs[key]; b != nil {
-		b.refs++
+		s.refLocked(b)
 		s.mu.Unlock()
 		owned := false
 		var err error
@@ -159,12 +258,6 @@ func (s *Store) acquire(fd int, name string, writable bool) (*Blob, error) {
 	}
 	defer s.mu.Unlock()
 	b := &Blob{store: s, key: key, name: name, fd: fd, writable: writable, size: st.Size, refs: 1}
-	if cd := s.closed[key]; cd != nil {
-		b.dirty, b.dirtySince, b.metaDirty, b.wholeSync = cd.pages, cd.since, cd.meta, cd.whole
-		delete(s.closed, key)
-	} else {
-		b.wholeSync = s.closedLost
-	}
 	if st.Size > 0 {
 		b.mu.Lock()
 		err := b.ensureCapLocked(st.Size)
@@ -172,6 +265,14 @@ func (s *Store) acquire(fd int, name string, writable bool) (*Blob, error) {
 		if err != nil {
 			return nil, errors.Join(err, closeFd(fd, name))
 		}
+	}
+	// Only now that the blob is usable does it take over what its
+	// file owed the disk when it was last closed.
+	if cd := s.closed[key]; cd != nil {
+		b.dirty, b.dirtySince, b.metaDirty, b.wholeSync = cd.pages, cd.since, cd.meta, cd.whole
+		delete(s.closed, key)
+	} else {
+		b.wholeSync = s.closedLost
 	}
 	s.blobs[key] = b
 	s.stats.opens.Add(1)
@@ -185,52 +286,101 @@ func (s *Store) Find(st *syscall.Stat_t) *Blob {
 	defer s.mu.Unlock()
 	b := s.blobs[fileKey{dev: st.Dev, ino: st.Ino}]
 	if b != nil {
-		b.refs++
+		s.refLocked(b)
 	}
 	return b
 }
 
-// Release gives back a reference taken by Open or Find. The last one
-// unmaps the blob and closes its descriptor; pages it dirtied and did not
-// sync stay in the page cache, and the store remembers them so that a
-// later Sync of the same file makes them durable.
+// Release gives back a reference taken by Open or Find. After the last
+// one, the blob's unsynced pages are dealt with as the policy says:
+// close syncs them; periodic keeps the blob (descriptor and mapping)
+// until its next pass; the others leave them in the page cache, and the
+// store remembers them so that a later Sync of the same file makes them
+// durable. Then the blob is unmapped and its descriptor closed.
 func (s *Store) Release(b *Blob) error {
+	var syncErr error
+	if s.opts.Policy.Kind == PolicyClose {
+		// Writes can arrive after the last flush (a client's mapping
+		// written back before it is unmapped): sync before letting go.
+		s.mu.Lock()
+		last := b.refs == 1
+		s.mu.Unlock()
+		if last {
+			syncErr = b.Sync()
+		}
+	}
 	s.mu.Lock()
 	b.refs--
 	if b.refs > 0 {
 		s.mu.Unlock()
-		return nil
+		return syncErr
+	}
+	b.dmu.Lock()
+	dirty := !b.dirty.empty() || b.metaDirty || b.wholeSync
+	b.dmu.Unlock()
+	if dirty && s.opts.Policy.Kind == PolicyPeriodic && s.idle < maxIdleDirty && !s.closing() {
+		s.idle++
+		s.mu.Unlock()
+		return syncErr
+	}
+	if dirty && s.opts.Policy.Kind == PolicyPeriodic {
+		// Too many kept already, or closing: sync it now rather
+		// than forget what it owes.
+		s.mu.Unlock()
+		syncErr = errors.Join(syncErr, b.Sync())
+		s.mu.Lock()
+		if b.refs > 0 {
+			// Reopened while it synced.
+			s.mu.Unlock()
+			return syncErr
+		}
 	}
 	delete(s.blobs, b.key)
 	b.dmu.Lock()
 	if !b.dirty.empty() || b.metaDirty || b.wholeSync {
-		if len(s.closed) < maxClosedDirty {
-			s.closed[b.key] = &closedDirty{pages: b.dirty, since: b.dirtySince, meta: b.metaDirty, whole: b.wholeSync}
-		} else {
-			s.closed = make(map[fileKey]*closedDirty)
-			s.closedLost = true
-		}
+		s.recordClosedLocked(b.key, &closedDirty{pages: b.dirty, since: b.dirtySince, meta: b.metaDirty, whole: b.wholeSync})
 		b.dirty = pageSet{}
 	}
 	b.dmu.Unlock()
 	s.mu.Unlock()
-	return b.close()
+	return errors.Join(syncErr, b.close())
+}
+
+// recordClosedLocked remembers what a closed blob owes the disk. Past
+// maxClosedDirty records it forgets them all, keeping only their total, and
+// every blob opened afterwards syncs whole. s.mu must be held.
+func (s *Store) recordClosedLocked(key fileKey, cd *closedDirty) {
+	s.gen++
+	cd.gen = s.gen
+	if len(s.closed) < maxClosedDirty {
+		s.closed[key] = cd
+		return
+	}
+	s.closed[key] = cd
+	for _, c := range s.closed {
+		s.lostBytes += c.pages.count * int64(pageSize)
+		if !c.since.IsZero() && (s.lostSince.IsZero() || c.since.Before(s.lostSince)) {
+			s.lostSince = c.since
+		}
+	}
+	s.closed = make(map[fileKey]*closedDirty)
+	s.closedLost = true
+	s.lostGen = s.gen
+}
+
+func (s *Store) closing() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
 }
 
 // Sync makes the whole store durable: every open blob's dirty pages, then
 // the store's filesystem (syncfs), which covers blobs closed dirty.
 func (s *Store) Sync() error {
-	s.mu.Lock()
-	open := make([]*Blob, 0, len(s.blobs))
-	for _, b := range s.blobs {
-		b.refs++
-		open = append(open, b)
-	}
-	s.mu.Unlock()
-	var errs []error
-	for _, b := range open {
-		errs = append(errs, b.Sync(), s.Release(b))
-	}
+	errs := []error{s.syncOpen()}
 	if err := s.syncfs(); err != nil {
 		errs = append(errs, err)
 	}
@@ -238,28 +388,33 @@ func (s *Store) Sync() error {
 }
 
 // syncfs syncs the store's filesystem and, on success, forgets what closed
-// blobs owed the disk.
+// blobs owed the disk when it started; what was recorded or lost while it
+// ran may not be covered and is kept.
 func (s *Store) syncfs() error {
 	s.mu.Lock()
-	before := s.closedLost
+	gen := s.gen
 	s.mu.Unlock()
 	if err := unix.Syncfs(s.rootFd); err != nil {
 		return &os.PathError{Op: "syncfs", Path: s.root, Err: err}
 	}
 	s.mu.Lock()
-	// Anything closed after syncfs started may not be covered; only
-	// clear what was known before.
-	if s.closedLost == before {
-		s.closed = make(map[fileKey]*closedDirty)
-		s.closedLost = false
+	defer s.mu.Unlock()
+	for key, cd := range s.closed {
+		if cd.gen <= gen {
+			delete(s.closed, key)
+		}
 	}
-	s.mu.Unlock()
+	if s.closedLost && s.lostGen <= gen {
+		s.closedLost, s.lostBytes, s.lostSince = false, 0, time.Time{}
+	}
 	return nil
 }
 
 // Close syncs the store and closes every blob still open (a mount torn
 // down under open files). The Store must not be used afterwards.
 func (s *Store) Close() error {
+	close(s.stop)
+	<-s.done
 	errs := []error{s.Sync()}
 	s.mu.Lock()
 	open := s.blobs
@@ -297,6 +452,10 @@ func (s *Store) Unsynced() (bytes int64, oldest time.Time) {
 			older(cd.since)
 		}
 	}
+	if s.lostBytes > 0 {
+		bytes += s.lostBytes
+		older(s.lostSince)
+	}
 	return bytes, oldest
 }
 
@@ -317,37 +476,92 @@ type counters struct {
 	syncCalls   atomic.Int64
 	syncBytes   atomic.Int64
 	syncNanos   atomic.Int64
+	syncHist    latency.Histogram
+	asyncCalls  atomic.Int64
+	asyncBytes  atomic.Int64
+
+	ignoredFsyncs atomic.Int64
+	adviceErrors  atomic.Int64
+	passErrors    atomic.Int64
+	lastPassError atomic.Pointer[string]
 }
 
 func (c *counters) recordSync(bytes int64, d time.Duration) {
 	c.syncCalls.Add(1)
 	c.syncBytes.Add(bytes)
 	c.syncNanos.Add(int64(d))
+	c.syncHist.Observe(d)
 }
+
+func (c *counters) recordAsync(bytes int64, d time.Duration) {
+	c.asyncCalls.Add(1)
+	c.asyncBytes.Add(bytes)
+}
+
+func (c *counters) setPassError(err error) {
+	c.passErrors.Add(1)
+	msg := err.Error()
+	c.lastPassError.Store(&msg)
+}
+
+// SyncLatency returns the histogram of msync and fdatasync latencies.
+func (s *Store) SyncLatency() latency.Snapshot { return s.stats.syncHist.Snapshot() }
 
 // Stats is a snapshot of the store's figures.
 type Stats struct {
-	Opens       int64         // blobs opened (first opens, not shared ones)
-	Mappings    int64         // mappings live now
-	MappedBytes int64         // bytes of address space mapped now
-	Remaps      int64         // mremaps done to grow a mapping
-	Faults      int64         // faults on a mapping turned into errors or retries
-	SyncCalls   int64         // msync/fdatasync calls that synced data
-	SyncBytes   int64         // bytes those calls covered
-	SyncTime    time.Duration // time spent in them
+	Opens         int64         // blobs opened (first opens, not shared ones)
+	Mappings      int64         // mappings live now
+	MappedBytes   int64         // bytes of address space mapped now
+	ResidentBytes int64         // bytes of the mapped files in memory now (mincore)
+	Remaps        int64         // mremaps done to grow a mapping
+	Faults        int64         // faults on a mapping turned into errors or retries
+	SyncCalls     int64         // msync (MS_SYNC) and fdatasync calls that synced data
+	SyncBytes     int64         // bytes those calls covered
+	SyncTime      time.Duration // time spent in them
+	SyncLatency   latency.Snapshot
+	AsyncCalls    int64 // writeback started without waiting (async policy)
+	AsyncBytes    int64 // bytes it covered
+	IgnoredFsyncs int64 // fsyncs answered without syncing (IgnoreFsync)
+	AdviceErrors  int64 // madvise calls the kernel refused
+	PassErrors    int64 // periodic passes that failed
+	LastPassError string
+	UnsyncedBytes int64     // bytes written and not yet msynced
+	OldestDirty   time.Time // when the oldest of them was written; zero if none
+	OpenBlobs     int       // blobs with a descriptor now (open or kept for a pass)
 }
 
-// Stats returns the store's figures now.
-func (s *Store) Stats() Stats {
+// Stats returns the store's figures now. It walks every open blob's
+// mapping with mincore, so it is for a stats reader, not a hot path.
+func (s *Store) Stats() (Stats, error) {
 	c := &s.stats
-	return Stats{
-		Opens:       c.opens.Load(),
-		Mappings:    c.mappings.Load(),
-		MappedBytes: c.mappedBytes.Load(),
-		Remaps:      c.remaps.Load(),
-		Faults:      c.faults.Load(),
-		SyncCalls:   c.syncCalls.Load(),
-		SyncBytes:   c.syncBytes.Load(),
-		SyncTime:    time.Duration(c.syncNanos.Load()),
+	st := Stats{
+		Opens:         c.opens.Load(),
+		Mappings:      c.mappings.Load(),
+		MappedBytes:   c.mappedBytes.Load(),
+		Remaps:        c.remaps.Load(),
+		Faults:        c.faults.Load(),
+		SyncCalls:     c.syncCalls.Load(),
+		SyncBytes:     c.syncBytes.Load(),
+		SyncTime:      time.Duration(c.syncNanos.Load()),
+		SyncLatency:   c.syncHist.Snapshot(),
+		AsyncCalls:    c.asyncCalls.Load(),
+		AsyncBytes:    c.asyncBytes.Load(),
+		IgnoredFsyncs: c.ignoredFsyncs.Load(),
+		AdviceErrors:  c.adviceErrors.Load(),
+		PassErrors:    c.passErrors.Load(),
 	}
+	if p := c.lastPassError.Load(); p != nil {
+		st.LastPassError = *p
+	}
+	st.UnsyncedBytes, st.OldestDirty = s.Unsynced()
+
+	pinned := s.pinAll()
+	st.OpenBlobs = len(pinned)
+	var errs []error
+	for _, b := range pinned {
+		n, err := b.Resident()
+		st.ResidentBytes += n
+		errs = append(errs, err, s.Release(b))
+	}
+	return st, errors.Join(errs...)
 }

@@ -30,6 +30,7 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	if err != nil {
 		return nil, h.m.errno("read", h.blob.Name(), err)
 	}
+	h.m.stats.bytesRead.Add(int64(n))
 	return fuse.ReadResultData(dest[:n]), 0
 }
 
@@ -38,6 +39,7 @@ var _ = (gofs.FileWriter)((*handle)(nil))
 // Write copies into the mapping, growing the file first if it extends it.
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	n, err := h.blob.WriteAt(data, off)
+	h.m.stats.bytesWritten.Add(int64(n))
 	if err != nil {
 		return 0, h.m.errno("write", h.blob.Name(), err)
 	}
@@ -48,7 +50,7 @@ var _ = (gofs.FileFsyncer)((*handle)(nil))
 
 // Fsync msyncs the pages the daemon dirtied and makes the size durable.
 func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	if err := h.blob.Sync(); err != nil {
+	if err := h.blob.Fsync(); err != nil {
 		return h.m.errno("fsync", h.blob.Name(), err)
 	}
 	return 0
@@ -56,9 +58,12 @@ func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 
 var _ = (gofs.FileFlusher)((*handle)(nil))
 
-// Flush runs at every close(2) of a descriptor. Under the default (fsync)
-// policy it has nothing to make durable.
+// Flush runs at every close(2) of a descriptor; under the close policy it
+// syncs the file, and reports a failure here, where close(2) sees it.
 func (h *handle) Flush(ctx context.Context) syscall.Errno {
+	if err := h.blob.Flush(); err != nil {
+		return h.m.errno("flush", h.blob.Name(), err)
+	}
 	return 0
 }
 

@@ -22,11 +22,38 @@ import (
 
 // Options are the settings of one mount.
 type Options struct {
-	// Debug logs every FUSE request and reply (go-fuse's request log).
-	Debug bool
+	// Store holds the store's own settings: writeback policy, fsync
+	// handling, madvise advice, MAP_POPULATE.
+	Store backing.Options
+
+	// KeepCache keeps the kernel's page cache of a file across opens
+	// (FOPEN_KEEP_CACHE).
+	KeepCache bool
+	// DirectIO makes the kernel bypass its page cache for reads and
+	// writes (FOPEN_DIRECT_IO); shared client mmaps keep working through
+	// CAP_DIRECT_IO_ALLOW_MMAP.
+	DirectIO bool
+	// WritebackCache lets the kernel buffer writes and send them later in
+	// larger pieces (CAP_WRITEBACK_CACHE); the kernel then owns size and
+	// mtime, and may read through write-only handles.
+	WritebackCache bool
 	// AttrTimeout and EntryTimeout are how long the kernel may cache
 	// attributes and names.
 	AttrTimeout, EntryTimeout time.Duration
+	// MaxWrite is the largest WRITE (and READ) request, in bytes; 0
+	// means go-fuse's default (128 KiB).
+	MaxWrite int
+	// MaxReadahead caps the kernel's readahead, in bytes; 0 means the
+	// kernel's default.
+	MaxReadahead int
+	// ReadOnly mounts read-only.
+	ReadOnly bool
+	// AllowOther lets users other than the one who mounted use the
+	// mount; it turns on default_permissions, so that the kernel checks
+	// file modes.
+	AllowOther bool
+	// Debug logs every FUSE request and reply (go-fuse's request log).
+	Debug bool
 	// Logger receives the daemon's log lines; nil means stderr.
 	Logger *log.Logger
 }
@@ -43,7 +70,10 @@ type mountState struct {
 	rootDev   uint64 // st_dev of the store root, as fs.LoopbackRoot.Dev
 	asRoot    bool   // the daemon runs as root: created files get the caller's owner
 	openFlags uint32 // FOPEN_* flags for every open
+	opts      Options
 	log       *log.Logger
+	started   time.Time
+	stats     counters
 }
 
 // stableAttr computes a node's identity exactly as go-fuse's
@@ -66,6 +96,7 @@ func (m *mountState) stableAttr(x *unix.Statx_t) gofs.StableAttr {
 
 // Server is a live mount.
 type Server struct {
+	m          *mountState
 	server     *fuse.Server
 	store      *backing.Store
 	mountpoint string
@@ -73,6 +104,9 @@ type Server struct {
 
 // Mountpoint returns the absolute path the store is mounted at.
 func (s *Server) Mountpoint() string { return s.mountpoint }
+
+// Stats returns the mount's figures now, as the stats file has them.
+func (s *Server) Stats() (*Snapshot, error) { return s.m.snapshot() }
 
 // Store returns the mount's blob store.
 func (s *Server) Store() *backing.Store { return s.store }
@@ -135,7 +169,7 @@ func Mount(store, mountpoint string, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := backing.Open(root)
+	st, err := backing.Open(root, opts.Store)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: %w", root, err)
 	}
@@ -144,29 +178,25 @@ func Mount(store, mountpoint string, opts Options) (*Server, error) {
 		return nil, errors.Join(fmt.Errorf("store %s: %w", root, err), st.Close())
 	}
 	ln := lb.(*gofs.LoopbackNode)
+	opts.Logger = logger
 	m := &mountState{
 		store:   st,
 		rootDev: ln.RootData.Dev,
 		asRoot:  os.Geteuid() == 0,
+		opts:    opts,
 		log:     logger,
+		started: time.Now(),
+	}
+	if opts.KeepCache {
+		m.openFlags |= fuse.FOPEN_KEEP_CACHE
+	}
+	if opts.DirectIO {
+		m.openFlags |= fuse.FOPEN_DIRECT_IO
 	}
 	rootNode := &Node{LoopbackNode: ln, m: m}
 	ln.RootData.RootNode = rootNode
 
-	attr, entry := opts.AttrTimeout, opts.EntryTimeout
-	fopts := &gofs.Options{
-		AttrTimeout:  &attr,
-		EntryTimeout: &entry,
-		Logger:       logger,
-		MountOptions: fuse.MountOptions{
-			FsName:      root,
-			Name:        "mmapfs",
-			DirectMount: true,
-			Debug:       opts.Debug,
-			Logger:      logger,
-		},
-	}
-	server, err := gofs.Mount(mnt, rootNode, fopts)
+	server, err := m.serve(mnt, root, rootNode)
 	if err != nil {
 		err = fmt.Errorf("mount %s at %s: %w", root, mnt, err)
 		if os.Geteuid() != 0 {
@@ -176,7 +206,54 @@ func Mount(store, mountpoint string, opts Options) (*Server, error) {
 		}
 		return nil, errors.Join(err, st.Close())
 	}
-	return &Server{server: server, store: st, mountpoint: mnt}, nil
+	return &Server{m: m, server: server, store: st, mountpoint: mnt}, nil
+}
+
+// serve mounts rootNode at mnt with the kernel switches of m.opts, and
+// starts serving. Every request goes through m's op counters.
+func (m *mountState) serve(mnt, root string, rootNode *Node) (*fuse.Server, error) {
+	opts := m.opts
+	attr, entry := opts.AttrTimeout, opts.EntryTimeout
+	fopts := &gofs.Options{
+		AttrTimeout:  &attr,
+		EntryTimeout: &entry,
+		Logger:       opts.Logger,
+	}
+	mo := fuse.MountOptions{
+		FsName:       root,
+		Name:         "mmapfs",
+		DirectMount:  true,
+		Debug:        opts.Debug,
+		Logger:       opts.Logger,
+		MaxWrite:     opts.MaxWrite,
+		MaxReadAhead: opts.MaxReadahead,
+		AllowOther:   opts.AllowOther,
+		// The data path is the mapping: never hand the kernel the
+		// blob's descriptor to read and write behind the daemon.
+		DisabledCapabilities: fuse.CAP_PASSTHROUGH,
+	}
+	if opts.WritebackCache {
+		mo.ExtraCapabilities |= fuse.CAP_WRITEBACK_CACHE
+	}
+	if opts.DirectIO {
+		mo.ExtraCapabilities |= fuse.CAP_DIRECT_IO_ALLOW_MMAP
+	}
+	if opts.ReadOnly {
+		mo.Options = append(mo.Options, "ro")
+	}
+	if opts.AllowOther {
+		mo.Options = append(mo.Options, "default_permissions")
+	}
+	raw := &countingFS{RawFileSystem: gofs.NewNodeFS(rootNode, fopts), c: &m.stats}
+	server, err := fuse.NewServer(raw, mnt, &mo)
+	if err != nil {
+		return nil, err
+	}
+	go server.Serve()
+	if err := server.WaitMount(); err != nil {
+		return nil, errors.Join(err, server.Unmount())
+	}
+	return server, nil
 }
 
 // checkMountpoint returns the absolute, symlink-free mountpoint, or an error

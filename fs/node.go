@@ -40,6 +40,36 @@ func (n *Node) rel() string {
 	return n.Path(n.Root())
 }
 
+var _ = (gofs.NodeLookuper)((*Node)(nil))
+
+// Lookup is the loopback's, but for the stats file at the root.
+func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if name == StatsName && n.IsRoot() {
+		return n.statsInode(ctx, out), 0
+	}
+	return n.LoopbackNode.Lookup(ctx, name, out)
+}
+
+var _ = (gofs.NodeUnlinker)((*Node)(nil))
+
+// Unlink is the loopback's; the stats file cannot be removed.
+func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
+	if name == StatsName && n.IsRoot() {
+		return syscall.EPERM
+	}
+	return n.LoopbackNode.Unlink(ctx, name)
+}
+
+var _ = (gofs.NodeRenamer)((*Node)(nil))
+
+// Rename is the loopback's; the stats file cannot be renamed or replaced.
+func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	if (name == StatsName && n.IsRoot()) || (newName == StatsName && newParent.EmbeddedInode().IsRoot()) {
+		return syscall.EPERM
+	}
+	return n.LoopbackNode.Rename(ctx, name, newParent, newName, flags)
+}
+
 var _ = (gofs.NodeOpener)((*Node)(nil))
 
 // Open opens the node's Blob.

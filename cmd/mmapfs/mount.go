@@ -1,14 +1,22 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/mmapfs/mmapfs/backing"
 	"github.com/mmapfs/mmapfs/fs"
 )
 
@@ -26,18 +34,90 @@ exits 0. If files are still open on the mount, unmounting fails and mmapfs
 keeps serving; a second signal detaches the mount lazily (umount -l), and
 mmapfs exits once the last file is closed.`,
 		Args: cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return runMount(cmd, args[0], args[1], opts)
-		},
 	}
 	f := cmd.Flags()
-	f.BoolVar(&opts.Debug, "debug", opts.Debug, "log every FUSE request and reply")
+	var policy, advice, metrics string
+	f.StringVar(&policy, "writeback", "fsync", "writeback policy: "+backing.PolicyNames)
+	f.BoolVar(&opts.Store.IgnoreFsync, "unsafe-ignore-fsync", false, "make fsync and fdatasync return success without syncing (unsafe: for measuring what fsync costs)")
+	f.StringVar(&advice, "madvise", "normal", "madvise advice for every mapping: "+backing.AdviceNames)
+	f.BoolVar(&opts.Store.Populate, "populate", false, "map blobs with MAP_POPULATE (fault every page in at open)")
+	f.BoolVar(&opts.KeepCache, "keep-cache", false, "keep the kernel's page cache of a file across opens (FOPEN_KEEP_CACHE)")
+	f.BoolVar(&opts.DirectIO, "direct-io", false, "bypass the kernel's page cache for reads and writes (FOPEN_DIRECT_IO; client mmaps still work)")
+	f.BoolVar(&opts.WritebackCache, "writeback-cache", false, "let the kernel buffer writes and send them later in larger pieces (CAP_WRITEBACK_CACHE)")
 	f.DurationVar(&opts.AttrTimeout, "attr-timeout", opts.AttrTimeout, "how long the kernel may cache attributes")
 	f.DurationVar(&opts.EntryTimeout, "entry-timeout", opts.EntryTimeout, "how long the kernel may cache names")
+	f.IntVar(&opts.MaxWrite, "max-write", 0, "largest READ/WRITE request in bytes, up to 1 MiB (0: go-fuse's default, 128 KiB)")
+	f.IntVar(&opts.MaxReadahead, "max-readahead", 0, "cap on the kernel's readahead in bytes (0: the kernel's default)")
+	f.BoolVar(&opts.ReadOnly, "read-only", false, "mount read-only")
+	f.BoolVar(&opts.AllowOther, "allow-other", false, "let other users use the mount; turns on default_permissions (the kernel checks modes)")
+	f.BoolVar(&opts.Debug, "debug", false, "log every FUSE request and reply")
+	f.StringVar(&metrics, "metrics", "", "serve Prometheus metrics at ADDR (host:port or port; loopback unless a host is named)")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		p, err := backing.ParsePolicy(policy)
+		if err != nil {
+			return err
+		}
+		opts.Store.Policy = p
+		a, err := backing.ParseAdvice(advice)
+		if err != nil {
+			return err
+		}
+		opts.Store.Advice = a
+		if opts.MaxWrite < 0 || opts.MaxWrite > 1<<20 {
+			return fmt.Errorf("--max-write %d: must be between 0 and 1048576", opts.MaxWrite)
+		}
+		if opts.MaxReadahead < 0 {
+			return fmt.Errorf("--max-readahead %d: must not be negative", opts.MaxReadahead)
+		}
+		return runMount(cmd, args[0], args[1], opts, metrics)
+	}
 	return cmd
 }
 
-func runMount(cmd *cobra.Command, store, mountpoint string, opts fs.Options) error {
+// loopbackAddr binds addr to loopback unless it names a host: "9100" and
+// ":9100" become "127.0.0.1:9100".
+func loopbackAddr(addr string) (string, error) {
+	if !strings.Contains(addr, ":") {
+		addr = ":" + addr
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", fmt.Errorf("--metrics %q: %w", addr, err)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// serveMetrics starts the Prometheus endpoint; it returns once the
+// listener is bound, so that a bad address fails the mount command.
+func serveMetrics(addr string, srv *fs.Server, logger *log.Logger) (*http.Server, error) {
+	addr, err := loopbackAddr(addr)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(srv.Collector()); err != nil {
+		return nil, errors.Join(fmt.Errorf("--metrics: %w", err), ln.Close())
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Printf("metrics server at %s: %v", addr, err)
+		}
+	}()
+	logger.Printf("serving Prometheus metrics at http://%s/metrics", ln.Addr())
+	return hs, nil
+}
+
+func runMount(cmd *cobra.Command, store, mountpoint string, opts fs.Options, metricsAddr string) error {
 	logger := log.New(cmd.ErrOrStderr(), "mmapfs: ", log.LstdFlags)
 	opts.Logger = logger
 	// Take the signals before mounting, so that one arriving while the
@@ -46,11 +126,25 @@ func runMount(cmd *cobra.Command, store, mountpoint string, opts fs.Options) err
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
 
+	if opts.Store.IgnoreFsync {
+		logger.Printf("WARNING: --unsafe-ignore-fsync: fsync and fdatasync will return success without syncing; data they acknowledge can be lost in a power cut")
+	}
 	srv, err := fs.Mount(store, mountpoint, opts)
 	if err != nil {
 		return err
 	}
-	logger.Printf("serving %s at %s", srv.Store().Root(), srv.Mountpoint())
+	logger.Printf("serving %s at %s (writeback policy %s)", srv.Store().Root(), srv.Mountpoint(), opts.Store.Policy)
+	if metricsAddr != "" {
+		hs, err := serveMetrics(metricsAddr, srv, logger)
+		if err != nil {
+			return errors.Join(err, srv.Unmount(), srv.Wait())
+		}
+		defer func() {
+			if err := hs.Close(); err != nil {
+				logger.Printf("closing the metrics server: %v", err)
+			}
+		}()
+	}
 
 	done := make(chan error, 1)
 	go func() { done <- srv.Wait() }()

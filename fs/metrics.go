@@ -1,0 +1,106 @@
+package fs
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mmapfs/mmapfs/backing/latency"
+)
+
+// Collector returns a Prometheus collector of the mount's figures: the
+// same ones as the stats file, gathered at each scrape.
+func (s *Server) Collector() prometheus.Collector {
+	return &collector{m: s.m}
+}
+
+type collector struct {
+	m *mountState
+}
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("mmapfs_"+name, help, labels, nil)
+}
+
+var (
+	descInfo          = desc("info", "The mount's settings, as labels; always 1.", "policy", "store", "keep_cache", "direct_io", "writeback_cache", "madvise", "populate", "unsafe_ignore_fsync")
+	descUnsynced      = desc("unsynced_bytes", "Bytes the daemon wrote into mappings and has not msynced.")
+	descOldest        = desc("oldest_unsynced_seconds", "Age of the oldest unsynced write.")
+	descMsyncCalls    = desc("msync_calls_total", "msync(MS_SYNC) and fdatasync calls that synced data.")
+	descMsyncBytes    = desc("msync_bytes_total", "Bytes those calls covered.")
+	descMsyncDur      = desc("msync_duration_seconds", "Latency of those calls.")
+	descAsyncCalls    = desc("async_writeback_calls_total", "Writebacks started without waiting (async policy).")
+	descIgnored       = desc("ignored_fsyncs_total", "fsyncs answered without syncing (--unsafe-ignore-fsync).")
+	descMappings      = desc("mappings", "Mappings live now.")
+	descMapped        = desc("mapped_bytes", "Address space mapped now.")
+	descResident      = desc("resident_bytes", "Bytes of the mapped files in memory now (mincore).")
+	descOpenBlobs     = desc("open_blobs", "Blobs with a descriptor now.")
+	descRemaps        = desc("remaps_total", "mremaps done to grow a mapping.")
+	descFaults        = desc("faults_total", "Faults on a mapping turned into errors or retries.")
+	descRead          = desc("read_bytes_total", "Bytes read through the mount.")
+	descWritten       = desc("written_bytes_total", "Bytes written through the mount.")
+	descPageFaults    = desc("daemon_page_faults_total", "The daemon's own page faults (getrusage).", "kind")
+	descRequests      = desc("fuse_requests_total", "FUSE requests served, by op.", "op")
+	descRequestErrors = desc("fuse_request_errors_total", "FUSE requests answered with an error, by op.", "op")
+	descRequestDur    = desc("fuse_request_duration_seconds", "Latency of FUSE requests, by op.", "op")
+)
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	prometheus.DescribeByCollect(c, ch)
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	s, err := c.m.snapshot()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(descInfo, err)
+		return
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v int64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	sw := s.Switches
+	b := strconv.FormatBool
+	gauge(descInfo, 1, s.Policy, s.Store, b(sw.KeepCache), b(sw.DirectIO), b(sw.WritebackCache), sw.Madvise, b(sw.Populate), b(sw.UnsafeIgnoreFsync))
+	gauge(descUnsynced, float64(s.UnsyncedBytes))
+	gauge(descOldest, s.OldestUnsyncedSeconds)
+	counter(descMsyncCalls, s.MsyncCalls)
+	counter(descMsyncBytes, s.MsyncBytes)
+	ch <- histogram(descMsyncDur, c.m.store.SyncLatency())
+	counter(descAsyncCalls, s.AsyncWritebackCalls)
+	counter(descIgnored, s.IgnoredFsyncs)
+	gauge(descMappings, float64(s.Mappings))
+	gauge(descMapped, float64(s.MappedBytes))
+	gauge(descResident, float64(s.ResidentBytes))
+	gauge(descOpenBlobs, float64(s.OpenBlobs))
+	counter(descRemaps, s.Remaps)
+	counter(descFaults, s.Faults)
+	counter(descRead, s.BytesRead)
+	counter(descWritten, s.BytesWritten)
+	counter(descPageFaults, s.DaemonPageFaults.Minor, "minor")
+	counter(descPageFaults, s.DaemonPageFaults.Major, "major")
+	for i := range c.m.stats.ops {
+		oc := &c.m.stats.ops[i]
+		h := oc.hist.Snapshot()
+		if h.Count == 0 {
+			continue
+		}
+		counter(descRequests, h.Count, opNames[i])
+		counter(descRequestErrors, oc.errors.Load(), opNames[i])
+		ch <- histogram(descRequestDur, h, opNames[i])
+	}
+}
+
+// histogram turns a latency snapshot into a Prometheus histogram with the
+// snapshot's bucket edges.
+func histogram(d *prometheus.Desc, s latency.Snapshot, labels ...string) prometheus.Metric {
+	buckets := make(map[float64]uint64, latency.Buckets-1)
+	var cum uint64
+	for i := 0; i < latency.Buckets-1; i++ {
+		cum += uint64(s.Counts[i])
+		buckets[latency.UpperBound(i).Seconds()] = cum
+	}
+	return prometheus.MustNewConstHistogram(d, uint64(s.Count), s.Sum.Seconds(), buckets, labels...)
+}

@@ -1,0 +1,179 @@
+package fs
+
+import (
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/mmapfs/mmapfs/backing/latency"
+)
+
+// counters are the mount's running figures of the FUSE side, updated
+// atomically on every request.
+type counters struct {
+	ops          [numOps]opCounter
+	bytesRead    atomic.Int64
+	bytesWritten atomic.Int64
+}
+
+type opCounter struct {
+	errors atomic.Int64
+	hist   latency.Histogram
+}
+
+// done records one request of op that started at start and ended with st.
+func (c *counters) done(op opIndex, start time.Time, st fuse.Status) {
+	c.ops[op].hist.Observe(time.Since(start))
+	if st != fuse.OK {
+		c.ops[op].errors.Add(1)
+	}
+}
+
+// Snapshot is what the stats file holds, as JSON. Scripts depend on the
+// top-level keys policy, unsynced_bytes, oldest_unsynced_seconds,
+// msync_calls, msync_bytes, mappings, mapped_bytes, resident_bytes and ops
+// (with count per op): keep them stable.
+type Snapshot struct {
+	Policy                string             `json:"policy"`
+	Switches              Switches           `json:"switches"`
+	Store                 string             `json:"store"`
+	UptimeSeconds         float64            `json:"uptime_seconds"`
+	UnsyncedBytes         int64              `json:"unsynced_bytes"`
+	OldestUnsyncedSeconds float64            `json:"oldest_unsynced_seconds"`
+	MsyncCalls            int64              `json:"msync_calls"`
+	MsyncBytes            int64              `json:"msync_bytes"`
+	MsyncLatency          Latency            `json:"msync_latency"`
+	AsyncWritebackCalls   int64              `json:"async_writeback_calls"`
+	AsyncWritebackBytes   int64              `json:"async_writeback_bytes"`
+	IgnoredFsyncs         int64              `json:"ignored_fsyncs"`
+	PeriodicPassErrors    int64              `json:"periodic_pass_errors"`
+	LastPassError         string             `json:"last_pass_error,omitempty"`
+	Mappings              int64              `json:"mappings"`
+	MappedBytes           int64              `json:"mapped_bytes"`
+	ResidentBytes         int64              `json:"resident_bytes"`
+	OpenBlobs             int                `json:"open_blobs"`
+	BlobsOpened           int64              `json:"blobs_opened"`
+	Remaps                int64              `json:"remaps"`
+	Faults                int64              `json:"faults"`
+	MadviseErrors         int64              `json:"madvise_errors"`
+	BytesRead             int64              `json:"bytes_read"`
+	BytesWritten          int64              `json:"bytes_written"`
+	DaemonPageFaults      Faults             `json:"daemon_page_faults"`
+	Ops                   map[string]OpStats `json:"ops"`
+}
+
+// Switches are the mount's settings, as the stats report them.
+type Switches struct {
+	KeepCache         bool    `json:"keep_cache"`
+	DirectIO          bool    `json:"direct_io"`
+	WritebackCache    bool    `json:"writeback_cache"`
+	AttrTimeoutSecs   float64 `json:"attr_timeout_seconds"`
+	EntryTimeoutSecs  float64 `json:"entry_timeout_seconds"`
+	MaxWrite          int     `json:"max_write"`
+	MaxReadahead      int     `json:"max_readahead"`
+	ReadOnly          bool    `json:"read_only"`
+	AllowOther        bool    `json:"allow_other"`
+	Madvise           string  `json:"madvise"`
+	Populate          bool    `json:"populate"`
+	UnsafeIgnoreFsync bool    `json:"unsafe_ignore_fsync"`
+}
+
+// Latency summarizes a latency histogram, in microseconds. Quantiles are
+// upper bounds: the edge of the power-of-two bucket they fall in.
+type Latency struct {
+	Count  int64   `json:"count"`
+	MeanUs float64 `json:"mean_us"`
+	P50Us  float64 `json:"p50_us"`
+	P90Us  float64 `json:"p90_us"`
+	P99Us  float64 `json:"p99_us"`
+}
+
+// OpStats are one FUSE op's figures.
+type OpStats struct {
+	Count  int64 `json:"count"`
+	Errors int64 `json:"errors"`
+	Latency
+}
+
+// Faults are the daemon's own page faults (getrusage).
+type Faults struct {
+	Minor int64 `json:"minor"`
+	Major int64 `json:"major"`
+}
+
+func summarize(s latency.Snapshot) Latency {
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	return Latency{
+		Count:  s.Count,
+		MeanUs: us(s.Mean()),
+		P50Us:  us(s.Quantile(0.5)),
+		P90Us:  us(s.Quantile(0.9)),
+		P99Us:  us(s.Quantile(0.99)),
+	}
+}
+
+// snapshot gathers the mount's figures now.
+func (m *mountState) snapshot() (*Snapshot, error) {
+	bs, err := m.store.Stats()
+	if err != nil {
+		return nil, err
+	}
+	o := m.opts
+	s := &Snapshot{
+		Policy: o.Store.Policy.String(),
+		Switches: Switches{
+			KeepCache:         o.KeepCache,
+			DirectIO:          o.DirectIO,
+			WritebackCache:    o.WritebackCache,
+			AttrTimeoutSecs:   o.AttrTimeout.Seconds(),
+			EntryTimeoutSecs:  o.EntryTimeout.Seconds(),
+			MaxWrite:          o.MaxWrite,
+			MaxReadahead:      o.MaxReadahead,
+			ReadOnly:          o.ReadOnly,
+			AllowOther:        o.AllowOther,
+			Madvise:           o.Store.Advice.String(),
+			Populate:          o.Store.Populate,
+			UnsafeIgnoreFsync: o.Store.IgnoreFsync,
+		},
+		Store:               m.store.Root(),
+		UptimeSeconds:       time.Since(m.started).Seconds(),
+		UnsyncedBytes:       bs.UnsyncedBytes,
+		MsyncCalls:          bs.SyncCalls,
+		MsyncBytes:          bs.SyncBytes,
+		MsyncLatency:        summarize(bs.SyncLatency),
+		AsyncWritebackCalls: bs.AsyncCalls,
+		AsyncWritebackBytes: bs.AsyncBytes,
+		IgnoredFsyncs:       bs.IgnoredFsyncs,
+		PeriodicPassErrors:  bs.PassErrors,
+		LastPassError:       bs.LastPassError,
+		Mappings:            bs.Mappings,
+		MappedBytes:         bs.MappedBytes,
+		ResidentBytes:       bs.ResidentBytes,
+		OpenBlobs:           bs.OpenBlobs,
+		BlobsOpened:         bs.Opens,
+		Remaps:              bs.Remaps,
+		Faults:              bs.Faults,
+		MadviseErrors:       bs.AdviceErrors,
+		BytesRead:           m.stats.bytesRead.Load(),
+		BytesWritten:        m.stats.bytesWritten.Load(),
+		Ops:                 make(map[string]OpStats),
+	}
+	if !bs.OldestDirty.IsZero() {
+		s.OldestUnsyncedSeconds = time.Since(bs.OldestDirty).Seconds()
+	}
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
+		s.DaemonPageFaults = Faults{Minor: ru.Minflt, Major: ru.Majflt}
+	}
+	for i := range m.stats.ops {
+		c := &m.stats.ops[i]
+		h := c.hist.Snapshot()
+		if h.Count == 0 {
+			continue
+		}
+		s.Ops[opNames[i]] = OpStats{Count: h.Count, Errors: c.errors.Load(), Latency: summarize(h)}
+	}
+	return s, nil
+}
