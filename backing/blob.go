@@ -503,13 +503,17 @@ func (b *Blob) startWriteback(off, end int64) error {
 	return nil
 }
 
-// Flush is called at every close of a descriptor of the file: under the
-// close policy it syncs the blob.
+// Flush is called at every close of a descriptor of the file. It applies
+// a pending mtime, so that the file's times are final when close(2)
+// returns (as they are on a local filesystem, where write sets them), and
+// under the close policy it syncs the blob.
 func (b *Blob) Flush() error {
 	if b.store.opts.Policy.Kind == PolicyClose {
-		return b.Sync()
+		return b.Sync() // applies the mtime too
 	}
-	return nil
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.applyMtimeLocked()
 }
 
 // Fsync is fsync(2) or fdatasync(2) of the file: Sync, unless the store

@@ -205,7 +205,19 @@ func (s *Store) Open(name string, flags int, mode uint32) (*Blob, error) {
 }
 
 // openat opens name beneath the store root, refusing symlinks and "..".
+// It asks for O_NOATIME: mapping a file counts as an access, and an open
+// on the mount must not change the blob's atime when the client reads
+// nothing. The kernel refuses O_NOATIME (EPERM) on a file the daemon
+// neither owns nor may override; then it opens without.
 func (s *Store) openat(name string, flags int, mode uint32) (int, error) {
+	fd, err := s.openat2(name, flags|unix.O_NOATIME, mode)
+	if errors.Is(err, syscall.EPERM) {
+		fd, err = s.openat2(name, flags, mode)
+	}
+	return fd, err
+}
+
+func (s *Store) openat2(name string, flags int, mode uint32) (int, error) {
 	how := unix.OpenHow{
 		Flags:   uint64(flags),
 		Mode:    uint64(mode),

@@ -218,6 +218,8 @@ func (m *mountState) serve(mnt, root string, rootNode *Node) (*fuse.Server, erro
 		AttrTimeout:  &attr,
 		EntryTimeout: &entry,
 		Logger:       opts.Logger,
+		// Show mode 0000 as 0000: go-fuse would show it as 0644.
+		NullPermissions: true,
 	}
 	mo := fuse.MountOptions{
 		FsName:       root,
