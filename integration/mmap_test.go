@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -20,21 +22,87 @@ func mmapFile(t testing.TB, f *os.File, length, prot, flags int) []byte {
 	if err != nil {
 		t.Fatalf("mmap %s, %d bytes: %v", f.Name(), length, err)
 	}
+	live := &liveMapping{}
+	liveMappings.Lock()
+	liveMappings.m[&b[0]] = live
+	liveMappings.Unlock()
 	t.Cleanup(func() {
-		// unix.Munmap knows its live mappings: EINVAL means the test
-		// already unmapped this one.
-		if err := unix.Munmap(b); err != nil && err != unix.EINVAL {
+		liveMappings.Lock()
+		defer liveMappings.Unlock()
+		if live.unmapped {
+			return
+		}
+		live.unmapped = true
+		delete(liveMappings.m, &b[0])
+		if err := unix.Munmap(b); err != nil {
 			t.Errorf("munmap: %v", err)
 		}
 	})
 	return b
 }
 
+// liveMapping is one mapping made by mmapFile. Its state is per mapping,
+// not per address: once a test unmaps, another test running in parallel
+// may be given the same address, and the first test's cleanup must not
+// unmap that one.
+type liveMapping struct {
+	unmapped bool // guarded by liveMappings
+}
+
+// liveMappings holds the mappings made by mmapFile and not yet unmapped,
+// by their first byte.
+var liveMappings = struct {
+	sync.Mutex
+	m map[*byte]*liveMapping
+}{m: map[*byte]*liveMapping{}}
+
 // munmap unmaps a mapping made by mmapFile.
 func munmap(t testing.TB, b []byte) {
 	t.Helper()
+	liveMappings.Lock()
+	defer liveMappings.Unlock()
+	live := liveMappings.m[&b[0]]
+	if live == nil {
+		t.Fatalf("munmap of a mapping mmapFile did not make, or unmapped already")
+	}
+	live.unmapped = true
+	delete(liveMappings.m, &b[0])
 	if err := unix.Munmap(b); err != nil {
 		t.Fatalf("munmap: %v", err)
+	}
+}
+
+// switchSets are the combinations of the kernel's FUSE caching switches
+// that every client mmap case must hold under: all of them, as the kernel
+// allows each (shared mmap with --direct-io through
+// CAP_DIRECT_IO_ALLOW_MMAP).
+var switchSets = [][]string{
+	nil,
+	{"--keep-cache"},
+	{"--direct-io"},
+	{"--writeback-cache"},
+	{"--keep-cache", "--writeback-cache"},
+	{"--direct-io", "--writeback-cache"},
+	{"--keep-cache", "--direct-io"},
+	{"--keep-cache", "--direct-io", "--writeback-cache"},
+}
+
+// forEachSwitchSet runs fn in a subtest per switch set, each on its own
+// mount, in parallel.
+func forEachSwitchSet(t *testing.T, fn func(t *testing.T, m *mount)) {
+	t.Parallel()
+	for _, sw := range switchSets {
+		name := "defaults"
+		if sw != nil {
+			name = strings.Join(sw, "")
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			if sw != nil && loopbackMode {
+				t.Skip("mmapfs switches")
+			}
+			fn(t, startMount(t, sw...))
+		})
 	}
 }
 
@@ -48,9 +116,9 @@ func openRW(t testing.TB, path string) *os.File {
 	return f
 }
 
-func TestMmapSharedMsync(t *testing.T) {
-	t.Parallel()
-	m := startMount(t)
+func TestMmapSharedMsync(t *testing.T) { forEachSwitchSet(t, mmapSharedMsync) }
+
+func mmapSharedMsync(t *testing.T, m *mount) {
 	p := filepath.Join(m.mnt, "f")
 	want := pattern(3*4096+500, 20)
 	writeFile(t, p, want)
@@ -76,9 +144,9 @@ func TestMmapSharedMsync(t *testing.T) {
 	}
 }
 
-func TestMmapPrivate(t *testing.T) {
-	t.Parallel()
-	m := startMount(t)
+func TestMmapPrivate(t *testing.T) { forEachSwitchSet(t, mmapPrivate) }
+
+func mmapPrivate(t *testing.T, m *mount) {
 	p := filepath.Join(m.mnt, "f")
 	orig := pattern(10000, 21)
 	writeFile(t, p, orig)
@@ -104,9 +172,9 @@ func TestMmapPrivate(t *testing.T) {
 	checkBoth(t, m, "f", orig)
 }
 
-func TestMmapPastEOF(t *testing.T) {
-	t.Parallel()
-	m := startMount(t)
+func TestMmapPastEOF(t *testing.T) { forEachSwitchSet(t, mmapPastEOF) }
+
+func mmapPastEOF(t *testing.T, m *mount) {
 	p := filepath.Join(m.mnt, "f")
 	const size, length = 5000, 15000
 	orig := pattern(size, 22)
@@ -151,17 +219,17 @@ func TestMmapPastEOF(t *testing.T) {
 // TestMmapGrowWithFtruncate grows a file with ftruncate and writes the new
 // part through a shared mapping, as a logger that appends through a mapping
 // does.
-func TestMmapGrowWithFtruncate(t *testing.T) {
-	t.Parallel()
+func TestMmapGrowWithFtruncate(t *testing.T) { forEachSwitchSet(t, mmapGrowWithFtruncate) }
+
+func mmapGrowWithFtruncate(t *testing.T, m *mount) {
 	for _, mapFirst := range []bool{false, true} {
 		name := "TruncateThenMap"
 		if mapFirst {
 			name = "MapThenTruncate"
 		}
 		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			m := startMount(t)
-			p := filepath.Join(m.mnt, "log")
+			log := "log-" + name
+			p := filepath.Join(m.mnt, log)
 			const oldSize, newSize = 5000, 3*4096 + 100
 			want := pattern(oldSize, 23)
 			writeFile(t, p, want)
@@ -185,19 +253,19 @@ func TestMmapGrowWithFtruncate(t *testing.T) {
 			if err := unix.Msync(b, unix.MS_SYNC); err != nil {
 				t.Fatalf("msync: %v", err)
 			}
-			checkBoth(t, m, "log", want)
+			checkBoth(t, m, log, want)
 			munmap(t, b)
 			if err := f.Close(); err != nil {
 				t.Fatalf("close: %v", err)
 			}
-			checkBoth(t, m, "log", want)
+			checkBoth(t, m, log, want)
 		})
 	}
 }
 
-func TestMmapTwoMappings(t *testing.T) {
-	t.Parallel()
-	m := startMount(t)
+func TestMmapTwoMappings(t *testing.T) { forEachSwitchSet(t, mmapTwoMappings) }
+
+func mmapTwoMappings(t *testing.T, m *mount) {
 	p := filepath.Join(m.mnt, "f")
 	want := pattern(20000, 25)
 	writeFile(t, p, want)

@@ -108,12 +108,13 @@ func serveMetrics(addr string, srv *fs.Server, logger *log.Logger) (*http.Server
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// Said before serving, so that whoever can scrape has read where.
+	logger.Printf("serving Prometheus metrics at http://%s/metrics", ln.Addr())
 	go func() {
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Printf("metrics server at %s: %v", addr, err)
 		}
 	}()
-	logger.Printf("serving Prometheus metrics at http://%s/metrics", ln.Addr())
 	return hs, nil
 }
 
