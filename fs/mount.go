@@ -202,6 +202,8 @@ func Mount(store, mountpoint string, opts Options) (*Server, error) {
 		if os.Geteuid() != 0 {
 			if _, lerr := exec.LookPath("fusermount3"); lerr != nil {
 				err = fmt.Errorf("%w (not root, and no fusermount3: install Debian's fuse3)", err)
+			} else {
+				err = fmt.Errorf("%w (not root: mounting went through fusermount3, which refused; its reason is above)", err)
 			}
 		}
 		return nil, errors.Join(err, st.Close())
