@@ -36,14 +36,24 @@ type Blob struct {
 	// refs is guarded by store.mu.
 	refs int
 
-	// mu guards fd, writable, data and size. Copies in and out of data
-	// hold it shared for as long as they touch the bytes; anything that
-	// changes the mapping or the size holds it exclusively.
+	// counted and ringed are guarded by store.mu: whether the blob is
+	// counted as resident, and whether it is in the store's ring.
+	counted, ringed bool
+
+	// mu guards fd, fh, writable, data and size. Copies in and out of
+	// data hold it shared for as long as they touch the bytes; anything
+	// that changes the mapping, the size or the residency holds it
+	// exclusively. Take it with rlock or lock, which make the blob
+	// resident (see resident.go).
 	mu       sync.RWMutex
-	fd       int
-	writable bool   // fd is O_RDWR and data is mapped PROT_WRITE
-	data     []byte // the exact slice mmap/mremap returned (len = capacity); nil when unmapped
-	size     int64  // the file's size as far as the daemon knows
+	fd       int              // -1 while the store has dropped it
+	fh       *unix.FileHandle // to reopen it by; set when first dropped
+	writable bool             // fd is O_RDWR and data is mapped PROT_WRITE
+	data     []byte           // the exact slice mmap/mremap returned (len = capacity); nil when unmapped
+	size     int64            // the file's size as far as the daemon knows
+
+	// used is set by every access and cleared by the store's sweep.
+	used atomic.Bool
 
 	// dmu guards the dirty-page bookkeeping below. Taken after mu.
 	dmu        sync.Mutex
@@ -86,7 +96,9 @@ func (b *Blob) ReadAt(p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, b.pathErr("read", syscall.EINVAL)
 	}
-	b.mu.RLock()
+	if err := b.rlock(); err != nil {
+		return 0, err
+	}
 	if off >= b.size || len(p) == 0 {
 		b.mu.RUnlock()
 		return 0, nil
@@ -104,7 +116,9 @@ func (b *Blob) ReadAt(p []byte, off int64) (int, error) {
 	// The file still covers the page, but it cannot be mapped in (a
 	// hole on a full tmpfs needs a page to read as zeros): read it with
 	// pread, which needs none.
-	b.mu.RLock()
+	if err := b.rlock(); err != nil {
+		return 0, err
+	}
 	defer b.mu.RUnlock()
 	end = min(b.size, off+int64(len(p)))
 	for at < end {
@@ -161,7 +175,9 @@ func (b *Blob) WriteAt(p []byte, off int64) (int, error) {
 // writeOnce does one attempt of WriteAt. extended reports whether it
 // changed the file's size.
 func (b *Blob) writeOnce(p []byte, off, end int64) (n int, extended bool, err error) {
-	b.mu.RLock()
+	if err := b.rlock(); err != nil {
+		return 0, false, err
+	}
 	if !b.writable {
 		b.mu.RUnlock()
 		return 0, false, b.pathErr("write", fmt.Errorf("blob is mapped read-only: %w", syscall.EBADF))
@@ -173,7 +189,9 @@ func (b *Blob) writeOnce(p []byte, off, end int64) (n int, extended bool, err er
 	}
 	b.mu.RUnlock()
 
-	b.mu.Lock()
+	if err := b.lock(); err != nil {
+		return 0, false, err
+	}
 	defer b.mu.Unlock()
 	if end > b.size {
 		if err := b.growLocked(off, end); err != nil {
@@ -305,7 +323,9 @@ func (b *Blob) Truncate(size int64) error {
 	if size > MaxFileSize {
 		return b.pathErr("truncate", fmt.Errorf("%d bytes is past the maximum file size %d: %w", size, MaxFileSize, syscall.EFBIG))
 	}
-	b.mu.Lock()
+	if err := b.lock(); err != nil {
+		return err
+	}
 	defer b.mu.Unlock()
 	if !b.writable {
 		return b.pathErr("truncate", fmt.Errorf("blob is mapped read-only: %w", syscall.EBADF))
@@ -351,7 +371,9 @@ func (b *Blob) Allocate(off, length int64, mode uint32) error {
 	if end > MaxFileSize || end < off {
 		return b.pathErr("fallocate", fmt.Errorf("range ends past the maximum file size %d: %w", MaxFileSize, syscall.EFBIG))
 	}
-	b.mu.Lock()
+	if err := b.lock(); err != nil {
+		return err
+	}
 	defer b.mu.Unlock()
 	if !b.writable {
 		return b.pathErr("fallocate", fmt.Errorf("blob is mapped read-only: %w", syscall.EBADF))
@@ -385,7 +407,9 @@ func (b *Blob) Allocate(off, length int64, mode uint32) error {
 // Seek is lseek(2) with SEEK_DATA or SEEK_HOLE on the blob, as the store's
 // filesystem supports them.
 func (b *Blob) Seek(off int64, whence int) (int64, error) {
-	b.mu.RLock()
+	if err := b.rlock(); err != nil {
+		return 0, err
+	}
 	defer b.mu.RUnlock()
 	if off >= b.size {
 		return 0, b.pathErr("lseek", syscall.ENXIO)
@@ -403,7 +427,9 @@ func (b *Blob) Seek(off int64, whence int) (int64, error) {
 // for what the blob does not model itself (fstat, fchmod, fchown,
 // utimens, statx). fn must not change the file's size or contents.
 func (b *Blob) Fd(fn func(fd int) error) error {
-	b.mu.RLock()
+	if err := b.rlock(); err != nil {
+		return err
+	}
 	defer b.mu.RUnlock()
 	if err := b.applyMtimeLocked(); err != nil {
 		return err
@@ -465,7 +491,9 @@ func (b *Blob) afterWrite(off, end int64, extended bool) error {
 // syncRange msyncs (MS_SYNC) the pages of [off, end) and, if the write
 // changed the size, fdatasyncs, so that the range is durable on return.
 func (b *Blob) syncRange(off, end int64, meta bool) error {
-	b.mu.RLock()
+	if err := b.rlock(); err != nil {
+		return err
+	}
 	defer b.mu.RUnlock()
 	first, last := off/int64(pageSize), pagesCeil(end)
 	b.dmu.Lock()
@@ -492,7 +520,9 @@ func (b *Blob) syncRange(off, end int64, meta bool) error {
 // startWriteback schedules writeback of [off, end) and does not wait
 // (see PolicyAsync). The pages stay counted as unsynced.
 func (b *Blob) startWriteback(off, end int64) error {
-	b.mu.RLock()
+	if err := b.rlock(); err != nil {
+		return err
+	}
 	defer b.mu.RUnlock()
 	lo := off / int64(pageSize) * int64(pageSize)
 	start := time.Now()
@@ -511,7 +541,12 @@ func (b *Blob) Flush() error {
 	if b.store.opts.Policy.Kind == PolicyClose {
 		return b.Sync() // applies the mtime too
 	}
-	b.mu.RLock()
+	if b.mtime.Load() == 0 {
+		return nil // nothing pending (an evicted blob applied it)
+	}
+	if err := b.rlock(); err != nil {
+		return err
+	}
 	defer b.mu.RUnlock()
 	return b.applyMtimeLocked()
 }
@@ -531,7 +566,7 @@ func (b *Blob) Fsync() error {
 func (b *Blob) Resident() (int64, error) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	if b.size == 0 {
+	if b.size == 0 || b.fd < 0 {
 		return 0, nil
 	}
 	n := roundUp(b.size)
@@ -551,7 +586,15 @@ func (b *Blob) Resident() (int64, error) {
 // or the allocation changed (or of the whole file, if the blob may hold
 // pages dirtied before this daemon tracked it).
 func (b *Blob) Sync() error {
-	b.mu.RLock()
+	b.dmu.Lock()
+	clean := b.dirty.empty() && !b.metaDirty && !b.wholeSync
+	b.dmu.Unlock()
+	if clean && b.mtime.Load() == 0 {
+		return nil
+	}
+	if err := b.rlock(); err != nil {
+		return err
+	}
 	defer b.mu.RUnlock()
 	if err := b.applyMtimeLocked(); err != nil {
 		return err
@@ -621,7 +664,9 @@ func (b *Blob) syncLocked(dirty *pageSet, meta, whole bool) error {
 // truncated behind the daemon's back.
 func (b *Blob) faulted(op string, off int64, write bool) error {
 	b.store.stats.faults.Add(1)
-	b.mu.Lock()
+	if err := b.lock(); err != nil {
+		return err
+	}
 	defer b.mu.Unlock()
 	var st syscall.Stat_t
 	if err := syscall.Fstat(b.fd, &st); err != nil {
@@ -673,27 +718,32 @@ func (b *Blob) setSizeLocked(size int64) {
 // upgrade replaces a read-only descriptor and mapping with a writable one
 // on fd (O_RDWR), which the blob then owns. It maps fd before it lets go
 // of anything, so that a failure leaves the blob read-only and usable. It
-// returns false, owning nothing, if the blob is writable already or the
-// upgrade failed.
-func (b *Blob) upgrade(fd int) (bool, error) {
+// returns whether it took fd (not if the blob is writable already or the
+// upgrade failed) and whether the blob became resident by it (it had been
+// dropped).
+func (b *Blob) upgrade(fd int) (owned, nowResident bool, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.writable {
-		return false, nil
+		return false, false, nil
 	}
 	oldFd, oldData := b.fd, b.data
 	b.fd, b.data, b.writable = fd, nil, true
 	if b.size > 0 {
 		if err := b.ensureCapLocked(b.size); err != nil {
 			b.fd, b.data, b.writable = oldFd, oldData, false
-			return false, err
+			return false, false, err
 		}
+	}
+	b.used.Store(true)
+	if oldFd < 0 {
+		return true, true, nil
 	}
 	errs := []error{b.munmap(oldData)}
 	if err := syscall.Close(oldFd); err != nil {
 		errs = append(errs, b.pathErr("close", err))
 	}
-	return true, errors.Join(errs...)
+	return true, false, errors.Join(errs...)
 }
 
 // close drops the mapping and the descriptor.

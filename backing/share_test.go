@@ -231,7 +231,7 @@ func TestUpgradeMapFailure(t *testing.T) {
 	if err != nil {
 		t.Skip(err)
 	}
-	owned, err := b.upgrade(bad)
+	owned, _, err := b.upgrade(bad)
 	if !owned {
 		unix.Close(bad)
 	}

@@ -45,15 +45,26 @@ type Options struct {
 	Advice Advice
 	// Populate maps with MAP_POPULATE, faulting every page in up front.
 	Populate bool
+	// MaxResident bounds the blobs that have a descriptor and a mapping
+	// at once; past it, blobs open but not in use are dropped and
+	// reopened on their next access (see resident.go). 0 means
+	// DefaultMaxResident; negative means no bound.
+	MaxResident int
 }
+
+// DefaultMaxResident keeps the daemon well inside a 20,000-descriptor
+// limit and vm.max_map_count's 65,530 mappings.
+const DefaultMaxResident = 8192
 
 // Store is a directory of blobs. It hands out one Blob per backing inode,
 // shared and reference-counted across every open of every name of it.
 type Store struct {
-	root   string  // absolute path of the store directory; read only
-	rootFd int     // descriptor of root, for openat2 and syncfs; read only
-	opts   Options // read only
-	stats  counters
+	root      string  // absolute path of the store directory; read only
+	rootFd    int     // descriptor of root, for openat2, syncfs and open_by_handle_at; read only
+	rootDev   uint64  // st_dev of root; read only
+	canReopen bool    // blobs can be reopened by file handle; read only
+	opts      Options // read only
+	stats     counters
 
 	stop chan struct{} // closed by Close to end the periodic pass
 	done chan struct{} // closed when the periodic pass has ended
@@ -64,9 +75,14 @@ type Store struct {
 	// blobs holds every Blob with a descriptor: the open ones and, under
 	// the periodic policy, released ones kept until the next pass syncs
 	// them (refs == 0; counted in idle).
-	blobs  map[fileKey]*Blob
-	idle   int
-	closed map[fileKey]*closedDirty
+	blobs map[fileKey]*Blob
+	idle  int
+	// ring holds the blobs that may be resident, for the clock sweep
+	// (hand is its position); resident counts the resident ones.
+	ring     []*Blob
+	hand     int
+	resident int
+	closed   map[fileKey]*closedDirty
 	// gen counts changes to closed (records and overflows), so that a
 	// syncfs forgets only what was recorded before it started.
 	gen uint64
@@ -90,14 +106,23 @@ func Open(root string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, &os.PathError{Op: "open store", Path: root, Err: err}
 	}
+	if opts.MaxResident == 0 {
+		opts.MaxResident = DefaultMaxResident
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return nil, errors.Join(&os.PathError{Op: "fstat", Path: root, Err: err}, closeFd(fd, root))
+	}
 	s := &Store{
-		root:   root,
-		rootFd: fd,
-		opts:   opts,
-		blobs:  make(map[fileKey]*Blob),
-		closed: make(map[fileKey]*closedDirty),
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		root:      root,
+		rootFd:    fd,
+		rootDev:   st.Dev,
+		canReopen: probeReopen(fd),
+		opts:      opts,
+		blobs:     make(map[fileKey]*Blob),
+		closed:    make(map[fileKey]*closedDirty),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
 	}
 	if err := s.syncfs(); err != nil {
 		s.closedLost = true
@@ -255,16 +280,19 @@ func (s *Store) acquire(fd int, name string, writable bool) (*Blob, error) {
 	if b := s.blobs[key]; b != nil {
 		s.refLocked(b)
 		s.mu.Unlock()
-		owned := false
+		owned, nowResident := false, false
 		var err error
 		if writable {
-			owned, err = b.upgrade(fd)
+			owned, nowResident, err = b.upgrade(fd)
 		}
 		if !owned {
 			err = errors.Join(err, closeFd(fd, name))
 		}
 		if err != nil {
 			return nil, errors.Join(err, s.Release(b))
+		}
+		if nowResident {
+			s.noteResident(b)
 		}
 		return b, nil
 	}
@@ -288,6 +316,9 @@ func (s *Store) acquire(fd int, name string, writable bool) (*Blob, error) {
 	}
 	s.blobs[key] = b
 	s.stats.opens.Add(1)
+	b.used.Store(true)
+	s.countResidentLocked(b)
+	s.evictOverLocked(b)
 	return b, nil
 }
 
@@ -348,6 +379,7 @@ func (s *Store) Release(b *Blob) error {
 		}
 	}
 	delete(s.blobs, b.key)
+	s.uncountLocked(b)
 	b.dmu.Lock()
 	if !b.dirty.empty() || b.metaDirty || b.wholeSync {
 		s.recordClosedLocked(b.key, &closedDirty{pages: b.dirty, since: b.dirtySince, meta: b.metaDirty, whole: b.wholeSync})
@@ -435,6 +467,9 @@ func (s *Store) Close() error {
 	for _, b := range open {
 		errs = append(errs, b.close())
 	}
+	s.mu.Lock()
+	s.ring, s.resident = nil, 0
+	s.mu.Unlock()
 	if err := syscall.Close(s.rootFd); err != nil {
 		errs = append(errs, &os.PathError{Op: "close", Path: s.root, Err: err})
 	}
@@ -492,6 +527,10 @@ type counters struct {
 	asyncCalls  atomic.Int64
 	asyncBytes  atomic.Int64
 
+	evictions     atomic.Int64
+	reopens       atomic.Int64
+	evictErrors   atomic.Int64
+	lastEvictErr  atomic.Pointer[string]
 	ignoredFsyncs atomic.Int64
 	adviceErrors  atomic.Int64
 	passErrors    atomic.Int64
@@ -508,6 +547,12 @@ func (c *counters) recordSync(bytes int64, d time.Duration) {
 func (c *counters) recordAsync(bytes int64, d time.Duration) {
 	c.asyncCalls.Add(1)
 	c.asyncBytes.Add(bytes)
+}
+
+func (c *counters) setEvictError(err error) {
+	c.evictErrors.Add(1)
+	msg := err.Error()
+	c.lastEvictErr.Store(&msg)
 }
 
 func (c *counters) setPassError(err error) {
@@ -539,7 +584,13 @@ type Stats struct {
 	LastPassError string
 	UnsyncedBytes int64     // bytes written and not yet msynced
 	OldestDirty   time.Time // when the oldest of them was written; zero if none
-	OpenBlobs     int       // blobs with a descriptor now (open or kept for a pass)
+	OpenBlobs     int       // blobs open (by a handle, or kept for a periodic pass)
+	Resident      int       // of those, blobs with a descriptor and a mapping now
+	MaxResident   int       // the bound on Resident; 0 when blobs cannot be dropped
+	Evictions     int64     // blobs dropped to stay within MaxResident
+	Reopens       int64     // blobs reopened by handle after being dropped
+	EvictErrors   int64     // errors while dropping one (it stayed resident)
+	LastEvictErr  string
 }
 
 // Stats returns the store's figures now. It walks every open blob's
@@ -567,6 +618,16 @@ func (s *Store) Stats() (Stats, error) {
 	}
 	st.UnsyncedBytes, st.OldestDirty = s.Unsynced()
 
+	st.Evictions, st.Reopens, st.EvictErrors = c.evictions.Load(), c.reopens.Load(), c.evictErrors.Load()
+	if p := c.lastEvictErr.Load(); p != nil {
+		st.LastEvictErr = *p
+	}
+	if s.canReopen && s.opts.MaxResident > 0 {
+		st.MaxResident = s.opts.MaxResident
+	}
+	s.mu.Lock()
+	st.Resident = s.resident
+	s.mu.Unlock()
 	pinned := s.pinAll()
 	st.OpenBlobs = len(pinned)
 	var errs []error

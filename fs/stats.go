@@ -54,6 +54,12 @@ type Snapshot struct {
 	MappedBytes           int64              `json:"mapped_bytes"`
 	ResidentBytes         int64              `json:"resident_bytes"`
 	OpenBlobs             int                `json:"open_blobs"`
+	ResidentBlobs         int                `json:"resident_blobs"`
+	MaxResident           int                `json:"max_resident"`
+	Evictions             int64              `json:"evictions"`
+	Reopens               int64              `json:"reopens"`
+	EvictErrors           int64              `json:"evict_errors"`
+	LastEvictError        string             `json:"last_evict_error,omitempty"`
 	BlobsOpened           int64              `json:"blobs_opened"`
 	Remaps                int64              `json:"remaps"`
 	Faults                int64              `json:"faults"`
@@ -152,6 +158,12 @@ func (m *mountState) snapshot() (*Snapshot, error) {
 		MappedBytes:         bs.MappedBytes,
 		ResidentBytes:       bs.ResidentBytes,
 		OpenBlobs:           bs.OpenBlobs,
+		ResidentBlobs:       bs.Resident,
+		MaxResident:         bs.MaxResident,
+		Evictions:           bs.Evictions,
+		Reopens:             bs.Reopens,
+		EvictErrors:         bs.EvictErrors,
+		LastEvictError:      bs.LastEvictErr,
 		BlobsOpened:         bs.Opens,
 		Remaps:              bs.Remaps,
 		Faults:              bs.Faults,

@@ -74,6 +74,7 @@ func printStats(w io.Writer, s *fs.Snapshot) error {
 		{"async writeback", fmt.Sprintf("%d calls, %s", s.AsyncWritebackCalls, bytesStr(s.AsyncWritebackBytes))},
 		{"ignored fsyncs", fmt.Sprint(s.IgnoredFsyncs)},
 		{"mappings", fmt.Sprintf("%d (%d blobs open), %s mapped, %s resident", s.Mappings, s.OpenBlobs, bytesStr(s.MappedBytes), bytesStr(s.ResidentBytes))},
+		{"resident blobs", fmt.Sprintf("%d of at most %d; %d dropped, %d reopened", s.ResidentBlobs, s.MaxResident, s.Evictions, s.Reopens)},
 		{"remaps", fmt.Sprint(s.Remaps)},
 		{"faults to errors", fmt.Sprint(s.Faults)},
 		{"read / written", fmt.Sprintf("%s / %s", bytesStr(s.BytesRead), bytesStr(s.BytesWritten))},

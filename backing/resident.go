@@ -1,0 +1,229 @@
+package backing
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Residency: a Blob is resident while it has a descriptor and a mapping.
+// A process may hold 20,000 descriptors at most here and the kernel allows
+// vm.max_map_count (65530) mappings, while clients may hold far more files
+// open. So the store keeps at most Options.MaxResident blobs resident and,
+// past that, drops the descriptor and mapping of blobs that are open but
+// not in use (a clock sweep over the resident ones), keeping everything
+// else of the Blob: its size, its dirty pages (still in the page cache),
+// its references. An access reopens it by file handle (open_by_handle_at),
+// which follows the file across renames.
+//
+// Never dropped: a blob whose file has no name left (nlink 0: an unlinked
+// open file, an O_TMPFILE), since closing the last descriptor would free
+// it; a blob on another filesystem than the store root (open_by_handle_at
+// needs a descriptor on the same one); and nothing at all when the daemon
+// cannot open by handle (it needs CAP_DAC_READ_SEARCH, so root).
+
+// rlock takes b.mu shared with the blob resident, reopening it first if
+// the store dropped it.
+func (b *Blob) rlock() error {
+	for {
+		b.mu.RLock()
+		if b.fd >= 0 {
+			b.used.Store(true)
+			return nil
+		}
+		b.mu.RUnlock()
+		if err := b.reopen(); err != nil {
+			return err
+		}
+	}
+}
+
+// lock takes b.mu exclusively with the blob resident.
+func (b *Blob) lock() error {
+	for {
+		b.mu.Lock()
+		if b.fd >= 0 {
+			b.used.Store(true)
+			return nil
+		}
+		b.mu.Unlock()
+		if err := b.reopen(); err != nil {
+			return err
+		}
+	}
+}
+
+// reopen makes a dropped blob resident again and tells the store, which
+// may drop another one to stay within its bound.
+func (b *Blob) reopen() error {
+	b.mu.Lock()
+	if b.fd >= 0 {
+		b.mu.Unlock()
+		return nil
+	}
+	err := b.reopenLocked()
+	b.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	b.store.stats.reopens.Add(1)
+	b.store.noteResident(b)
+	return nil
+}
+
+func (b *Blob) reopenLocked() error {
+	flags := unix.O_RDONLY
+	if b.writable {
+		flags = unix.O_RDWR
+	}
+	fd, err := unix.OpenByHandleAt(b.store.rootFd, *b.fh, flags|unix.O_CLOEXEC|unix.O_NOATIME)
+	if errors.Is(err, syscall.EPERM) {
+		fd, err = unix.OpenByHandleAt(b.store.rootFd, *b.fh, flags|unix.O_CLOEXEC)
+	}
+	if err != nil {
+		return b.pathErr("reopen", fmt.Errorf("open by handle: %w", err))
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return errors.Join(b.pathErr("fstat", err), closeFd(fd, b.name))
+	}
+	b.fd = fd
+	if st.Size < b.size {
+		// Shrunk behind the daemon's back while it was not mapped.
+		b.size = st.Size
+		b.dmu.Lock()
+		b.dirty.removeFrom(pagesCeil(st.Size))
+		b.dmu.Unlock()
+	}
+	if b.size > 0 {
+		if err := b.ensureCapLocked(b.size); err != nil {
+			b.fd = -1
+			return errors.Join(err, closeFd(fd, b.name))
+		}
+	}
+	return nil
+}
+
+// evictLocked drops the descriptor and mapping of a resident blob nobody
+// is using (the caller holds b.mu exclusively). It returns false when the
+// blob must stay resident (see above).
+func (b *Blob) evictLocked() (bool, error) {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(b.fd, &st); err != nil {
+		return false, b.pathErr("fstat", err)
+	}
+	if st.Nlink == 0 || st.Dev != b.store.rootDev {
+		return false, nil
+	}
+	if b.fh == nil {
+		fh, _, err := unix.NameToHandleAt(b.fd, "", unix.AT_EMPTY_PATH)
+		if err != nil {
+			return false, nil // the filesystem cannot export handles: keep it
+		}
+		b.fh = &fh
+	}
+	if err := b.applyMtimeLocked(); err != nil {
+		return false, err
+	}
+	if err := b.unmapLocked(); err != nil {
+		return false, err
+	}
+	err := syscall.Close(b.fd)
+	b.fd = -1
+	if err != nil {
+		return true, b.pathErr("close", err)
+	}
+	return true, nil
+}
+
+// noteResident counts a blob that became resident and drops others if the
+// store is over its bound.
+func (s *Store) noteResident(b *Blob) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.countResidentLocked(b)
+	s.evictOverLocked(b)
+}
+
+// countResidentLocked counts b as resident and puts it in the ring.
+// s.mu must be held.
+func (s *Store) countResidentLocked(b *Blob) {
+	if !b.counted {
+		b.counted = true
+		s.resident++
+	}
+	if !b.ringed {
+		b.ringed = true
+		s.ring = append(s.ring, b)
+	}
+}
+
+// uncountLocked stops counting b as resident (it was dropped or closed).
+// s.mu must be held. The ring forgets it lazily.
+func (s *Store) uncountLocked(b *Blob) {
+	if b.counted {
+		b.counted = false
+		s.resident--
+	}
+}
+
+// evictOverLocked drops resident blobs, oldest-unused first (clock), until
+// the store is within its bound or no blob can be dropped now. It never
+// waits for a blob in use (TryLock) and never drops keep. s.mu must be
+// held.
+func (s *Store) evictOverLocked(keep *Blob) {
+	if s.opts.MaxResident <= 0 || !s.canReopen {
+		return
+	}
+	for tries := 2 * len(s.ring); s.resident > s.opts.MaxResident && tries > 0 && len(s.ring) > 0; tries-- {
+		if s.hand >= len(s.ring) {
+			s.hand = 0
+		}
+		c := s.ring[s.hand]
+		if !c.counted {
+			s.dropFromRingLocked(s.hand)
+			continue
+		}
+		if c == keep || c.used.Swap(false) || !c.mu.TryLock() {
+			s.hand++
+			continue
+		}
+		ok, err := c.evictLocked()
+		c.mu.Unlock()
+		if err != nil {
+			s.stats.setEvictError(err)
+		}
+		if !ok {
+			s.hand++
+			continue
+		}
+		s.stats.evictions.Add(1)
+		s.uncountLocked(c)
+		s.dropFromRingLocked(s.hand)
+	}
+}
+
+// dropFromRingLocked removes ring[i], moving the last entry into its place.
+func (s *Store) dropFromRingLocked(i int) {
+	s.ring[i].ringed = false
+	last := len(s.ring) - 1
+	s.ring[i] = s.ring[last]
+	s.ring[last] = nil
+	s.ring = s.ring[:last]
+}
+
+// probeReopen reports whether blobs can be reopened by file handle here:
+// the store's filesystem exports handles and the daemon may open them.
+func probeReopen(rootFd int) bool {
+	fh, _, err := unix.NameToHandleAt(rootFd, "", unix.AT_EMPTY_PATH)
+	if err != nil {
+		return false
+	}
+	fd, err := unix.OpenByHandleAt(rootFd, fh, unix.O_RDONLY|unix.O_CLOEXEC)
+	if err != nil {
+		return false
+	}
+	return syscall.Close(fd) == nil
+}

@@ -1,0 +1,228 @@
+package backing
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func newBoundedStore(t *testing.T, max int) (*Store, string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("dropping blobs needs open_by_handle_at, which needs root")
+	}
+	dir := t.TempDir()
+	s, err := Open(dir, Options{MaxResident: max})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	if !s.canReopen {
+		t.Skip("the temporary directory's filesystem cannot reopen by handle")
+	}
+	return s, dir
+}
+
+func content(i int) []byte {
+	return bytes.Repeat([]byte(fmt.Sprintf("blob %d|", i)), 1000+i)
+}
+
+// TestResidentBound: with many blobs open and a bound of 4, at most 4 are
+// resident, and each still reads and writes its own data.
+func TestResidentBound(t *testing.T) {
+	s, dir := newBoundedStore(t, 4)
+	const n = 20
+	blobs := make([]*Blob, n)
+	for i := range blobs {
+		blobs[i] = openBlob(t, s, fmt.Sprintf("f%d", i))
+		if _, err := blobs[i].WriteAt(content(i), 0); err != nil {
+			t.Fatal(err)
+		}
+		if st := mustStats(t, s); st.Resident > 4 {
+			t.Fatalf("after opening %d blobs: %d resident, bound 4", i+1, st.Resident)
+		}
+	}
+	// Renamed in the store while dropped: the handle follows the file.
+	if err := os.Rename(filepath.Join(dir, "f0"), filepath.Join(dir, "renamed")); err != nil {
+		t.Fatal(err)
+	}
+	for round := 0; round < 2; round++ {
+		for i, b := range blobs {
+			want := content(i)
+			got := make([]byte, len(want)+10)
+			n, err := b.ReadAt(got, 0)
+			if err != nil || !bytes.Equal(got[:n], want) {
+				t.Fatalf("round %d, blob %d: read %d bytes, %v; content right: %v", round, i, n, err, bytes.Equal(got[:n], want))
+			}
+		}
+	}
+	st := mustStats(t, s)
+	if st.Resident > 4 || st.Evictions == 0 || st.Reopens == 0 || st.MaxResident != 4 {
+		t.Errorf("stats: %d resident (bound %d), %d evictions, %d reopens", st.Resident, st.MaxResident, st.Evictions, st.Reopens)
+	}
+	if st.Mappings > 4 {
+		t.Errorf("%d mappings live with a bound of 4", st.Mappings)
+	}
+	for _, b := range blobs {
+		if err := s.Release(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := mustStats(t, s); st.Resident != 0 || st.Mappings != 0 {
+		t.Errorf("after releasing all: %d resident, %d mappings", st.Resident, st.Mappings)
+	}
+}
+
+// TestResidentDirtySurvivesDrop: pages written before a blob was dropped
+// are still owed, and a Sync after the drop msyncs them.
+func TestResidentDirtySurvivesDrop(t *testing.T) {
+	s, _ := newBoundedStore(t, 1)
+	a := openBlob(t, s, "a")
+	defer s.Release(a)
+	if _, err := a.WriteAt([]byte("dirty"), 3*int64(pageSize)); err != nil {
+		t.Fatal(err)
+	}
+	b := openBlob(t, s, "b") // drops a
+	defer s.Release(b)
+	if _, err := b.WriteAt([]byte("x"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := a.Unsynced(); n != int64(pageSize) {
+		t.Errorf("a's unsynced bytes after being dropped: %d, want one page", n)
+	}
+	before := mustStats(t, s)
+	if before.Evictions == 0 {
+		t.Fatalf("a was not dropped: %+v", before)
+	}
+	if err := a.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	after := mustStats(t, s)
+	if n, _ := a.Unsynced(); n != 0 || after.SyncBytes-before.SyncBytes < int64(pageSize) {
+		t.Errorf("after Sync: unsynced %d, synced %d bytes", n, after.SyncBytes-before.SyncBytes)
+	}
+}
+
+// TestResidentUnlinkedPinned: an open blob whose file was unlinked is never
+// dropped, since closing its descriptor would free the file.
+func TestResidentUnlinkedPinned(t *testing.T) {
+	s, dir := newBoundedStore(t, 1)
+	a := openBlob(t, s, "a")
+	defer s.Release(a)
+	want := content(7)
+	if _, err := a.WriteAt(want, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, "a")); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		b := openBlob(t, s, fmt.Sprintf("b%d", i))
+		if _, err := b.WriteAt([]byte("x"), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Release(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := make([]byte, len(want))
+	if n, err := a.ReadAt(got, 0); err != nil || n != len(want) || !bytes.Equal(got, want) {
+		t.Errorf("unlinked blob after pressure: %d bytes, %v", n, err)
+	}
+}
+
+// TestResidentConcurrent: many goroutines reading, writing, truncating and
+// syncing 40 blobs through a bound of 6, under -race.
+func TestResidentConcurrent(t *testing.T) {
+	s, _ := newBoundedStore(t, 6)
+	const n = 40
+	blobs := make([]*Blob, n)
+	for i := range blobs {
+		blobs[i] = openBlob(t, s, fmt.Sprintf("f%d", i))
+		if _, err := blobs[i].WriteAt(content(i), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := 0; k < 300; k++ {
+				i := (g*7 + k*13) % n
+				b := blobs[i]
+				want := content(i)
+				switch k % 5 {
+				case 0, 1, 2:
+					got := make([]byte, 64)
+					if _, err := b.ReadAt(got, 0); err != nil || !bytes.Equal(got, want[:64]) {
+						errs <- fmt.Errorf("blob %d: read %q, %v", i, got, err)
+						return
+					}
+				case 3:
+					if _, err := b.WriteAt(want[:64], 0); err != nil {
+						errs <- err
+						return
+					}
+				case 4:
+					if err := b.Sync(); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if st := mustStats(t, s); st.Resident > 6+8 {
+		// Blobs in use cannot be dropped; at most one per goroutine over.
+		t.Errorf("%d resident with a bound of 6 and 8 goroutines", st.Resident)
+	}
+	for _, b := range blobs {
+		if err := s.Release(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestResidentReadOnlyUpgrade: a read-only blob dropped and then opened
+// for writing becomes writable and resident.
+func TestResidentReadOnlyUpgrade(t *testing.T) {
+	s, dir := newBoundedStore(t, 1)
+	if err := os.WriteFile(filepath.Join(dir, "ro"), content(3), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(filepath.Join(dir, "ro"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro, err := s.acquire(fd, "ro", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Release(ro)
+	other := openBlob(t, s, "other") // drops ro
+	defer s.Release(other)
+	rw2 := openBlob(t, s, "ro")
+	defer s.Release(rw2)
+	if rw2 != ro || !ro.Writable() {
+		t.Fatalf("reopen for writing: same blob %v, writable %v", rw2 == ro, ro.Writable())
+	}
+	if _, err := ro.WriteAt([]byte("W"), 0); err != nil {
+		t.Fatal(err)
+	}
+}
