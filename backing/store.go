@@ -229,6 +229,35 @@ func (s *Store) Open(name string, flags int, mode uint32) (*Blob, error) {
 	return b, nil
 }
 
+// OpenDir opens the directory called name (relative to the store root;
+// "" is the root) with flags (O_PATH or O_RDONLY; O_DIRECTORY and
+// O_CLOEXEC are added), resolved beneath the root without following any
+// symlink. With O_PATH|O_NOFOLLOW and without O_DIRECTORY in want (see
+// OpenEntry), it opens the final component itself, symlink or not. The
+// caller closes the descriptor. This and Open are the only places where a
+// request's name becomes a file: namespace operations act relative to a
+// descriptor from here, so that a symlink or a directory swapped for one
+// inside the store cannot lead them outside it.
+func (s *Store) OpenDir(name string, flags int) (int, error) {
+	if name == "" {
+		name = "."
+	}
+	return s.openat2(name, flags|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+}
+
+// OpenEntry opens the final component of name itself as an O_PATH
+// descriptor, whatever it is (a symlink too), resolving the rest beneath
+// the store root without following symlinks.
+func (s *Store) OpenEntry(name string) (int, error) {
+	if name == "" {
+		name = "."
+	}
+	return s.openat2(name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+}
+
+// RootFd returns the descriptor of the store root (owned by the store).
+func (s *Store) RootFd() int { return s.rootFd }
+
 // openat opens name beneath the store root, refusing symlinks and "..".
 // It asks for O_NOATIME: mapping a file counts as an access, and an open
 // on the mount must not change the blob's atime when the client reads

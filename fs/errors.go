@@ -25,6 +25,10 @@ func (m *mountState) errno(op, name string, err error) syscall.Errno {
 	switch e {
 	case syscall.EIO, syscall.ENOSPC, syscall.EDQUOT, syscall.EROFS, syscall.EFBIG:
 		m.log.Printf("%s %q: %v", op, name, err)
+	case syscall.ELOOP:
+		// Resolution beneath the store refused a symlink in the way:
+		// someone planted one, or swapped a directory for one.
+		m.log.Printf("%s %q: refused to follow a symlink inside the store: %v", op, name, err)
 	}
 	return e
 }

@@ -40,36 +40,6 @@ func (n *Node) rel() string {
 	return n.Path(n.Root())
 }
 
-var _ = (gofs.NodeLookuper)((*Node)(nil))
-
-// Lookup is the loopback's, but for the stats file at the root.
-func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if name == StatsName && n.IsRoot() {
-		return n.statsInode(ctx, out), 0
-	}
-	return n.LoopbackNode.Lookup(ctx, name, out)
-}
-
-var _ = (gofs.NodeUnlinker)((*Node)(nil))
-
-// Unlink is the loopback's; the stats file cannot be removed.
-func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
-	if name == StatsName && n.IsRoot() {
-		return syscall.EPERM
-	}
-	return n.LoopbackNode.Unlink(ctx, name)
-}
-
-var _ = (gofs.NodeRenamer)((*Node)(nil))
-
-// Rename is the loopback's; the stats file cannot be renamed or replaced.
-func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
-	if (name == StatsName && n.IsRoot()) || (newName == StatsName && newParent.EmbeddedInode().IsRoot()) {
-		return syscall.EPERM
-	}
-	return n.LoopbackNode.Rename(ctx, name, newParent, newName, flags)
-}
-
 var _ = (gofs.NodeOpener)((*Node)(nil))
 
 // Open opens the node's Blob.
@@ -158,17 +128,17 @@ func (n *Node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 	if h, ok := f.(*handle); ok {
 		return h.Getattr(ctx, out)
 	}
-	rel := n.rel()
-	p := filepath.Join(n.RootData.Path, rel)
 	var st syscall.Stat_t
-	var err error
-	if n.IsRoot() {
-		err = syscall.Stat(p, &st)
-	} else {
-		err = syscall.Lstat(p, &st)
-	}
-	if err != nil {
-		return n.m.errno("getattr", rel, pathErr("stat", rel, err))
+	errno := n.withParent("getattr", func(dirfd int, name string) error {
+		var x unix.Statx_t
+		if err := statAt(dirfd, name, &x); err != nil {
+			return err
+		}
+		st = statFromStatx(&x)
+		return nil
+	})
+	if errno != 0 {
+		return errno
 	}
 	if st.Mode&syscall.S_IFMT == syscall.S_IFREG {
 		// Open through another handle, the file may have a pending
@@ -176,7 +146,7 @@ func (n *Node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 		if b := n.m.store.Find(&st); b != nil {
 			err := b.Fd(func(fd int) error { return syscall.Fstat(fd, &st) })
 			if err = errors.Join(err, n.m.store.Release(b)); err != nil {
-				return n.m.errno("getattr", rel, err)
+				return n.m.errno("getattr", n.rel(), err)
 			}
 		}
 	}
@@ -204,14 +174,19 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		b, release = ob, true
 	} else if n.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFREG {
 		var st syscall.Stat_t
-		if syscall.Lstat(filepath.Join(n.RootData.Path, rel), &st) == nil {
-			if b = n.m.store.Find(&st); b != nil {
-				release = true
+		n.withParent("setattr", func(dirfd int, name string) error {
+			var x unix.Statx_t
+			if statAt(dirfd, name, &x) == nil {
+				st = statFromStatx(&x)
+				if b = n.m.store.Find(&st); b != nil {
+					release = true
+				}
 			}
-		}
+			return nil
+		})
 	}
 	if b == nil {
-		return n.LoopbackNode.Setattr(ctx, f, in, out)
+		return n.setattrAt(in, out)
 	}
 	var st syscall.Stat_t
 	err := setattrBlob(b, in)

@@ -1,0 +1,451 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// The namespace operations of go-fuse's LoopbackNode act on path strings
+// from the store root, so a symlink planted in the store, or a directory
+// swapped for one behind the daemon's back, would be followed by the
+// daemon and could lead outside the store. Node overrides each of them to
+// act relative to a descriptor of the parent directory, opened by
+// backing.Store.OpenDir beneath the store root without following any
+// symlink, and never to follow the final component either (the *at calls
+// with AT_SYMLINK_NOFOLLOW, unlinkat and renameat2, which do not follow).
+// A descriptor per inode would not fit the daemon's descriptor limit, so
+// each operation opens its parent and closes it again.
+
+// parent returns the node's parent directory, open (O_PATH) beneath the
+// store root, and the node's name in it. The root has no parent: for it
+// the store root itself is returned with name "".
+func (n *Node) parent() (dirfd int, name string, err error) {
+	rel := n.rel()
+	if rel == "" {
+		fd, err := n.m.store.OpenDir("", unix.O_PATH)
+		return fd, "", err
+	}
+	fd, err := n.m.store.OpenDir(filepath.Dir(rel), unix.O_PATH)
+	return fd, filepath.Base(rel), err
+}
+
+// dir opens the node itself, a directory, as an O_PATH descriptor.
+func (n *Node) dir() (int, error) {
+	return n.m.store.OpenDir(n.rel(), unix.O_PATH)
+}
+
+// withDir calls fn with the node's own directory open (for operations on
+// its children); op and the child's name label an error.
+func (n *Node) withDir(op, child string, fn func(dirfd int) error) syscall.Errno {
+	fd, err := n.dir()
+	if err != nil {
+		return n.m.errno(op, filepath.Join(n.rel(), child), err)
+	}
+	err = fn(fd)
+	if cerr := syscall.Close(fd); cerr != nil && err == nil {
+		err = pathErr("close", n.rel(), cerr)
+	}
+	return n.m.errno(op, filepath.Join(n.rel(), child), err)
+}
+
+// withParent calls fn with the node's parent open and the node's name in
+// it ("" for the root, whose dirfd is then the store root itself).
+func (n *Node) withParent(op string, fn func(dirfd int, name string) error) syscall.Errno {
+	fd, name, err := n.parent()
+	if err != nil {
+		return n.m.errno(op, n.rel(), err)
+	}
+	err = fn(fd, name)
+	if cerr := syscall.Close(fd); cerr != nil && err == nil {
+		err = pathErr("close", n.rel(), cerr)
+	}
+	return n.m.errno(op, n.rel(), err)
+}
+
+// statAt stats name in dirfd without following a symlink; "" is dirfd
+// itself.
+func statAt(dirfd int, name string, st *unix.Statx_t) error {
+	flags := unix.AT_SYMLINK_NOFOLLOW
+	if name == "" {
+		flags |= unix.AT_EMPTY_PATH
+	}
+	if err := unix.Statx(dirfd, name, flags, unix.STATX_BASIC_STATS|unix.STATX_BTIME, st); err != nil {
+		return pathErr("statx", name, err)
+	}
+	return nil
+}
+
+// childAt makes the inode of name, just found or created in dirfd, and
+// fills out. created says whether the daemon made it, so that it gives it
+// to the caller when running as root.
+func (n *Node) childAt(ctx context.Context, dirfd int, name string, created bool, out *fuse.EntryOut) (*gofs.Inode, error) {
+	if created && n.m.asRoot {
+		if caller, ok := fuse.FromContext(ctx); ok {
+			if err := unix.Fchownat(dirfd, name, int(caller.Uid), int(caller.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return nil, pathErr("chown", name, err)
+			}
+		}
+	}
+	var st unix.Statx_t
+	if err := statAt(dirfd, name, &st); err != nil {
+		return nil, err
+	}
+	sys := statFromStatx(&st)
+	out.Attr.FromStat(&sys)
+	return n.NewInode(ctx, &gofs.LoopbackNode{RootData: n.RootData}, n.m.stableAttr(&st)), nil
+}
+
+// createAt runs make (mkdirat, mknodat, symlinkat) in the node's directory
+// and returns the new child's inode; a failure after make removes what it
+// made.
+func (n *Node) createAt(ctx context.Context, op, name string, dir bool, out *fuse.EntryOut, make func(dirfd int) error) (*gofs.Inode, syscall.Errno) {
+	var ch *gofs.Inode
+	errno := n.withDir(op, name, func(dirfd int) error {
+		if err := make(dirfd); err != nil {
+			return pathErr(op, name, err)
+		}
+		var err error
+		ch, err = n.childAt(ctx, dirfd, name, true, out)
+		if err != nil {
+			flag := 0
+			if dir {
+				flag = unix.AT_REMOVEDIR
+			}
+			if uerr := unix.Unlinkat(dirfd, name, flag); uerr != nil {
+				err = errors.Join(err, pathErr("unlink", name, uerr))
+			}
+		}
+		return err
+	})
+	return ch, errno
+}
+
+var _ = (gofs.NodeLookuper)((*Node)(nil))
+
+// Lookup finds a child; the stats file at the root.
+func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if name == StatsName && n.IsRoot() {
+		return n.statsInode(ctx, out), 0
+	}
+	var ch *gofs.Inode
+	errno := n.withDir("lookup", name, func(dirfd int) error {
+		var err error
+		ch, err = n.childAt(ctx, dirfd, name, false, out)
+		return err
+	})
+	return ch, errno
+}
+
+var _ = (gofs.NodeMkdirer)((*Node)(nil))
+
+// Mkdir makes a directory.
+func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return n.createAt(ctx, "mkdir", name, true, out, func(dirfd int) error {
+		return unix.Mkdirat(dirfd, name, mode)
+	})
+}
+
+var _ = (gofs.NodeMknoder)((*Node)(nil))
+
+// Mknod makes a regular file, device, fifo or socket node.
+func (n *Node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return n.createAt(ctx, "mknod", name, false, out, func(dirfd int) error {
+		return unix.Mknodat(dirfd, name, mode, int(rdev))
+	})
+}
+
+var _ = (gofs.NodeSymlinker)((*Node)(nil))
+
+// Symlink makes a symlink. Its target is stored as given: the daemon never
+// follows it; a client does, on its own side of the mount.
+func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	return n.createAt(ctx, "symlink", name, false, out, func(dirfd int) error {
+		return unix.Symlinkat(target, dirfd, name)
+	})
+}
+
+var _ = (gofs.NodeLinker)((*Node)(nil))
+
+// Link makes a hard link to target, a file of this mount with a name.
+func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	t, ok := target.(*Node)
+	if !ok || t.m != n.m {
+		return nil, syscall.EXDEV
+	}
+	// A file with no name (O_TMPFILE) cannot be linked from here: LINK
+	// carries no descriptor. As go-fuse's loopback, EXDEV.
+	if _, p := t.Parent(); p == nil {
+		return nil, syscall.EXDEV
+	}
+	tdir, tname, err := t.parent()
+	if err != nil {
+		return nil, n.m.errno("link", t.rel(), err)
+	}
+	var ch *gofs.Inode
+	errno := n.withDir("link", name, func(dirfd int) error {
+		if err := unix.Linkat(tdir, tname, dirfd, name, 0); err != nil {
+			return pathErr("link", name, err)
+		}
+		var err error
+		ch, err = n.childAt(ctx, dirfd, name, false, out)
+		return err
+	})
+	if err := syscall.Close(tdir); err != nil && errno == 0 {
+		errno = n.m.errno("link", t.rel(), pathErr("close", t.rel(), err))
+	}
+	return ch, errno
+}
+
+var _ = (gofs.NodeUnlinker)((*Node)(nil))
+
+// Unlink removes a name; the stats file cannot be removed.
+func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
+	if name == StatsName && n.IsRoot() {
+		return syscall.EPERM
+	}
+	return n.withDir("unlink", name, func(dirfd int) error {
+		return unix.Unlinkat(dirfd, name, 0)
+	})
+}
+
+var _ = (gofs.NodeRmdirer)((*Node)(nil))
+
+// Rmdir removes an empty directory.
+func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return n.withDir("rmdir", name, func(dirfd int) error {
+		return unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR)
+	})
+}
+
+var _ = (gofs.NodeRenamer)((*Node)(nil))
+
+// Rename renames, with RENAME_NOREPLACE and RENAME_EXCHANGE as renameat2
+// gives them; the stats file cannot be renamed or replaced.
+func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	np, ok := newParent.(*Node)
+	if !ok || np.m != n.m {
+		return syscall.EXDEV
+	}
+	if (name == StatsName && n.IsRoot()) || (newName == StatsName && np.IsRoot()) {
+		return syscall.EPERM
+	}
+	ndir, err := np.dir()
+	if err != nil {
+		return n.m.errno("rename", filepath.Join(np.rel(), newName), err)
+	}
+	errno := n.withDir("rename", name, func(dirfd int) error {
+		return unix.Renameat2(dirfd, name, ndir, newName, uint(flags))
+	})
+	if err := syscall.Close(ndir); err != nil && errno == 0 {
+		errno = n.m.errno("rename", np.rel(), pathErr("close", np.rel(), err))
+	}
+	return errno
+}
+
+var _ = (gofs.NodeReadlinker)((*Node)(nil))
+
+// Readlink reads a symlink's target.
+func (n *Node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	var target []byte
+	errno := n.withParent("readlink", func(dirfd int, name string) error {
+		for size := 256; ; size *= 2 {
+			buf := make([]byte, size)
+			r, err := unix.Readlinkat(dirfd, name, buf)
+			if err != nil {
+				return pathErr("readlink", name, err)
+			}
+			if r < size {
+				target = buf[:r]
+				return nil
+			}
+		}
+	})
+	return target, errno
+}
+
+var _ = (gofs.NodeOpendirHandler)((*Node)(nil))
+
+// OpendirHandle opens the directory for reading.
+func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	ds, errno := n.dirStream()
+	return ds, 0, errno
+}
+
+var _ = (gofs.NodeReaddirer)((*Node)(nil))
+
+// Readdir lists the directory.
+func (n *Node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	return n.dirStream()
+}
+
+func (n *Node) dirStream() (gofs.DirStream, syscall.Errno) {
+	fd, err := n.m.store.OpenDir(n.rel(), unix.O_RDONLY)
+	if err != nil {
+		return nil, n.m.errno("opendir", n.rel(), err)
+	}
+	// The stream owns fd and closes it.
+	return gofs.NewLoopbackDirStreamFd(fd)
+}
+
+var _ = (gofs.NodeStatfser)((*Node)(nil))
+
+// Statfs reports the store's filesystem.
+func (n *Node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	var st syscall.Statfs_t
+	if err := syscall.Fstatfs(n.m.store.RootFd(), &st); err != nil {
+		return n.m.errno("statfs", "", pathErr("statfs", n.m.store.Root(), err))
+	}
+	out.FromStatfsT(&st)
+	return 0
+}
+
+var _ = (gofs.NodeStatxer)((*Node)(nil))
+
+// Statx is statx of the node (of its Blob, when open through f).
+func (n *Node) Statx(ctx context.Context, f gofs.FileHandle, flags uint32, mask uint32, out *fuse.StatxOut) syscall.Errno {
+	if h, ok := f.(*handle); ok {
+		return h.Statx(ctx, flags, mask, out)
+	}
+	return n.withParent("statx", func(dirfd int, name string) error {
+		var st unix.Statx_t
+		fl := int(flags) | unix.AT_SYMLINK_NOFOLLOW
+		if name == "" {
+			fl |= unix.AT_EMPTY_PATH
+		}
+		if err := unix.Statx(dirfd, name, fl, int(mask), &st); err != nil {
+			return pathErr("statx", name, err)
+		}
+		out.FromStatx(&st)
+		return nil
+	})
+}
+
+// The xattr calls have no *at form before Linux 6.13 and none in x/sys:
+// they go through /proc/self/fd of an O_PATH descriptor of the node itself
+// (as libfuse's passthrough_hp does). getxattr and friends follow that
+// magic link straight to the node, a symlink included, and no further.
+
+// withProcPath calls fn with a /proc path that names the node.
+func (n *Node) withProcPath(op string, fn func(p string) error) syscall.Errno {
+	fd, err := n.m.store.OpenEntry(n.rel())
+	if err != nil {
+		return n.m.errno(op, n.rel(), err)
+	}
+	err = fn("/proc/self/fd/" + strconv.Itoa(fd))
+	if cerr := syscall.Close(fd); cerr != nil && err == nil {
+		err = pathErr("close", n.rel(), cerr)
+	}
+	return n.m.errno(op, n.rel(), err)
+}
+
+var _ = (gofs.NodeGetxattrer)((*Node)(nil))
+
+// Getxattr reads an extended attribute.
+func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	var sz int
+	errno := n.withProcPath("getxattr", func(p string) error {
+		var err error
+		sz, err = unix.Getxattr(p, attr, dest)
+		return err
+	})
+	return uint32(max(sz, 0)), errno
+}
+
+var _ = (gofs.NodeListxattrer)((*Node)(nil))
+
+// Listxattr lists the extended attributes.
+func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	var sz int
+	errno := n.withProcPath("listxattr", func(p string) error {
+		var err error
+		sz, err = unix.Listxattr(p, dest)
+		return err
+	})
+	return uint32(max(sz, 0)), errno
+}
+
+var _ = (gofs.NodeSetxattrer)((*Node)(nil))
+
+// Setxattr sets an extended attribute.
+func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return n.withProcPath("setxattr", func(p string) error {
+		return unix.Setxattr(p, attr, data, int(flags))
+	})
+}
+
+var _ = (gofs.NodeRemovexattrer)((*Node)(nil))
+
+// Removexattr removes an extended attribute.
+func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	return n.withProcPath("removexattr", func(p string) error {
+		return unix.Removexattr(p, attr)
+	})
+}
+
+// setattrAt applies in to the node by name in its parent, without
+// following it, for nodes with no Blob (directories, symlinks, files not
+// open). Size changes never come here.
+func (n *Node) setattrAt(in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	return n.withParent("setattr", func(dirfd int, name string) error {
+		at := 0
+		if name == "" {
+			at = unix.AT_EMPTY_PATH
+		}
+		if m, ok := in.GetMode(); ok {
+			// fchmodat2 with AT_SYMLINK_NOFOLLOW: a symlink's mode
+			// cannot change (EOPNOTSUPP), nor is it followed.
+			if err := unix.Fchmodat(dirfd, name, m, unix.AT_SYMLINK_NOFOLLOW|at); err != nil {
+				return pathErr("chmod", name, err)
+			}
+		}
+		uid, uok := in.GetUID()
+		gid, gok := in.GetGID()
+		if uok || gok {
+			suid, sgid := -1, -1
+			if uok {
+				suid = int(uid)
+			}
+			if gok {
+				sgid = int(gid)
+			}
+			if err := unix.Fchownat(dirfd, name, suid, sgid, unix.AT_SYMLINK_NOFOLLOW|at); err != nil {
+				return pathErr("chown", name, err)
+			}
+		}
+		mtime, mok := in.GetMTime()
+		atime, aok := in.GetATime()
+		if mok || aok {
+			ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+			if aok {
+				ts[0] = unix.NsecToTimespec(atime.UnixNano())
+			}
+			if mok {
+				ts[1] = unix.NsecToTimespec(mtime.UnixNano())
+			}
+			if name == "" {
+				// utimensat has no AT_EMPTY_PATH: the root by its
+				// own O_PATH descriptor's /proc name.
+				if err := unix.UtimesNanoAt(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", dirfd), ts, 0); err != nil {
+					return pathErr("utimens", n.m.store.Root(), err)
+				}
+			} else if err := unix.UtimesNanoAt(dirfd, name, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return pathErr("utimens", name, err)
+			}
+		}
+		var st unix.Statx_t
+		if err := statAt(dirfd, name, &st); err != nil {
+			return err
+		}
+		sys := statFromStatx(&st)
+		out.FromStat(&sys)
+		return nil
+	})
+}
