@@ -13,7 +13,8 @@ import (
 )
 
 // TestPosix runs go-fuse's posixtest suite, which its own loopback
-// filesystem passes, each test on a fresh mount.
+// filesystem passes, each test on a fresh mount, under the default
+// switches, --writeback-cache and --direct-io.
 //
 // One test is left out: FcntlFlockLocksFile expects two descriptors of one
 // process to conflict over a POSIX lock. That is open-file-description
@@ -33,18 +34,27 @@ func TestPosix(t *testing.T) {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	for _, name := range names {
-		fn := posixtest.All[name]
-		if name == "FcntlFlockLocksFile" {
-			continue
+	for _, sw := range [][]string{nil, {"--writeback-cache"}, {"--direct-io"}} {
+		prefix := "defaults"
+		if sw != nil {
+			prefix = sw[0]
 		}
-		t.Run(name, func(t *testing.T) {
-			if name != "FdLeak" {
-				t.Parallel()
+		for _, name := range names {
+			fn := posixtest.All[name]
+			if name == "FcntlFlockLocksFile" {
+				continue
 			}
-			m := startMount(t)
-			fn(t, m.mnt)
-		})
+			t.Run(prefix+"/"+name, func(t *testing.T) {
+				if sw != nil && loopbackMode {
+					t.Skip("mmapfs switches")
+				}
+				if name != "FdLeak" {
+					t.Parallel()
+				}
+				m := startMount(t, sw...)
+				fn(t, m.mnt)
+			})
+		}
 	}
 }
 
