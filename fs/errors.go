@@ -23,7 +23,11 @@ func (m *mountState) errno(op, name string, err error) syscall.Errno {
 		e = syscall.EIO
 	}
 	switch e {
-	case syscall.EIO, syscall.ENOSPC, syscall.EDQUOT, syscall.EROFS, syscall.EFBIG:
+	case syscall.EIO, syscall.ENOSPC, syscall.EDQUOT, syscall.EROFS, syscall.EFBIG, syscall.EACCES, syscall.EPERM:
+		// EACCES and EPERM reach the daemon only when it may not use
+		// the store (the kernel checks the caller's permissions first
+		// under default_permissions; without it only the mounting user
+		// gets in).
 		m.log.Printf("%s %q: %v", op, name, err)
 	case syscall.ELOOP:
 		// Resolution beneath the store refused a symlink in the way:

@@ -81,7 +81,129 @@ func TestDiskFull(t *testing.T) {
 	if _, err := h.ReadAt(got, 32<<20); err != nil || !bytes.Equal(got, chunk) {
 		t.Errorf("reading back the hole's write: %v, equal %v", err, bytes.Equal(got, chunk))
 	}
-	if !strings.Contains(m.out.String(), "big") || !strings.Contains(m.out.String(), "no space") {
+	if !logged(m, "big", "no space") {
 		t.Errorf("the daemon did not log the full disk with the file's name:\n%s", m.out)
+	}
+}
+
+// TestReadOnlyStore: on a read-only store, reads work and every change is
+// EROFS, logged with the file's name; the daemon keeps serving.
+func TestReadOnlyStore(t *testing.T) {
+	t.Parallel()
+	skipIfLoopback(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a read-only bind mount")
+	}
+	store := t.TempDir()
+	writeFile(t, filepath.Join(store, "existing"), []byte("old data"))
+	for _, args := range [][]string{{"--bind", store, store}, {"-o", "remount,bind,ro", store}} {
+		if out, err := exec.Command("mount", args...).CombinedOutput(); err != nil {
+			t.Fatalf("mount %v: %v: %s", args, err, out)
+		}
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", store).CombinedOutput(); err != nil {
+			t.Errorf("umount: %v: %s", err, out)
+		}
+	})
+	m := startMountAt(t, store, t.TempDir())
+	checkContent(t, filepath.Join(m.mnt, "existing"), []byte("old data"))
+	_, err := os.OpenFile(filepath.Join(m.mnt, "existing"), os.O_WRONLY, 0)
+	wantErrno(t, "open for writing", err, syscall.EROFS)
+	_, err = os.Create(filepath.Join(m.mnt, "new"))
+	wantErrno(t, "create", err, syscall.EROFS)
+	wantErrno(t, "mkdir", os.Mkdir(filepath.Join(m.mnt, "dir"), 0o755), syscall.EROFS)
+	wantErrno(t, "truncate", os.Truncate(filepath.Join(m.mnt, "existing"), 0), syscall.EROFS)
+	checkContent(t, filepath.Join(m.mnt, "existing"), []byte("old data"))
+	readStats(t, m)
+	if !logged(m, "existing", "read-only") {
+		t.Errorf("no log line names the file refused by the read-only store:\n%s", m.out)
+	}
+}
+
+// TestUnopenableBlob: a daemon that may not open a blob (here: run as
+// nobody, the blob root's and mode 0600) gives the caller EACCES, logs the
+// file, and keeps serving the others. It also runs the daemon the way a
+// user without root does: through fusermount3, with no residency bound.
+func TestUnopenableBlob(t *testing.T) {
+	t.Parallel()
+	skipIfLoopback(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the daemon as nobody")
+	}
+	if fi, err := os.Stat("/dev/fuse"); err != nil || fi.Mode().Perm()&0o006 != 0o006 {
+		// fusermount3 opens /dev/fuse as the user: on a machine where
+		// only root may, no user can mount.
+		t.Skipf("/dev/fuse is not open to other users here (%v, %v): no non-root mount is possible", fi.Mode(), err)
+	}
+	if err := os.Chmod(filepath.Dir(binPath), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	store, mnt := openDir(t, "store"), openDir(t, "mnt")
+	for _, d := range []string{store, mnt} {
+		if err := os.Chown(d, nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(store, "locked"), []byte("root's"))
+	if err := os.Chmod(filepath.Join(store, "locked"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(store, "open"), []byte("anyone's"))
+	if err := os.Chown(filepath.Join(store, "open"), nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	m := startMountAs(t, &syscall.Credential{Uid: nobody, Gid: nobody}, store, mnt)
+	run := func(args ...string) (string, error) {
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run("cat", filepath.Join(mnt, "locked")); err == nil || !strings.Contains(out, "Permission denied") {
+		t.Errorf("reading a blob the daemon may not open: %v, %q; want EACCES", err, out)
+	}
+	if out, err := run("cat", filepath.Join(mnt, "open")); err != nil || out != "anyone's" {
+		t.Errorf("reading a blob the daemon may open: %v, %q", err, out)
+	}
+	if out, err := run("sh", "-c", "echo new > "+filepath.Join(mnt, "new")); err != nil {
+		t.Errorf("creating a file: %v, %q", err, out)
+	}
+	checkContent(t, filepath.Join(store, "new"), []byte("new\n"))
+	if !logged(m, `"locked"`) {
+		t.Errorf("no log line names the blob that could not be opened:\n%s", m.out)
+	}
+}
+
+// TestImmutableBlob: a blob the store will not let even root open for
+// writing (chattr +i) reads fine, refuses writes with the store's errno,
+// is logged by name, and the daemon keeps serving.
+func TestImmutableBlob(t *testing.T) {
+	t.Parallel()
+	skipIfLoopback(t)
+	if _, err := exec.LookPath("chattr"); err != nil || os.Geteuid() != 0 {
+		t.Skip("needs root and chattr")
+	}
+	store := t.TempDir()
+	blob := filepath.Join(store, "frozen")
+	writeFile(t, blob, []byte("frozen"))
+	if out, err := exec.Command("chattr", "+i", blob).CombinedOutput(); err != nil {
+		t.Skipf("chattr +i on the test filesystem: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("chattr", "-i", blob).CombinedOutput(); err != nil {
+			t.Errorf("chattr -i: %v: %s", err, out)
+		}
+	})
+	m := startMountAt(t, store, t.TempDir())
+	p := filepath.Join(m.mnt, "frozen")
+	checkContent(t, p, []byte("frozen"))
+	_, err := os.OpenFile(p, os.O_WRONLY, 0)
+	wantErrno(t, "open an immutable blob for writing", err, syscall.EPERM)
+	wantErrno(t, "truncate an immutable blob", os.Truncate(p, 0), syscall.EPERM)
+	checkContent(t, p, []byte("frozen"))
+	writeFile(t, filepath.Join(m.mnt, "other"), []byte("other"))
+	if !logged(m, `"frozen"`) {
+		t.Errorf("no log line names the blob that could not be opened:\n%s", m.out)
 	}
 }

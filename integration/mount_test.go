@@ -31,6 +31,7 @@ const (
 type mount struct {
 	store, mnt string
 	flags      []string
+	cred       *syscall.Credential // the daemon runs as this user; nil: as the test
 
 	out    *syncBuffer // stdout and stderr of every daemon run so far
 	starts int         // daemons started so far
@@ -85,7 +86,14 @@ func startMount(t testing.TB, flags ...string) *mount {
 // caller.
 func startMountAt(t testing.TB, store, mnt string, flags ...string) *mount {
 	t.Helper()
-	m := &mount{store: store, mnt: mnt, flags: flags, out: &syncBuffer{}}
+	return startMountAs(t, nil, store, mnt, flags...)
+}
+
+// startMountAs is startMountAt with the daemon run as cred's user (nil:
+// as the test), which must be able to run binPath and use store and mnt.
+func startMountAs(t testing.TB, cred *syscall.Credential, store, mnt string, flags ...string) *mount {
+	t.Helper()
+	m := &mount{store: store, mnt: mnt, flags: flags, cred: cred, out: &syncBuffer{}}
 	live.Lock()
 	live.m[m] = true
 	live.Unlock()
@@ -116,6 +124,14 @@ func (m *mount) start(t testing.TB) {
 	args := m.args()
 	fmt.Fprintf(m.out, "=== %s %s\n", binPath, strings.Join(args, " "))
 	cmd := daemonCommand(args...)
+	if m.cred != nil {
+		// The trampoline is this test binary, which another user may
+		// not run: start the daemon directly, as that user.
+		cmd = exec.Command(binPath, args...)
+		cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=100")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: m.cred}
+		cmd.WaitDelay = 2 * time.Second
+	}
 	cmd.Stdout = m.out
 	cmd.Stderr = m.out
 	if err := cmd.Start(); err != nil {

@@ -302,7 +302,7 @@ func TestUnsafeIgnoreFsync(t *testing.T) {
 	if s.IgnoredFsyncs != 1 || s.MsyncCalls != 0 || s.UnsyncedBytes == 0 {
 		t.Errorf("ignored fsyncs %d, msync calls %d, unsynced %d; want 1, 0, >0", s.IgnoredFsyncs, s.MsyncCalls, s.UnsyncedBytes)
 	}
-	if !strings.Contains(m.out.String(), "WARNING") {
+	if !logged(m, "WARNING") {
 		t.Errorf("no warning at mount:\n%s", m.out)
 	}
 }
@@ -472,7 +472,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 	// Bound to loopback when no host is named: the daemon says where it
 	// listens once it does, which is before the GET above succeeded.
-	if !strings.Contains(m.out.String(), fmt.Sprintf("http://127.0.0.1:%d/metrics", port)) {
+	if !logged(m, fmt.Sprintf("http://127.0.0.1:%d/metrics", port)) {
 		t.Errorf("metrics not bound to loopback:\n%s", m.out)
 	}
 	for _, want := range []string{"mmapfs_unsynced_bytes", "mmapfs_msync_calls_total", `mmapfs_fuse_requests_total{op="write"}`, "mmapfs_resident_bytes"} {

@@ -8,8 +8,10 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // pattern returns n bytes of deterministic pseudo-random data; different
@@ -161,4 +163,28 @@ func faults(fn func()) (faulted bool, addr uintptr) {
 	}()
 	fn()
 	return false, 0
+}
+
+// logged waits (up to 5 s) for the daemon's output to contain every one of
+// subs, and reports whether it did. The daemon writes a log line before it
+// answers the request that caused it, but its output reaches m.out through
+// a pipe and a copying goroutine, which may lag.
+func logged(m *mount, subs ...string) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out := m.out.String()
+		all := true
+		for _, s := range subs {
+			if !strings.Contains(out, s) {
+				all = false
+			}
+		}
+		if all {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
