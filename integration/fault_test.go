@@ -207,3 +207,34 @@ func TestImmutableBlob(t *testing.T) {
 		t.Errorf("no log line names the blob that could not be opened:\n%s", m.out)
 	}
 }
+
+// TestBlobReplacedWhileMapped: another process renames a new file over a
+// blob that is open (and so mapped) on the mount. As on a local
+// filesystem, the open descriptor keeps reading and writing the file it
+// opened; a new open gets the new file; nothing faults.
+func TestBlobReplacedWhileMapped(t *testing.T) {
+	t.Parallel()
+	m := startMount(t, "--entry-timeout", "0", "--attr-timeout", "0")
+	p := filepath.Join(m.mnt, "f")
+	old := pattern(3*4096+10, 1)
+	writeFile(t, p, old)
+	f := openRW(t, p)
+	got := make([]byte, len(old))
+	if _, err := f.ReadAt(got, 0); err != nil { // mapped now
+		t.Fatal(err)
+	}
+	repl := filepath.Join(m.store, "replacement")
+	writeFile(t, repl, []byte("the new file"))
+	if err := os.Rename(repl, filepath.Join(m.store, "f")); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := f.ReadAt(got, 0); err != nil || n != len(old) || !bytes.Equal(got, old) {
+		t.Errorf("the open descriptor after the replace: %d bytes, %v, same as before: %v", n, err, bytes.Equal(got, old))
+	}
+	if _, err := f.WriteAt([]byte("still mine"), 0); err != nil {
+		t.Errorf("writing through the open descriptor after the replace: %v", err)
+	}
+	checkContent(t, p, []byte("the new file"))
+	checkContent(t, filepath.Join(m.store, "f"), []byte("the new file"))
+	readStats(t, m)
+}
