@@ -199,6 +199,16 @@ func (m *mount) stop(t testing.TB) {
 	m.mu.Lock()
 	m.down = true
 	m.mu.Unlock()
+	// A child this process forks (another test starting a daemon) holds a
+	// copy of every descriptor of ours, files on this mount included,
+	// until it execs: an unmount then fails with EBUSY and the daemon
+	// keeps serving. Let no fork happen from the SIGTERM to the exit (a
+	// fork in progress holds ForkLock until its child has exec'd). Not
+	// for the loopback, which is stopped with fusermount3: a fork.
+	if !loopbackMode {
+		syscall.ForkLock.RLock()
+		defer syscall.ForkLock.RUnlock()
+	}
 	if err := m.terminate(d); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
