@@ -28,7 +28,10 @@ import (
 // store root, and the node's name in it. The root has no parent: for it
 // the store root itself is returned with name "".
 func (n *Node) parent() (dirfd int, name string, err error) {
-	rel := n.rel()
+	rel, err := n.path()
+	if err != nil {
+		return -1, "", err
+	}
 	if rel == "" {
 		fd, err := n.m.store.OpenDir("", unix.O_PATH)
 		return fd, "", err
@@ -39,7 +42,11 @@ func (n *Node) parent() (dirfd int, name string, err error) {
 
 // dir opens the node itself, a directory, as an O_PATH descriptor.
 func (n *Node) dir() (int, error) {
-	return n.m.store.OpenDir(n.rel(), unix.O_PATH)
+	rel, err := n.path()
+	if err != nil {
+		return -1, err
+	}
+	return n.m.store.OpenDir(rel, unix.O_PATH)
 }
 
 // withDir calls fn with the node's own directory open (for operations on
@@ -287,7 +294,11 @@ func (n *Node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 }
 
 func (n *Node) dirStream() (gofs.DirStream, syscall.Errno) {
-	fd, err := n.m.store.OpenDir(n.rel(), unix.O_RDONLY)
+	rel, err := n.path()
+	if err != nil {
+		return nil, n.m.errno("opendir", n.rel(), err)
+	}
+	fd, err := n.m.store.OpenDir(rel, unix.O_RDONLY)
 	if err != nil {
 		return nil, n.m.errno("opendir", n.rel(), err)
 	}
@@ -335,7 +346,11 @@ func (n *Node) Statx(ctx context.Context, f gofs.FileHandle, flags uint32, mask 
 
 // withProcPath calls fn with a /proc path that names the node.
 func (n *Node) withProcPath(op string, fn func(p string) error) syscall.Errno {
-	fd, err := n.m.store.OpenEntry(n.rel())
+	rel, err := n.path()
+	if err != nil {
+		return n.m.errno(op, n.rel(), err)
+	}
+	fd, err := n.m.store.OpenEntry(rel)
 	if err != nil {
 		return n.m.errno(op, n.rel(), err)
 	}

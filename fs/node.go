@@ -3,7 +3,10 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -33,18 +36,44 @@ func (n *Node) WrapChild(ctx context.Context, ops gofs.InodeEmbedder) gofs.Inode
 	return ops
 }
 
-// rel returns the node's path relative to the store root. It is the one
-// place the data path turns a node into a name; backing resolves it
-// beneath the store without following symlinks.
+// path returns the node's path relative to the store root. It is the one
+// place the fs side turns a node into a name; backing resolves the name
+// beneath the store without following symlinks. A node that has no name
+// left (unlinked while open, or below a directory that was) is ENOENT:
+// go-fuse's Inode.Path would log and make one up, and a partial path
+// could name another file.
+func (n *Node) path() (string, error) {
+	root := n.Root()
+	var segs []string
+	for p := n.EmbeddedInode(); p != root; {
+		name, parent := p.Parent()
+		if parent == nil {
+			return "", pathErr("resolve", strings.Join(segs, "/"), fmt.Errorf("the file has no name any more: %w", syscall.ENOENT))
+		}
+		segs = append(segs, name)
+		p = parent
+	}
+	slices.Reverse(segs)
+	return strings.Join(segs, "/"), nil
+}
+
+// rel is path for messages.
 func (n *Node) rel() string {
-	return n.Path(n.Root())
+	p, err := n.path()
+	if err != nil {
+		return "(a file with no name left)"
+	}
+	return p
 }
 
 var _ = (gofs.NodeOpener)((*Node)(nil))
 
 // Open opens the node's Blob.
 func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	name := n.rel()
+	name, err := n.path()
+	if err != nil {
+		return nil, 0, n.m.errno("open", n.rel(), err)
+	}
 	b, err := n.m.store.Open(name, int(flags&^fuse.FMODE_EXEC), 0)
 	if err != nil {
 		return nil, 0, n.m.errno("open", name, err)
@@ -57,7 +86,11 @@ var _ = (gofs.NodeCreater)((*Node)(nil))
 // Create creates and opens a regular file, owned by the caller when the
 // daemon runs as root.
 func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
-	rel := filepath.Join(n.rel(), name)
+	dir, err := n.path()
+	if err != nil {
+		return nil, nil, 0, n.m.errno("create", name, err)
+	}
+	rel := filepath.Join(dir, name)
 	flags &^= fuse.FMODE_EXEC
 	created := true
 	b, err := n.m.store.Open(rel, int(flags)|unix.O_CREAT|unix.O_EXCL, mode)
@@ -81,7 +114,10 @@ var _ = (gofs.NodeTmpfiler)((*Node)(nil))
 
 // Tmpfile creates an unnamed regular file in the directory (O_TMPFILE).
 func (n *Node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
-	rel := n.rel()
+	rel, err := n.path()
+	if err != nil {
+		return nil, nil, 0, n.m.errno("tmpfile", n.rel(), err)
+	}
 	flags &^= fuse.FMODE_EXEC
 	b, err := n.m.store.Open(rel, int(flags)|unix.O_TMPFILE, mode)
 	if err != nil {
@@ -167,7 +203,11 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	if h, ok := f.(*handle); ok {
 		b = h.blob
 	} else if _, ok := in.GetSize(); ok {
-		ob, err := n.m.store.Open(rel, unix.O_WRONLY, 0)
+		p, err := n.path()
+		if err != nil {
+			return n.m.errno("truncate", rel, err)
+		}
+		ob, err := n.m.store.Open(p, unix.O_WRONLY, 0)
 		if err != nil {
 			return n.m.errno("truncate", rel, err)
 		}
