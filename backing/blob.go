@@ -55,6 +55,12 @@ type Blob struct {
 	// used is set by every access and cleared by the store's sweep.
 	used atomic.Bool
 
+	// caps says the file may carry file capabilities (the
+	// security.capability xattr), which a write must remove, as the
+	// kernel's file_remove_privs does for write(2): writes through a
+	// mapping never do. Checked at open, set by NoteCaps.
+	caps atomic.Bool
+
 	// dmu guards the dirty-page bookkeeping below. Taken after mu.
 	dmu        sync.Mutex
 	dirty      pageSet   // pages written since their last msync
@@ -477,8 +483,35 @@ func (b *Blob) Unsynced() (bytes int64, since time.Time) {
 	return b.dirty.count * int64(pageSize), b.dirtySince
 }
 
+// NoteCaps tells the blob its file was given file capabilities (a
+// security.capability xattr), which its next write must remove.
+func (b *Blob) NoteCaps() { b.caps.Store(true) }
+
+// removeCaps removes the file's capabilities after a write, once.
+func (b *Blob) removeCaps() error {
+	if !b.caps.Swap(false) {
+		return nil
+	}
+	if err := b.rlock(); err != nil {
+		return err
+	}
+	defer b.mu.RUnlock()
+	err := unix.Fremovexattr(b.fd, capabilityXattr)
+	if err != nil && !errors.Is(err, unix.ENODATA) {
+		b.caps.Store(true)
+		return b.pathErr("removexattr", fmt.Errorf("%s after a write: %w", capabilityXattr, err))
+	}
+	return nil
+}
+
+// capabilityXattr holds a file's capabilities.
+const capabilityXattr = "security.capability"
+
 // afterWrite applies the store's writeback policy to a write of [off, end).
 func (b *Blob) afterWrite(off, end int64, extended bool) error {
+	if err := b.removeCaps(); err != nil {
+		return err
+	}
 	switch b.store.opts.Policy.Kind {
 	case PolicyWriteThrough:
 		return b.syncRange(off, end, extended)

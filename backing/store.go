@@ -327,6 +327,9 @@ func (s *Store) acquire(fd int, name string, writable bool) (*Blob, error) {
 	}
 	defer s.mu.Unlock()
 	b := &Blob{store: s, key: key, name: name, fd: fd, writable: writable, size: st.Size, refs: 1}
+	if sz, err := unix.Fgetxattr(fd, capabilityXattr, nil); err == nil && sz > 0 {
+		b.caps.Store(true)
+	}
 	if st.Size > 0 {
 		b.mu.Lock()
 		err := b.ensureCapLocked(st.Size)

@@ -298,7 +298,9 @@ func (c *countingFS) Write(cancel <-chan struct{}, input *fuse.WriteIn, data []b
 func (c *countingFS) Writev(cancel <-chan struct{}, input *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
 	start := time.Now()
 	r0, r1 := c.RawFileSystem.Writev(cancel, input, data)
-	c.c.done(opWrite, start, r1)
+	if r1 != fuse.ENOSYS { // else go-fuse retries with Write, counted there
+		c.c.done(opWrite, start, r1)
+	}
 	return r0, r1
 }
 

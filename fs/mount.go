@@ -52,6 +52,8 @@ type Options struct {
 	// mount; it turns on default_permissions, so that the kernel checks
 	// file modes.
 	AllowOther bool
+	// BDI changes the mount's backing-device limits (as root): see bdi.go.
+	BDI BDISettings
 	// Debug logs every FUSE request and reply (go-fuse's request log).
 	Debug bool
 	// Logger receives the daemon's log lines; nil means stderr.
@@ -60,7 +62,7 @@ type Options struct {
 
 // DefaultOptions are the settings `mmapfs mount` uses without flags.
 func DefaultOptions() Options {
-	return Options{AttrTimeout: time.Second, EntryTimeout: time.Second}
+	return Options{AttrTimeout: time.Second, EntryTimeout: time.Second, BDI: NoBDIChanges}
 }
 
 // mountState is what every node and handle of one mount shares. All of it
@@ -71,6 +73,7 @@ type mountState struct {
 	asRoot    bool   // the daemon runs as root: created files get the caller's owner
 	openFlags uint32 // FOPEN_* flags for every open
 	opts      Options
+	dev       string // major:minor of the mount, for its bdi
 	log       *log.Logger
 	started   time.Time
 	stats     counters
@@ -197,6 +200,15 @@ func Mount(store, mountpoint string, opts Options) (*Server, error) {
 	ln.RootData.RootNode = rootNode
 
 	server, err := m.serve(mnt, root, rootNode)
+	if err == nil {
+		if mi, ok := findMount(mnt); ok {
+			m.dev = mi.dev
+		}
+		if err = applyBDI(m.dev, opts.BDI); err != nil {
+			err = errors.Join(fmt.Errorf("mount %s: %w", mnt, err), server.Unmount())
+			return nil, errors.Join(err, st.Close())
+		}
+	}
 	if err != nil {
 		err = fmt.Errorf("mount %s at %s: %w", root, mnt, err)
 		if os.Geteuid() != 0 {
@@ -248,7 +260,10 @@ func (m *mountState) serve(mnt, root string, rootNode *Node) (*fuse.Server, erro
 	if opts.AllowOther {
 		mo.Options = append(mo.Options, "default_permissions")
 	}
-	raw := &countingFS{RawFileSystem: gofs.NewNodeFS(rootNode, fopts), c: &m.stats}
+	// The kernel leaves clearing setuid/setgid to the daemon, so that
+	// it need not ask for security.capability before every write.
+	mo.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
+	raw := &countingFS{RawFileSystem: &killprivFS{gofs.NewNodeFS(rootNode, fopts)}, c: &m.stats}
 	server, err := fuse.NewServer(raw, mnt, &mo)
 	if err != nil {
 		return nil, err
@@ -362,7 +377,7 @@ func within(p, dir string) bool {
 	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
-type mountInfo struct{ source, fstype string }
+type mountInfo struct{ source, fstype, dev string }
 
 // findMount looks mnt up in /proc/self/mountinfo.
 func findMount(mnt string) (mountInfo, bool) {
@@ -382,7 +397,7 @@ func findMount(mnt string) (mountInfo, bool) {
 		for i, fl := range fields {
 			if fl == "-" && i+2 < len(fields) {
 				// The last mount on a path is the one in effect.
-				found, info = true, mountInfo{fstype: fields[i+1], source: unescapeMount(fields[i+2])}
+				found, info = true, mountInfo{fstype: fields[i+1], source: unescapeMount(fields[i+2]), dev: fields[2]}
 				break
 			}
 		}

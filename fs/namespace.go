@@ -389,11 +389,23 @@ func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 
 var _ = (gofs.NodeSetxattrer)((*Node)(nil))
 
-// Setxattr sets an extended attribute.
+// Setxattr sets an extended attribute. File capabilities set on a file
+// open on the mount are noted by its Blob, whose next write removes them.
 func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	return n.withProcPath("setxattr", func(p string) error {
-		return unix.Setxattr(p, attr, data, int(flags))
+	var st syscall.Stat_t
+	errno := n.withProcPath("setxattr", func(p string) error {
+		if err := unix.Setxattr(p, attr, data, int(flags)); err != nil {
+			return err
+		}
+		return syscall.Stat(p, &st)
 	})
+	if errno == 0 && attr == "security.capability" {
+		if b := n.m.store.Find(&st); b != nil {
+			b.NoteCaps()
+			return n.m.errno("setxattr", n.rel(), n.m.store.Release(b))
+		}
+	}
+	return errno
 }
 
 var _ = (gofs.NodeRemovexattrer)((*Node)(nil))

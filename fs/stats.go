@@ -38,6 +38,7 @@ func (c *counters) done(op opIndex, start time.Time, st fuse.Status) {
 type Snapshot struct {
 	Policy                string             `json:"policy"`
 	Switches              Switches           `json:"switches"`
+	BDI                   *BDI               `json:"bdi,omitempty"`
 	Store                 string             `json:"store"`
 	UptimeSeconds         float64            `json:"uptime_seconds"`
 	UnsyncedBytes         int64              `json:"unsynced_bytes"`
@@ -174,6 +175,11 @@ func (m *mountState) snapshot() (*Snapshot, error) {
 	}
 	if !bs.OldestDirty.IsZero() {
 		s.OldestUnsyncedSeconds = time.Since(bs.OldestDirty).Seconds()
+	}
+	if m.dev != "" {
+		if b, err := readBDI(m.dev); err == nil {
+			s.BDI = &b
+		}
 	}
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {

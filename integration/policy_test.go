@@ -481,3 +481,43 @@ func TestMetricsEndpoint(t *testing.T) {
 		}
 	}
 }
+
+// TestBDISwitches: the mount's backing-device limits are set as asked and
+// reported in the stats; out-of-range values are refused.
+func TestBDISwitches(t *testing.T) {
+	t.Parallel()
+	skipIfLoopback(t)
+	if os.Geteuid() != 0 {
+		t.Skip("setting a bdi needs root")
+	}
+	m := startMount(t, "--bdi-max-ratio", "40", "--bdi-strict-limit", "0", "--readahead-kb", "512")
+	raw, err := os.ReadFile(filepath.Join(m.mnt, statsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s struct {
+		BDI *struct {
+			Device      string `json:"device"`
+			MaxRatio    int    `json:"max_ratio"`
+			StrictLimit int    `json:"strict_limit"`
+			ReadaheadKB int    `json:"read_ahead_kb"`
+		} `json:"bdi"`
+	}
+	if err := json.Unmarshal(raw, &s); err != nil || s.BDI == nil {
+		t.Fatalf("stats without bdi: %v\n%s", err, raw)
+	}
+	if b := s.BDI; b.MaxRatio != 40 || b.StrictLimit != 0 || b.ReadaheadKB != 512 {
+		t.Errorf("bdi %+v, want max_ratio 40, strict_limit 0, read_ahead_kb 512", *b)
+	}
+	sysfs, err := os.ReadFile(filepath.Join("/sys/class/bdi", s.BDI.Device, "max_ratio"))
+	if err != nil || strings.TrimSpace(string(sysfs)) != "40" {
+		t.Errorf("/sys/class/bdi/%s/max_ratio = %q, %v", s.BDI.Device, sysfs, err)
+	}
+	mnt := t.TempDir()
+	for _, args := range [][]string{{"--bdi-max-ratio", "101"}, {"--bdi-strict-limit", "2"}} {
+		r := runBinary(t, 10*time.Second, []string{mnt}, append(append([]string{"mount"}, args...), t.TempDir(), mnt)...)
+		if r.exitCode == 0 || !strings.Contains(r.stderr, "bdi") {
+			t.Errorf("mount %v: exit %d, stderr %q", args, r.exitCode, r.stderr)
+		}
+	}
+}

@@ -51,6 +51,9 @@ mmapfs exits once the last file is closed.`,
 	f.IntVar(&opts.MaxReadahead, "max-readahead", 0, "cap on the kernel's readahead in bytes (0: the kernel's default)")
 	f.BoolVar(&opts.ReadOnly, "read-only", false, "mount read-only")
 	f.BoolVar(&opts.AllowOther, "allow-other", false, "let other users use the mount; turns on default_permissions (the kernel checks modes)")
+	f.IntVar(&opts.BDI.MaxRatio, "bdi-max-ratio", -1, "percent of the kernel's dirty page budget the mount may use (its bdi max_ratio; the kernel gives FUSE 1); -1: leave it")
+	f.IntVar(&opts.BDI.StrictLimit, "bdi-strict-limit", -1, "1: hold the mount to its bdi share strictly (the kernel's FUSE default), 0: let it use the global budget; -1: leave it")
+	f.IntVar(&opts.BDI.ReadaheadKB, "readahead-kb", -1, "the mount's bdi readahead in KiB; -1: leave it")
 	f.BoolVar(&opts.Debug, "debug", false, "log every FUSE request and reply")
 	f.StringVar(&metrics, "metrics", "", "serve Prometheus metrics at ADDR (host:port or port; loopback unless a host is named)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
@@ -66,6 +69,9 @@ mmapfs exits once the last file is closed.`,
 		opts.Store.Advice = a
 		if opts.MaxWrite < 0 || opts.MaxWrite > 1<<20 {
 			return fmt.Errorf("--max-write %d: must be between 0 and 1048576", opts.MaxWrite)
+		}
+		if b := opts.BDI; b.MaxRatio > 100 || b.StrictLimit > 1 {
+			return fmt.Errorf("--bdi-max-ratio must be 0..100 and --bdi-strict-limit 0 or 1 (or -1 to leave them)")
 		}
 		if opts.MaxReadahead < 0 {
 			return fmt.Errorf("--max-readahead %d: must not be negative", opts.MaxReadahead)

@@ -80,6 +80,9 @@ func printStats(w io.Writer, s *fs.Snapshot) error {
 		{"read / written", fmt.Sprintf("%s / %s", bytesStr(s.BytesRead), bytesStr(s.BytesWritten))},
 		{"daemon page faults", fmt.Sprintf("%d minor, %d major", s.DaemonPageFaults.Minor, s.DaemonPageFaults.Major)},
 	}
+	if b := s.BDI; b != nil {
+		rows = append(rows, [2]string{"bdi " + b.Device, fmt.Sprintf("max_ratio=%d%% strict_limit=%d read_ahead_kb=%d max_bytes=%s", b.MaxRatio, b.StrictLimit, b.ReadaheadKB, bytesStr(b.MaxBytes))})
+	}
 	if s.PeriodicPassErrors > 0 {
 		rows = append(rows, [2]string{"periodic pass errors", fmt.Sprintf("%d, last: %s", s.PeriodicPassErrors, s.LastPassError)})
 	}

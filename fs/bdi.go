@@ -1,0 +1,81 @@
+package fs
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// The kernel throttles the dirty pages of a FUSE mount hard through the
+// mount's backing device (its bdi): strict_limit on and max_ratio 1 %, so
+// a client writing through a mapping of the mount is held to a sliver of
+// the dirty page budget. As root, a mount can set its own bdi's limits:
+// these are writeback-policy switches too (more dirty data allowed in the
+// mount's page cache is more data at risk there, and less throttling).
+
+// BDI are a mount's backing-device settings, as the kernel has them.
+type BDI struct {
+	Device      string `json:"device"` // major:minor of the mount
+	MaxRatio    int    `json:"max_ratio"`
+	StrictLimit int    `json:"strict_limit"`
+	ReadaheadKB int    `json:"read_ahead_kb"`
+	MaxBytes    int64  `json:"max_bytes"`
+}
+
+// BDISettings are the changes a mount asks for; a negative value leaves
+// the kernel's.
+type BDISettings struct {
+	MaxRatio    int // percent of the dirty page budget, 0..100
+	StrictLimit int // 0 or 1
+	ReadaheadKB int
+}
+
+// NoBDIChanges leaves every bdi setting as the kernel sets it.
+var NoBDIChanges = BDISettings{MaxRatio: -1, StrictLimit: -1, ReadaheadKB: -1}
+
+func bdiDir(dev string) string { return filepath.Join("/sys/class/bdi", dev) }
+
+// applyBDI writes the settings of set to the bdi of the mount dev.
+func applyBDI(dev string, set BDISettings) error {
+	dir := bdiDir(dev)
+	for _, kv := range []struct {
+		file string
+		v    int
+	}{{"strict_limit", set.StrictLimit}, {"max_ratio", set.MaxRatio}, {"read_ahead_kb", set.ReadaheadKB}} {
+		if kv.v < 0 {
+			continue
+		}
+		p := filepath.Join(dir, kv.file)
+		if err := os.WriteFile(p, []byte(strconv.Itoa(kv.v)), 0); err != nil {
+			return fmt.Errorf("setting %s to %d: %w", p, kv.v, err)
+		}
+	}
+	return nil
+}
+
+// readBDI reads the bdi settings of the mount dev.
+func readBDI(dev string) (BDI, error) {
+	b := BDI{Device: dev}
+	var errs []error
+	read := func(name string) int64 {
+		raw, err := os.ReadFile(filepath.Join(bdiDir(dev), name))
+		if err != nil {
+			errs = append(errs, err)
+			return -1
+		}
+		v, err := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			return -1
+		}
+		return v
+	}
+	b.MaxRatio = int(read("max_ratio"))
+	b.StrictLimit = int(read("strict_limit"))
+	b.ReadaheadKB = int(read("read_ahead_kb"))
+	b.MaxBytes = read("max_bytes")
+	return b, errors.Join(errs...)
+}
