@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"runtime"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -68,6 +69,8 @@ type Snapshot struct {
 	BytesRead             int64              `json:"bytes_read"`
 	BytesWritten          int64              `json:"bytes_written"`
 	DaemonPageFaults      Faults             `json:"daemon_page_faults"`
+	HeapAllocBytes        int64              `json:"heap_alloc_bytes"`
+	HeapSysBytes          int64              `json:"heap_sys_bytes"`
 	Ops                   map[string]OpStats `json:"ops"`
 }
 
@@ -181,6 +184,12 @@ func (m *mountState) snapshot() (*Snapshot, error) {
 			s.BDI = &b
 		}
 	}
+	// The daemon's own Go heap: what it costs besides the page cache of
+	// the blobs (which resident_bytes counts, and the kernel accounts to
+	// the page cache, not to the daemon).
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	s.HeapAllocBytes, s.HeapSysBytes = int64(ms.HeapAlloc), int64(ms.HeapSys)
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err == nil {
 		s.DaemonPageFaults = Faults{Minor: ru.Minflt, Major: ru.Majflt}

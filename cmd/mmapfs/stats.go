@@ -79,6 +79,7 @@ func printStats(w io.Writer, s *fs.Snapshot) error {
 		{"faults to errors", fmt.Sprint(s.Faults)},
 		{"read / written", fmt.Sprintf("%s / %s", bytesStr(s.BytesRead), bytesStr(s.BytesWritten))},
 		{"daemon page faults", fmt.Sprintf("%d minor, %d major", s.DaemonPageFaults.Minor, s.DaemonPageFaults.Major)},
+		{"daemon heap", fmt.Sprintf("%s in use, %s from the OS", bytesStr(s.HeapAllocBytes), bytesStr(s.HeapSysBytes))},
 	}
 	if b := s.BDI; b != nil {
 		rows = append(rows, [2]string{"bdi " + b.Device, fmt.Sprintf("max_ratio=%d%% strict_limit=%d read_ahead_kb=%d max_bytes=%s", b.MaxRatio, b.StrictLimit, b.ReadaheadKB, bytesStr(b.MaxBytes))})
