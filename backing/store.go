@@ -217,7 +217,10 @@ func (s *Store) Open(name string, flags int, mode uint32) (*Blob, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := s.acquire(fd, name, writable)
+	// A file this open created (O_EXCL succeeded) is new: it carries no
+	// capabilities to look for.
+	fresh := flags&(unix.O_CREAT|unix.O_EXCL) == unix.O_CREAT|unix.O_EXCL || flags&unix.O_TMPFILE == unix.O_TMPFILE
+	b, err := s.acquireNew(fd, name, writable, fresh)
 	if err != nil {
 		return nil, err
 	}
@@ -296,6 +299,12 @@ func (s *Store) openat2(name string, flags int, mode uint32) (int, error) {
 // acquire returns the Blob for the file open on fd, taking a reference.
 // It owns fd from then on.
 func (s *Store) acquire(fd int, name string, writable bool) (*Blob, error) {
+	return s.acquireNew(fd, name, writable, false)
+}
+
+// acquireNew is acquire; fresh says the file was just created, so that
+// it cannot carry file capabilities yet.
+func (s *Store) acquireNew(fd int, name string, writable, fresh bool) (*Blob, error) {
 	var st syscall.Stat_t
 	if err := syscall.Fstat(fd, &st); err != nil {
 		return nil, errors.Join(&os.PathError{Op: "fstat", Path: name, Err: err}, closeFd(fd, name))
@@ -327,8 +336,10 @@ func (s *Store) acquire(fd int, name string, writable bool) (*Blob, error) {
 	}
 	defer s.mu.Unlock()
 	b := &Blob{store: s, key: key, name: name, fd: fd, writable: writable, size: st.Size, refs: 1}
-	if sz, err := unix.Fgetxattr(fd, capabilityXattr, nil); err == nil && sz > 0 {
-		b.caps.Store(true)
+	if !fresh {
+		if sz, err := unix.Fgetxattr(fd, capabilityXattr, nil); err == nil && sz > 0 {
+			b.caps.Store(true)
+		}
 	}
 	if st.Size > 0 {
 		b.mu.Lock()

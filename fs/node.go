@@ -78,7 +78,18 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if err != nil {
 		return nil, 0, n.m.errno("open", name, err)
 	}
-	return n.m.newHandle(b), n.m.openFlags, 0
+	return n.m.newHandle(b), n.m.openFlagsFor(flags), 0
+}
+
+// openFlagsFor returns the FOPEN_* flags for an open with flags. A
+// read-only descriptor has nothing to flush (writes through others are
+// theirs to flush), so close(2) of one need not wait for a FLUSH round
+// trip.
+func (m *mountState) openFlagsFor(flags uint32) uint32 {
+	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
+		return m.openFlags | fuse.FOPEN_NOFLUSH
+	}
+	return m.openFlags
 }
 
 var _ = (gofs.NodeCreater)((*Node)(nil))
@@ -135,12 +146,18 @@ func (n *Node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 func (n *Node) newChild(ctx context.Context, b *backing.Blob, rel string, created bool, out *fuse.EntryOut) (*gofs.Inode, error) {
 	var st unix.Statx_t
 	err := b.Fd(func(fd int) error {
-		if created && n.m.asRoot {
-			if caller, ok := fuse.FromContext(ctx); ok {
-				if err := unix.Fchown(fd, int(caller.Uid), int(caller.Gid)); err != nil {
-					return pathErr("chown", rel, err)
-				}
-			}
+		if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &st); err != nil {
+			return pathErr("statx", rel, err)
+		}
+		if !created || !n.m.asRoot {
+			return nil
+		}
+		caller, ok := fuse.FromContext(ctx)
+		if !ok || (caller.Uid == st.Uid && caller.Gid == st.Gid) {
+			return nil // already the caller's: spare the chown
+		}
+		if err := unix.Fchown(fd, int(caller.Uid), int(caller.Gid)); err != nil {
+			return pathErr("chown", rel, err)
 		}
 		if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &st); err != nil {
 			return pathErr("statx", rel, err)
