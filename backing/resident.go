@@ -30,7 +30,7 @@ func (b *Blob) rlock() error {
 	for {
 		b.mu.RLock()
 		if b.fd >= 0 {
-			b.used.Store(true)
+			b.touch()
 			return nil
 		}
 		b.mu.RUnlock()
@@ -45,13 +45,22 @@ func (b *Blob) lock() error {
 	for {
 		b.mu.Lock()
 		if b.fd >= 0 {
-			b.used.Store(true)
+			b.touch()
 			return nil
 		}
 		b.mu.Unlock()
 		if err := b.reopen(); err != nil {
 			return err
 		}
+	}
+}
+
+// touch marks the blob used for the clock sweep. It loads before it
+// stores, so that readers of one blob share the cache line instead of
+// writing it on every access.
+func (b *Blob) touch() {
+	if !b.used.Load() {
+		b.used.Store(true)
 	}
 }
 
