@@ -199,6 +199,13 @@ func (s *Store) Root() string { return s.root }
 // open(2), with mode; O_TRUNC truncates through the mapping. Every Blob
 // returned must be given back with Release.
 func (s *Store) Open(name string, flags int, mode uint32) (*Blob, error) {
+	return s.OpenAt(s.rootFd, name, name, flags, mode)
+}
+
+// OpenAt is Open of name relative to dirfd, a directory of the store
+// opened by OpenDir (or RootFd), resolved beneath it without following
+// symlinks. label names the blob in messages (its path in the store).
+func (s *Store) OpenAt(dirfd int, name, label string, flags int, mode uint32) (*Blob, error) {
 	acc := flags & unix.O_ACCMODE
 	// The blob's descriptor is shared by every open, so it carries none
 	// of the caller's per-open flags (append, sync, direct, ...): only
@@ -209,10 +216,10 @@ func (s *Store) Open(name string, flags int, mode uint32) (*Blob, error) {
 	}
 	mode &= 0o7777 // the kernel's create mode carries the file type too
 	writable := true
-	fd, err := s.openat(name, rest|unix.O_RDWR, mode)
+	fd, err := s.openat(dirfd, name, rest|unix.O_RDWR, mode)
 	if (errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EPERM)) && acc == unix.O_RDONLY {
 		writable = false
-		fd, err = s.openat(name, rest|unix.O_RDONLY, mode)
+		fd, err = s.openat(dirfd, name, rest|unix.O_RDONLY, mode)
 	}
 	if err != nil {
 		return nil, err
@@ -220,7 +227,7 @@ func (s *Store) Open(name string, flags int, mode uint32) (*Blob, error) {
 	// A file this open created (O_EXCL succeeded) is new: it carries no
 	// capabilities to look for.
 	fresh := flags&(unix.O_CREAT|unix.O_EXCL) == unix.O_CREAT|unix.O_EXCL || flags&unix.O_TMPFILE == unix.O_TMPFILE
-	b, err := s.acquireNew(fd, name, writable, fresh)
+	b, err := s.acquireNew(fd, label, writable, fresh)
 	if err != nil {
 		return nil, err
 	}
@@ -266,15 +273,19 @@ func (s *Store) RootFd() int { return s.rootFd }
 // on the mount must not change the blob's atime when the client reads
 // nothing. The kernel refuses O_NOATIME (EPERM) on a file the daemon
 // neither owns nor may override; then it opens without.
-func (s *Store) openat(name string, flags int, mode uint32) (int, error) {
-	fd, err := s.openat2(name, flags|unix.O_NOATIME, mode)
+func (s *Store) openat(dirfd int, name string, flags int, mode uint32) (int, error) {
+	fd, err := s.openat2In(dirfd, name, flags|unix.O_NOATIME, mode)
 	if errors.Is(err, syscall.EPERM) {
-		fd, err = s.openat2(name, flags, mode)
+		fd, err = s.openat2In(dirfd, name, flags, mode)
 	}
 	return fd, err
 }
 
 func (s *Store) openat2(name string, flags int, mode uint32) (int, error) {
+	return s.openat2In(s.rootFd, name, flags, mode)
+}
+
+func (s *Store) openat2In(dirfd int, name string, flags int, mode uint32) (int, error) {
 	how := unix.OpenHow{
 		Flags:   uint64(flags),
 		Mode:    uint64(mode),
@@ -284,7 +295,7 @@ func (s *Store) openat2(name string, flags int, mode uint32) (int, error) {
 		name = "."
 	}
 	for {
-		fd, err := unix.Openat2(s.rootFd, name, &how)
+		fd, err := unix.Openat2(dirfd, name, &how)
 		switch err {
 		case nil:
 			return fd, nil

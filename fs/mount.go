@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -73,7 +74,8 @@ type mountState struct {
 	asRoot    bool   // the daemon runs as root: created files get the caller's owner
 	openFlags uint32 // FOPEN_* flags for every open
 	opts      Options
-	dev       string // major:minor of the mount, for its bdi
+	dev       atomic.Pointer[string] // major:minor of the mount, for its bdi; set once serving
+	dirs      *dirCache              // descriptors of directories (safe for concurrent use)
 	log       *log.Logger
 	started   time.Time
 	stats     counters
@@ -118,11 +120,17 @@ func (s *Server) Store() *backing.Store { return s.store }
 // fusermount3 -u or umount), then syncs and closes the store.
 func (s *Server) Wait() error {
 	s.server.Wait()
+	errs := []error{s.m.dirs.close()}
 	if err := s.store.Close(); err != nil {
-		return fmt.Errorf("closing store %s: %w", s.store.Root(), err)
+		errs = append(errs, fmt.Errorf("closing store %s: %w", s.store.Root(), err))
 	}
-	return nil
+	return errors.Join(errs...)
 }
+
+// dirCacheSize bounds the cached directory descriptors. With the store's
+// resident blobs (8192 by default) it keeps the daemon well inside a
+// 20,000-descriptor limit.
+const dirCacheSize = 2048
 
 // Unmount asks the kernel to unmount; it fails with EBUSY while files are
 // open on the mount. Wait returns once the mount is gone.
@@ -189,6 +197,7 @@ func Mount(store, mountpoint string, opts Options) (*Server, error) {
 		opts:    opts,
 		log:     logger,
 		started: time.Now(),
+		dirs:    newDirCache(dirCacheSize),
 	}
 	if opts.KeepCache {
 		m.openFlags |= fuse.FOPEN_KEEP_CACHE
@@ -201,10 +210,12 @@ func Mount(store, mountpoint string, opts Options) (*Server, error) {
 
 	server, err := m.serve(mnt, root, rootNode)
 	if err == nil {
+		var dev string
 		if mi, ok := findMount(mnt); ok {
-			m.dev = mi.dev
+			dev = mi.dev
+			m.dev.Store(&dev)
 		}
-		if err = applyBDI(m.dev, opts.BDI); err != nil {
+		if err = applyBDI(dev, opts.BDI); err != nil {
 			err = errors.Join(fmt.Errorf("mount %s: %w", mnt, err), server.Unmount())
 			return nil, errors.Join(err, st.Close())
 		}

@@ -21,44 +21,67 @@ import (
 // backing.Store.OpenDir beneath the store root without following any
 // symlink, and never to follow the final component either (the *at calls
 // with AT_SYMLINK_NOFOLLOW, unlinkat and renameat2, which do not follow).
-// A descriptor per inode would not fit the daemon's descriptor limit, so
-// each operation opens its parent and closes it again.
+// Directories' descriptors are cached, boundedly (dircache.go): a
+// descriptor per inode would not fit the daemon's descriptor limit.
 
-// parent returns the node's parent directory, open (O_PATH) beneath the
-// store root, and the node's name in it. The root has no parent: for it
-// the store root itself is returned with name "".
-func (n *Node) parent() (dirfd int, name string, err error) {
-	rel, err := n.path()
-	if err != nil {
-		return -1, "", err
+// noDone is the release function of a descriptor the caller must not
+// close (the store root's).
+func noDone() error { return nil }
+
+// dir returns a descriptor of the node itself, a directory (the store
+// root's for the root; else cached, see dircache.go), and the function
+// to call when done with it.
+func (n *Node) dir() (int, func() error, error) {
+	if n.IsRoot() {
+		return n.m.store.RootFd(), noDone, nil
 	}
-	if rel == "" {
-		fd, err := n.m.store.OpenDir("", unix.O_PATH)
-		return fd, "", err
-	}
-	fd, err := n.m.store.OpenDir(filepath.Dir(rel), unix.O_PATH)
-	return fd, filepath.Base(rel), err
+	return n.m.dirs.get(n, func() (int, error) {
+		rel, err := n.path()
+		if err != nil {
+			return -1, err
+		}
+		return n.m.store.OpenDir(rel, unix.O_PATH)
+	})
 }
 
-// dir opens the node itself, a directory, as an O_PATH descriptor.
-func (n *Node) dir() (int, error) {
-	rel, err := n.path()
-	if err != nil {
-		return -1, err
+// parent returns a descriptor of the node's parent directory and the
+// node's name in it; for the root, the store root itself and "".
+func (n *Node) parent() (dirfd int, name string, done func() error, err error) {
+	if n.IsRoot() {
+		return n.m.store.RootFd(), "", noDone, nil
 	}
-	return n.m.store.OpenDir(rel, unix.O_PATH)
+	name, p := n.Parent()
+	if p == nil {
+		return -1, "", nil, pathErr("resolve", name, fmt.Errorf("the file has no name any more: %w", syscall.ENOENT))
+	}
+	pn, ok := p.Operations().(*Node)
+	if !ok {
+		return -1, "", nil, pathErr("resolve", name, syscall.EXDEV)
+	}
+	fd, done, err := pn.dir()
+	return fd, name, done, err
 }
+
+// OnForget drops the node's cached directory descriptor: the kernel
+// forgot the node.
+func (n *Node) OnForget() {
+	if err := n.m.dirs.forget(n); err != nil {
+		n.m.log.Printf("forget %q: %v", n.rel(), err)
+	}
+}
+
+var _ = (gofs.NodeOnForgetter)((*Node)(nil))
 
 // withDir calls fn with the node's own directory open (for operations on
 // its children); op and the child's name label an error.
 func (n *Node) withDir(op, child string, fn func(dirfd int) error) syscall.Errno {
-	fd, err := n.dir()
+	fd, done, err := n.dir()
 	if err != nil {
 		return n.m.errno(op, filepath.Join(n.rel(), child), err)
 	}
 	err = fn(fd)
-	if cerr := syscall.Close(fd); cerr != nil && err == nil {
-		err = pathErr("close", n.rel(), cerr)
+	if derr := done(); derr != nil && err == nil {
+		err = pathErr("close", n.rel(), derr)
 	}
 	return n.m.errno(op, filepath.Join(n.rel(), child), err)
 }
@@ -66,13 +89,13 @@ func (n *Node) withDir(op, child string, fn func(dirfd int) error) syscall.Errno
 // withParent calls fn with the node's parent open and the node's name in
 // it ("" for the root, whose dirfd is then the store root itself).
 func (n *Node) withParent(op string, fn func(dirfd int, name string) error) syscall.Errno {
-	fd, name, err := n.parent()
+	fd, name, done, err := n.parent()
 	if err != nil {
 		return n.m.errno(op, n.rel(), err)
 	}
 	err = fn(fd, name)
-	if cerr := syscall.Close(fd); cerr != nil && err == nil {
-		err = pathErr("close", n.rel(), cerr)
+	if derr := done(); derr != nil && err == nil {
+		err = pathErr("close", n.rel(), derr)
 	}
 	return n.m.errno(op, n.rel(), err)
 }
@@ -192,7 +215,7 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if _, p := t.Parent(); p == nil {
 		return nil, syscall.EXDEV
 	}
-	tdir, tname, err := t.parent()
+	tdir, tname, tdone, err := t.parent()
 	if err != nil {
 		return nil, n.m.errno("link", t.rel(), err)
 	}
@@ -205,7 +228,7 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 		ch, err = n.childAt(ctx, dirfd, name, false, out)
 		return err
 	})
-	if err := syscall.Close(tdir); err != nil && errno == 0 {
+	if err := tdone(); err != nil && errno == 0 {
 		errno = n.m.errno("link", t.rel(), pathErr("close", t.rel(), err))
 	}
 	return ch, errno
@@ -244,14 +267,14 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if (name == StatsName && n.IsRoot()) || (newName == StatsName && np.IsRoot()) {
 		return syscall.EPERM
 	}
-	ndir, err := np.dir()
+	ndir, ndone, err := np.dir()
 	if err != nil {
 		return n.m.errno("rename", filepath.Join(np.rel(), newName), err)
 	}
 	errno := n.withDir("rename", name, func(dirfd int) error {
 		return unix.Renameat2(dirfd, name, ndir, newName, uint(flags))
 	})
-	if err := syscall.Close(ndir); err != nil && errno == 0 {
+	if err := ndone(); err != nil && errno == 0 {
 		errno = n.m.errno("rename", np.rel(), pathErr("close", np.rel(), err))
 	}
 	return errno
@@ -294,13 +317,17 @@ func (n *Node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
 }
 
 func (n *Node) dirStream() (gofs.DirStream, syscall.Errno) {
-	rel, err := n.path()
-	if err != nil {
-		return nil, n.m.errno("opendir", n.rel(), err)
-	}
-	fd, err := n.m.store.OpenDir(rel, unix.O_RDONLY)
-	if err != nil {
-		return nil, n.m.errno("opendir", n.rel(), err)
+	var fd int
+	errno := n.withDir("opendir", "", func(dirfd int) error {
+		var err error
+		fd, err = unix.Openat(dirfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return pathErr("opendir", n.rel(), err)
+		}
+		return nil
+	})
+	if errno != 0 {
+		return nil, errno
 	}
 	// The stream owns fd and closes it.
 	return gofs.NewLoopbackDirStreamFd(fd)
@@ -346,19 +373,22 @@ func (n *Node) Statx(ctx context.Context, f gofs.FileHandle, flags uint32, mask 
 
 // withProcPath calls fn with a /proc path that names the node.
 func (n *Node) withProcPath(op string, fn func(p string) error) syscall.Errno {
-	rel, err := n.path()
-	if err != nil {
-		return n.m.errno(op, n.rel(), err)
-	}
-	fd, err := n.m.store.OpenEntry(rel)
-	if err != nil {
-		return n.m.errno(op, n.rel(), err)
-	}
-	err = fn("/proc/self/fd/" + strconv.Itoa(fd))
-	if cerr := syscall.Close(fd); cerr != nil && err == nil {
-		err = pathErr("close", n.rel(), cerr)
-	}
-	return n.m.errno(op, n.rel(), err)
+	return n.withParent(op, func(dirfd int, name string) error {
+		fd := dirfd
+		if name != "" {
+			var err error
+			if fd, err = unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
+				return pathErr(op, name, err)
+			}
+		}
+		err := fn("/proc/self/fd/" + strconv.Itoa(fd))
+		if fd != dirfd {
+			if cerr := syscall.Close(fd); cerr != nil && err == nil {
+				err = pathErr("close", name, cerr)
+			}
+		}
+		return err
+	})
 }
 
 var _ = (gofs.NodeGetxattrer)((*Node)(nil))

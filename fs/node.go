@@ -70,13 +70,14 @@ var _ = (gofs.NodeOpener)((*Node)(nil))
 
 // Open opens the node's Blob.
 func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	name, err := n.path()
-	if err != nil {
-		return nil, 0, n.m.errno("open", n.rel(), err)
-	}
-	b, err := n.m.store.Open(name, int(flags&^fuse.FMODE_EXEC), 0)
-	if err != nil {
-		return nil, 0, n.m.errno("open", name, err)
+	var b *backing.Blob
+	errno := n.withParent("open", func(dirfd int, name string) error {
+		var err error
+		b, err = n.m.store.OpenAt(dirfd, name, n.rel(), int(flags&^fuse.FMODE_EXEC), 0)
+		return err
+	})
+	if errno != 0 {
+		return nil, 0, errno
 	}
 	return n.m.newHandle(b), n.m.openFlagsFor(flags), 0
 }
@@ -97,22 +98,23 @@ var _ = (gofs.NodeCreater)((*Node)(nil))
 // Create creates and opens a regular file, owned by the caller when the
 // daemon runs as root.
 func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
-	dir, err := n.path()
-	if err != nil {
-		return nil, nil, 0, n.m.errno("create", name, err)
-	}
-	rel := filepath.Join(dir, name)
+	rel := filepath.Join(n.rel(), name)
 	flags &^= fuse.FMODE_EXEC
 	created := true
-	b, err := n.m.store.Open(rel, int(flags)|unix.O_CREAT|unix.O_EXCL, mode)
-	if errors.Is(err, syscall.EEXIST) && flags&unix.O_EXCL == 0 {
-		// The kernel sends CREATE after a failed lookup, but the
-		// file may have appeared since: open it as it is.
-		created = false
-		b, err = n.m.store.Open(rel, int(flags)&^unix.O_CREAT, 0)
-	}
-	if err != nil {
-		return nil, nil, 0, n.m.errno("create", rel, err)
+	var b *backing.Blob
+	errno := n.withDir("create", name, func(dirfd int) error {
+		var err error
+		b, err = n.m.store.OpenAt(dirfd, name, rel, int(flags)|unix.O_CREAT|unix.O_EXCL, mode)
+		if errors.Is(err, syscall.EEXIST) && flags&unix.O_EXCL == 0 {
+			// The kernel sends CREATE after a failed lookup, but the
+			// file may have appeared since: open it as it is.
+			created = false
+			b, err = n.m.store.OpenAt(dirfd, name, rel, int(flags)&^unix.O_CREAT, 0)
+		}
+		return err
+	})
+	if errno != 0 {
+		return nil, nil, 0, errno
 	}
 	ch, err := n.newChild(ctx, b, rel, created, out)
 	if err != nil {
@@ -125,14 +127,16 @@ var _ = (gofs.NodeTmpfiler)((*Node)(nil))
 
 // Tmpfile creates an unnamed regular file in the directory (O_TMPFILE).
 func (n *Node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
-	rel, err := n.path()
-	if err != nil {
-		return nil, nil, 0, n.m.errno("tmpfile", n.rel(), err)
-	}
+	rel := n.rel()
 	flags &^= fuse.FMODE_EXEC
-	b, err := n.m.store.Open(rel, int(flags)|unix.O_TMPFILE, mode)
-	if err != nil {
-		return nil, nil, 0, n.m.errno("tmpfile", rel, err)
+	var b *backing.Blob
+	errno := n.withDir("tmpfile", "", func(dirfd int) error {
+		var err error
+		b, err = n.m.store.OpenAt(dirfd, ".", rel, int(flags)|unix.O_TMPFILE, mode)
+		return err
+	})
+	if errno != 0 {
+		return nil, nil, 0, errno
 	}
 	ch, err := n.newChild(ctx, b, "", true, out)
 	if err != nil {
@@ -220,13 +224,14 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	if h, ok := f.(*handle); ok {
 		b = h.blob
 	} else if _, ok := in.GetSize(); ok {
-		p, err := n.path()
-		if err != nil {
-			return n.m.errno("truncate", rel, err)
-		}
-		ob, err := n.m.store.Open(p, unix.O_WRONLY, 0)
-		if err != nil {
-			return n.m.errno("truncate", rel, err)
+		var ob *backing.Blob
+		errno := n.withParent("truncate", func(dirfd int, name string) error {
+			var err error
+			ob, err = n.m.store.OpenAt(dirfd, name, rel, unix.O_WRONLY, 0)
+			return err
+		})
+		if errno != 0 {
+			return errno
 		}
 		b, release = ob, true
 	} else if n.StableAttr().Mode&syscall.S_IFMT == syscall.S_IFREG {

@@ -179,8 +179,8 @@ func (m *mountState) snapshot() (*Snapshot, error) {
 	if !bs.OldestDirty.IsZero() {
 		s.OldestUnsyncedSeconds = time.Since(bs.OldestDirty).Seconds()
 	}
-	if m.dev != "" {
-		if b, err := readBDI(m.dev); err == nil {
+	if dev := m.dev.Load(); dev != nil {
+		if b, err := readBDI(*dev); err == nil {
 			s.BDI = &b
 		}
 	}
