@@ -1,0 +1,269 @@
+package main
+
+// The filesystems under test, and mounting and unmounting them.
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Filesystem kinds; also the names -only accepts.
+const (
+	kNative     = "native"
+	kLoopback   = "loopback"
+	kLoopbackNP = "loopback-nopt"
+	kMmapfs     = "mmapfs"
+	kMmapfsBest = "mmapfs-best"
+)
+
+// candidate is a named flag set of `mmapfs mount`.
+type candidate struct {
+	Name  string
+	Flags []string
+}
+
+// candidates are the flag sets tried for "mmapfs with its best switches";
+// a set naming a flag the binary does not have is skipped (and said so).
+var candidates = []candidate{
+	{"cache", []string{"--keep-cache", "--attr-timeout", "1h", "--entry-timeout", "1h"}},
+	{"cache-1m", []string{"--keep-cache", "--attr-timeout", "1h", "--entry-timeout", "1h", "--max-write", "1048576"}},
+	{"wbc-cache-1m", []string{"--writeback-cache", "--keep-cache", "--attr-timeout", "1h", "--entry-timeout", "1h", "--max-write", "1048576"}},
+	{"wbc-cache-1m-bdi", []string{"--writeback-cache", "--keep-cache", "--attr-timeout", "1h", "--entry-timeout", "1h", "--max-write", "1048576", "--bdi-max-ratio", "100", "--bdi-strict-limit", "0"}},
+	{"cache-1m-bdi", []string{"--keep-cache", "--attr-timeout", "1h", "--entry-timeout", "1h", "--max-write", "1048576", "--bdi-max-ratio", "100", "--bdi-strict-limit", "0"}},
+	{"cache-1m-ra", []string{"--keep-cache", "--attr-timeout", "1h", "--entry-timeout", "1h", "--max-write", "1048576", "--readahead-kb", "4096"}},
+	{"direct-io", []string{"--direct-io", "--attr-timeout", "1h", "--entry-timeout", "1h", "--max-write", "1048576"}},
+}
+
+// bestFor lists, per workload, the candidate sets tried (in -quick, the
+// first only). Default mmapfs competes too: "best" is the best of default
+// and these.
+var bestFor = map[string][]string{
+	"seqwrite":       {"wbc-cache-1m-bdi", "cache-1m-bdi"},
+	"seqread-warm":   {"cache-1m", "cache-1m-ra"},
+	"seqread-cold":   {"cache-1m-ra", "cache-1m"},
+	"randread-1":     {"cache", "direct-io"},
+	"randread-2":     {"cache", "direct-io"},
+	"randwrite":      {"wbc-cache-1m-bdi", "cache-1m-bdi"},
+	"mmap-randread":  {"cache", "cache-1m-bdi"},
+	"mmap-randwrite": {"wbc-cache-1m-bdi", "cache-1m-bdi", "wbc-cache-1m"},
+	"createstat":     {"cache", "wbc-cache-1m"},
+	"fsync-write":    {"cache", "wbc-cache-1m"},
+	"logger-pwrite":  {"wbc-cache-1m-bdi", "wbc-cache-1m"},
+	"logger-mmap":    {"wbc-cache-1m-bdi", "cache-1m-bdi"},
+}
+
+func candidateByName(n string) (candidate, bool) {
+	for _, c := range candidates {
+		if c.Name == n {
+			return c, true
+		}
+	}
+	return candidate{}, false
+}
+
+// fsConfig is one mount to measure (or the store directory itself).
+type fsConfig struct {
+	Name      string   // e.g. "mmapfs+cache-1m"
+	Kind      string   // one of the k* constants
+	Flags     []string // mmapfs flags, for candidates
+	Workloads []string // the workloads run on it
+}
+
+// mountedFS is a live mount (or the native directory).
+type mountedFS struct {
+	cfg   fsConfig
+	dir   string // where the workloads run: the mountpoint, or the native dir
+	store string
+	mnt   string
+	cmd   *exec.Cmd
+	done  chan struct{}
+	log   *os.File
+}
+
+var (
+	mountsMu sync.Mutex
+	mounts   = map[*mountedFS]bool{}
+)
+
+func inProcMounts(mnt string) bool {
+	f, err := os.Open("/proc/mounts")
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[1] == mnt {
+			return true
+		}
+	}
+	return false
+}
+
+// mount sets up cfg on fresh directories under base.
+func mount(ctx context.Context, cfg fsConfig, base string, bins binaries, logDir string) (*mountedFS, error) {
+	root, err := os.MkdirTemp(base, cfg.Name+"-")
+	if err != nil {
+		return nil, err
+	}
+	m := &mountedFS{cfg: cfg, store: filepath.Join(root, "store"), mnt: filepath.Join(root, "mnt")}
+	if err := os.Mkdir(m.store, 0o755); err != nil {
+		return nil, err
+	}
+	if cfg.Kind == kNative {
+		m.dir = m.store
+		return m, nil
+	}
+	if err := os.Mkdir(m.mnt, 0o755); err != nil {
+		return nil, err
+	}
+	var args []string
+	var bin string
+	switch cfg.Kind {
+	case kLoopback:
+		bin, args = bins.loopback, []string{m.mnt, m.store}
+	case kLoopbackNP:
+		bin, args = bins.loopback, []string{"-no-passthrough", m.mnt, m.store}
+	default:
+		bin = bins.mmapfs
+		args = append([]string{"mount"}, cfg.Flags...)
+		args = append(args, m.store, m.mnt)
+	}
+	m.log, err = os.OpenFile(filepath.Join(logDir, cfg.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(m.log, "=== %s %s\n", bin, strings.Join(args, " "))
+	m.cmd = exec.Command(bin, args...)
+	m.cmd.Stdout, m.cmd.Stderr = m.log, m.log
+	// Its own process group: a Ctrl-C on the terminal reaches the bench,
+	// which unmounts in order, not the daemon directly.
+	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := m.cmd.Start(); err != nil {
+		m.log.Close()
+		return nil, err
+	}
+	m.done = make(chan struct{})
+	go func() { _ = m.cmd.Wait(); close(m.done) }()
+	mountsMu.Lock()
+	mounts[m] = true
+	mountsMu.Unlock()
+	m.dir = m.mnt
+	deadline := time.Now().Add(15 * time.Second)
+	for !inProcMounts(m.mnt) {
+		select {
+		case <-m.done:
+			state, logName := m.cmd.ProcessState.String(), m.log.Name()
+			m.unmount()
+			return nil, fmt.Errorf("%s: daemon exited before mounting (%s): %s", cfg.Name, state, lastLine(logName))
+		case <-ctx.Done():
+			m.unmount()
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			m.unmount()
+			return nil, fmt.Errorf("%s: not mounted after 15s; see %s", cfg.Name, m.log.Name())
+		}
+	}
+	return m, nil
+}
+
+// unmount stops the daemon (SIGTERM, wait), falls back to a lazy unmount
+// and SIGKILL, and removes the directories. Safe to call twice.
+func (m *mountedFS) unmount() {
+	if m == nil {
+		return
+	}
+	if m.cmd != nil && m.cmd.Process != nil {
+		pid := m.cmd.Process.Pid
+		_ = syscall.Kill(pid, syscall.SIGTERM)
+		select {
+		case <-m.done:
+		case <-time.After(20 * time.Second):
+			fmt.Fprintf(os.Stderr, "bench: %s (pid %d) still serving 20s after SIGTERM: lazy unmount\n", m.cfg.Name, pid)
+			lazyUnmount(m.mnt)
+			_ = syscall.Kill(pid, syscall.SIGTERM)
+			select {
+			case <-m.done:
+			case <-time.After(10 * time.Second):
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+				<-m.done
+			}
+		}
+		if inProcMounts(m.mnt) {
+			lazyUnmount(m.mnt)
+		}
+		m.cmd = nil
+		if m.log != nil {
+			m.log.Close()
+		}
+	}
+	mountsMu.Lock()
+	delete(mounts, m)
+	mountsMu.Unlock()
+	if m.store != "" && !inProcMounts(m.mnt) {
+		_ = os.RemoveAll(filepath.Dir(m.store))
+	}
+}
+
+func lastLine(path string) string {
+	b, _ := os.ReadFile(path)
+	l := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return l[len(l)-1] + " (" + path + ")"
+}
+
+func lazyUnmount(mnt string) {
+	if err := exec.Command("fusermount3", "-u", "-z", mnt).Run(); err != nil {
+		_ = exec.Command("umount", "-l", mnt).Run()
+	}
+}
+
+// unmountAll is the last resort on every exit path.
+func unmountAll() {
+	mountsMu.Lock()
+	var all []*mountedFS
+	for m := range mounts {
+		all = append(all, m)
+	}
+	mountsMu.Unlock()
+	for _, m := range all {
+		m.unmount()
+	}
+}
+
+var flagRE = regexp.MustCompile(`--([a-z0-9][a-z0-9-]*)`)
+
+// mmapfsFlags lists the long flags `mmapfs mount --help` names.
+func mmapfsFlags(bin string) map[string]bool {
+	out, _ := exec.Command(bin, "mount", "--help").CombinedOutput()
+	fl := map[string]bool{}
+	for _, m := range flagRE.FindAllStringSubmatch(string(out), -1) {
+		fl[m[1]] = true
+	}
+	return fl
+}
+
+// supported says whether every flag of c is one the binary has.
+func supported(c candidate, fl map[string]bool) (bool, string) {
+	for _, f := range c.Flags {
+		if !strings.HasPrefix(f, "--") {
+			continue
+		}
+		name := strings.SplitN(strings.TrimPrefix(f, "--"), "=", 2)[0]
+		if !fl[name] {
+			return false, f
+		}
+	}
+	return true, ""
+}
