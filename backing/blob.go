@@ -199,29 +199,86 @@ func (b *Blob) writeOnce(p []byte, off, end int64) (n int, extended bool, err er
 		return 0, false, err
 	}
 	defer b.mu.Unlock()
-	if end > b.size {
-		if err := b.growLocked(off, end); err != nil {
-			return 0, false, err
-		}
-		extended = true
+	if end <= b.size { // grown by another write meanwhile
+		n, err = copyGuarded(b.data[off:end], p, off)
+		return n, false, err
+	}
+	old := b.size
+	if err := b.growLocked(off, end); err != nil {
+		return 0, false, err
 	}
 	n, err = copyGuarded(b.data[off:end], p, off)
-	return n, extended, err
+	var fe *faultError
+	if errors.As(err, &fe) {
+		// The new pages could not be backed: find out why here, while
+		// the old size is known, and retry once if the page could be
+		// allocated after all.
+		at := off + int64(fe.done)
+		if aerr := b.allocatePageLocked(at); aerr != nil {
+			err = aerr
+		} else {
+			var m int
+			m, err = copyGuarded(b.data[at:end], p[fe.done:], at)
+			n = fe.done + m
+			if err != nil {
+				err = b.pathErr("write", fmt.Errorf("fault at offset %d again after allocating it: %w", at, syscall.EIO))
+			}
+		}
+	}
+	if err != nil {
+		// A failed write leaves the size as it was (what was copied
+		// below the old end stays, as a short write would leave it).
+		if terr := syscall.Ftruncate(b.fd, old); terr != nil {
+			return n, false, errors.Join(err, b.pathErr("ftruncate", terr))
+		}
+		b.setSizeLocked(old)
+		return n, false, err
+	}
+	return n, true, nil
 }
 
-// growLocked makes the file end at end (> size), allocating [off, end) so
-// that a full disk shows now as ENOSPC instead of as a fault later, and
-// grows the mapping to cover it. b.mu must be held exclusively.
+// allocatePageLocked allocates the page of the file at off, after a write
+// into it faulted: ENOSPC (or EDQUOT) if the store has no room for it, nil
+// if it could be allocated now. b.mu must be held.
+func (b *Blob) allocatePageLocked(off int64) error {
+	page := off / int64(pageSize) * int64(pageSize)
+	b.store.stats.faults.Add(1)
+	err := fallocate(b.fd, unix.FALLOC_FL_KEEP_SIZE, page, int64(pageSize))
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return b.pathErr("write", fmt.Errorf("fault at offset %d, no space to fill the page: %w", off, err))
+	}
+	return b.pathErr("write", fmt.Errorf("fault at offset %d: %w", off, syscall.EIO))
+}
+
+// growLocked makes the file end at end (> size) and grows the mapping to
+// cover it. By default it only sets the size: a page the store cannot back
+// faults when the write touches it, and the fault path answers ENOSPC (see
+// faulted). With Options.Preallocate it allocates [off, end) first, so that
+// a full disk is ENOSPC before any copy, at the price of real extents for
+// every small file (an fallocate to make, and to free at unlink: on ext4 a
+// create+write+unlink costs several times as much). b.mu must be held
+// exclusively.
 func (b *Blob) growLocked(off, end int64) error {
 	if err := b.zeroTailLocked(); err != nil {
 		return err
 	}
-	err := fallocate(b.fd, 0, off, end-off)
-	if errors.Is(err, syscall.EOPNOTSUPP) {
+	var err error
+	if b.store.opts.Preallocate {
+		err = fallocate(b.fd, 0, off, end-off)
+	}
+	if !b.store.opts.Preallocate || errors.Is(err, syscall.EOPNOTSUPP) {
 		err = syscall.Ftruncate(b.fd, end)
 	}
 	if err != nil {
-		b.refreshSizeLocked()
+		// A fallocate that fails part way may have extended the file:
+		// a failed write leaves the size as it was.
+		if terr := syscall.Ftruncate(b.fd, b.size); terr != nil {
+			b.refreshSizeLocked()
+			err = errors.Join(err, b.pathErr("ftruncate", terr))
+		}
 		return b.pathErr("grow", fmt.Errorf("to %d bytes: %w", end, err))
 	}
 	if err := b.ensureCapLocked(end); err != nil {
@@ -713,17 +770,7 @@ func (b *Blob) faulted(op string, off int64, write bool) error {
 	if !write {
 		return nil
 	}
-	{
-		page := off / int64(pageSize) * int64(pageSize)
-		err := fallocate(b.fd, unix.FALLOC_FL_KEEP_SIZE, page, int64(pageSize))
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
-			return b.pathErr(op, fmt.Errorf("fault at offset %d, no space to fill the page: %w", off, err))
-		}
-	}
-	return b.pathErr(op, fmt.Errorf("fault at offset %d: %w", off, syscall.EIO))
+	return b.allocatePageLocked(off)
 }
 
 // refreshSizeLocked re-reads the file's size after a failed grow, which may

@@ -15,10 +15,12 @@
 // file: pages wholly past EOF are never touched, because every copy is
 // clipped to the size the Blob keeps. An empty file has no mapping (mmap of
 // length 0 fails with EINVAL). A write that extends the file grows the blob
-// first (fallocate of the written range, so that a full disk is ENOSPC now
-// rather than SIGBUS later; ftruncate where fallocate is not supported),
-// then the mapping (mremap with MREMAP_MAYMOVE, with headroom so that
-// appends do not remap every time), and only then copies.
+// first (ftruncate; with Options.Preallocate, fallocate of the written
+// range), then the mapping (mremap with MREMAP_MAYMOVE, with headroom so
+// that appends do not remap every time), and only then copies. A page the
+// store cannot back faults during the copy; the fault path (below) turns
+// that into ENOSPC and puts the size back, so a full disk is an error to
+// the writer either way, never a dead daemon.
 //
 // # Faults
 //

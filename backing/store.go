@@ -45,6 +45,10 @@ type Options struct {
 	Advice Advice
 	// Populate maps with MAP_POPULATE, faulting every page in up front.
 	Populate bool
+	// Preallocate fallocates what an extending write adds before it
+	// copies, so that a full disk is ENOSPC before anything is written;
+	// without it a full disk is ENOSPC from the fault path.
+	Preallocate bool
 	// MaxResident bounds the blobs that have a descriptor and a mapping
 	// at once; past it, blobs open but not in use are dropped and
 	// reopened on their next access (see resident.go). 0 means

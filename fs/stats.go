@@ -87,6 +87,7 @@ type Switches struct {
 	AllowOther        bool    `json:"allow_other"`
 	Madvise           string  `json:"madvise"`
 	Populate          bool    `json:"populate"`
+	Preallocate       bool    `json:"preallocate"`
 	UnsafeIgnoreFsync bool    `json:"unsafe_ignore_fsync"`
 }
 
@@ -145,6 +146,7 @@ func (m *mountState) snapshot() (*Snapshot, error) {
 			AllowOther:        o.AllowOther,
 			Madvise:           o.Store.Advice.String(),
 			Populate:          o.Store.Populate,
+			Preallocate:       o.Store.Preallocate,
 			UnsafeIgnoreFsync: o.Store.IgnoreFsync,
 		},
 		Store:               m.store.Root(),

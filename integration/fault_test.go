@@ -20,6 +20,21 @@ func TestDiskFull(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to mount a tmpfs")
 	}
+	// By default a full disk is found by the fault path; with
+	// --preallocate, by fallocate before the copy.
+	for _, flags := range [][]string{nil, {"--preallocate"}} {
+		name := "default"
+		if flags != nil {
+			name = "preallocate"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			diskFull(t, flags)
+		})
+	}
+}
+
+func diskFull(t *testing.T, flags []string) {
 	store := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", store).CombinedOutput(); err != nil {
 		t.Fatalf("mount tmpfs: %v: %s", err, out)
@@ -30,7 +45,7 @@ func TestDiskFull(t *testing.T) {
 			t.Errorf("umount tmpfs: %v: %s", err, out)
 		}
 	})
-	m := startMountAt(t, store, t.TempDir())
+	m := startMountAt(t, store, t.TempDir(), flags...)
 
 	keep := pattern(64<<10, 7)
 	writeFile(t, filepath.Join(m.mnt, "keep"), keep)
@@ -49,11 +64,19 @@ func TestDiskFull(t *testing.T) {
 	}
 	chunk := bytes.Repeat([]byte{1}, 256<<10)
 	var werr error
+	var written int64
 	for i := 0; i < 16 && werr == nil; i++ {
-		_, werr = f.Write(chunk)
+		var n int
+		n, werr = f.Write(chunk)
+		written += int64(n)
 	}
 	if errnoOf(werr) != syscall.ENOSPC {
 		t.Fatalf("filling a 2 MiB store: %v, want ENOSPC", werr)
+	}
+	// The failed write left the file exactly as long as what the writes
+	// said they wrote (a write the kernel split may be short first).
+	if fi, err := f.Stat(); err != nil || fi.Size() != written {
+		t.Errorf("after the failed write the file is %d bytes (%v), the writes reported %d", fi.Size(), err, written)
 	}
 	f.Close()
 

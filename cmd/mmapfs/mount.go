@@ -41,6 +41,7 @@ mmapfs exits once the last file is closed.`,
 	f.BoolVar(&opts.Store.IgnoreFsync, "unsafe-ignore-fsync", false, "make fsync and fdatasync return success without syncing (unsafe: for measuring what fsync costs)")
 	f.StringVar(&advice, "madvise", "normal", "madvise advice for every mapping: "+backing.AdviceNames)
 	f.BoolVar(&opts.Store.Populate, "populate", false, "map blobs with MAP_POPULATE (fault every page in at open)")
+	f.BoolVar(&opts.Store.Preallocate, "preallocate", false, "fallocate what an extending write adds before copying it (ENOSPC before anything is written; slower for small files)")
 	f.IntVar(&opts.Store.MaxResident, "max-resident", backing.DefaultMaxResident, "most blobs with a descriptor and a mapping at once; past it, open files not in use are unmapped and reopened on access (-1: no bound)")
 	f.BoolVar(&opts.KeepCache, "keep-cache", false, "keep the kernel's page cache of a file across opens (FOPEN_KEEP_CACHE)")
 	f.BoolVar(&opts.DirectIO, "direct-io", false, "bypass the kernel's page cache for reads and writes (FOPEN_DIRECT_IO; client mmaps still work)")
