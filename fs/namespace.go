@@ -463,30 +463,12 @@ func (n *Node) setattrAt(in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 				return pathErr("chmod", name, err)
 			}
 		}
-		uid, uok := in.GetUID()
-		gid, gok := in.GetGID()
-		if uok || gok {
-			suid, sgid := -1, -1
-			if uok {
-				suid = int(uid)
-			}
-			if gok {
-				sgid = int(gid)
-			}
-			if err := unix.Fchownat(dirfd, name, suid, sgid, unix.AT_SYMLINK_NOFOLLOW|at); err != nil {
+		if uid, gid, ok := ownerArgs(in); ok {
+			if err := unix.Fchownat(dirfd, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW|at); err != nil {
 				return pathErr("chown", name, err)
 			}
 		}
-		mtime, mok := in.GetMTime()
-		atime, aok := in.GetATime()
-		if mok || aok {
-			ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
-			if aok {
-				ts[0] = unix.NsecToTimespec(atime.UnixNano())
-			}
-			if mok {
-				ts[1] = unix.NsecToTimespec(mtime.UnixNano())
-			}
+		if ts, ok := timesArgs(in); ok {
 			if name == "" {
 				// utimensat has no AT_EMPTY_PATH: the root by its
 				// own O_PATH descriptor's /proc name.

@@ -274,9 +274,7 @@ func setattrBlob(b *backing.Blob, in *fuse.SetAttrIn) error {
 			return err
 		}
 	}
-	mtime, mok := in.GetMTime()
-	atime, aok := in.GetATime()
-	if mok || aok {
+	if _, ok := timesArgs(in); ok {
 		b.DiscardMtime()
 	}
 	return b.Fd(func(fd int) error {
@@ -285,28 +283,12 @@ func setattrBlob(b *backing.Blob, in *fuse.SetAttrIn) error {
 				return pathErr("chmod", b.Name(), err)
 			}
 		}
-		uid, uok := in.GetUID()
-		gid, gok := in.GetGID()
-		if uok || gok {
-			suid, sgid := -1, -1
-			if uok {
-				suid = int(uid)
-			}
-			if gok {
-				sgid = int(gid)
-			}
-			if err := syscall.Fchown(fd, suid, sgid); err != nil {
+		if uid, gid, ok := ownerArgs(in); ok {
+			if err := syscall.Fchown(fd, uid, gid); err != nil {
 				return pathErr("chown", b.Name(), err)
 			}
 		}
-		if mok || aok {
-			ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
-			if aok {
-				ts[0] = unix.NsecToTimespec(atime.UnixNano())
-			}
-			if mok {
-				ts[1] = unix.NsecToTimespec(mtime.UnixNano())
-			}
+		if ts, ok := timesArgs(in); ok {
 			if err := unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH); err != nil {
 				return pathErr("utimens", b.Name(), err)
 			}
@@ -375,4 +357,33 @@ func statFromStatx(x *unix.Statx_t) syscall.Stat_t {
 		Mtim:    ts(x.Mtime),
 		Ctim:    ts(x.Ctime),
 	}
+}
+
+// ownerArgs returns the uid and gid a SETATTR asks for, -1 for one it
+// leaves alone (as chown takes them), and whether it asks for either.
+func ownerArgs(in *fuse.SetAttrIn) (uid, gid int, ok bool) {
+	uid, gid = -1, -1
+	if u, set := in.GetUID(); set {
+		uid, ok = int(u), true
+	}
+	if g, set := in.GetGID(); set {
+		gid, ok = int(g), true
+	}
+	return uid, gid, ok
+}
+
+// timesArgs returns the atime and mtime a SETATTR asks for, as utimensat
+// takes them (UTIME_OMIT for one it leaves alone), and whether it asks for
+// either.
+func timesArgs(in *fuse.SetAttrIn) ([]unix.Timespec, bool) {
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+	atime, aok := in.GetATime()
+	mtime, mok := in.GetMTime()
+	if aok {
+		ts[0] = unix.NsecToTimespec(atime.UnixNano())
+	}
+	if mok {
+		ts[1] = unix.NsecToTimespec(mtime.UnixNano())
+	}
+	return ts, aok || mok
 }
