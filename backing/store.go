@@ -23,6 +23,7 @@ type fileKey struct{ dev, ino uint64 }
 
 // closedDirty is what a blob closed without a sync still owes the disk.
 type closedDirty struct {
+	name  string // the blob's name when it was closed, for messages
 	pages pageSet
 	since time.Time
 	meta  bool
@@ -440,7 +441,7 @@ func (s *Store) Release(b *Blob) error {
 	s.uncountLocked(b)
 	b.dmu.Lock()
 	if !b.dirty.empty() || b.metaDirty || b.wholeSync {
-		s.recordClosedLocked(b.key, &closedDirty{pages: b.dirty, since: b.dirtySince, meta: b.metaDirty, whole: b.wholeSync})
+		s.recordClosedLocked(b.key, &closedDirty{name: b.name, pages: b.dirty, since: b.dirtySince, meta: b.metaDirty, whole: b.wholeSync})
 		b.dirty = pageSet{}
 	}
 	b.dmu.Unlock()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/mmapfs/mmapfs/backing"
 	"github.com/mmapfs/mmapfs/backing/latency"
 )
 
@@ -32,6 +33,9 @@ func (c *counters) done(op opIndex, start time.Time, st fuse.Status) {
 	}
 }
 
+// atRiskListed bounds the files the stats list as at risk.
+const atRiskListed = 100
+
 // Snapshot is what the stats file holds, as JSON. Scripts depend on the
 // top-level keys policy, unsynced_bytes, oldest_unsynced_seconds,
 // msync_calls, msync_bytes, mappings, mapped_bytes, resident_bytes and ops
@@ -44,6 +48,7 @@ type Snapshot struct {
 	UptimeSeconds         float64            `json:"uptime_seconds"`
 	UnsyncedBytes         int64              `json:"unsynced_bytes"`
 	OldestUnsyncedSeconds float64            `json:"oldest_unsynced_seconds"`
+	AtRisk                []backing.RiskFile `json:"at_risk"` // files with unsynced writes, oldest first (at most atRiskListed)
 	MsyncCalls            int64              `json:"msync_calls"`
 	MsyncBytes            int64              `json:"msync_bytes"`
 	MsyncLatency          Latency            `json:"msync_latency"`
@@ -178,6 +183,7 @@ func (m *mountState) snapshot() (*Snapshot, error) {
 		BytesWritten:        m.stats.bytesWritten.Load(),
 		Ops:                 make(map[string]OpStats),
 	}
+	s.AtRisk = m.store.AtRisk(atRiskListed)
 	if !bs.OldestDirty.IsZero() {
 		s.OldestUnsyncedSeconds = time.Since(bs.OldestDirty).Seconds()
 	}

@@ -521,3 +521,49 @@ func TestBDISwitches(t *testing.T) {
 		}
 	}
 }
+
+// TestAtRiskListed: the stats list, per file, the ranges written and not
+// yet synced, oldest first, and drop them once synced.
+func TestAtRiskListed(t *testing.T) {
+	t.Parallel()
+	m := startMount(t)
+	page := int64(os.Getpagesize())
+	f := createRW(t, filepath.Join(m.mnt, "dir-f"))
+	writePages(t, f, 3) // pages 0, 2, 4
+	type risk struct {
+		AtRisk []struct {
+			Name   string `json:"name"`
+			Open   bool   `json:"open"`
+			Bytes  int64  `json:"bytes"`
+			Ranges []struct {
+				Off int64 `json:"off"`
+				Len int64 `json:"len"`
+			} `json:"ranges"`
+		} `json:"at_risk"`
+	}
+	read := func() risk {
+		raw, err := os.ReadFile(filepath.Join(m.mnt, statsFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r risk
+		if err := json.Unmarshal(raw, &r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r := read()
+	if len(r.AtRisk) != 1 || r.AtRisk[0].Name != "dir-f" || !r.AtRisk[0].Open || r.AtRisk[0].Bytes != 3*page || len(r.AtRisk[0].Ranges) != 3 || r.AtRisk[0].Ranges[1].Off != 2*page {
+		t.Errorf("at risk after writing 3 pages: %+v", r.AtRisk)
+	}
+	out := runBinary(t, 10*time.Second, nil, "stats", m.mnt)
+	if !strings.Contains(out.stdout, "at risk") || !strings.Contains(out.stdout, "dir-f") {
+		t.Errorf("mmapfs stats does not show what is at risk:\n%s", out.stdout)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if r := read(); len(r.AtRisk) != 0 {
+		t.Errorf("at risk after fsync: %+v", r.AtRisk)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -89,6 +90,34 @@ func printStats(w io.Writer, s *fs.Snapshot) error {
 	}
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
+	}
+	if len(s.AtRisk) > 0 {
+		fmt.Fprintf(tw, "\nat risk (unsynced)\tbytes\tfor\tranges\n")
+		for i, f := range s.AtRisk {
+			if i == 10 {
+				fmt.Fprintf(tw, "... %d more files\t\t\t\n", len(s.AtRisk)-10)
+				break
+			}
+			state := ""
+			if !f.Open {
+				state = " (closed)"
+			}
+			if f.Size {
+				state += " (size too)"
+			}
+			var rs []string
+			for _, r := range f.Ranges {
+				rs = append(rs, fmt.Sprintf("%d+%d", r.Off, r.Len))
+			}
+			if f.More > 0 {
+				rs = append(rs, fmt.Sprintf("... %d more", f.More))
+			}
+			age := "-"
+			if !f.Since.IsZero() {
+				age = time.Since(f.Since).Round(100 * time.Millisecond).String()
+			}
+			fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\n", f.Name, state, bytesStr(f.Bytes), age, strings.Join(rs, " "))
+		}
 	}
 	fmt.Fprintf(tw, "\nop\tcount\terrors\tmean µs\tp50 µs\tp90 µs\tp99 µs\n")
 	ops := make([]string, 0, len(s.Ops))
