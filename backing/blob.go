@@ -546,7 +546,9 @@ func (b *Blob) NoteCaps() { b.caps.Store(true) }
 
 // removeCaps removes the file's capabilities after a write, once.
 func (b *Blob) removeCaps() error {
-	if !b.caps.Swap(false) {
+	// A load first: on every write, a plain read of a line readers
+	// share, not an atomic write to it.
+	if !b.caps.Load() || !b.caps.Swap(false) {
 		return nil
 	}
 	if err := b.rlock(); err != nil {
