@@ -3,6 +3,7 @@ package integration
 import (
 	"flag"
 	"fmt"
+	"github.com/mmapfs/mmapfs/integration/crashwriter/crashdata"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -183,16 +184,16 @@ E 12 transport endpoint is not connected
 		t.Fatal(err)
 	}
 	cur := func() []byte {
-		b := append([]byte{}, crashData(seed, 4, 5000)...)
-		b = append(b, crashData(seed, 7, 3000)...)
-		copy(b[4000:], crashData(seed, 11, 2000))
+		b := append([]byte{}, crashdata.Data(seed, 4, 5000)...)
+		b = append(b, crashdata.Data(seed, 7, 3000)...)
+		copy(b[4000:], crashdata.Data(seed, 11, 2000))
 		return b
 	}
 	with := func(b []byte, off int, w []byte) []byte { copy(b[off:], w); return b }
 	type tree = map[string]treeEntry
 	dir := treeEntry{dir: true}
-	f3 := treeEntry{data: crashData(seed, 9, 100)}
-	acked := with(append([]byte{}, crashData(seed, 4, 5000)...), 4000, crashData(seed, 11, 1000))
+	f3 := treeEntry{data: crashdata.Data(seed, 9, 100)}
+	acked := with(append([]byte{}, crashdata.Data(seed, 4, 5000)...), 4000, crashdata.Data(seed, 11, 1000))
 	for _, c := range []struct {
 		name     string
 		powerCut bool
@@ -200,7 +201,7 @@ E 12 transport endpoint is not connected
 		ok       bool
 	}{
 		{"kill: all there", false, tree{"d1": dir, "f4": {data: cur()}, "f3": f3}, true},
-		{"kill: the failed write happened", false, tree{"d1": dir, "f4": {data: with(cur(), 100, crashData(seed, 12, 50))}, "f3": f3}, true},
+		{"kill: the failed write happened", false, tree{"d1": dir, "f4": {data: with(cur(), 100, crashdata.Data(seed, 12, 50))}, "f3": f3}, true},
 		{"kill: a written byte lost", false, tree{"d1": dir, "f4": {data: with(cur(), 5500, []byte{^cur()[5500]})}, "f3": f3}, false},
 		{"kill: short", false, tree{"d1": dir, "f4": {data: cur()[:7999]}, "f3": f3}, false},
 		{"kill: rename undone", false, tree{"d1": dir, "d1/f2": {data: cur()}, "f3": f3}, false},
@@ -209,9 +210,9 @@ E 12 transport endpoint is not connected
 		{"kill: an extra file", false, tree{"d1": dir, "f4": {data: cur()}, "f3": f3, "x": {}}, false},
 		{"cut: all there", true, tree{"d1": dir, "f4": {data: cur()}, "f3": f3}, true},
 		{"cut: only what was acked", true, tree{"d1": dir, "d1/f2": {data: acked}}, true},
-		{"cut: unacked append as zeros", true, tree{"d1": dir, "d1/f2": {data: with(append(acked[:5000:5000], make([]byte, 3000)...), 4000, crashData(seed, 11, 2000))}}, true},
+		{"cut: unacked append as zeros", true, tree{"d1": dir, "d1/f2": {data: with(append(acked[:5000:5000], make([]byte, 3000)...), 4000, crashdata.Data(seed, 11, 2000))}}, true},
 		{"cut: msynced bytes of the unacked append lost", true, tree{"d1": dir, "d1/f2": {data: append(acked[:5000:5000], make([]byte, 3000)...)}}, false},
-		{"cut: the msynced range lost", true, tree{"d1": dir, "d1/f2": {data: crashData(seed, 4, 5000)}}, false},
+		{"cut: the msynced range lost", true, tree{"d1": dir, "d1/f2": {data: crashdata.Data(seed, 4, 5000)}}, false},
 		{"cut: a fsynced byte lost", true, tree{"d1": dir, "d1/f2": {data: with(append([]byte{}, acked...), 10, []byte{0})}}, false},
 		{"cut: fsynced size lost", true, tree{"d1": dir, "d1/f2": {data: acked[:4999]}}, false},
 		{"cut: fsynced file gone", true, tree{"d1": dir, "f3": f3}, false},

@@ -7,6 +7,7 @@ package integration
 import (
 	"bytes"
 	"fmt"
+	"github.com/mmapfs/mmapfs/integration/crashwriter/crashdata"
 	"io"
 	"io/fs"
 	"os"
@@ -60,20 +61,6 @@ func crashwriterBin(t testing.TB) string {
 		t.Fatal(crashwriter.err)
 	}
 	return crashwriter.path
-}
-
-// crashData is crashwriter's Data: the bytes that call seq of a run with
-// seed writes.
-func crashData(seed uint64, seq int, n int) []byte {
-	b := make([]byte, n)
-	x := (seed^uint64(seq)*0x9E3779B97F4A7C15)*0xBF58476D1CE4E5B9 + 0x94D049BB133111EB
-	for i := range b {
-		x ^= x << 13
-		x ^= x >> 7
-		x ^= x << 17
-		b[i] = byte(x >> 24)
-	}
-	return b
 }
 
 // writerProc is a running crashwriter.
@@ -380,7 +367,7 @@ func (m *crashModel) apply(c *crashCall, ok bool) error {
 		if err != nil {
 			return err
 		}
-		w := crashWrite{off: n[0], data: crashData(m.seed, c.seq, n[1])}
+		w := crashWrite{off: n[0], data: crashdata.Data(m.seed, c.seq, n[1])}
 		f.writes = append(f.writes, w)
 		f.maxSize = max(f.maxSize, w.off+len(w.data))
 		m.lastF = f

@@ -28,7 +28,7 @@
 //	fsyncdir DIR              open DIR, fsync it, close it
 //	rename ID OLD NEW         rename(OLD, NEW); NEW never existed
 //
-// The data of call SEQ is Data(seed, SEQ, LEN). Paths are relative to
+// The data of call SEQ is crashdata.Data(seed, SEQ, LEN). Paths are relative to
 // -dir, "." is -dir itself. Names are never reused.
 //
 // The first line is "START", printed once the writer is running.
@@ -53,21 +53,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-// Data returns the n bytes written by call seq of a run with seed. The
-// tests have a copy of it (crashData); keep the two the same.
-func Data(seed uint64, seq int, n int) []byte {
-	b := make([]byte, n)
-	x := (seed^uint64(seq)*0x9E3779B97F4A7C15)*0xBF58476D1CE4E5B9 + 0x94D049BB133111EB
-	for i := range b {
-		x ^= x << 13
-		x ^= x >> 7
-		x ^= x << 17
-		b[i] = byte(x >> 24)
-	}
-	return b
-}
+	"github.com/mmapfs/mmapfs/integration/crashwriter/crashdata"
+)
 
 const (
 	maxFiles = 12
@@ -270,7 +258,7 @@ func (w *writer) write(f *file, off int64, n int) {
 	if !w.ensureOpen(f) {
 		return
 	}
-	data := Data(w.seed, w.seq+1, n)
+	data := crashdata.Data(w.seed, w.seq+1, n)
 	w.call(func() error {
 		for done := 0; done < len(data); {
 			m, err := unix.Pwrite(f.fd, data[done:], off+int64(done))
@@ -317,7 +305,7 @@ func (w *writer) mmapWrite(f *file) {
 	off := w.rng.Int64N(f.size)
 	n := 1 + w.rng.Int64N(min(f.size-off, 48<<10))
 	mapOff := off &^ (pageSize - 1)
-	data := Data(w.seed, w.seq+1, int(n))
+	data := crashdata.Data(w.seed, w.seq+1, int(n))
 	w.call(func() (err error) {
 		m, err := unix.Mmap(f.fd, mapOff, int(off+n-mapOff), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 		if err != nil {
