@@ -209,17 +209,6 @@ func Mount(store, mountpoint string, opts Options) (*Server, error) {
 	ln.RootData.RootNode = rootNode
 
 	server, err := m.serve(mnt, root, rootNode)
-	if err == nil {
-		var dev string
-		if mi, ok := findMount(mnt); ok {
-			dev = mi.dev
-			m.dev.Store(&dev)
-		}
-		if err = applyBDI(dev, opts.BDI); err != nil {
-			err = errors.Join(fmt.Errorf("mount %s: %w", mnt, err), server.Unmount())
-			return nil, errors.Join(err, st.Close())
-		}
-	}
 	if err != nil {
 		err = fmt.Errorf("mount %s at %s: %w", root, mnt, err)
 		if os.Geteuid() != 0 {
@@ -279,9 +268,22 @@ func (m *mountState) serve(mnt, root string, rootNode *Node) (*fuse.Server, erro
 	if err != nil {
 		return nil, err
 	}
+	// The mount exists now, but the kernel holds every request until
+	// the server answers INIT, in Serve: set the mount's bdi here, so
+	// that no request is served before its limits are in force (and the
+	// stats know the device from the first read on).
+	var dev string
+	if mi, ok := findMount(mnt); ok {
+		dev = mi.dev
+		m.dev.Store(&dev)
+	}
+	berr := applyBDI(dev, opts.BDI)
 	go server.Serve()
 	if err := server.WaitMount(); err != nil {
-		return nil, errors.Join(err, server.Unmount())
+		return nil, errors.Join(err, berr, server.Unmount())
+	}
+	if berr != nil {
+		return nil, errors.Join(berr, server.Unmount())
 	}
 	return server, nil
 }
