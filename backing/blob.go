@@ -68,6 +68,11 @@ type Blob struct {
 	metaDirty  bool      // size or allocation changed since the last fdatasync
 	wholeSync  bool      // the next Sync must fdatasync the whole file
 
+	// sim is the power-cut simulation's record of the file (see
+	// powercut.go); nil when the simulation is off. The pointer is read
+	// only; what it points to has its own lock.
+	sim *simFile
+
 	// mtime is the time of the last write not yet applied to the file's
 	// mtime (unix nanoseconds), or 0. Writes through a mapping do not
 	// update mtime once a page is dirty, so the daemon sets it lazily.
@@ -188,7 +193,15 @@ func (b *Blob) writeOnce(p []byte, off, end int64) (n int, extended bool, err er
 		b.mu.RUnlock()
 		return 0, false, b.pathErr("write", fmt.Errorf("blob is mapped read-only: %w", syscall.EBADF))
 	}
+	if err := b.cutErr("write"); err != nil {
+		b.mu.RUnlock()
+		return 0, false, err
+	}
 	if end <= b.size {
+		if err := b.simSave(off, end); err != nil {
+			b.mu.RUnlock()
+			return 0, false, err
+		}
 		n, err = copyGuarded(b.data[off:end], p, off)
 		b.mu.RUnlock()
 		return n, false, err
@@ -199,6 +212,12 @@ func (b *Blob) writeOnce(p []byte, off, end int64) (n int, extended bool, err er
 		return 0, false, err
 	}
 	defer b.mu.Unlock()
+	if err := b.cutErr("write"); err != nil {
+		return 0, false, err
+	}
+	if err := b.simSave(off, end); err != nil {
+		return 0, false, err
+	}
 	if end <= b.size { // grown by another write meanwhile
 		n, err = copyGuarded(b.data[off:end], p, off)
 		return n, false, err
@@ -393,6 +412,16 @@ func (b *Blob) Truncate(size int64) error {
 	if !b.writable {
 		return b.pathErr("truncate", fmt.Errorf("blob is mapped read-only: %w", syscall.EBADF))
 	}
+	if err := b.cutErr("truncate"); err != nil {
+		return err
+	}
+	if size < b.size {
+		// The page the new end falls in loses its tail, the pages
+		// past it their content.
+		if err := b.simSave(size, b.size); err != nil {
+			return err
+		}
+	}
 	if size > b.size {
 		if err := b.zeroTailLocked(); err != nil {
 			return err
@@ -440,6 +469,14 @@ func (b *Blob) Allocate(off, length int64, mode uint32) error {
 	defer b.mu.Unlock()
 	if !b.writable {
 		return b.pathErr("fallocate", fmt.Errorf("blob is mapped read-only: %w", syscall.EBADF))
+	}
+	if err := b.cutErr("fallocate"); err != nil {
+		return err
+	}
+	if mode&(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_ZERO_RANGE) != 0 {
+		if err := b.simSave(off, end); err != nil {
+			return err
+		}
 	}
 	keepSize := mode&unix.FALLOC_FL_KEEP_SIZE != 0
 	if !keepSize && end > b.size {
@@ -583,10 +620,11 @@ func (b *Blob) afterWrite(off, end int64, extended bool) error {
 // syncRange msyncs (MS_SYNC) the pages of [off, end) and, if the write
 // changed the size, fdatasyncs, so that the range is durable on return.
 func (b *Blob) syncRange(off, end int64, meta bool) error {
-	if err := b.rlock(); err != nil {
+	unlock, err := b.syncLock()
+	if err != nil {
 		return err
 	}
-	defer b.mu.RUnlock()
+	defer unlock()
 	first, last := off/int64(pageSize), pagesCeil(end)
 	b.dmu.Lock()
 	b.dirty.removeRange(first, last)
@@ -596,8 +634,10 @@ func (b *Blob) syncRange(off, end int64, meta bool) error {
 	b.dmu.Unlock()
 	var pages pageSet
 	pages.addRange(first, last)
-	err := b.syncLocked(&pages, meta, false)
-	if err != nil {
+	err = b.syncLocked(&pages, meta, false)
+	if err == nil {
+		b.simSynced(&pages, meta, false)
+	} else {
 		b.dmu.Lock()
 		if b.dirty.empty() {
 			b.dirtySince = time.Now()
@@ -684,10 +724,11 @@ func (b *Blob) Sync() error {
 	if clean && b.mtime.Load() == 0 {
 		return nil
 	}
-	if err := b.rlock(); err != nil {
+	unlock, err := b.syncLock()
+	if err != nil {
 		return err
 	}
-	defer b.mu.RUnlock()
+	defer unlock()
 	if err := b.applyMtimeLocked(); err != nil {
 		return err
 	}
@@ -696,8 +737,10 @@ func (b *Blob) Sync() error {
 	b.dirty, b.metaDirty, b.wholeSync = pageSet{}, false, false
 	b.dmu.Unlock()
 
-	err := b.syncLocked(&dirty, meta, whole)
-	if err != nil {
+	err = b.syncLocked(&dirty, meta, whole)
+	if err == nil {
+		b.simSynced(&dirty, meta, whole)
+	} else {
 		// Nothing is known to be durable: keep it all for the next try.
 		b.dmu.Lock()
 		if b.dirty.empty() && !dirty.empty() {

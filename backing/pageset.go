@@ -158,3 +158,16 @@ func (s *pageSet) runs(fn func(first, end int64) bool) {
 
 // empty reports whether the set has no pages.
 func (s *pageSet) empty() bool { return s.count == 0 }
+
+// has reports whether page p is in the set.
+func (s *pageSet) has(p int64) bool {
+	if p < 0 {
+		return false
+	}
+	c := s.chunks[p/chunkPages]
+	if c == nil {
+		return false
+	}
+	bit := p % chunkPages
+	return c[bit/64]&(uint64(1)<<uint(bit%64)) != 0
+}
