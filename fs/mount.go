@@ -79,6 +79,7 @@ type mountState struct {
 	log       *log.Logger
 	started   time.Time
 	stats     counters
+	cut       powerCut // safe for concurrent use
 }
 
 // stableAttr computes a node's identity exactly as go-fuse's
@@ -115,6 +116,19 @@ func (s *Server) Stats() (*Snapshot, error) { return s.m.snapshot() }
 
 // Store returns the mount's blob store.
 func (s *Server) Store() *backing.Store { return s.store }
+
+// PowerCut is closed once the power was cut through the control file
+// (and the client that asked has closed it, or cutGrace has passed): the
+// caller should then Drop the mount instead of waiting for it.
+func (s *Server) PowerCut() <-chan struct{} { return s.m.cut.done }
+
+// Drop ends the mount as a crash would, after a power cut: it detaches the
+// mountpoint lazily and does not sync or close the store (the process is
+// expected to exit; its exit closes the FUSE connection, and what is still
+// open on the mount gets ENOTCONN).
+func (s *Server) Drop() error {
+	return detach(s.mountpoint)
+}
 
 // Wait blocks until the mount is gone (unmounted by Unmount, by
 // fusermount3 -u or umount), then syncs and closes the store.
@@ -198,6 +212,7 @@ func Mount(store, mountpoint string, opts Options) (*Server, error) {
 		log:     logger,
 		started: time.Now(),
 		dirs:    newDirCache(dirCacheSize),
+		cut:     powerCut{done: make(chan struct{})},
 	}
 	if opts.KeepCache {
 		m.openFlags |= fuse.FOPEN_KEEP_CACHE

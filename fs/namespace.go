@@ -162,8 +162,13 @@ var _ = (gofs.NodeLookuper)((*Node)(nil))
 
 // Lookup finds a child; the stats file at the root.
 func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	if name == StatsName && n.IsRoot() {
-		return n.statsInode(ctx, out), 0
+	if n.IsRoot() {
+		switch name {
+		case StatsName:
+			return n.statsInode(ctx, out), 0
+		case ControlName:
+			return n.controlInode(ctx, out), 0
+		}
 	}
 	var ch *gofs.Inode
 	errno := n.withDir("lookup", name, func(dirfd int) error {
@@ -236,9 +241,9 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 
 var _ = (gofs.NodeUnlinker)((*Node)(nil))
 
-// Unlink removes a name; the stats file cannot be removed.
+// Unlink removes a name; the stats and control files cannot be removed.
 func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
-	if name == StatsName && n.IsRoot() {
+	if n.IsRoot() && isVirtual(name) {
 		return syscall.EPERM
 	}
 	return n.withDir("unlink", name, func(dirfd int) error {
@@ -258,13 +263,13 @@ func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
 var _ = (gofs.NodeRenamer)((*Node)(nil))
 
 // Rename renames, with RENAME_NOREPLACE and RENAME_EXCHANGE as renameat2
-// gives them; the stats file cannot be renamed or replaced.
+// gives them; the stats and control files cannot be renamed or replaced.
 func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	np, ok := newParent.(*Node)
 	if !ok || np.m != n.m {
 		return syscall.EXDEV
 	}
-	if (name == StatsName && n.IsRoot()) || (newName == StatsName && np.IsRoot()) {
+	if (n.IsRoot() && isVirtual(name)) || (np.IsRoot() && isVirtual(newName)) {
 		return syscall.EPERM
 	}
 	ndir, ndone, err := np.dir()

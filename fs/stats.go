@@ -48,7 +48,8 @@ type Snapshot struct {
 	UptimeSeconds         float64            `json:"uptime_seconds"`
 	UnsyncedBytes         int64              `json:"unsynced_bytes"`
 	OldestUnsyncedSeconds float64            `json:"oldest_unsynced_seconds"`
-	AtRisk                []backing.RiskFile `json:"at_risk"` // files with unsynced writes, oldest first (at most atRiskListed)
+	AtRisk                []backing.RiskFile `json:"at_risk"`                // files with unsynced writes, oldest first (at most atRiskListed)
+	PowerCut              *PowerCutStats     `json:"powercut_sim,omitempty"` // with --powercut-sim only
 	MsyncCalls            int64              `json:"msync_calls"`
 	MsyncBytes            int64              `json:"msync_bytes"`
 	MsyncLatency          Latency            `json:"msync_latency"`
@@ -77,6 +78,15 @@ type Snapshot struct {
 	HeapAllocBytes        int64              `json:"heap_alloc_bytes"`
 	HeapSysBytes          int64              `json:"heap_sys_bytes"`
 	Ops                   map[string]OpStats `json:"ops"`
+}
+
+// PowerCutStats are the power-cut simulation's figures.
+type PowerCutStats struct {
+	SavedBytes    int64  `json:"saved_bytes"`   // last synced page content kept (its memory cost)
+	Files         int    `json:"files"`         // files a cut now would change
+	Cut           bool   `json:"cut"`           // the power was cut: files can no longer change
+	RecordErrors  int64  `json:"record_errors"` // descriptors of closed files' records that failed to close
+	LastRecordErr string `json:"last_record_error,omitempty"`
 }
 
 // Switches are the mount's settings, as the stats report them.
@@ -184,6 +194,10 @@ func (m *mountState) snapshot() (*Snapshot, error) {
 		Ops:                 make(map[string]OpStats),
 	}
 	s.AtRisk = m.store.AtRisk(atRiskListed)
+	if bs.PowerCutSim {
+		s.PowerCut = &PowerCutStats{SavedBytes: bs.SimBytes, Files: bs.SimFiles, Cut: bs.PowerCut,
+			RecordErrors: bs.SimErrors, LastRecordErr: bs.LastSimError}
+	}
 	if !bs.OldestDirty.IsZero() {
 		s.OldestUnsyncedSeconds = time.Since(bs.OldestDirty).Seconds()
 	}

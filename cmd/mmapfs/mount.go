@@ -42,6 +42,7 @@ mmapfs exits once the last file is closed.`,
 	f.StringVar(&advice, "madvise", "normal", "madvise advice for every mapping: "+backing.AdviceNames)
 	f.BoolVar(&opts.Store.Populate, "populate", false, "map blobs with MAP_POPULATE (fault every page in at open)")
 	f.BoolVar(&opts.Store.Preallocate, "preallocate", false, "fallocate what an extending write adds before copying it (ENOSPC before anything is written; slower for small files)")
+	f.BoolVar(&opts.Store.PowerCutSim, "powercut-sim", false, "keep each page's last synced content so that 'mmapfs powercut' can show what a power cut would lose (costs a page of memory per page changed since its sync)")
 	f.IntVar(&opts.Store.MaxResident, "max-resident", backing.DefaultMaxResident, "most blobs with a descriptor and a mapping at once; past it, open files not in use are unmapped and reopened on access (-1: no bound)")
 	f.BoolVar(&opts.KeepCache, "keep-cache", false, "keep the kernel's page cache of a file across opens (FOPEN_KEEP_CACHE)")
 	f.BoolVar(&opts.DirectIO, "direct-io", false, "bypass the kernel's page cache for reads and writes (FOPEN_DIRECT_IO; client mmaps still work)")
@@ -165,6 +166,14 @@ func runMount(cmd *cobra.Command, store, mountpoint string, opts fs.Options, met
 				return err
 			}
 			logger.Printf("unmounted %s; store synced", srv.Mountpoint())
+			return nil
+		case <-srv.PowerCut():
+			// The store holds what a power cut would have left: end
+			// as a crash would, without syncing or unmounting cleanly.
+			logger.Printf("power cut: dropping %s as a crash would", srv.Mountpoint())
+			if err := srv.Drop(); err != nil {
+				return fmt.Errorf("power cut: %w", err)
+			}
 			return nil
 		case sig := <-sigs:
 			signals++

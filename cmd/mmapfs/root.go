@@ -19,7 +19,7 @@ func NewRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newMountCommand(), newStatsCommand(), newVersionCommand())
+	root.AddCommand(newMountCommand(), newStatsCommand(), newPowerCutCommand(), newVersionCommand())
 	return root
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mmapfs/mmapfs/backing"
 	"github.com/mmapfs/mmapfs/fs"
 )
 
@@ -85,6 +86,16 @@ func printStats(w io.Writer, s *fs.Snapshot) error {
 	if b := s.BDI; b != nil {
 		rows = append(rows, [2]string{"bdi " + b.Device, fmt.Sprintf("max_ratio=%d%% strict_limit=%d read_ahead_kb=%d max_bytes=%s", b.MaxRatio, b.StrictLimit, b.ReadaheadKB, bytesStr(b.MaxBytes))})
 	}
+	if p := s.PowerCut; p != nil {
+		v := fmt.Sprintf("on: %s of last synced content kept, %d files a cut would change", bytesStr(p.SavedBytes), p.Files)
+		if p.Cut {
+			v = "the power was cut: files can no longer change"
+		}
+		if p.RecordErrors > 0 {
+			v += fmt.Sprintf("; %d record errors, last: %s", p.RecordErrors, p.LastRecordErr)
+		}
+		rows = append(rows, [2]string{"power-cut sim", v})
+	}
 	if s.PeriodicPassErrors > 0 {
 		rows = append(rows, [2]string{"periodic pass errors", fmt.Sprintf("%d, last: %s", s.PeriodicPassErrors, s.LastPassError)})
 	}
@@ -92,32 +103,8 @@ func printStats(w io.Writer, s *fs.Snapshot) error {
 		fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
 	}
 	if len(s.AtRisk) > 0 {
-		fmt.Fprintf(tw, "\nat risk (unsynced)\tbytes\tfor\tranges\n")
-		for i, f := range s.AtRisk {
-			if i == 10 {
-				fmt.Fprintf(tw, "... %d more files\t\t\t\n", len(s.AtRisk)-10)
-				break
-			}
-			state := ""
-			if !f.Open {
-				state = " (closed)"
-			}
-			if f.Size {
-				state += " (size too)"
-			}
-			var rs []string
-			for _, r := range f.Ranges {
-				rs = append(rs, fmt.Sprintf("%d+%d", r.Off, r.Len))
-			}
-			if f.More > 0 {
-				rs = append(rs, fmt.Sprintf("... %d more", f.More))
-			}
-			age := "-"
-			if !f.Since.IsZero() {
-				age = time.Since(f.Since).Round(100 * time.Millisecond).String()
-			}
-			fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\n", f.Name, state, bytesStr(f.Bytes), age, strings.Join(rs, " "))
-		}
+		fmt.Fprintln(tw)
+		printAtRisk(tw, s.AtRisk, 10)
 	}
 	fmt.Fprintf(tw, "\nop\tcount\terrors\tmean µs\tp50 µs\tp90 µs\tp99 µs\n")
 	ops := make([]string, 0, len(s.Ops))
@@ -208,4 +195,39 @@ func bytesStr(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// printAtRisk prints up to limit files with unsynced writes as a table.
+func printAtRisk(tw io.Writer, files []backing.RiskFile, limit int) {
+	fmt.Fprintf(tw, "at risk (unsynced)\tbytes\tfor\tranges\n")
+	for i, f := range files {
+		if i == limit {
+			fmt.Fprintf(tw, "... %d more files\t\t\t\n", len(files)-limit)
+			break
+		}
+		state := ""
+		if !f.Open {
+			state = " (closed)"
+		}
+		if f.Size {
+			state += " (size too)"
+		}
+		age := "-"
+		if !f.Since.IsZero() {
+			age = time.Since(f.Since).Round(100 * time.Millisecond).String()
+		}
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\n", f.Name, state, bytesStr(f.Bytes), age, rangesStr(f.Ranges, f.More))
+	}
+}
+
+// rangesStr renders byte ranges as OFF+LEN.
+func rangesStr(ranges []backing.RiskRange, more int) string {
+	var rs []string
+	for _, r := range ranges {
+		rs = append(rs, fmt.Sprintf("%d+%d", r.Off, r.Len))
+	}
+	if more > 0 {
+		rs = append(rs, fmt.Sprintf("... %d more", more))
+	}
+	return strings.Join(rs, " ")
 }

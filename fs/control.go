@@ -1,0 +1,210 @@
+package fs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/mmapfs/mmapfs/backing"
+)
+
+// ControlName is the name of the control file at the root of every mount:
+// a client writes a request into it and reads the answer back from the
+// same descriptor. Like the stats file it is not in the store and readdir
+// does not list it. Only root and the user running the daemon may open it.
+const ControlName = ".mmapfs-control"
+
+// The requests the control file takes, one per write.
+const (
+	// ControlPowerCut cuts the power (see backing.Store.PowerCut). Once
+	// the descriptor that asked is closed, the mount is dropped as a
+	// crash would drop it (Server.PowerCut).
+	ControlPowerCut = "powercut"
+	// ControlPowerCutDryRun says what a power cut now would lose.
+	ControlPowerCutDryRun = "powercut --dry-run"
+)
+
+// ControlReply is the answer to a control request, as JSON.
+type ControlReply struct {
+	Request string `json:"request"`
+	Error   string `json:"error,omitempty"`
+	// Simulation says whether the mount runs the power-cut simulation.
+	Simulation bool `json:"simulation"`
+	// Report is what the cut did, or would do (with the simulation).
+	Report *backing.CutReport `json:"report,omitempty"`
+	// AtRisk lists the unsynced writes (for a dry run without the
+	// simulation: what a real power cut could lose; their synced content
+	// is not kept, so the cut itself cannot be simulated).
+	AtRisk []backing.RiskFile `json:"at_risk,omitempty"`
+}
+
+// controlIno is the control file's inode number, next to the stats file's.
+const controlIno = ^uint64(0) - 2
+
+// cutGrace is how long the mount stays up after a power cut for the client
+// that asked to read the answer, if it does not close its descriptor.
+const cutGrace = 10 * time.Second
+
+// powerCut is a mount's state of the power cut.
+type powerCut struct {
+	once sync.Once
+	done chan struct{} // closed when the mount is to be dropped
+}
+
+func (p *powerCut) drop() { p.once.Do(func() { close(p.done) }) }
+
+// isVirtual reports whether name, at the root, is one of the daemon's own
+// files.
+func isVirtual(name string) bool { return name == StatsName || name == ControlName }
+
+type controlNode struct {
+	gofs.Inode
+	m *mountState // read only
+}
+
+func (n *Node) controlInode(ctx context.Context, out *fuse.EntryOut) *gofs.Inode {
+	cn := &controlNode{m: n.m}
+	cn.fill(&out.Attr)
+	return n.NewInode(ctx, cn, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: controlIno})
+}
+
+func (cn *controlNode) fill(a *fuse.Attr) {
+	a.Mode = syscall.S_IFREG | 0o600
+	a.Nlink = 1
+	a.Ino = controlIno
+	a.Uid, a.Gid = uint32(os.Getuid()), uint32(os.Getgid())
+	t := cn.m.started
+	a.SetTimes(&t, &t, &t)
+}
+
+var _ = (gofs.NodeGetattrer)((*controlNode)(nil))
+
+// Getattr reports an empty regular file, mode 0600, owned by the daemon.
+func (cn *controlNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	cn.fill(&out.Attr)
+	out.SetTimeout(0)
+	return 0
+}
+
+var _ = (gofs.NodeSetattrer)((*controlNode)(nil))
+
+// Setattr ignores a truncate to 0 (what `echo powercut > FILE` asks for)
+// and refuses anything else.
+func (cn *controlNode) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if sz, ok := in.GetSize(); ok && sz == 0 && in.Valid&^(fuse.FATTR_SIZE|fuse.FATTR_FH|fuse.FATTR_LOCKOWNER|fuse.FATTR_MTIME|fuse.FATTR_CTIME|fuse.FATTR_MTIME_NOW) == 0 {
+		cn.fill(&out.Attr)
+		return 0
+	}
+	return syscall.EPERM
+}
+
+var _ = (gofs.NodeOpener)((*controlNode)(nil))
+
+// Open lets root and the daemon's own user in.
+func (cn *controlNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	c, ok := fuse.FromContext(ctx)
+	if !ok || (c.Uid != 0 && c.Uid != uint32(os.Getuid())) {
+		return nil, 0, syscall.EACCES
+	}
+	return &controlHandle{m: cn.m}, fuse.FOPEN_DIRECT_IO, 0
+}
+
+// controlHandle is one descriptor of the control file.
+type controlHandle struct {
+	m *mountState // read only
+
+	// mu guards reply and cut.
+	mu    sync.Mutex
+	reply []byte // the answer to the last request
+	cut   bool   // this descriptor cut the power
+}
+
+var _ = (gofs.FileWriter)((*controlHandle)(nil))
+
+// Write takes one request. A request that fails still leaves its answer
+// (with the error's message) to read.
+func (h *controlHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	req := strings.Join(strings.Fields(string(data)), " ")
+	r, err := h.m.control(req)
+	if err != nil {
+		r.Error = err.Error()
+	}
+	out, jerr := json.MarshalIndent(r, "", "  ")
+	if jerr != nil {
+		return 0, h.m.errno("control", ControlName, fmt.Errorf("encoding the answer to %q: %w", req, jerr))
+	}
+	h.mu.Lock()
+	h.reply = append(out, '\n')
+	h.cut = h.cut || (err == nil && req == ControlPowerCut)
+	h.mu.Unlock()
+	if err != nil {
+		return 0, h.m.errno("control", ControlName, err)
+	}
+	return uint32(len(data)), 0
+}
+
+// control serves one request.
+func (m *mountState) control(req string) (ControlReply, error) {
+	st := m.store
+	r := ControlReply{Request: req, Simulation: st.Options().PowerCutSim}
+	var err error
+	switch req {
+	case ControlPowerCutDryRun:
+		if !r.Simulation {
+			r.AtRisk = st.AtRisk(0)
+			return r, nil
+		}
+		var rep backing.CutReport
+		rep, err = st.PowerCutPlan()
+		r.Report = &rep
+	case ControlPowerCut:
+		var rep backing.CutReport
+		rep, err = st.PowerCut()
+		if errors.Is(err, backing.ErrNoSim) {
+			return r, fmt.Errorf("%w: %w", err, syscall.EINVAL)
+		}
+		if rep.Done {
+			r.Report = &rep
+			m.log.Printf("power cut: %d bytes of %d files put back to their last synced content, %d bytes cut off past their synced size; dropping the mount once %s is closed",
+				rep.Restored, len(rep.Files), rep.Cutoff, ControlName)
+			time.AfterFunc(cutGrace, m.cut.drop)
+		}
+	default:
+		return r, fmt.Errorf("unknown request %q (want %q or %q): %w", req, ControlPowerCut, ControlPowerCutDryRun, syscall.EINVAL)
+	}
+	return r, err
+}
+
+var _ = (gofs.FileReader)((*controlHandle)(nil))
+
+// Read returns the answer to the last request.
+func (h *controlHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if off >= int64(len(h.reply)) {
+		return fuse.ReadResultData(nil), 0
+	}
+	return fuse.ReadResultData(h.reply[off:min(int64(len(h.reply)), off+int64(len(dest)))]), 0
+}
+
+var _ = (gofs.FileReleaser)((*controlHandle)(nil))
+
+// Release drops the mount if this descriptor cut the power.
+func (h *controlHandle) Release(ctx context.Context) syscall.Errno {
+	h.mu.Lock()
+	cut := h.cut
+	h.mu.Unlock()
+	if cut {
+		h.m.cut.drop()
+	}
+	return 0
+}
