@@ -21,7 +21,13 @@ func newStore(tb testing.TB) *Store {
 
 func newStoreAt(tb testing.TB, dir string) *Store {
 	tb.Helper()
-	s, err := Open(dir, Options{})
+	return newStoreWith(tb, dir, Options{})
+}
+
+// newStoreWith opens a store at dir with opts, closed at the test's end.
+func newStoreWith(tb testing.TB, dir string, opts Options) *Store {
+	tb.Helper()
+	s, err := Open(dir, opts)
 	if err != nil {
 		tb.Fatalf("Open(%q): %v", dir, err)
 	}

@@ -15,16 +15,7 @@ import (
 
 func newSimStore(tb testing.TB, dir string, p Policy) *Store {
 	tb.Helper()
-	s, err := Open(dir, Options{Policy: p, PowerCutSim: true})
-	if err != nil {
-		tb.Fatalf("Open(%q): %v", dir, err)
-	}
-	tb.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			tb.Errorf("Store.Close: %v", err)
-		}
-	})
-	return s
+	return newStoreWith(tb, dir, Options{Policy: p, PowerCutSim: true})
 }
 
 // simModel is one file of the power-cut model: what it holds now and

@@ -66,33 +66,14 @@ func (p *powerCut) drop() { p.once.Do(func() { close(p.done) }) }
 // files.
 func isVirtual(name string) bool { return name == StatsName || name == ControlName }
 
+// controlNode is the control file.
 type controlNode struct {
-	gofs.Inode
-	m *mountState // read only
+	virtualFile
 }
 
 func (n *Node) controlInode(ctx context.Context, out *fuse.EntryOut) *gofs.Inode {
-	cn := &controlNode{m: n.m}
-	cn.fill(&out.Attr)
-	return n.NewInode(ctx, cn, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: controlIno})
-}
-
-func (cn *controlNode) fill(a *fuse.Attr) {
-	a.Mode = syscall.S_IFREG | 0o600
-	a.Nlink = 1
-	a.Ino = controlIno
-	a.Uid, a.Gid = uint32(os.Getuid()), uint32(os.Getgid())
-	t := cn.m.started
-	a.SetTimes(&t, &t, &t)
-}
-
-var _ = (gofs.NodeGetattrer)((*controlNode)(nil))
-
-// Getattr reports an empty regular file, mode 0600, owned by the daemon.
-func (cn *controlNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	cn.fill(&out.Attr)
-	out.SetTimeout(0)
-	return 0
+	cn := &controlNode{virtualFile{m: n.m, ino: controlIno, perm: 0o600}}
+	return n.newVirtual(ctx, cn, &cn.virtualFile, out)
 }
 
 var _ = (gofs.NodeSetattrer)((*controlNode)(nil))

@@ -20,37 +20,51 @@ const StatsName = ".mmapfs-stats"
 // inode of the store's own device takes.
 const statsIno = ^uint64(0) - 1
 
+// virtualFile is a file of the daemon's own at the root of the mount (the
+// stats and control files): an empty regular file owned by the daemon's
+// user, dated from the mount, whose attributes the kernel does not cache.
+type virtualFile struct {
+	gofs.Inode
+	m    *mountState // read only
+	ino  uint64      // read only
+	perm uint32      // read only
+}
+
+// newVirtual returns the inode of vf (embedded in node) and fills out.
+func (n *Node) newVirtual(ctx context.Context, node gofs.InodeEmbedder, vf *virtualFile, out *fuse.EntryOut) *gofs.Inode {
+	vf.fill(&out.Attr)
+	return n.NewInode(ctx, node, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: vf.ino})
+}
+
+func (vf *virtualFile) fill(a *fuse.Attr) {
+	a.Mode = syscall.S_IFREG | vf.perm
+	a.Nlink = 1
+	a.Ino = vf.ino
+	a.Uid, a.Gid = uint32(os.Getuid()), uint32(os.Getgid())
+	t := vf.m.started
+	a.SetTimes(&t, &t, &t)
+}
+
+var _ = (gofs.NodeGetattrer)((*virtualFile)(nil))
+
+// Getattr reports an empty regular file, like /proc files.
+func (vf *virtualFile) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	vf.fill(&out.Attr)
+	out.SetTimeout(0)
+	return 0
+}
+
 // statsNode is the stats file. Each open renders the figures once; reads
 // of that descriptor serve that rendering (FOPEN_DIRECT_IO, so the kernel
 // caches nothing and ignores the size).
 type statsNode struct {
-	gofs.Inode
-	m *mountState // read only
+	virtualFile
 }
 
 // statsInode returns the stats file's inode and fills out.
 func (n *Node) statsInode(ctx context.Context, out *fuse.EntryOut) *gofs.Inode {
-	sn := &statsNode{m: n.m}
-	sn.fill(&out.Attr)
-	return n.NewInode(ctx, sn, gofs.StableAttr{Mode: syscall.S_IFREG, Ino: statsIno})
-}
-
-func (sn *statsNode) fill(a *fuse.Attr) {
-	a.Mode = syscall.S_IFREG | 0o444
-	a.Nlink = 1
-	a.Ino = statsIno
-	a.Uid, a.Gid = uint32(os.Getuid()), uint32(os.Getgid())
-	t := sn.m.started
-	a.SetTimes(&t, &t, &t)
-}
-
-var _ = (gofs.NodeGetattrer)((*statsNode)(nil))
-
-// Getattr reports a read-only regular file of size 0, like /proc files.
-func (sn *statsNode) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	sn.fill(&out.Attr)
-	out.SetTimeout(0)
-	return 0
+	sn := &statsNode{virtualFile{m: n.m, ino: statsIno, perm: 0o444}}
+	return n.newVirtual(ctx, sn, &sn.virtualFile, out)
 }
 
 var _ = (gofs.NodeSetattrer)((*statsNode)(nil))

@@ -212,14 +212,21 @@ func (m *mount) stop(t testing.TB) {
 	if err := m.terminate(d); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
+	m.waitGone(t, d, "SIGTERM")
+}
+
+// waitGone requires that the daemon d exits 0 within stopTimeout after
+// what (SIGTERM, a power cut) and that the mountpoint is unmounted.
+func (m *mount) waitGone(t testing.TB, d *daemon, what string) {
+	t.Helper()
 	if !d.waitExit(stopTimeout) {
-		t.Fatalf("daemon still running %v after SIGTERM\n%s", stopTimeout, m.out)
+		t.Fatalf("daemon still running %v after %s\n%s", stopTimeout, what, m.out)
 	}
 	if d.err != nil {
-		t.Fatalf("daemon exit after SIGTERM: %v, want exit status 0\n%s", d.err, m.out)
+		t.Fatalf("daemon exit after %s: %v, want exit status 0\n%s", what, d.err, m.out)
 	}
 	if mounted(m.mnt) {
-		t.Fatalf("%s still mounted after the daemon exited 0\n%s", m.mnt, m.out)
+		t.Fatalf("%s still mounted after the daemon exited 0 (after %s)\n%s", m.mnt, what, m.out)
 	}
 }
 

@@ -63,15 +63,7 @@ func (m *mount) powerCut(t testing.TB) *fs.ControlReply {
 	if err := json.Unmarshal([]byte(res.stdout), &r); err != nil {
 		t.Fatalf("mmapfs powercut --json: %v\n%s", err, res.stdout)
 	}
-	if !d.waitExit(stopTimeout) {
-		t.Fatalf("daemon still running %v after the power cut\n%s", stopTimeout, m.out)
-	}
-	if d.err != nil {
-		t.Fatalf("daemon exit after the power cut: %v, want 0\n%s", d.err, m.out)
-	}
-	if mounted(m.mnt) {
-		t.Fatalf("%s still mounted after the power cut\n%s", m.mnt, m.out)
-	}
+	m.waitGone(t, d, "the power cut")
 	return &r
 }
 
