@@ -271,6 +271,13 @@ func (b *Blob) growLocked(off, end int64) error {
 	}
 	if !b.store.opts.Preallocate || errors.Is(err, syscall.EOPNOTSUPP) {
 		err = syscall.Ftruncate(b.fd, end)
+		if err == nil && !b.store.opts.Preallocate {
+			// An ftruncate that changes the size sets mtime (POSIX),
+			// now, before the copy, where write(2) would: what is
+			// pending is older and must not be applied over it, and
+			// this write adds nothing (see markDirty).
+			b.mtime.Store(0)
+		}
 	}
 	if err != nil {
 		// A fallocate that fails part way may have extended the file:
@@ -518,12 +525,18 @@ func (b *Blob) applyMtimeLocked() error {
 }
 
 // markDirty records that [off, end) was written, and whether the write
-// changed the size.
+// changed the size. A write that grew the file by ftruncate (not
+// Options.Preallocate's fallocate) got its mtime from the ftruncate
+// (growLocked), so it leaves none pending: a file written once, as a
+// new small file is, then costs no utimensat at close.
 func (b *Blob) markDirty(off, end int64, extended bool) {
-	b.mtime.Store(time.Now().UnixNano())
+	now := time.Now()
+	if !extended || b.store.opts.Preallocate {
+		b.mtime.Store(now.UnixNano())
+	}
 	b.dmu.Lock()
 	if b.dirty.empty() {
-		b.dirtySince = time.Now()
+		b.dirtySince = now
 	}
 	b.dirty.addRange(off/int64(pageSize), pagesCeil(end))
 	if extended {

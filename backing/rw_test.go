@@ -251,6 +251,40 @@ func TestMtime(t *testing.T) {
 	}
 }
 
+// TestMtimeExtendingWrite: a write that grows the file takes its mtime
+// from the ftruncate that grows it, leaves none pending (so that closing a
+// file written once costs no utimensat), and an older pending mtime is not
+// applied over it.
+func TestMtimeExtendingWrite(t *testing.T) {
+	s := newStore(t)
+	b := openBlob(t, s, "m")
+	defer release(t, s, b)
+	path := filepath.Join(s.Root(), "m")
+	mustWrite(t, b, make([]byte, 8192), 0)
+	old := time.Unix(1000000000, 0)
+	if err := os.Chtimes(path, old, old); err != nil {
+		t.Fatal(err)
+	}
+	b.DiscardMtime()
+	mustWrite(t, b, []byte{1}, 10) // in place: pending
+	if b.mtime.Load() == 0 {
+		t.Fatal("no mtime pending after a write in place")
+	}
+	pending := time.Unix(0, b.mtime.Load())
+	time.Sleep(20 * time.Millisecond) // past the kernel's coarse clock tick
+	mustWrite(t, b, []byte{2}, 8192)  // extends the file
+	if ns := b.mtime.Load(); ns != 0 {
+		t.Fatalf("mtime %v pending after an extending write; want none", time.Unix(0, ns))
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fi.ModTime().After(pending) {
+		t.Fatalf("mtime %v after an extending write, want later than the pending %v of the write before", fi.ModTime(), pending)
+	}
+}
+
 // TestStoreCloseWithOpenBlobs: Close tears down blobs still open.
 func TestStoreCloseWithOpenBlobs(t *testing.T) {
 	dir := t.TempDir()
