@@ -864,11 +864,13 @@ func (b *Blob) upgrade(fd int) (owned, nowResident bool, err error) {
 	return true, false, errors.Join(errs...)
 }
 
-// close drops the mapping and the descriptor.
+// close drops the mapping (to the store's batch of unmaps, see unmap.go)
+// and the descriptor.
 func (b *Blob) close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	errs := []error{b.applyMtimeLocked(), b.unmapLocked()}
+	errs := []error{b.applyMtimeLocked(), b.store.unmapLater(b.data)}
+	b.data = nil
 	if b.fd >= 0 {
 		if err := syscall.Close(b.fd); err != nil {
 			errs = append(errs, b.pathErr("close", err))

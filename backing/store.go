@@ -70,6 +70,7 @@ type Store struct {
 	canReopen bool    // blobs can be reopened by file handle; read only
 	opts      Options // read only
 	stats     counters
+	unmaps    unmapBatch // released blobs' mappings waiting to be unmapped (unmap.go)
 
 	stop chan struct{} // closed by Close to end the periodic pass
 	done chan struct{} // closed when the periodic pass has ended
@@ -526,6 +527,7 @@ func (s *Store) Close() error {
 	for _, b := range open {
 		errs = append(errs, b.close())
 	}
+	errs = append(errs, s.flushUnmaps())
 	s.mu.Lock()
 	s.ring, s.resident = nil, 0
 	s.mu.Unlock()
@@ -655,6 +657,8 @@ type Stats struct {
 // Stats returns the store's figures now. It walks every open blob's
 // mapping with mincore, so it is for a stats reader, not a hot path.
 func (s *Store) Stats() (Stats, error) {
+	// Mappings waiting to be unmapped would count as live: unmap them.
+	flushErr := s.flushUnmaps()
 	c := &s.stats
 	st := Stats{
 		Opens:         c.opens.Load(),
@@ -695,5 +699,5 @@ func (s *Store) Stats() (Stats, error) {
 		st.ResidentBytes += n
 		errs = append(errs, err, s.Release(b))
 	}
-	return st, errors.Join(errs...)
+	return st, errors.Join(append(errs, flushErr)...)
 }
