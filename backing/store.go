@@ -693,11 +693,11 @@ func (s *Store) Stats() (Stats, error) {
 	s.mu.Unlock()
 	pinned := s.pinAll()
 	st.OpenBlobs = len(pinned)
-	var errs []error
+	errs := []error{flushErr}
 	for _, b := range pinned {
 		n, err := b.Resident()
 		st.ResidentBytes += n
 		errs = append(errs, err, s.Release(b))
 	}
-	return st, errors.Join(append(errs, flushErr)...)
+	return st, errors.Join(errs...)
 }
