@@ -43,7 +43,9 @@
 //
 // # Locking
 //
-// Lock order: Store.mu, then Blob.mu, then Blob.dmu. Copies in and out of a
+// Lock order: Store.mu, then Blob.mu, then Blob.dmu. unmapBatch.mu (the
+// store's batch of released mappings, unmap.go) is taken after Blob.mu
+// and held across no other lock or system call. Copies in and out of a
 // mapping hold Blob.mu shared for as long as they touch the bytes; grow,
 // shrink, remap and descriptor upgrade hold it exclusively (the protocol of
 // bbolt's mmaplock). Blob.dmu guards only the dirty-page bookkeeping and is

@@ -88,3 +88,18 @@ func mincore(m, vec []byte) error {
 	}
 	return nil
 }
+
+// mappingAddr returns the address of data, a mapping, for unmapBatch to
+// find mappings that lie end to end. It does not touch the memory.
+func mappingAddr(data []byte) uintptr {
+	return uintptr(unsafe.Pointer(unsafe.SliceData(data)))
+}
+
+// munmapRange unmaps [addr, addr+length), which must be exactly the
+// pages of mappings the caller owns and no longer uses.
+func munmapRange(addr, length uintptr) error {
+	if _, _, e := unix.Syscall(unix.SYS_MUNMAP, addr, length, 0); e != 0 {
+		return e
+	}
+	return nil
+}

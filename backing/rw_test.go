@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -249,6 +251,91 @@ func TestMtime(t *testing.T) {
 	if fi.ModTime().Before(before.Add(-time.Second)) {
 		t.Fatalf("mtime %v after the last Release, want the time of the last write", fi.ModTime())
 	}
+}
+
+// TestMtimeExtendingWrite: a write that grows the file takes its mtime
+// from the ftruncate that grows it, leaves none pending (so that closing a
+// file written once costs no utimensat), and an older pending mtime is not
+// applied over it.
+func TestMtimeExtendingWrite(t *testing.T) {
+	s := newStore(t)
+	b := openBlob(t, s, "m")
+	defer release(t, s, b)
+	path := filepath.Join(s.Root(), "m")
+	mustWrite(t, b, make([]byte, 8192), 0)
+	old := time.Unix(1000000000, 0)
+	if err := os.Chtimes(path, old, old); err != nil {
+		t.Fatal(err)
+	}
+	b.DiscardMtime()
+	mustWrite(t, b, []byte{1}, 10) // in place: pending
+	if b.mtime.Load() == 0 {
+		t.Fatal("no mtime pending after a write in place")
+	}
+	pending := time.Unix(0, b.mtime.Load())
+	time.Sleep(20 * time.Millisecond) // past the kernel's coarse clock tick
+	mustWrite(t, b, []byte{2}, 8192)  // extends the file
+	if ns := b.mtime.Load(); ns != 0 {
+		t.Fatalf("mtime %v pending after an extending write; want none", time.Unix(0, ns))
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !fi.ModTime().After(pending) {
+		t.Fatalf("mtime %v after an extending write, want later than the pending %v of the write before", fi.ModTime(), pending)
+	}
+}
+
+// TestWriteDirtiesOnlyItsPages: 4 KiB writes into a region of the file
+// not in the page cache (a hole here) dirty 4 KiB each, not the large folio the
+// mapping's read-around would bring the page in as (ext4 makes them, and
+// a store through a mapping dirties the whole folio, which a sync then
+// writes out whole): writing every fourth page, the process's
+// write_bytes, which the kernel counts as folios are dirtied, grows by
+// about what was written. (On a store filesystem without large folios it
+// holds anyway.)
+func TestWriteDirtiesOnlyItsPages(t *testing.T) {
+	if _, err := os.Stat("/proc/self/io"); err != nil {
+		t.Skip("no /proc/self/io:", err)
+	}
+	s := newStore(t)
+	b := openBlob(t, s, "f")
+	defer release(t, s, b)
+	const size = 16 << 20
+	if err := b.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	page := pattern(3, 0, int(pagesz()))
+	var written int64
+	before := writeBytes(t)
+	for off := int64(0); off < size; off += 4 * pagesz() {
+		mustWrite(t, b, page, off)
+		written += pagesz()
+	}
+	if got := writeBytes(t) - before; got > written*9/8 {
+		t.Errorf("%d bytes written into every fourth page dirtied %d bytes", written, got)
+	}
+}
+
+// writeBytes returns the process's write_bytes from /proc/self/io.
+func writeBytes(t *testing.T) int64 {
+	t.Helper()
+	raw, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "write_bytes: "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no write_bytes in /proc/self/io:\n%s", raw)
+	return 0
 }
 
 // TestStoreCloseWithOpenBlobs: Close tears down blobs still open.

@@ -76,6 +76,7 @@ type Store struct {
 	canReopen bool    // blobs can be reopened by file handle; read only
 	opts      Options // read only
 	stats     counters
+	unmaps    unmapBatch // released blobs' mappings waiting to be unmapped (unmap.go)
 
 	stop chan struct{} // closed by Close to end the periodic pass
 	done chan struct{} // closed when the periodic pass has ended
@@ -544,6 +545,7 @@ func (s *Store) Close() error {
 	for _, b := range open {
 		errs = append(errs, b.close())
 	}
+	errs = append(errs, s.flushUnmaps())
 	s.mu.Lock()
 	s.ring, s.resident = nil, 0
 	s.mu.Unlock()
@@ -688,6 +690,8 @@ type Stats struct {
 // Stats returns the store's figures now. It walks every open blob's
 // mapping with mincore, so it is for a stats reader, not a hot path.
 func (s *Store) Stats() (Stats, error) {
+	// Mappings waiting to be unmapped would count as live: unmap them.
+	flushErr := s.flushUnmaps()
 	c := &s.stats
 	st := Stats{
 		Opens:         c.opens.Load(),
@@ -728,7 +732,7 @@ func (s *Store) Stats() (Stats, error) {
 	s.mu.Unlock()
 	pinned := s.pinAll()
 	st.OpenBlobs = len(pinned)
-	var errs []error
+	errs := []error{flushErr}
 	for _, b := range pinned {
 		n, err := b.Resident()
 		st.ResidentBytes += n

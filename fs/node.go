@@ -82,12 +82,16 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	return n.m.newHandle(b), n.m.openFlagsFor(flags), 0
 }
 
-// openFlagsFor returns the FOPEN_* flags for an open with flags. A
-// read-only descriptor has nothing to flush (writes through others are
-// theirs to flush), so close(2) of one need not wait for a FLUSH round
-// trip.
+// openFlagsFor returns the FOPEN_* flags for an open with flags. Only
+// the close policy has work for FLUSH (it syncs there, and close(2) must
+// see a failure); under every other policy a FLUSH would only apply a
+// pending mtime, which getattr, fsync and the last close (release) apply
+// as well, so close(2) need not wait for a FLUSH round trip. A read-only
+// descriptor has nothing to flush under any policy (writes through
+// others are theirs to flush). Under CAP_WRITEBACK_CACHE the kernel
+// flushes its dirty pages at close regardless of FOPEN_NOFLUSH.
 func (m *mountState) openFlagsFor(flags uint32) uint32 {
-	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
+	if flags&syscall.O_ACCMODE == syscall.O_RDONLY || m.opts.Store.Policy.Kind != backing.PolicyClose {
 		return m.openFlags | fuse.FOPEN_NOFLUSH
 	}
 	return m.openFlags
@@ -120,7 +124,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if err != nil {
 		return nil, nil, 0, n.m.errno("create", rel, errors.Join(err, n.m.store.Release(b)))
 	}
-	return ch, n.m.newHandle(b), n.m.openFlags, 0
+	return ch, n.m.newHandle(b), n.m.openFlagsFor(flags), 0
 }
 
 var _ = (gofs.NodeTmpfiler)((*Node)(nil))
@@ -142,7 +146,7 @@ func (n *Node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	if err != nil {
 		return nil, nil, 0, n.m.errno("tmpfile", rel, errors.Join(err, n.m.store.Release(b)))
 	}
-	return ch, n.m.newHandle(b), n.m.openFlags, 0
+	return ch, n.m.newHandle(b), n.m.openFlagsFor(flags), 0
 }
 
 // newChild makes the inode for a file just created (or opened) through b,

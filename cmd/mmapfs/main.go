@@ -8,6 +8,7 @@ import (
 )
 
 func main() {
+	setDaemonProcs()
 	cmd := NewRootCommand()
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "mmapfs:", err)

@@ -190,6 +190,7 @@ func main() {
 		fatalf("%v", err)
 	}
 	benchBaseDir = benchBase
+	spreadDir(benchBase)
 	defer os.RemoveAll(benchBase)
 
 	// The filesystems, each with the workloads it runs.
