@@ -661,6 +661,9 @@ func (b *Blob) syncRange(off, end int64, meta bool) error {
 		return err
 	}
 	defer unlock()
+	if err := b.cutErr("msync"); err != nil {
+		return err
+	}
 	first, last := off/int64(pageSize), pagesCeil(end)
 	b.dmu.Lock()
 	b.dirty.removeRange(first, last)
@@ -757,6 +760,13 @@ func (b *Blob) Sync() error {
 	b.dmu.Lock()
 	clean := b.dirty.empty() && !b.metaDirty && !b.wholeSync
 	b.dmu.Unlock()
+	// After a power cut nothing can be made durable: a write that
+	// landed before the cut was put back by it (which leaves the blob
+	// clean), so even a clean blob's sync must fail. Checked after
+	// clean was read: the cut sets the flag before it cleans a blob.
+	if err := b.cutErr("fsync"); err != nil {
+		return err
+	}
 	if clean && b.mtime.Load() == 0 {
 		return nil
 	}
@@ -765,6 +775,9 @@ func (b *Blob) Sync() error {
 		return err
 	}
 	defer unlock()
+	if err := b.cutErr("fsync"); err != nil {
+		return err
+	}
 	if err := b.applyMtimeLocked(); err != nil {
 		return err
 	}

@@ -180,6 +180,11 @@ func runPowerCutModel(t *testing.T, policy Policy, handles bool, seed uint64) {
 			if err := m.blob.Truncate(0); !errors.Is(err, syscall.EIO) {
 				t.Errorf("seed %d: truncate of %s after the cut: %v, want EIO", seed, m.name, err)
 			}
+			// Clean now (the cut put it back), it still cannot be
+			// made durable: the power is off.
+			if err := m.blob.Sync(); !errors.Is(err, syscall.EIO) {
+				t.Errorf("seed %d: sync of %s after the cut: %v, want EIO", seed, m.name, err)
+			}
 			release(t, s, m.blob)
 		}
 	}

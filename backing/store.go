@@ -179,6 +179,11 @@ func (s *Store) periodic(period time.Duration) {
 // syncOpen syncs every blob the store has a descriptor of; released ones
 // kept for the pass are closed after it.
 func (s *Store) syncOpen() error {
+	if s.cut.Load() {
+		// After a power cut nothing can be synced; the cut synced
+		// what it put back.
+		return nil
+	}
 	var errs []error
 	for _, b := range s.pinAll() {
 		errs = append(errs, b.Sync(), s.Release(b))
@@ -416,7 +421,7 @@ func (s *Store) Find(st *syscall.Stat_t) *Blob {
 // durable. Then the blob is unmapped and its descriptor closed.
 func (s *Store) Release(b *Blob) error {
 	var syncErr error
-	if s.opts.Policy.Kind == PolicyClose {
+	if s.opts.Policy.Kind == PolicyClose && !s.cut.Load() {
 		// Writes can arrive after the last flush (a client's mapping
 		// written back before it is unmapped): sync before letting go.
 		s.mu.Lock()
