@@ -100,6 +100,12 @@ offset=REGION
 `, 2},
 }
 
+// fioLimit bounds one fio run. A run takes about a second; the bound is
+// for a machine whose disk the suite's other tests saturate (the 10 GiB
+// heap test): a verify after a remount reads the blob, which may then
+// wait for the disk on every 4 KiB page. Once it took over a minute.
+const fioLimit = 5 * time.Minute
+
 // fioJobFile returns a job file writing dir/data.fio with the jobs of v;
 // verifyOnly makes it only read back and verify what an earlier run with
 // the same jobs wrote (same offsets, same seeds).
@@ -116,8 +122,8 @@ verify=crc32c
 %s
 verify_fatal=1
 end_fsync=1
-runtime=60
-%s`, dir, fioRegion, mode, strings.ReplaceAll(v.jobs, "REGION", fmt.Sprint(fioRegion)))
+runtime=%d
+%s`, dir, fioRegion, mode, int(fioLimit.Seconds()), strings.ReplaceAll(v.jobs, "REGION", fmt.Sprint(fioRegion)))
 }
 
 func runFio(t *testing.T, fio string, m *mount, v fioVariant) {
@@ -157,7 +163,7 @@ func runFioJob(t *testing.T, fio, work, phase, job string, njobs int) {
 	if err := os.WriteFile(jobPath, []byte(job), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := runTool(t, 60*time.Second, work, nil, fio, "--output-format=json", "--output="+outPath, jobPath)
+	r := runTool(t, fioLimit+30*time.Second, work, nil, fio, "--output-format=json", "--output="+outPath, jobPath)
 	raw, _ := os.ReadFile(outPath)
 	fail := func(format string, args ...any) {
 		t.Helper()
