@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -106,6 +107,9 @@ offset=REGION
 // wait for the disk on every 4 KiB page. Once it took over a minute.
 const fioLimit = 5 * time.Minute
 
+// fioSlow is when a run on a mount is slow enough to look into.
+const fioSlow = 30 * time.Second
+
 // fioJobFile returns a job file writing dir/data.fio with the jobs of v;
 // verifyOnly makes it only read back and verify what an earlier run with
 // the same jobs wrote (same offsets, same seeds).
@@ -129,16 +133,16 @@ runtime=%d
 func runFio(t *testing.T, fio string, m *mount, v fioVariant) {
 	work := t.TempDir()
 	// Write and verify through the mount.
-	runFioJob(t, fio, work, "write", fioJobFile(filepath.Join(m.mnt, v.name), v, false), v.njobs)
+	runFioJob(t, fio, work, "write", fioJobFile(filepath.Join(m.mnt, v.name), v, false), v.njobs, m)
 	if t.Failed() {
 		return
 	}
 	// A fresh mount has nothing of the file in its page cache: the verify
 	// reads what the daemon serves from the blob.
 	m.remount(t)
-	runFioJob(t, fio, work, "verify-after-remount", fioJobFile(filepath.Join(m.mnt, v.name), v, true), v.njobs)
+	runFioJob(t, fio, work, "verify-after-remount", fioJobFile(filepath.Join(m.mnt, v.name), v, true), v.njobs, m)
 	// And the blob itself, read without the mount.
-	runFioJob(t, fio, work, "verify-blob", fioJobFile(filepath.Join(m.store, v.name), v, true), v.njobs)
+	runFioJob(t, fio, work, "verify-blob", fioJobFile(filepath.Join(m.store, v.name), v, true), v.njobs, nil)
 }
 
 // fioReport is the part of fio's JSON report checked here.
@@ -156,8 +160,37 @@ type fioReport struct {
 }
 
 // runFioJob runs one job file and checks fio's verdict and report.
-func runFioJob(t *testing.T, fio, work, phase, job string, njobs int) {
+//
+// A run on a mount (m not nil) still going after fioSlow logs what the
+// daemon's threads are doing in the kernel and how many requests the
+// FUSE connection has waiting, for whoever must find out why.
+func runFioJob(t *testing.T, fio, work, phase, job string, njobs int, m *mount) {
 	t.Helper()
+	if m != nil {
+		// done is guarded by mu, which the log holds: the test does not
+		// end while it logs.
+		var mu sync.Mutex
+		done := false
+		slow := time.AfterFunc(fioSlow, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if done {
+				return
+			}
+			m.mu.Lock()
+			conn := m.conn
+			m.mu.Unlock()
+			waiting, _ := os.ReadFile(filepath.Join("/sys/fs/fuse/connections", conn, "waiting"))
+			t.Logf("fio %s still running after %v; FUSE connection %s has %s requests waiting; daemon threads not sleeping:\n%s",
+				phase, fioSlow, conn, strings.TrimSpace(string(waiting)), threadStacks(m.pid()))
+		})
+		defer func() {
+			slow.Stop()
+			mu.Lock()
+			done = true
+			mu.Unlock()
+		}()
+	}
 	jobPath := filepath.Join(work, phase+".fio")
 	outPath := filepath.Join(work, phase+".json")
 	if err := os.WriteFile(jobPath, []byte(job), 0o644); err != nil {
