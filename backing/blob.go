@@ -158,7 +158,6 @@ func (b *Blob) WriteAt(p []byte, off int64) (int, error) {
 	if end > MaxFileSize || end < off {
 		return 0, b.pathErr("write", fmt.Errorf("offset %d + %d bytes is past the maximum file size %d: %w", off, len(p), MaxFileSize, syscall.EFBIG))
 	}
-	b.populateForWrite(off, end)
 	for attempt := 0; ; attempt++ {
 		n, extended, err := b.writeOnce(p, off, end)
 		var fe *faultError
@@ -193,17 +192,26 @@ func (b *Blob) WriteAt(p []byte, off int64) (int, error) {
 // costs an msync or writeback of the entire folio (measured: 400 KiB
 // written per 4 KiB write + fsync). Pages past the end are new: their
 // read-around stops at the end of the file. A hint: errors are ignored,
-// and pages already cached (in whatever size) are left as they are.
-func (b *Blob) populateForWrite(off, end int64) {
-	if b.rlock() != nil {
-		return // writeOnce reports it
-	}
-	defer b.mu.RUnlock()
-	if off >= b.size || !b.writable {
+// and pages already cached (in whatever size) are left as they are. Pages
+// the daemon dirtied since their last sync are in memory already: a write
+// that touches only those (a log rewriting its tail) makes no system call
+// for it. b.mu must be held (shared is enough).
+func (b *Blob) populateForWriteLocked(off, end int64) {
+	if off >= b.size {
 		return
 	}
-	lo := off / int64(pageSize) * int64(pageSize)
-	_ = unix.Fadvise(b.fd, lo, roundUp(min(end, b.size))-lo, unix.FADV_WILLNEED)
+	end = min(end, b.size)
+	first, last := off/int64(pageSize), pagesCeil(end)
+	b.dmu.Lock()
+	cached := true
+	for p := first; p < last && cached; p++ {
+		cached = b.dirty.has(p)
+	}
+	b.dmu.Unlock()
+	if cached {
+		return
+	}
+	_ = unix.Fadvise(b.fd, first*int64(pageSize), roundUp(end)-first*int64(pageSize), unix.FADV_WILLNEED)
 }
 
 // writeOnce does one attempt of WriteAt. extended reports whether it
@@ -220,6 +228,7 @@ func (b *Blob) writeOnce(p []byte, off, end int64) (n int, extended bool, err er
 		b.mu.RUnlock()
 		return 0, false, err
 	}
+	b.populateForWriteLocked(off, end)
 	if end <= b.size {
 		if err := b.simSave(off, end); err != nil {
 			b.mu.RUnlock()

@@ -37,7 +37,6 @@ type simFile struct {
 	mu         sync.Mutex
 	syncedSize int64            // the size at the last fdatasync (or at the first open)
 	pages      map[int64][]byte // page index → its content at its last sync (clipped at syncedSize)
-	bytes      int64            // bytes held in pages
 }
 
 func newSimFile(size int64) *simFile {
@@ -55,7 +54,6 @@ func (sim *simFile) pendingLocked(size int64) bool {
 func (sim *simFile) dropLocked(c *counters, keep func(p int64) bool) {
 	for p, buf := range sim.pages {
 		if keep == nil || !keep(p) {
-			sim.bytes -= int64(len(buf))
 			c.simBytes.Add(-int64(len(buf)))
 			delete(sim.pages, p)
 		}
@@ -99,7 +97,6 @@ func (b *Blob) simSave(lo, hi int64) error {
 			return b.pathErr("write", fmt.Errorf("power-cut simulation: saving the page at %d before changing it: %w", at, syscall.EIO))
 		}
 		sim.pages[p] = buf
-		sim.bytes += int64(len(buf))
 		b.store.stats.simBytes.Add(int64(len(buf)))
 	}
 	return nil
