@@ -138,3 +138,56 @@ func BenchmarkPageSetAddRange(b *testing.B) {
 		b.Fatalf("count %d", s.count)
 	}
 }
+
+// BenchmarkWriteAtMiB writes 1 MiB at a time: into pages a sync has just
+// cleaned (so every page of the mapping is write-protected again, as after
+// each fsync of a file being rewritten), and appending to a growing file.
+func BenchmarkWriteAtMiB(b *testing.B) {
+	const n = 1 << 20
+	b.Run("aftersync", func(b *testing.B) {
+		const size = 64 << 20
+		_, bl := warmBlob(b, size)
+		p := pattern(4, 0, n)
+		b.SetBytes(n)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			off := int64(i) % (size / n) * n
+			if m, err := bl.WriteAt(p, off); err != nil || m != n {
+				b.Fatalf("WriteAt = %d, %v", m, err)
+			}
+			b.StopTimer()
+			if err := bl.Sync(); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+	})
+	b.Run("append", func(b *testing.B) {
+		s := newStore(b)
+		p := pattern(5, 0, n)
+		b.SetBytes(n)
+		var bl *Blob
+		var off int64
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if bl == nil || off >= 256<<20 {
+				b.StopTimer()
+				if bl != nil {
+					if err := bl.Truncate(0); err != nil {
+						b.Fatal(err)
+					}
+					release(b, s, bl)
+				}
+				bl = openBlob(b, s, fmt.Sprint("append", i))
+				off = 0
+				b.StartTimer()
+			}
+			if m, err := bl.WriteAt(p, off); err != nil || m != n {
+				b.Fatalf("WriteAt = %d, %v", m, err)
+			}
+			off += n
+		}
+		b.StopTimer()
+		release(b, s, bl)
+	})
+}

@@ -33,8 +33,11 @@ type Blob struct {
 	key   fileKey // read only
 	name  string  // path at first open, for messages; read only
 
-	// refs is guarded by store.mu.
-	refs int
+	// refs and removed are guarded by store.mu. removed says the file's
+	// last name is gone (Store.Removed): what it owes the disk at its last
+	// release is not recorded.
+	refs    int
+	removed bool
 
 	// counted and ringed are guarded by store.mu: whether the blob is
 	// counted as resident, and whether it is in the store's ring.

@@ -464,13 +464,31 @@ func (s *Store) Release(b *Blob) error {
 		simErr = s.recordSimLocked(b)
 	}
 	b.dmu.Lock()
-	if !b.dirty.empty() || b.metaDirty || b.wholeSync {
+	if (!b.dirty.empty() || b.metaDirty || b.wholeSync) && !b.removed {
 		s.recordClosedLocked(b.key, &closedDirty{name: b.name, pages: b.dirty, since: b.dirtySince, meta: b.metaDirty, whole: b.wholeSync})
 		b.dirty = pageSet{}
 	}
 	b.dmu.Unlock()
 	s.mu.Unlock()
 	return errors.Join(syncErr, simErr, b.close())
+}
+
+// Removed tells the store that the regular file dev/ino has lost its last
+// name (its stat, taken before an unlink or a rename over it, said
+// Nlink == 1, and the removal succeeded): it is gone once no one has it
+// open. What it owed the disk when it was closed is forgotten, so that
+// Unsynced and AtRisk stop counting a file that no longer exists and a new
+// file that reuses the inode number does not inherit its pages; a blob of it
+// still open records nothing at its last release. The power-cut
+// simulation's records are kept: the cut reports the file as gone.
+func (s *Store) Removed(dev, ino uint64) {
+	key := fileKey{dev: dev, ino: ino}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.closed, key)
+	if b := s.blobs[key]; b != nil {
+		b.removed = true
+	}
 }
 
 // recordClosedLocked remembers what a closed blob owes the disk. Past

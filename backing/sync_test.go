@@ -3,6 +3,7 @@ package backing
 import (
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -307,5 +308,54 @@ func TestClosedDuringSyncfs(t *testing.T) {
 	t.Logf("syncfs ran %v past the close", end.Sub(closedAt))
 	if got := storeUnsynced(s); got != ps {
 		t.Errorf("BUG: a blob closed dirty during syncfs: Store.Unsynced = %d after Store.Sync, want %d (its page was forgotten)", got, ps)
+	}
+}
+
+// TestRemovedForgetsClosed removes files that owe the disk pages: one
+// closed before its name goes, one still open when it goes. Neither is
+// counted as unsynced afterwards; a third file, not removed, still is.
+func TestRemovedForgetsClosed(t *testing.T) {
+	s := newStore(t)
+	ps := pagesz()
+	remove := func(name string) {
+		t.Helper()
+		p := filepath.Join(s.Root(), name)
+		var st syscall.Stat_t
+		if err := syscall.Lstat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+		s.Removed(st.Dev, st.Ino)
+	}
+
+	closed := openBlob(t, s, "closed")
+	mustWrite(t, closed, make([]byte, 2*ps), 0)
+	release(t, s, closed)
+	open := openBlob(t, s, "open")
+	mustWrite(t, open, make([]byte, 3*ps), 0)
+	kept := openBlob(t, s, "kept")
+	mustWrite(t, kept, make([]byte, ps), 0)
+	release(t, s, kept)
+	if got := storeUnsynced(s); got != 6*ps {
+		t.Fatalf("Store.Unsynced = %d, want %d", got, 6*ps)
+	}
+
+	remove("closed")
+	if got := storeUnsynced(s); got != 4*ps {
+		t.Fatalf("Store.Unsynced after the closed file is removed = %d, want %d", got, 4*ps)
+	}
+	if risk := s.AtRisk(10); len(risk) != 2 {
+		t.Errorf("AtRisk lists %d files after one is removed, want 2: %+v", len(risk), risk)
+	}
+
+	remove("open")
+	if got := storeUnsynced(s); got != 4*ps {
+		t.Fatalf("Store.Unsynced with the removed file still open = %d, want %d", got, 4*ps)
+	}
+	release(t, s, open)
+	if got := storeUnsynced(s); got != ps {
+		t.Fatalf("Store.Unsynced after the removed file is closed = %d, want %d", got, ps)
 	}
 }

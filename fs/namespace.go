@@ -253,8 +253,28 @@ func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
 		return syscall.EPERM
 	}
 	return n.withDir("unlink", name, func(dirfd int) error {
-		return unix.Unlinkat(dirfd, name, 0)
+		st, last := lastLink(dirfd, name)
+		if err := unix.Unlinkat(dirfd, name, 0); err != nil {
+			return err
+		}
+		if last {
+			n.m.store.Removed(st.Dev, st.Ino)
+		}
+		return nil
 	})
+}
+
+// lastLink stats name in dirfd and reports whether it is a regular file's
+// only name, so that removing it removes the file (see
+// backing.Store.Removed). The kernel holds the file's inode lock for the
+// whole UNLINK or RENAME request, so no link to it through the mount can
+// come in between. A name that cannot be stat'ed is not reported.
+func lastLink(dirfd int, name string) (*unix.Stat_t, bool) {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return nil, false
+	}
+	return &st, st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink == 1
 }
 
 var _ = (gofs.NodeRmdirer)((*Node)(nil))
@@ -283,7 +303,18 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		return n.m.errno("rename", filepath.Join(np.rel(), newName), err)
 	}
 	errno := n.withDir("rename", name, func(dirfd int) error {
-		return unix.Renameat2(dirfd, name, ndir, newName, uint(flags))
+		var st *unix.Stat_t
+		last := false
+		if flags&unix.RENAME_EXCHANGE == 0 {
+			st, last = lastLink(ndir, newName) // the file it replaces, if any
+		}
+		if err := unix.Renameat2(dirfd, name, ndir, newName, uint(flags)); err != nil {
+			return err
+		}
+		if last {
+			n.m.store.Removed(st.Dev, st.Ino)
+		}
+		return nil
 	})
 	if err := ndone(); err != nil && errno == 0 {
 		errno = n.m.errno("rename", np.rel(), pathErr("close", np.rel(), err))

@@ -567,3 +567,63 @@ func TestAtRiskListed(t *testing.T) {
 		t.Errorf("at risk after fsync: %+v", r.AtRisk)
 	}
 }
+
+// TestAtRiskRemoved: a file closed with unsynced writes is no longer
+// counted once it is removed (by unlink or by a rename over it), nor is one
+// removed while still open, after it is closed; a file that keeps another
+// name still is.
+func TestAtRiskRemoved(t *testing.T) {
+	t.Parallel()
+	m := startMount(t)
+	page := int64(os.Getpagesize())
+	p := func(name string) string { return filepath.Join(m.mnt, name) }
+	write := func(name string, pages int) {
+		t.Helper()
+		f := createRW(t, p(name))
+		writePages(t, f, pages) // pages 0, 2, 4, ...
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unsynced := func(want int64, after string) {
+		t.Helper()
+		if s := readStats(t, m); s.UnsyncedBytes != want {
+			t.Errorf("after %s: unsynced %d, want %d", after, s.UnsyncedBytes, want)
+		}
+	}
+	write("unlinked", 1)
+	write("replaced", 2)
+	write("linked", 3)
+	write("other", 4)
+	if err := os.Link(p("linked"), p("linked2")); err != nil {
+		t.Fatal(err)
+	}
+	unsynced(10*page, "writing 10 pages into 4 files")
+	if err := os.Remove(p("unlinked")); err != nil {
+		t.Fatal(err)
+	}
+	unsynced(9*page, "unlinking a file")
+	if err := os.Rename(p("other"), p("replaced")); err != nil {
+		t.Fatal(err)
+	}
+	unsynced(7*page, "renaming over a file")
+	if err := os.Remove(p("linked")); err != nil {
+		t.Fatal(err)
+	}
+	unsynced(7*page, "unlinking one of two names")
+
+	f := createRW(t, p("open"))
+	writePages(t, f, 1)
+	if err := os.Remove(p("open")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// RELEASE is sent after close(2) returns: wait for the blob to go.
+	deadline := time.Now().Add(10 * time.Second)
+	for readStats(t, m).Mappings != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	unsynced(7*page, "closing a file removed while open")
+}
