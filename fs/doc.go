@@ -40,6 +40,14 @@
 // 0.7 %. go-fuse's loopback with kernel passthrough reads through the
 // backing file's cache, large folios and all, hence its 0.98.
 //
+// One thing the daemon does decide for cached reads: go-fuse negotiates
+// CAP_AUTO_INVAL_DATA, under which the kernel revalidates the file's
+// attributes before every read from the page cache (and drops the cache
+// when the mtime it gets has changed). Options.ExplicitInvalData turns
+// that off; with --keep-cache, warm 1 MiB reads went from 7.4 to 8.5
+// GB/s (0.75 to 0.86 of ext4) and 4 KiB random reads from 0.81 to 0.86,
+// same run, alternating.
+//
 // # Locking
 //
 // The package keeps no locks of its own on the data path; a handle's Blob

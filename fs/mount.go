@@ -30,6 +30,14 @@ type Options struct {
 	// KeepCache keeps the kernel's page cache of a file across opens
 	// (FOPEN_KEEP_CACHE).
 	KeepCache bool
+	// ExplicitInvalData asks the kernel not to drop a file's cached
+	// pages when a GETATTR shows its mtime changed (CAP_EXPLICIT_INVAL_DATA
+	// instead of go-fuse's CAP_AUTO_INVAL_DATA). Changes through the mount
+	// keep the cache right either way; a change made in the store behind
+	// the mount is then not seen by pages already cached, and every read
+	// from the cache is cheaper (the kernel no longer checks the
+	// attributes before each one).
+	ExplicitInvalData bool
 	// DirectIO makes the kernel bypass its page cache for reads and
 	// writes (FOPEN_DIRECT_IO); shared client mmaps keep working through
 	// CAP_DIRECT_IO_ALLOW_MMAP.
@@ -269,6 +277,7 @@ func (m *mountState) serve(mnt, root string, rootNode *Node) (*fuse.Server, erro
 	if opts.DirectIO {
 		mo.ExtraCapabilities |= fuse.CAP_DIRECT_IO_ALLOW_MMAP
 	}
+	mo.ExplicitDataCacheControl = opts.ExplicitInvalData
 	if opts.ReadOnly {
 		mo.Options = append(mo.Options, "ro")
 	}

@@ -92,6 +92,7 @@ type PowerCutStats struct {
 // Switches are the mount's settings, as the stats report them.
 type Switches struct {
 	KeepCache         bool    `json:"keep_cache"`
+	AutoInvalData     bool    `json:"auto_inval_data"`
 	DirectIO          bool    `json:"direct_io"`
 	WritebackCache    bool    `json:"writeback_cache"`
 	AttrTimeoutSecs   float64 `json:"attr_timeout_seconds"`
@@ -151,6 +152,7 @@ func (m *mountState) snapshot() (*Snapshot, error) {
 		Policy: o.Store.Policy.String(),
 		Switches: Switches{
 			KeepCache:         o.KeepCache,
+			AutoInvalData:     !o.ExplicitInvalData,
 			DirectIO:          o.DirectIO,
 			WritebackCache:    o.WritebackCache,
 			AttrTimeoutSecs:   o.AttrTimeout.Seconds(),

@@ -85,6 +85,10 @@ var switchSets = [][]string{
 	{"--direct-io", "--writeback-cache"},
 	{"--keep-cache", "--direct-io"},
 	{"--keep-cache", "--direct-io", "--writeback-cache"},
+	// The kernel keeping cached pages when mtime changes: every change
+	// through the mount must still reach every reader.
+	{"--keep-cache", "--auto-inval-data=false"},
+	{"--keep-cache", "--writeback-cache", "--auto-inval-data=false"},
 }
 
 // forEachSwitchSet runs fn in a subtest per switch set, each on its own

@@ -31,6 +31,7 @@ type stats struct {
 	ResidentBytes         int64   `json:"resident_bytes"`
 	Switches              struct {
 		KeepCache      bool   `json:"keep_cache"`
+		AutoInvalData  bool   `json:"auto_inval_data"`
 		DirectIO       bool   `json:"direct_io"`
 		WritebackCache bool   `json:"writeback_cache"`
 		Madvise        string `json:"madvise"`
@@ -354,8 +355,61 @@ func TestSwitchesReported(t *testing.T) {
 	m := startMount(t, "--keep-cache", "--writeback-cache", "--madvise", "random", "--populate")
 	s := readStats(t, m)
 	sw := s.Switches
-	if !sw.KeepCache || !sw.WritebackCache || sw.DirectIO || sw.Madvise != "random" || !sw.Populate {
+	if !sw.KeepCache || !sw.AutoInvalData || !sw.WritebackCache || sw.DirectIO || sw.Madvise != "random" || !sw.Populate {
 		t.Errorf("switches = %+v", sw)
+	}
+}
+
+// TestAutoInvalData: with --keep-cache, a change made in the store behind
+// the mount (new bytes, new mtime, same inode) reaches a reader on the
+// mount after its next stat by default: the kernel drops the file's cached
+// pages when the mtime it gets differs. With --auto-inval-data=false it
+// keeps them, and the reader gets the bytes cached before the change.
+func TestAutoInvalData(t *testing.T) {
+	t.Parallel()
+	for _, auto := range []bool{true, false} {
+		t.Run(fmt.Sprint("auto=", auto), func(t *testing.T) {
+			t.Parallel()
+			m := startMount(t, "--keep-cache", "--attr-timeout", "0", fmt.Sprintf("--auto-inval-data=%v", auto))
+			if got := readStats(t, m).Switches.AutoInvalData; got != auto {
+				t.Errorf("stats say auto_inval_data %v, want %v", got, auto)
+			}
+			p := filepath.Join(m.mnt, "f")
+			before, after := bytes.Repeat([]byte("a"), 8192), bytes.Repeat([]byte("b"), 8192)
+			writeFile(t, p, before)
+			if got := readFile(t, p); !bytes.Equal(got, before) {
+				t.Fatalf("first read through the mount: %q...", got[:8])
+			}
+			// Behind the mount: same inode, new bytes, a later mtime.
+			f, err := os.OpenFile(filepath.Join(m.store, "f"), os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.WriteAt(after, 0); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
+			later := time.Now().Add(time.Hour)
+			if err := os.Chtimes(filepath.Join(m.store, "f"), later, later); err != nil {
+				t.Fatal(err)
+			}
+			st, err := os.Stat(p) // attr timeout 0: a GETATTR
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !st.ModTime().Equal(later) {
+				t.Errorf("mtime through the mount %v, want %v", st.ModTime(), later)
+			}
+			want := before // the pages cached before the change
+			if auto {
+				want = after
+			}
+			if got := readFile(t, p); !bytes.Equal(got, want) {
+				t.Errorf("read after the change behind the mount: %q..., want %q...", got[:8], want[:8])
+			}
+		})
 	}
 }
 

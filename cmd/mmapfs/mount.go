@@ -37,6 +37,7 @@ mmapfs exits once the last file is closed.`,
 	}
 	f := cmd.Flags()
 	var policy, advice, metrics string
+	var autoInval bool
 	f.StringVar(&policy, "writeback", "fsync", "writeback policy: "+backing.PolicyNames)
 	f.BoolVar(&opts.Store.IgnoreFsync, "unsafe-ignore-fsync", false, "make fsync and fdatasync return success without syncing (unsafe: for measuring what fsync costs)")
 	f.StringVar(&advice, "madvise", "normal", "madvise advice for every mapping: "+backing.AdviceNames)
@@ -45,6 +46,7 @@ mmapfs exits once the last file is closed.`,
 	f.BoolVar(&opts.Store.PowerCutSim, "powercut-sim", false, "keep each page's last synced content so that 'mmapfs powercut' can show what a power cut would lose (costs a page of memory per page changed since its sync)")
 	f.IntVar(&opts.Store.MaxResident, "max-resident", backing.DefaultMaxResident, "most blobs with a descriptor and a mapping at once; past it, open files not in use are unmapped and reopened on access (-1: no bound)")
 	f.BoolVar(&opts.KeepCache, "keep-cache", false, "keep the kernel's page cache of a file across opens (FOPEN_KEEP_CACHE)")
+	f.BoolVar(&autoInval, "auto-inval-data", true, "let the kernel drop a file's cached pages when its mtime changes (CAP_AUTO_INVAL_DATA); false: only changes through the mount are cached right, and cached reads are cheaper (CAP_EXPLICIT_INVAL_DATA)")
 	f.BoolVar(&opts.DirectIO, "direct-io", false, "bypass the kernel's page cache for reads and writes (FOPEN_DIRECT_IO; client mmaps still work)")
 	f.BoolVar(&opts.WritebackCache, "writeback-cache", false, "let the kernel buffer writes and send them later in larger pieces (CAP_WRITEBACK_CACHE)")
 	f.DurationVar(&opts.AttrTimeout, "attr-timeout", opts.AttrTimeout, "how long the kernel may cache attributes")
@@ -69,6 +71,7 @@ mmapfs exits once the last file is closed.`,
 			return err
 		}
 		opts.Store.Advice = a
+		opts.ExplicitInvalData = !autoInval
 		if opts.MaxWrite < 0 || opts.MaxWrite > 1<<20 {
 			return fmt.Errorf("--max-write %d: must be between 0 and 1048576", opts.MaxWrite)
 		}

@@ -68,8 +68,8 @@ func printStats(w io.Writer, s *fs.Snapshot) error {
 	rows := [][2]string{
 		{"store", s.Store},
 		{"policy", s.Policy},
-		{"switches", fmt.Sprintf("keep-cache=%v direct-io=%v writeback-cache=%v madvise=%s populate=%v attr-timeout=%gs entry-timeout=%gs max-write=%d read-only=%v allow-other=%v unsafe-ignore-fsync=%v",
-			sw.KeepCache, sw.DirectIO, sw.WritebackCache, sw.Madvise, sw.Populate, sw.AttrTimeoutSecs, sw.EntryTimeoutSecs, sw.MaxWrite, sw.ReadOnly, sw.AllowOther, sw.UnsafeIgnoreFsync)},
+		{"switches", fmt.Sprintf("keep-cache=%v auto-inval-data=%v direct-io=%v writeback-cache=%v madvise=%s populate=%v attr-timeout=%gs entry-timeout=%gs max-write=%d read-only=%v allow-other=%v unsafe-ignore-fsync=%v",
+			sw.KeepCache, sw.AutoInvalData, sw.DirectIO, sw.WritebackCache, sw.Madvise, sw.Populate, sw.AttrTimeoutSecs, sw.EntryTimeoutSecs, sw.MaxWrite, sw.ReadOnly, sw.AllowOther, sw.UnsafeIgnoreFsync)},
 		{"uptime", (time.Duration(s.UptimeSeconds * float64(time.Second))).Round(time.Second).String()},
 		{"unsynced", fmt.Sprintf("%s, oldest %.1fs", bytesStr(s.UnsyncedBytes), s.OldestUnsyncedSeconds)},
 		{"msync", fmt.Sprintf("%d calls, %s, mean %.0fµs, p99 <%.0fµs", s.MsyncCalls, bytesStr(s.MsyncBytes), s.MsyncLatency.MeanUs, s.MsyncLatency.P99Us)},
