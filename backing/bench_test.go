@@ -48,49 +48,63 @@ func BenchmarkReadAt(b *testing.B) {
 
 func BenchmarkWriteAt(b *testing.B) {
 	const n = 4 << 10
-	b.Run("inplace", func(b *testing.B) {
-		const size = 16 << 20
-		_, bl := warmBlob(b, size)
-		p := pattern(2, 0, n)
-		b.SetBytes(n)
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			off := int64(i) % (size / n) * n
-			if m, err := bl.WriteAt(p, off); err != nil || m != n {
-				b.Fatalf("WriteAt = %d, %v", m, err)
-			}
+	b.Run("inplace", func(b *testing.B) { benchInPlace(b, 2, n, 16<<20, false) })
+	b.Run("append", func(b *testing.B) { benchAppend(b, 3, n, 64<<20) })
+}
+
+// benchInPlace writes n bytes at a time over a cached blob of size bytes,
+// cycling through it; with syncAfter it syncs the blob after each write,
+// untimed, so that every write finds its pages write-protected again.
+func benchInPlace(b *testing.B, seed byte, n, size int, syncAfter bool) {
+	_, bl := warmBlob(b, size)
+	p := pattern(seed, 0, n)
+	b.SetBytes(int64(n))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		off := int64(i % (size / n) * n)
+		if m, err := bl.WriteAt(p, off); err != nil || m != n {
+			b.Fatalf("WriteAt = %d, %v", m, err)
 		}
-	})
-	b.Run("append", func(b *testing.B) {
-		s := newStore(b)
-		p := pattern(3, 0, n)
-		b.SetBytes(n)
-		var bl *Blob
-		var off int64
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			// A fresh blob every 64 MiB, so that the benchmark does not
-			// grow one file without bound.
-			if bl == nil || off >= 64<<20 {
-				b.StopTimer()
-				if bl != nil {
-					if err := bl.Truncate(0); err != nil {
-						b.Fatal(err)
-					}
-					release(b, s, bl)
+		if syncAfter {
+			b.StopTimer()
+			if err := bl.Sync(); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+	}
+}
+
+// benchAppend appends n bytes at a time to a blob, starting a fresh blob
+// every limit bytes so that the benchmark does not grow one file without
+// bound.
+func benchAppend(b *testing.B, seed byte, n int, limit int64) {
+	s := newStore(b)
+	p := pattern(seed, 0, n)
+	b.SetBytes(int64(n))
+	var bl *Blob
+	var off int64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if bl == nil || off >= limit {
+			b.StopTimer()
+			if bl != nil {
+				if err := bl.Truncate(0); err != nil {
+					b.Fatal(err)
 				}
-				bl = openBlob(b, s, fmt.Sprint("append", i))
-				off = 0
-				b.StartTimer()
+				release(b, s, bl)
 			}
-			if m, err := bl.WriteAt(p, off); err != nil || m != n {
-				b.Fatalf("WriteAt = %d, %v", m, err)
-			}
-			off += n
+			bl = openBlob(b, s, fmt.Sprint("append", i))
+			off = 0
+			b.StartTimer()
 		}
-		b.StopTimer()
-		release(b, s, bl)
-	})
+		if m, err := bl.WriteAt(p, off); err != nil || m != n {
+			b.Fatalf("WriteAt = %d, %v", m, err)
+		}
+		off += int64(n)
+	}
+	b.StopTimer()
+	release(b, s, bl)
 }
 
 // BenchmarkSync dirties N scattered pages of a warm 16 MiB blob and syncs
@@ -144,50 +158,6 @@ func BenchmarkPageSetAddRange(b *testing.B) {
 // each fsync of a file being rewritten), and appending to a growing file.
 func BenchmarkWriteAtMiB(b *testing.B) {
 	const n = 1 << 20
-	b.Run("aftersync", func(b *testing.B) {
-		const size = 64 << 20
-		_, bl := warmBlob(b, size)
-		p := pattern(4, 0, n)
-		b.SetBytes(n)
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			off := int64(i) % (size / n) * n
-			if m, err := bl.WriteAt(p, off); err != nil || m != n {
-				b.Fatalf("WriteAt = %d, %v", m, err)
-			}
-			b.StopTimer()
-			if err := bl.Sync(); err != nil {
-				b.Fatal(err)
-			}
-			b.StartTimer()
-		}
-	})
-	b.Run("append", func(b *testing.B) {
-		s := newStore(b)
-		p := pattern(5, 0, n)
-		b.SetBytes(n)
-		var bl *Blob
-		var off int64
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			if bl == nil || off >= 256<<20 {
-				b.StopTimer()
-				if bl != nil {
-					if err := bl.Truncate(0); err != nil {
-						b.Fatal(err)
-					}
-					release(b, s, bl)
-				}
-				bl = openBlob(b, s, fmt.Sprint("append", i))
-				off = 0
-				b.StartTimer()
-			}
-			if m, err := bl.WriteAt(p, off); err != nil || m != n {
-				b.Fatalf("WriteAt = %d, %v", m, err)
-			}
-			off += n
-		}
-		b.StopTimer()
-		release(b, s, bl)
-	})
+	b.Run("aftersync", func(b *testing.B) { benchInPlace(b, 4, n, 64<<20, true) })
+	b.Run("append", func(b *testing.B) { benchAppend(b, 5, n, 256<<20) })
 }
