@@ -306,7 +306,10 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		var st *unix.Stat_t
 		last := false
 		if flags&unix.RENAME_EXCHANGE == 0 {
-			st, last = lastLink(ndir, newName) // the file it replaces, if any
+			// The file it replaces, if any. It is not the file renamed:
+			// the kernel answers a rename of a file onto one of its own
+			// names itself (vfs_rename) without asking the daemon.
+			st, last = lastLink(ndir, newName)
 		}
 		if err := unix.Renameat2(dirfd, name, ndir, newName, uint(flags)); err != nil {
 			return err

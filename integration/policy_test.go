@@ -645,6 +645,18 @@ func TestAtRiskRemoved(t *testing.T) {
 			t.Errorf("after %s: unsynced %d, want %d", after, s.UnsyncedBytes, want)
 		}
 	}
+	// RELEASE is sent after close(2) returns: wait for the blobs to go,
+	// so that each file is counted as closed, not as open.
+	released := func() {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for readStats(t, m).Mappings != 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("blobs still mapped 10 s after their files were closed")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 	write("unlinked", 1)
 	write("replaced", 2)
 	write("linked", 3)
@@ -652,6 +664,7 @@ func TestAtRiskRemoved(t *testing.T) {
 	if err := os.Link(p("linked"), p("linked2")); err != nil {
 		t.Fatal(err)
 	}
+	released()
 	unsynced(10*page, "writing 10 pages into 4 files")
 	if err := os.Remove(p("unlinked")); err != nil {
 		t.Fatal(err)
@@ -674,10 +687,6 @@ func TestAtRiskRemoved(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	// RELEASE is sent after close(2) returns: wait for the blob to go.
-	deadline := time.Now().Add(10 * time.Second)
-	for readStats(t, m).Mappings != 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	released()
 	unsynced(7*page, "closing a file removed while open")
 }
