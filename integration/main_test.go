@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"math"
@@ -59,12 +60,21 @@ func runMain(m *testing.M) int {
 		return 2
 	}
 
-	dir, err := os.MkdirTemp("", "mmapfs-integration-bin-")
+	// Every store, mountpoint and binary of this run lives under one
+	// directory of its own, so that a mount a killed run left behind is
+	// found by its path (.ci/run detaches those, and only those) and no
+	// other mount under /tmp is ever touched.
+	runDir, err := makeRunDir()
 	if err != nil {
 		fmt.Println(err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
+	defer removeRunDir(runDir)
+	dir := filepath.Join(runDir, "bin")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		fmt.Println(err)
+		return 1
+	}
 	binPath = filepath.Join(dir, "mmapfs")
 	pkg := mmapfsPkg
 	if loopbackMode {
@@ -89,6 +99,56 @@ func runMain(m *testing.M) int {
 		}
 	}
 	return code
+}
+
+// runDirPrefix names the directory under os.TempDir that holds a run's
+// stores and mountpoints (t.TempDir makes them there: TestMain points
+// TMPDIR at it). .ci/run detaches stale mounts below such directories.
+const runDirPrefix = "mmapfs-integration-"
+
+// makeRunDir makes the run's directory, open to other users (the tests
+// that act as nobody need to reach their directories inside it), and
+// makes it the temporary directory of the run.
+func makeRunDir() (string, error) {
+	d, err := os.MkdirTemp("", runDirPrefix)
+	if err != nil {
+		return "", err
+	}
+	if err := os.Chmod(d, 0o755); err != nil {
+		return "", errors.Join(err, os.Remove(d))
+	}
+	if err := os.Setenv("TMPDIR", d); err != nil {
+		return "", errors.Join(err, os.Remove(d))
+	}
+	return d, nil
+}
+
+// removeRunDir removes the run's directory unless something is still
+// mounted below it: removing it then would remove files through the mount.
+func removeRunDir(d string) {
+	if m := mountsBelow(d); len(m) > 0 {
+		fmt.Printf("leaving %s: still mounted below it: %s\n", d, strings.Join(m, ", "))
+		return
+	}
+	if err := os.RemoveAll(d); err != nil {
+		fmt.Printf("removing %s: %v\n", d, err)
+	}
+}
+
+// mountsBelow lists the mountpoints strictly below dir.
+func mountsBelow(dir string) []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return []string{"(cannot read /proc/self/mountinfo: " + err.Error() + ")"}
+	}
+	var below []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasPrefix(unescapeMountField(f[4]), dir+"/") {
+			below = append(below, unescapeMountField(f[4]))
+		}
+	}
+	return below
 }
 
 // trampolineEnv makes the test binary a trampoline that execs its
