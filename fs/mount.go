@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -61,6 +62,18 @@ type Options struct {
 	// mount; it turns on default_permissions, so that the kernel checks
 	// file modes.
 	AllowOther bool
+	// DefaultPermissions makes the kernel check file modes before it
+	// sends a request (default_permissions), without AllowOther too.
+	DefaultPermissions bool
+	// Dev and Suid mount without nodev and nosuid (mount(8)'s dev and
+	// suid; allowed to root only); NoExec mounts with noexec. By default
+	// a mount is nodev and nosuid, as every FUSE mount.
+	Dev, Suid, NoExec bool
+	// SharedStore skips the store lock (see storelock.go), so that
+	// another daemon may serve the same store at the same time: each
+	// daemon's unsynced-bytes ledger, power-cut simulation and kernel
+	// caches then miss the other's writes.
+	SharedStore bool
 	// BDI changes the mount's backing-device limits (as root): see bdi.go.
 	BDI BDISettings
 	// Debug logs every FUSE request and reply (go-fuse's request log).
@@ -114,6 +127,10 @@ type Server struct {
 	server     *fuse.Server
 	store      *backing.Store
 	mountpoint string
+	fdMount    bool     // mounted by mountFuseFd (as root): unmounted here, not by go-fuse
+	lock       *os.File // holds the store lock until Wait closes it; nil with SharedStore
+
+	unmounted atomic.Bool // Unmount succeeded: the mount is gone
 }
 
 // Mountpoint returns the absolute path the store is mounted at.
@@ -146,6 +163,13 @@ func (s *Server) Wait() error {
 	if err := s.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("closing store %s: %w", s.store.Root(), err))
 	}
+	// Released only once the store is synced and closed, so that a new
+	// daemon never maps it while this one still syncs.
+	if s.lock != nil {
+		if err := s.lock.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("releasing the lock of store %s: %w", s.store.Root(), err))
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -155,18 +179,50 @@ func (s *Server) Wait() error {
 const dirCacheSize = 2048
 
 // Unmount asks the kernel to unmount; it fails with EBUSY while files are
-// open on the mount. Wait returns once the mount is gone.
+// open on the mount. Wait returns once the mount is gone. Once it has
+// succeeded, Unmount does nothing and returns nil.
 func (s *Server) Unmount() error {
-	if err := s.server.Unmount(); err != nil {
-		return fmt.Errorf("unmount %s: %w", s.mountpoint, err)
+	if s.unmounted.Load() {
+		return nil
 	}
+	if !s.fdMount {
+		if err := s.server.Unmount(); err != nil {
+			return fmt.Errorf("unmount %s: %w", s.mountpoint, err)
+		}
+		s.unmounted.Store(true)
+		return nil
+	}
+	// go-fuse cannot unmount a "/dev/fd/N" mount (it does not know
+	// where it is): unmount it here and, as go-fuse does, wait for the
+	// serve loops to end.
+	if err := unmountFd(s.mountpoint); err != nil {
+		return err
+	}
+	s.unmounted.Store(true)
+	s.server.Wait()
 	return nil
 }
 
 // UnmountLazy detaches the mount now (umount -l); the daemon keeps serving
-// the files still open on it and Wait returns once they are closed.
+// the files still open on it and Wait returns once they are closed. A mount
+// already gone (unmounted by Unmount, or by umount from outside) is not an
+// error.
 func (s *Server) UnmountLazy() error {
-	return detach(s.mountpoint)
+	if s.unmounted.Load() {
+		return nil
+	}
+	err := detach(s.mountpoint)
+	if errors.Is(err, syscall.EINVAL) && !s.stillMounted() {
+		return nil
+	}
+	return err
+}
+
+// stillMounted reports whether this server's mount is still at its
+// mountpoint (the topmost mount there is a fuse.mmapfs mount of its store).
+func (s *Server) stillMounted() bool {
+	mi, ok := findMount(s.mountpoint)
+	return ok && mi.fstype == "fuse.mmapfs" && mi.source == s.store.Root()
 }
 
 func detach(mnt string) error {
@@ -202,13 +258,28 @@ func Mount(store, mountpoint string, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	var lock *os.File
+	if !opts.SharedStore {
+		if lock, err = lockStore(root); err != nil {
+			return nil, err
+		}
+	}
+	unlock := func() error {
+		if lock == nil {
+			return nil
+		}
+		if err := lock.Close(); err != nil {
+			return fmt.Errorf("releasing the lock of store %s: %w", root, err)
+		}
+		return nil
+	}
 	st, err := backing.Open(root, opts.Store)
 	if err != nil {
-		return nil, fmt.Errorf("store %s: %w", root, err)
+		return nil, errors.Join(fmt.Errorf("store %s: %w", root, err), unlock())
 	}
 	lb, err := gofs.NewLoopbackRoot(root)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("store %s: %w", root, err), st.Close())
+		return nil, errors.Join(fmt.Errorf("store %s: %w", root, err), st.Close(), unlock())
 	}
 	ln := lb.(*gofs.LoopbackNode)
 	opts.Logger = logger
@@ -231,7 +302,7 @@ func Mount(store, mountpoint string, opts Options) (*Server, error) {
 	rootNode := &Node{LoopbackNode: ln, m: m}
 	ln.RootData.RootNode = rootNode
 
-	server, err := m.serve(mnt, root, rootNode)
+	server, fdMount, err := m.serve(mnt, root, rootNode)
 	if err != nil {
 		err = fmt.Errorf("mount %s at %s: %w", root, mnt, err)
 		if os.Geteuid() != 0 {
@@ -241,14 +312,16 @@ func Mount(store, mountpoint string, opts Options) (*Server, error) {
 				err = fmt.Errorf("%w (not root: mounting went through fusermount3, which refused; its reason is above)", err)
 			}
 		}
-		return nil, errors.Join(err, st.Close())
+		return nil, errors.Join(err, st.Close(), unlock())
 	}
-	return &Server{m: m, server: server, store: st, mountpoint: mnt}, nil
+	return &Server{m: m, server: server, store: st, mountpoint: mnt, fdMount: fdMount, lock: lock}, nil
 }
 
 // serve mounts rootNode at mnt with the kernel switches of m.opts, and
-// starts serving. Every request goes through m's op counters.
-func (m *mountState) serve(mnt, root string, rootNode *Node) (*fuse.Server, error) {
+// starts serving. Every request goes through m's op counters. fdMount says
+// the mount was made by mountFuseFd, so that the caller unmounts it itself.
+// The mount is fully usable when serve returns.
+func (m *mountState) serve(mnt, root string, rootNode *Node) (server *fuse.Server, fdMount bool, err error) {
 	opts := m.opts
 	attr, entry := opts.AttrTimeout, opts.EntryTimeout
 	fopts := &gofs.Options{
@@ -261,7 +334,6 @@ func (m *mountState) serve(mnt, root string, rootNode *Node) (*fuse.Server, erro
 	mo := fuse.MountOptions{
 		FsName:       root,
 		Name:         "mmapfs",
-		DirectMount:  true,
 		Debug:        opts.Debug,
 		Logger:       opts.Logger,
 		MaxWrite:     opts.MaxWrite,
@@ -281,35 +353,78 @@ func (m *mountState) serve(mnt, root string, rootNode *Node) (*fuse.Server, erro
 	if opts.ReadOnly {
 		mo.Options = append(mo.Options, "ro")
 	}
-	if opts.AllowOther {
+	if opts.AllowOther || opts.DefaultPermissions {
 		mo.Options = append(mo.Options, "default_permissions")
+	}
+	for _, f := range []struct {
+		on   bool
+		name string
+	}{{opts.Dev, "dev"}, {opts.Suid, "suid"}, {opts.NoExec, "noexec"}} {
+		if f.on {
+			mo.Options = append(mo.Options, f.name)
+		}
 	}
 	// The kernel leaves clearing setuid/setgid to the daemon, so that
 	// it need not ask for security.capability before every write.
 	mo.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
 	raw := &countingFS{RawFileSystem: &killprivFS{gofs.NewNodeFS(rootNode, fopts)}, c: &m.stats}
-	server, err := fuse.NewServer(raw, mnt, &mo)
-	if err != nil {
-		return nil, err
+
+	// As root, mount /dev/fuse here and give go-fuse the descriptor
+	// (see fdmount.go: no poll hack, so a SIGKILL at any point of the
+	// start-up cannot leave the daemon stuck in the kernel). Not root,
+	// only fusermount3 can mount: that goes through go-fuse as before,
+	// poll hack included, and keeps its short window in which a SIGKILL
+	// can leave the daemon in D state until the connection is aborted.
+	target := mnt
+	unmount := func() error { return nil }
+	if os.Geteuid() == 0 {
+		fd, err := mountFuseFd(mnt, fdMountOptions{
+			source:   root,
+			name:     mo.Name,
+			maxRead:  effectiveMaxWrite(mo.MaxWrite),
+			options:  mo.Options,
+			allowAll: mo.AllowOther,
+		})
+		if err != nil {
+			return nil, false, err
+		}
+		target = "/dev/fd/" + strconv.Itoa(fd)
+		fdMount = true
+		unmount = func() error { return unmountFd(mnt) }
 	}
-	// The mount exists now, but the kernel holds every request until
-	// the server answers INIT, in Serve: set the mount's bdi here, so
-	// that no request is served before its limits are in force (and the
-	// stats know the device from the first read on).
+	server, err = fuse.NewServer(raw, target, &mo)
+	if err != nil {
+		// NewServer has closed the descriptor, which aborted the
+		// connection: detach the dead mount.
+		if fdMount {
+			err = errors.Join(err, detach(mnt))
+		}
+		return nil, false, err
+	}
+	if !fdMount {
+		unmount = server.Unmount
+	}
+	// The mount exists now and INIT is answered, but nothing is served
+	// before Serve runs: set the mount's bdi here, so that no request is
+	// served before its limits are in force (and the stats know the
+	// device from the first read on).
 	var dev string
 	if mi, ok := findMount(mnt); ok {
 		dev = mi.dev
 		m.dev.Store(&dev)
 	}
 	berr := applyBDI(dev, opts.BDI)
+	ignoreUmask() // requests carry modes the caller's umask already masked (creds.go)
 	go server.Serve()
+	// A no-op for the "/dev/fd/N" mount; with fusermount3, go-fuse's
+	// poll hack.
 	if err := server.WaitMount(); err != nil {
-		return nil, errors.Join(err, berr, server.Unmount())
+		return nil, false, errors.Join(err, berr, unmount())
 	}
 	if berr != nil {
-		return nil, errors.Join(berr, server.Unmount())
+		return nil, false, errors.Join(berr, unmount())
 	}
-	return server, nil
+	return server, fdMount, nil
 }
 
 // checkMountpoint returns the absolute, symlink-free mountpoint, or an error

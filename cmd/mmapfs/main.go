@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 )
@@ -12,6 +13,10 @@ func main() {
 	cmd := NewRootCommand()
 	if err := cmd.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "mmapfs:", err)
+		var ue *usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintln(os.Stderr, ue.usage())
+		}
 		os.Exit(1)
 	}
 }

@@ -2,10 +2,13 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/mmapfs/mmapfs/fs"
 )
@@ -104,7 +107,7 @@ func TestWatchStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) < 3 || !strings.Contains(lines[0], "unsynced MB") {
+	if len(lines) < 3 || !strings.Contains(lines[0], "unsynced MiB") {
 		t.Fatalf("watch printed:\n%s", out.String())
 	}
 	// A line: no ops since the last one, 1.0 MB unsynced.
@@ -113,5 +116,113 @@ func TestWatchStats(t *testing.T) {
 	}
 	if err := watchStats(&out, t.TempDir()+"/missing", time.Millisecond, false, stop); err == nil || !strings.Contains(err.Error(), "mmapfs mount") {
 		t.Errorf("watch of a missing stats file: %v", err)
+	}
+}
+
+// TestFlagRefusals checks that every out-of-range value is refused before
+// anything is mounted (the store and mountpoint do not even exist), with
+// the flag's name, the value and what is accepted.
+func TestFlagRefusals(t *testing.T) {
+	dir := t.TempDir()
+	store, mnt := dir+"/no-store", dir+"/no-mnt"
+	for _, c := range []struct {
+		args []string
+		want []string // all in the error
+	}{
+		{[]string{"--bdi-max-ratio", "-5"}, []string{"--bdi-max-ratio", "-5", "0 to 100"}},
+		{[]string{"--bdi-max-ratio", "101"}, []string{"--bdi-max-ratio", "101", "0 to 100"}},
+		{[]string{"--bdi-strict-limit", "2"}, []string{"--bdi-strict-limit", "2", "0 or 1"}},
+		{[]string{"--readahead-kb", "-2"}, []string{"--readahead-kb", "-2", "0 to"}},
+		{[]string{"--max-resident", "0"}, []string{"--max-resident", "0", "-1 (no bound) or 1 to"}},
+		{[]string{"--max-resident", "-7"}, []string{"--max-resident", "-7"}},
+		{[]string{"--max-write", "2000000"}, []string{"--max-write", "2000000", "4096 to 1048576"}},
+		{[]string{"--max-write", "100"}, []string{"--max-write", "100", "4096 to 1048576"}},
+		{[]string{"--max-readahead", "-1"}, []string{"--max-readahead", "-1", "0 (the kernel's default)"}},
+		{[]string{"--attr-timeout", "-1s"}, []string{"--attr-timeout", "-1s", "must not be negative"}},
+		{[]string{"--entry-timeout", "-5ms"}, []string{"--entry-timeout", "-5ms", "must not be negative"}},
+		{[]string{"--writeback", "periodic:0s"}, []string{"--writeback", "periodic:0s", "positive duration"}},
+		{[]string{"--writeback", "bogus"}, []string{"--writeback", "bogus", "fsync"}},
+		{[]string{"--madvise", "bogus"}, []string{"--madvise", "bogus", "sequential"}},
+		{[]string{"--metrics", "a:b:c"}, []string{"--metrics", "a:b:c"}},
+		{[]string{"-o", "max-resident=0"}, []string{"--max-resident", "0"}},
+		{[]string{"-o", "bdi_max_ratio=-5"}, []string{"--bdi-max-ratio", "-5"}},
+		{[]string{"-o", "nosuch"}, []string{"nosuch", "unknown mount option"}},
+		{[]string{"-o", "fsname=x"}, []string{"fsname", "unknown mount option"}},
+		{[]string{"-o", "max-write"}, []string{"max-write", "needs a value"}},
+		{[]string{"-o", "keep-cache=maybe"}, []string{"keep-cache=maybe"}},
+		{[]string{"-o", "log="}, []string{"log=FILE"}},
+	} {
+		for _, form := range [][]string{{"mount"}, {"-f"}} {
+			args := append(append(append([]string{}, form...), c.args...), store, mnt)
+			cmd := NewRootCommand()
+			cmd.SetArgs(args)
+			var out bytes.Buffer
+			cmd.SetOut(&out)
+			cmd.SetErr(&out)
+			err := cmd.Execute()
+			if err == nil {
+				t.Errorf("mmapfs %s succeeded", strings.Join(args, " "))
+				continue
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("mmapfs %s: error %q does not say %q", strings.Join(args, " "), err, w)
+				}
+			}
+		}
+	}
+	if _, err := os.Stat(store); !os.IsNotExist(err) {
+		t.Errorf("a refused command created the store %s: %v", store, err)
+	}
+}
+
+// TestMountOptions checks that -o sets every kind of option: flags by
+// name (with "_" for "-"), switches bare or =false, the generic mount
+// options, and the ones mount.fuse ignores.
+func TestMountOptions(t *testing.T) {
+	var c mountConfig
+	set := pflag.NewFlagSet("mount", pflag.ContinueOnError)
+	addMountFlags(set, &c)
+	c.o = []string{`writeback=periodic:1s,keep-cache,max_write=1048576,ro,allow_other,nosuid,dev,suid,noexec,_netdev,nofail,x-systemd.automount,noauto,user,log=/tmp/a\,b`, "direct-io=false,populate,default_permissions"}
+	opts, err := c.options(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := opts.Store.Policy.String(); p != "periodic:1s" {
+		t.Errorf("policy %s, want periodic:1s", p)
+	}
+	if !opts.KeepCache || opts.MaxWrite != 1<<20 || !opts.ReadOnly || !opts.AllowOther || !opts.Dev || !opts.Suid || !opts.NoExec || opts.DirectIO || !opts.Store.Populate || !opts.DefaultPermissions {
+		t.Errorf("options not applied: %+v", opts)
+	}
+	if c.logFile != "/tmp/a,b" {
+		t.Errorf("log file %q, want /tmp/a,b", c.logFile)
+	}
+}
+
+func TestSplitOptions(t *testing.T) {
+	got := strings.Join(splitOptions(`a,b=c\,d,,e\\`), "|")
+	if want := `a|b=c,d||e\`; got != want {
+		t.Errorf("splitOptions: %q, want %q", got, want)
+	}
+}
+
+// TestUsageLine checks that a command line with the wrong arguments gets
+// the command's usage line, for every command that checks its arguments.
+func TestUsageLine(t *testing.T) {
+	for _, args := range [][]string{{"mount"}, {"mount", "a"}, {"version", "x"}, {"stats"}, {"mount", "--bogus", "a", "b"}, {"a"}, {"stat", "x"}} {
+		cmd := NewRootCommand()
+		cmd.SetArgs(args)
+		var out bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&out)
+		err := cmd.Execute()
+		var ue *usageError
+		if !errors.As(err, &ue) {
+			t.Errorf("mmapfs %s: error %v, want a usage error", strings.Join(args, " "), err)
+			continue
+		}
+		if u := ue.usage(); !strings.HasPrefix(u, "Usage: mmapfs ") || !strings.Contains(u, "--help' for more.") {
+			t.Errorf("mmapfs %s: usage %q", strings.Join(args, " "), u)
+		}
 	}
 }
