@@ -2,12 +2,17 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -18,41 +23,104 @@ import (
 )
 
 func newStatsCommand() *cobra.Command {
+	return statsCommand(runStats)
+}
+
+// statsCommand is the stats command, with run called on the mountpoint,
+// the --watch interval (0: print once) and --json.
+func statsCommand(run func(cmd *cobra.Command, mnt string, every time.Duration, asJSON bool) error) *cobra.Command {
 	var watch time.Duration
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "stats [flags] MOUNTPOINT",
+		Use:   "stats [--watch [INTERVAL]] [--json] MOUNTPOINT",
 		Short: "Print the live figures of an mmapfs mount",
 		Long: `Print the figures of the mmapfs mount at MOUNTPOINT, read from its stats
 file (MOUNTPOINT/` + fs.StatsName + `): once as a table, or with --watch one line per
-interval with the rates since the last one, as vmstat prints them.`,
-		Args: cobra.ExactArgs(1),
+interval with the rates since the last one, as vmstat prints them.
+
+--watch takes the interval as --watch 2s, --watch=2s or -w 2s; bare, it is 1s.
+Sizes are in binary units (KiB, MiB: 1 MiB = 1048576 bytes). Latency
+quantiles are upper bounds ("<128µs"): the edge of the power-of-two bucket
+they fall in. The FUSE request counts include the requests of reading the
+stats file itself. In the --watch lines, faults counts the faults turned
+into errors during the interval; every other column is a rate per second
+or a level at the end of the interval.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			_, _, err := watchArgs(cmd, watch, args)
+			return err
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path := filepath.Join(args[0], fs.StatsName)
-			if watch > 0 {
-				return watchStats(cmd.OutOrStdout(), path, watch, asJSON, nil)
-			}
-			s, raw, err := readStats(path)
+			mnt, every, err := watchArgs(cmd, watch, args)
 			if err != nil {
 				return err
 			}
-			if asJSON {
-				_, err := cmd.OutOrStdout().Write(raw)
-				return err
-			}
-			return printStats(cmd.OutOrStdout(), s)
+			return run(cmd, mnt, every, asJSON)
 		},
 	}
-	cmd.Flags().DurationVarP(&watch, "watch", "w", 0, "print a line every interval (e.g. 1s) until interrupted")
-	cmd.Flags().Lookup("watch").NoOptDefVal = "1s"
+	cmd.Flags().DurationVarP(&watch, "watch", "w", 0, "print a line every `INTERVAL` (--watch 2s, --watch=2s, -w 2s; bare: 1s) until interrupted")
+	cmd.Flags().Lookup("watch").NoOptDefVal = bareWatch.String()
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the raw JSON (with --watch: one document per interval)")
 	return cmd
+}
+
+// runStats prints the figures of the mount at mnt: once, or every
+// interval until interrupted.
+func runStats(cmd *cobra.Command, mnt string, every time.Duration, asJSON bool) error {
+	path := filepath.Join(mnt, fs.StatsName)
+	if every > 0 {
+		return watchStats(cmd.OutOrStdout(), path, every, asJSON, nil)
+	}
+	s, raw, err := readStats(path)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		_, err := cmd.OutOrStdout().Write(raw)
+		return err
+	}
+	return printStats(cmd.OutOrStdout(), s)
+}
+
+// bareWatch is the interval of a --watch given without one.
+const bareWatch = time.Second
+
+// watchArgs returns the mountpoint and the --watch interval (0: print
+// once) of a stats command line. The flag's value is optional, so pflag
+// leaves the word after a bare --watch (or -w) to the arguments: with two
+// arguments and --watch given bare, the one that parses as a duration is
+// the interval ("--watch 2s MNT", "MNT -w 2s").
+func watchArgs(cmd *cobra.Command, watch time.Duration, args []string) (mnt string, every time.Duration, err error) {
+	given := cmd.Flags().Changed("watch")
+	switch {
+	case len(args) == 1:
+		mnt = args[0]
+	case len(args) == 2 && given && watch == bareWatch:
+		if d, perr := time.ParseDuration(args[0]); perr == nil {
+			watch, mnt = d, args[1]
+		} else if d, perr := time.ParseDuration(args[1]); perr == nil {
+			watch, mnt = d, args[0]
+		} else {
+			return "", 0, fmt.Errorf("accepts 1 MOUNTPOINT, received 2 (%q, %q), neither of them an interval for --watch", args[0], args[1])
+		}
+	case len(args) == 2:
+		err := fmt.Errorf("accepts 1 MOUNTPOINT, received 2 (%q, %q)", args[0], args[1])
+		if _, perr := time.ParseDuration(args[0]); perr == nil && !given {
+			err = fmt.Errorf("%w; to watch every %s, write --watch %s", err, args[0], args[0])
+		}
+		return "", 0, err
+	default:
+		return "", 0, fmt.Errorf("accepts 1 MOUNTPOINT, received %d", len(args))
+	}
+	if given && watch <= 0 {
+		return "", 0, fmt.Errorf("--watch %v: out of range: the interval must be more than 0 (e.g. 1s or 500ms); leave --watch out to print once", watch)
+	}
+	return mnt, watch, nil
 }
 
 func readStats(path string) (*fs.Snapshot, []byte, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading stats (is %s an mmapfs mount?): %w", filepath.Dir(path), err)
+		return nil, nil, mountError("stats", filepath.Dir(path), err)
 	}
 	var s fs.Snapshot
 	if err := json.Unmarshal(raw, &s); err != nil {
@@ -61,22 +129,126 @@ func readStats(path string) (*fs.Snapshot, []byte, error) {
 	return &s, raw, nil
 }
 
+// mountError explains why cmd (stats, powercut) could not use the mount
+// at mnt: for a dead mount, what to do; otherwise what mnt is (missing,
+// not a mount point, a mount of another filesystem, not the caller's). It
+// wraps err.
+func mountError(cmd, mnt string, err error) error {
+	switch {
+	case errors.Is(err, syscall.ENOTCONN), errors.Is(err, syscall.ECONNABORTED):
+		return fmt.Errorf("%s: %s is a dead mount: the mmapfs daemon that served it is gone (%w); detach it with `fusermount3 -u %s` (or `umount %s`), then mount the store again", cmd, mnt, err, mnt, mnt)
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return fmt.Errorf("%s: no permission on the mount %s (%w): only the user running its daemon may use it (other users too if it was mounted with --allow-other), and only that user and root its control file", cmd, mnt, err)
+	}
+	if _, serr := os.Stat(mnt); serr != nil {
+		return fmt.Errorf("%s: %w", cmd, serr)
+	}
+	at, exact, ok := mountAt(mnt)
+	switch {
+	case !ok:
+	case exact && at.fsType == mmapfsType:
+		return fmt.Errorf("%s: %w", cmd, err)
+	case exact:
+		return fmt.Errorf("%s: %s is not an mmapfs mount: it is a %s mount of %s", cmd, mnt, at.fsType, at.source)
+	case at.fsType == mmapfsType:
+		return fmt.Errorf("%s: %s is not an mmapfs mount but a directory inside the one at %s: name its mountpoint", cmd, mnt, at.mountPoint)
+	}
+	return fmt.Errorf("%s: %s is not an mmapfs mount: nothing is mounted there (mount a store with `mmapfs mount STORE %s`)", cmd, mnt, mnt)
+}
+
+// mmapfsType is the filesystem type of an mmapfs mount in
+// /proc/self/mountinfo.
+const mmapfsType = "fuse.mmapfs"
+
+// mountEntry is one line of /proc/self/mountinfo.
+type mountEntry struct {
+	mountPoint, fsType, source string
+}
+
+// mountAt returns the mount that holds the directory dir (symlinks
+// resolved, as the kernel lists mountpoints), and whether dir is its
+// mountpoint.
+func mountAt(dir string) (e mountEntry, exact, ok bool) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return e, false, false
+	}
+	if r, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = r
+	}
+	raw, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return e, false, false
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		// 36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw
+		f := strings.Fields(line)
+		sep := slices.Index(f, "-")
+		if len(f) < 5 || sep < 0 || len(f) < sep+3 {
+			continue
+		}
+		mp := unescapeMountinfo(f[4])
+		// The last of the longest match: the topmost mount there.
+		if within(abs, mp) && (!ok || len(mp) >= len(e.mountPoint)) {
+			e, ok = mountEntry{mountPoint: mp, fsType: f[sep+1], source: unescapeMountinfo(f[sep+2])}, true
+		}
+	}
+	return e, ok && e.mountPoint == abs, ok
+}
+
+// within reports whether path is dir or beneath it.
+func within(path, dir string) bool {
+	return path == dir || dir == "/" || strings.HasPrefix(path, dir+"/")
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for a space) of
+// /proc/self/mountinfo.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
 // printStats prints one snapshot as a table.
 func printStats(w io.Writer, s *fs.Snapshot) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	sw := s.Switches
+	unsynced := bytesStr(s.UnsyncedBytes)
+	if s.UnsyncedBytes > 0 {
+		unsynced += fmt.Sprintf(", the oldest written %.1fs ago", s.OldestUnsyncedSeconds)
+	}
+	msync := fmt.Sprintf("%d calls, %s", s.MsyncCalls, bytesStr(s.MsyncBytes))
+	if l := s.MsyncLatency; l.Count > 0 {
+		msync += fmt.Sprintf(", mean %s, p99 %s", durStr(l.MeanUs), boundStr(l.P99Us))
+	}
+	resident := fmt.Sprintf("%d, no bound", s.ResidentBlobs)
+	if s.MaxResident > 0 {
+		resident = fmt.Sprintf("%d of at most %d; %d dropped, %d reopened", s.ResidentBlobs, s.MaxResident, s.Evictions, s.Reopens)
+	}
 	rows := [][2]string{
 		{"store", s.Store},
 		{"policy", s.Policy},
 		{"switches", fmt.Sprintf("keep-cache=%v auto-inval-data=%v direct-io=%v writeback-cache=%v madvise=%s populate=%v attr-timeout=%gs entry-timeout=%gs max-write=%d read-only=%v allow-other=%v unsafe-ignore-fsync=%v",
 			sw.KeepCache, sw.AutoInvalData, sw.DirectIO, sw.WritebackCache, sw.Madvise, sw.Populate, sw.AttrTimeoutSecs, sw.EntryTimeoutSecs, sw.MaxWrite, sw.ReadOnly, sw.AllowOther, sw.UnsafeIgnoreFsync)},
 		{"uptime", (time.Duration(s.UptimeSeconds * float64(time.Second))).Round(time.Second).String()},
-		{"unsynced", fmt.Sprintf("%s, oldest %.1fs", bytesStr(s.UnsyncedBytes), s.OldestUnsyncedSeconds)},
-		{"msync", fmt.Sprintf("%d calls, %s, mean %.0fµs, p99 <%.0fµs", s.MsyncCalls, bytesStr(s.MsyncBytes), s.MsyncLatency.MeanUs, s.MsyncLatency.P99Us)},
+		{"unsynced", unsynced},
+		{"msync", msync},
 		{"async writeback", fmt.Sprintf("%d calls, %s", s.AsyncWritebackCalls, bytesStr(s.AsyncWritebackBytes))},
 		{"ignored fsyncs", fmt.Sprint(s.IgnoredFsyncs)},
 		{"mappings", fmt.Sprintf("%d (%d blobs open), %s mapped, %s resident", s.Mappings, s.OpenBlobs, bytesStr(s.MappedBytes), bytesStr(s.ResidentBytes))},
-		{"resident blobs", fmt.Sprintf("%d of at most %d; %d dropped, %d reopened", s.ResidentBlobs, s.MaxResident, s.Evictions, s.Reopens)},
+		{"resident blobs", resident},
 		{"remaps", fmt.Sprint(s.Remaps)},
 		{"faults to errors", fmt.Sprint(s.Faults)},
 		{"read / written", fmt.Sprintf("%s / %s", bytesStr(s.BytesRead), bytesStr(s.BytesWritten))},
@@ -87,7 +259,7 @@ func printStats(w io.Writer, s *fs.Snapshot) error {
 		rows = append(rows, [2]string{"bdi " + b.Device, fmt.Sprintf("max_ratio=%d%% strict_limit=%d read_ahead_kb=%d max_bytes=%s", b.MaxRatio, b.StrictLimit, b.ReadaheadKB, bytesStr(b.MaxBytes))})
 	}
 	if p := s.PowerCut; p != nil {
-		v := fmt.Sprintf("on: %s of last synced content kept, %d files a cut would change", bytesStr(p.SavedBytes), p.Files)
+		v := fmt.Sprintf("on: %s of last synced content kept, %s a cut would change", bytesStr(p.SavedBytes), plural(p.Files, "file", "files"))
 		if p.Cut {
 			v = "the power was cut: files can no longer change"
 		}
@@ -99,6 +271,12 @@ func printStats(w io.Writer, s *fs.Snapshot) error {
 	if s.PeriodicPassErrors > 0 {
 		rows = append(rows, [2]string{"periodic pass errors", fmt.Sprintf("%d, last: %s", s.PeriodicPassErrors, s.LastPassError)})
 	}
+	if s.EvictErrors > 0 {
+		rows = append(rows, [2]string{"drop errors", fmt.Sprintf("%d, last: %s", s.EvictErrors, s.LastEvictError)})
+	}
+	if s.MadviseErrors > 0 {
+		rows = append(rows, [2]string{"madvise errors", fmt.Sprint(s.MadviseErrors)})
+	}
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
 	}
@@ -106,7 +284,7 @@ func printStats(w io.Writer, s *fs.Snapshot) error {
 		fmt.Fprintln(tw)
 		printAtRisk(tw, s.AtRisk, 10)
 	}
-	fmt.Fprintf(tw, "\nop\tcount\terrors\tmean µs\tp50 µs\tp90 µs\tp99 µs\n")
+	fmt.Fprintf(tw, "\nFUSE op\tcount\terrors\tmean\tp50\tp90\tp99\n")
 	ops := make([]string, 0, len(s.Ops))
 	for op := range s.Ops {
 		ops = append(ops, op)
@@ -114,16 +292,23 @@ func printStats(w io.Writer, s *fs.Snapshot) error {
 	sort.Strings(ops)
 	for _, op := range ops {
 		o := s.Ops[op]
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.1f\t<%.0f\t<%.0f\t<%.0f\n", op, o.Count, o.Errors, o.MeanUs, o.P50Us, o.P90Us, o.P99Us)
+		if o.Count == 0 {
+			fmt.Fprintf(tw, "%s\t0\t%d\t-\t-\t-\t-\n", op, o.Errors)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\n", op, o.Count, o.Errors, durStr(o.MeanUs), boundStr(o.P50Us), boundStr(o.P90Us), boundStr(o.P99Us))
 	}
 	return tw.Flush()
 }
+
+// watchHeader names the columns of a --watch line, with their units: MiB
+// are 2^20 bytes, as mib divides them.
+const watchHeader = "  ops/s  rd MiB/s  wr MiB/s  msync/s  msync MiB/s  unsynced MiB  oldest s  mapped MiB  resident MiB  faults"
 
 // watchStats prints a header and then a line every interval with the rates
 // since the previous one, until stop is closed (never, from the CLI: the
 // user interrupts it).
 func watchStats(w io.Writer, path string, every time.Duration, asJSON bool, stop <-chan struct{}) error {
-	const header = "  ops/s   rd MB/s   wr MB/s  msync/s  msync MB/s  unsynced MB  oldest s  mapped MB  resident MB  faults"
 	prev, _, err := readStats(path)
 	if err != nil {
 		return err
@@ -148,32 +333,37 @@ func watchStats(w io.Writer, path string, every time.Duration, asJSON bool, stop
 			continue
 		}
 		if line%20 == 0 {
-			if _, err := fmt.Fprintln(w, header); err != nil {
+			if _, err := fmt.Fprintln(w, watchHeader); err != nil {
 				return err
 			}
 		}
-		dt := cur.UptimeSeconds - prev.UptimeSeconds
-		if dt <= 0 {
-			dt = every.Seconds()
-		}
-		rate := func(a, b int64) float64 { return float64(a-b) / dt }
-		mb := float64(1 << 20)
-		_, err = fmt.Fprintf(w, "%7.0f %9.1f %9.1f %8.0f %11.1f %12.1f %9.1f %10.1f %12.1f %7d\n",
-			rate(totalOps(cur), totalOps(prev)),
-			rate(cur.BytesRead, prev.BytesRead)/mb,
-			rate(cur.BytesWritten, prev.BytesWritten)/mb,
-			rate(cur.MsyncCalls, prev.MsyncCalls),
-			rate(cur.MsyncBytes, prev.MsyncBytes)/mb,
-			float64(cur.UnsyncedBytes)/mb,
-			cur.OldestUnsyncedSeconds,
-			float64(cur.MappedBytes)/mb,
-			float64(cur.ResidentBytes)/mb,
-			cur.Faults-prev.Faults)
-		if err != nil {
+		if _, err := fmt.Fprintln(w, watchLine(prev, cur, every)); err != nil {
 			return err
 		}
 		prev = cur
 	}
+}
+
+// watchLine is the --watch line for the interval from prev to cur,
+// nominally every long, column for column as watchHeader names them.
+func watchLine(prev, cur *fs.Snapshot, every time.Duration) string {
+	dt := cur.UptimeSeconds - prev.UptimeSeconds
+	if dt <= 0 {
+		dt = every.Seconds()
+	}
+	rate := func(a, b int64) float64 { return float64(a-b) / dt }
+	const mib = float64(1 << 20)
+	return fmt.Sprintf("%7.0f %9.1f %9.1f %8.0f %12.1f %13.1f %9.1f %11.1f %13.1f %7d",
+		rate(totalOps(cur), totalOps(prev)),
+		rate(cur.BytesRead, prev.BytesRead)/mib,
+		rate(cur.BytesWritten, prev.BytesWritten)/mib,
+		rate(cur.MsyncCalls, prev.MsyncCalls),
+		rate(cur.MsyncBytes, prev.MsyncBytes)/mib,
+		float64(cur.UnsyncedBytes)/mib,
+		cur.OldestUnsyncedSeconds,
+		float64(cur.MappedBytes)/mib,
+		float64(cur.ResidentBytes)/mib,
+		cur.Faults-prev.Faults)
 }
 
 func totalOps(s *fs.Snapshot) int64 {
@@ -182,6 +372,56 @@ func totalOps(s *fs.Snapshot) int64 {
 		n += o.Count
 	}
 	return n
+}
+
+// durStr renders a duration in microseconds in the unit that fits (µs,
+// ms, s), to 3 significant digits.
+func durStr(us float64) string {
+	return unitStr(sig3(us, false))
+}
+
+// boundStr renders an upper bound in microseconds (a histogram bucket's
+// edge) as "<BOUND", rounded up to 3 significant digits so that it stays
+// an upper bound; "-" for none (an op with no calls).
+func boundStr(us float64) string {
+	if us <= 0 {
+		return "-"
+	}
+	return "<" + unitStr(sig3(us, true))
+}
+
+// sig3 rounds v to 3 significant digits: to nearest, or up.
+func sig3(v float64, up bool) float64 {
+	if v <= 0 {
+		return 0
+	}
+	scale := math.Pow(10, 2-math.Floor(math.Log10(v)))
+	if up {
+		// The tolerance keeps an exact value (128) from rounding up
+		// past itself through float error.
+		return math.Ceil(v*scale-1e-9) / scale
+	}
+	return math.Round(v*scale) / scale
+}
+
+// unitStr renders us microseconds as µs below 1 ms, ms below 1 s, else s.
+func unitStr(us float64) string {
+	v, unit := us, "µs"
+	switch {
+	case us >= 1e6:
+		v, unit = us/1e6, "s"
+	case us >= 1e3:
+		v, unit = us/1e3, "ms"
+	}
+	return strconv.FormatFloat(v, 'f', -1, 64) + unit
+}
+
+// plural renders n things, as one or many.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 func bytesStr(n int64) string {
