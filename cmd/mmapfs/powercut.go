@@ -48,7 +48,7 @@ could lose (but cannot simulate the cut).`,
 			mnt := args[0]
 			var before syscall.Stat_t
 			if err := syscall.Stat(mnt, &before); err != nil {
-				return fmt.Errorf("powercut: %w", err)
+				return mountError("powercut", mnt, &os.PathError{Op: "stat", Path: mnt, Err: err})
 			}
 			reply, raw, err := control(mnt, req)
 			if err != nil {
@@ -85,7 +85,7 @@ func control(mnt, req string) (*fs.ControlReply, []byte, error) {
 	path := filepath.Join(mnt, fs.ControlName)
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return nil, nil, fmt.Errorf("opening the control file (is %s an mmapfs mount?): %w", mnt, err)
+		return nil, nil, mountError("powercut", mnt, err)
 	}
 	_, werr := f.Write([]byte(req))
 	// The answer is there even when the request failed: it says why.
@@ -96,14 +96,16 @@ func control(mnt, req string) (*fs.ControlReply, []byte, error) {
 		rerr = json.Unmarshal(raw, &reply)
 	}
 	switch {
+	case werr != nil && req == fs.ControlPowerCut && reply.Error != "" && !reply.Simulation:
+		return nil, nil, fmt.Errorf("powercut: %s was mounted without --powercut-sim, so it kept no synced content to put back: mount the store again with --powercut-sim to simulate a power cut, or run `mmapfs powercut --dry-run %s` to list what a real one could lose", mnt, mnt)
 	case werr != nil && reply.Error != "":
 		return nil, nil, fmt.Errorf("%s on %s: %s", req, mnt, reply.Error)
 	case werr != nil:
-		return nil, nil, fmt.Errorf("%s on %s: %w", req, mnt, werr)
+		return nil, nil, mountError("powercut", mnt, fmt.Errorf("request %q: %w", req, werr))
 	case rerr != nil:
-		return nil, nil, fmt.Errorf("%s on %s: reading the answer: %w", req, mnt, rerr)
+		return nil, nil, mountError("powercut", mnt, fmt.Errorf("request %q: reading the answer: %w", req, rerr))
 	case cerr != nil:
-		return nil, nil, fmt.Errorf("%s on %s: %w", req, mnt, cerr)
+		return nil, nil, mountError("powercut", mnt, fmt.Errorf("request %q: closing the control file: %w", req, cerr))
 	}
 	return &reply, raw, nil
 }
@@ -123,9 +125,7 @@ func printCut(w io.Writer, mnt string, r *fs.ControlReply) error {
 		return tw.Flush()
 	}
 	rep := r.Report
-	verb := "would put back"
 	if rep.Done {
-		verb = "put back"
 		fmt.Fprintf(tw, "power cut on %s: the store now holds what a power cut would have left\n\n", mnt)
 	} else {
 		fmt.Fprintf(tw, "a power cut on %s now would lose:\n\n", mnt)
@@ -141,12 +141,17 @@ func printCut(w io.Writer, mnt string, r *fs.ControlReply) error {
 			name += " (closed)"
 		}
 		if f.Gone {
-			name += " (gone)"
+			// Nothing of it is left to put back or cut.
+			fmt.Fprintf(tw, "%s (gone)\t-\t-\t-\n", name)
+			continue
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d -> %d\t%s\n", name, bytesStr(f.Restored+f.Cutoff), f.Size, f.Synced, rangesStr(f.Ranges, f.More))
 	}
-	fmt.Fprintf(tw, "\n%s %s in %d files to their last synced content, and cut %s off past their synced sizes\n",
-		verb, bytesStr(rep.Restored), len(rep.Files), bytesStr(rep.Cutoff))
+	sum := fs.Summarize(rep)
+	if r.Summary != nil {
+		sum = *r.Summary
+	}
+	fmt.Fprintf(tw, "\n%s\n", sum.String(rep.Done))
 	return tw.Flush()
 }
 
