@@ -1,9 +1,14 @@
 package fs
 
 import (
+	"html/template"
+	"log"
+	"net/http"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mmapfs/mmapfs/backing/latency"
 )
@@ -11,11 +16,51 @@ import (
 // Collector returns a Prometheus collector of the mount's figures: the
 // same ones as the stats file, gathered at each scrape.
 func (s *Server) Collector() prometheus.Collector {
-	return &collector{m: s.m}
+	return &collector{m: s.m, mountpoint: s.mountpoint}
 }
 
+// MetricsHandler returns the HTTP handler of the mount's Prometheus
+// endpoint: /metrics has the mount's figures (Collector) and the Go
+// runtime's and the process's (go_*, process_*), as every Go exporter
+// has; / is a page that links to /metrics.
+func (s *Server) MetricsHandler() http.Handler {
+	return metricsHandler(s.Collector(), s.mountpoint, s.m.log)
+}
+
+// metricsHandler serves c with the Go and process collectors at /metrics
+// and an index page at /; errors serving them go to logger.
+func metricsHandler(c prometheus.Collector, mountpoint string, logger *log.Logger) http.Handler {
+	reg := prometheus.NewRegistry()
+	// A fresh registry and collectors whose descriptors differ: Register
+	// cannot fail.
+	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: logger}))
+	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		if err := indexPage.Execute(w, mountpoint); err != nil {
+			logger.Printf("metrics: serving / to %s: %v", r.RemoteAddr, err)
+		}
+	})
+	return mux
+}
+
+// indexPage is the page at / of the metrics endpoint; its data is the
+// mountpoint.
+var indexPage = template.Must(template.New("index").Parse(`<!DOCTYPE html>
+<html>
+<head><title>mmapfs metrics: {{.}}</title></head>
+<body>
+<h1>mmapfs</h1>
+<p>Prometheus metrics of the mmapfs mount at <code>{{.}}</code>: <a href="/metrics">/metrics</a>.</p>
+</body>
+</html>
+`))
+
+// collector gathers the mount's figures at each scrape.
 type collector struct {
-	m *mountState
+	m          *mountState // read only
+	mountpoint string      // read only
 }
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -23,7 +68,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 }
 
 var (
-	descInfo          = desc("info", "The mount's settings, as labels; always 1.", "policy", "store", "keep_cache", "direct_io", "writeback_cache", "madvise", "populate", "unsafe_ignore_fsync")
+	descInfo          = desc("info", "The mount's settings, as labels; always 1.", "mountpoint", "policy", "store", "keep_cache", "direct_io", "writeback_cache", "madvise", "populate", "unsafe_ignore_fsync")
 	descUnsynced      = desc("unsynced_bytes", "Bytes the daemon wrote into mappings and has not msynced.")
 	descOldest        = desc("oldest_unsynced_seconds", "Age of the oldest unsynced write.")
 	descMsyncCalls    = desc("msync_calls_total", "msync(MS_SYNC) and fdatasync calls that synced data.")
@@ -66,7 +111,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	sw := s.Switches
 	b := strconv.FormatBool
-	gauge(descInfo, 1, s.Policy, s.Store, b(sw.KeepCache), b(sw.DirectIO), b(sw.WritebackCache), sw.Madvise, b(sw.Populate), b(sw.UnsafeIgnoreFsync))
+	gauge(descInfo, 1, c.mountpoint, s.Policy, s.Store, b(sw.KeepCache), b(sw.DirectIO), b(sw.WritebackCache), sw.Madvise, b(sw.Populate), b(sw.UnsafeIgnoreFsync))
 	gauge(descUnsynced, float64(s.UnsyncedBytes))
 	gauge(descOldest, s.OldestUnsyncedSeconds)
 	counter(descMsyncCalls, s.MsyncCalls)
