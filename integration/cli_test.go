@@ -1,8 +1,10 @@
 package integration
 
 import (
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -117,4 +119,56 @@ func TestMountAlreadyMountedKeepsFirst(t *testing.T) {
 		t.Errorf("after the refused second mount, %s: mounted %v, source %q; want the first mount of %s", m.mnt, ok, e.source, m.store)
 	}
 	checkBoth(t, m, "f", []byte("first"))
+}
+
+// TestMetricsRefusedBeforeMount checks that a --metrics the daemon cannot
+// serve (a port in use, a bad address, a host not of this machine) is
+// refused before anything is mounted: the store, which the mount would
+// create, is never created, and "serving" is never said.
+func TestMetricsRefusedBeforeMount(t *testing.T) {
+	t.Parallel()
+	skipIfLoopback(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	for _, addr := range []string{busy.Addr().String(), strconv.Itoa(busy.Addr().(*net.TCPAddr).Port), "a:b:c", "192.0.2.1:9100", "127.0.0.1:99999"} {
+		store := filepath.Join(t.TempDir(), "store")
+		mnt := t.TempDir()
+		r := runBinary(t, cliTimeout, []string{mnt}, "mount", "--metrics", addr, store, mnt)
+		if r.exitCode != 1 {
+			t.Errorf("--metrics %s: exit %d, want 1\nstderr: %s", addr, r.exitCode, r.stderr)
+		}
+		if !strings.Contains(r.stderr, "--metrics "+addr) {
+			t.Errorf("--metrics %s: stderr %q does not name the flag and its value", addr, r.stderr)
+		}
+		if strings.Contains(r.stderr, "serving") {
+			t.Errorf("--metrics %s: the daemon mounted before refusing:\n%s", addr, r.stderr)
+		}
+		if _, err := os.Stat(store); !os.IsNotExist(err) {
+			t.Errorf("--metrics %s: the store was created (%v): the mount went ahead", addr, err)
+		}
+	}
+}
+
+// TestUsageOnArgumentErrors checks that a command line with the wrong
+// arguments prints the command's usage line, as cobra CLIs do.
+func TestUsageOnArgumentErrors(t *testing.T) {
+	t.Parallel()
+	skipIfLoopback(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"mount"}, "Usage: mmapfs mount [flags] STORE MOUNTPOINT\nRun 'mmapfs mount --help' for more."},
+		{[]string{"mount", "--bogus", "a", "b"}, "Run 'mmapfs mount --help' for more."},
+		{[]string{"version", "x"}, "Usage: mmapfs version"},
+		{[]string{"onlyone"}, "Usage: mmapfs [flags] STORE MOUNTPOINT"},
+	} {
+		r := runBinary(t, cliTimeout, nil, c.args...)
+		if r.exitCode != 1 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("mmapfs %s: exit %d, stderr %q; want exit 1 and %q", strings.Join(c.args, " "), r.exitCode, r.stderr, c.want)
+		}
+	}
 }

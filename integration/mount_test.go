@@ -165,16 +165,25 @@ func (m *mount) start(t testing.TB) {
 	}
 }
 
-// ready reports whether the daemon is ready: the mountpoint is mounted.
-// The loopback shows in mountinfo before it has finished its handshake with
-// the kernel (unmounting it then makes it exit 1): for it, also wait for the
-// line it prints once mounted.
+// ready reports whether the daemon is ready: it has said so. mmapfs logs
+// "serving STORE at MOUNTPOINT (" once the mount is fully usable (its
+// start-up on the mount is done); the loopback says "Mounted!". A mount that
+// merely shows in mountinfo may not have answered INIT yet. The mountpoint
+// must be mounted too (a daemon that said so and was then unmounted is not
+// ready).
 func (m *mount) ready() bool {
-	if loopbackMode && strings.Count(m.out.String(), "Mounted!") < m.starts {
+	if loopbackMode {
+		if strings.Count(m.out.String(), "Mounted!") < m.starts {
+			return false
+		}
+	} else if strings.Count(m.out.String(), servingLine(m.mnt)) < m.starts {
 		return false
 	}
 	return mounted(m.mnt)
 }
+
+// servingLine is what the daemon's ready line holds for mountpoint mnt.
+func servingLine(mnt string) string { return " at " + mnt + " (writeback policy " }
 
 // pid returns the process id of the running daemon.
 func (m *mount) pid() int {

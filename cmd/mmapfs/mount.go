@@ -269,7 +269,7 @@ func loopbackAddr(addr string) (string, error) {
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "", fmt.Errorf("--metrics %q: %w", addr, err)
+		return "", fmt.Errorf("--metrics %s: %w", addr, err)
 	}
 	if host == "" {
 		host = "127.0.0.1"
