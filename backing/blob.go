@@ -43,7 +43,7 @@ type Blob struct {
 	// counted as resident, and whether it is in the store's ring.
 	counted, ringed bool
 
-	// mu guards fd, fh, writable, data and size. Copies in and out of
+	// mu guards fd, fh, writable, afd, data and size. Copies in and out of
 	// data hold it shared for as long as they touch the bytes; anything
 	// that changes the mapping, the size or the residency holds it
 	// exclusively. Take it with rlock or lock, which make the blob
@@ -52,11 +52,19 @@ type Blob struct {
 	fd       int              // -1 while the store has dropped it
 	fh       *unix.FileHandle // to reopen it by; set when first dropped
 	writable bool             // fd is O_RDWR and data is mapped PROT_WRITE
+	afd      int              // O_WRONLY|O_APPEND descriptor of an append-only file (flags.go), or -1
 	data     []byte           // the exact slice mmap/mremap returned (len = capacity); nil when unmapped
 	size     int64            // the file's size as far as the daemon knows
 
 	// used is set by every access and cleared by the store's sweep.
 	used atomic.Bool
+
+	// flags caches the file's immutable and append-only flags and
+	// whether the blob is written through afd (flagImmutable,
+	// flagAppend, flagViaAppend; see flags.go). Read without a lock on
+	// every change; stored with mu held exclusively, or before the blob
+	// is shared.
+	flags atomic.Uint32
 
 	// caps says the file may carry file capabilities (the
 	// security.capability xattr), which a write must remove, as the
@@ -160,6 +168,9 @@ func (b *Blob) WriteAt(p []byte, off int64) (int, error) {
 	end := off + int64(len(p))
 	if end > MaxFileSize || end < off {
 		return 0, b.pathErr("write", fmt.Errorf("offset %d + %d bytes is past the maximum file size %d: %w", off, len(p), MaxFileSize, syscall.EFBIG))
+	}
+	if b.flags.Load() != 0 {
+		return b.writeFlagged(p, off)
 	}
 	for attempt := 0; ; attempt++ {
 		n, extended, err := b.writeOnce(p, off, end)
@@ -451,11 +462,17 @@ func (b *Blob) Truncate(size int64) error {
 		return err
 	}
 	defer b.mu.Unlock()
-	if !b.writable {
-		return b.pathErr("truncate", fmt.Errorf("blob is mapped read-only: %w", syscall.EBADF))
-	}
 	if err := b.cutErr("truncate"); err != nil {
 		return err
+	}
+	// ftruncate of an immutable or append-only file is EPERM,
+	// whatever the size and the descriptor.
+	if err := b.flagErr("truncate", b.flags.Load()); err != nil {
+		return err
+	}
+	wfd := b.writeFdLocked()
+	if wfd < 0 {
+		return b.pathErr("truncate", fmt.Errorf("blob is mapped read-only: %w", syscall.EBADF))
 	}
 	if size < b.size {
 		// The page the new end falls in loses its tail, the pages
@@ -464,17 +481,20 @@ func (b *Blob) Truncate(size int64) error {
 			return err
 		}
 	}
-	if size > b.size {
+	if size > b.size && b.writable {
 		if err := b.zeroTailLocked(); err != nil {
 			return err
 		}
 	}
-	if err := syscall.Ftruncate(b.fd, size); err != nil {
+	if err := syscall.Ftruncate(wfd, size); err != nil {
+		if errors.Is(err, syscall.EPERM) {
+			err = errors.Join(err, b.refreshFlagsLocked())
+		}
 		return b.pathErr("truncate", err)
 	}
 	if size > b.size {
 		if err := b.ensureCapLocked(size); err != nil {
-			if terr := syscall.Ftruncate(b.fd, b.size); terr != nil {
+			if terr := syscall.Ftruncate(wfd, b.size); terr != nil {
 				err = errors.Join(err, b.pathErr("ftruncate", terr))
 			}
 			return err
@@ -509,11 +529,19 @@ func (b *Blob) Allocate(off, length int64, mode uint32) error {
 		return err
 	}
 	defer b.mu.Unlock()
-	if !b.writable {
-		return b.pathErr("fallocate", fmt.Errorf("blob is mapped read-only: %w", syscall.EBADF))
-	}
 	if err := b.cutErr("fallocate"); err != nil {
 		return err
+	}
+	f := b.flags.Load()
+	if f&flagImmutable != 0 {
+		return b.flagErr("fallocate", f)
+	}
+	// An append-only file takes fallocate that allocates (the store's
+	// filesystem refuses the rest itself), through whichever
+	// descriptor may change it.
+	wfd := b.writeFdLocked()
+	if wfd < 0 {
+		return b.pathErr("fallocate", fmt.Errorf("blob is mapped read-only: %w", syscall.EBADF))
 	}
 	if mode&(unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_ZERO_RANGE) != 0 {
 		if err := b.simSave(off, end); err != nil {
@@ -527,11 +555,13 @@ func (b *Blob) Allocate(off, length int64, mode uint32) error {
 		if err := b.ensureCapLocked(end); err != nil {
 			return err
 		}
-		if err := b.zeroTailLocked(); err != nil {
-			return err
+		if b.writable {
+			if err := b.zeroTailLocked(); err != nil {
+				return err
+			}
 		}
 	}
-	if err := fallocate(b.fd, mode, off, length); err != nil {
+	if err := fallocate(wfd, mode, off, length); err != nil {
 		// A fallocate that fails part way may still have extended
 		// the file.
 		b.refreshSizeLocked()
@@ -591,6 +621,12 @@ func (b *Blob) applyMtimeLocked() error {
 	}
 	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(ns)}
 	if err := unix.UtimesNanoAt(b.fd, "", ts, unix.AT_EMPTY_PATH); err != nil {
+		if b.mtimeRefused(err, false) {
+			// Made immutable or append-only behind the daemon, after
+			// the write: the file keeps the mtime it had then (see
+			// flags.go).
+			return nil
+		}
 		return b.pathErr("utimens", err)
 	}
 	return nil
@@ -602,16 +638,22 @@ func (b *Blob) applyMtimeLocked() error {
 // (growLocked), so it leaves none pending: a file written once, as a
 // new small file is, then costs no utimensat at close.
 func (b *Blob) markDirty(off, end int64, extended bool) {
-	now := time.Now()
 	if !extended || b.store.opts.Preallocate {
-		b.mtime.Store(now.UnixNano())
+		b.mtime.Store(time.Now().UnixNano())
 	}
+	b.dirtyLedger(off, end, extended)
+}
+
+// dirtyLedger adds the pages of [off, end) to the dirty ledger; meta says
+// the size or allocation changed too.
+func (b *Blob) dirtyLedger(off, end int64, meta bool) {
+	now := time.Now()
 	b.dmu.Lock()
 	if b.dirty.empty() {
 		b.dirtySince = now
 	}
 	b.dirty.addRange(off/int64(pageSize), pagesCeil(end))
-	if extended {
+	if meta {
 		b.metaDirty = true
 	}
 	b.dmu.Unlock()
@@ -817,6 +859,11 @@ func (b *Blob) Sync() error {
 
 func (b *Blob) syncLocked(dirty *pageSet, meta, whole bool) error {
 	st := &b.store.stats
+	if !b.writable && !dirty.empty() {
+		// Written with write(2) through the append descriptor: msync
+		// of a read-only mapping syncs nothing (flags.go).
+		whole = true
+	}
 	if whole {
 		start := time.Now()
 		if err := syscall.Fdatasync(b.fd); err != nil {
@@ -876,6 +923,9 @@ func (b *Blob) faulted(op string, off int64, write bool) error {
 	if !write {
 		return nil
 	}
+	if err := b.faultFlagsLocked(off); err != nil {
+		return err
+	}
 	return b.allocatePageLocked(off)
 }
 
@@ -922,6 +972,14 @@ func (b *Blob) upgrade(fd int) (owned, nowResident bool, err error) {
 		}
 	}
 	b.used.Store(true)
+	// O_RDWR was allowed: the file has neither flag now (unless one is
+	// being set this instant: ask the file), and the blob writes
+	// through its mapping again.
+	f, ferr := fileFlags(b.fd)
+	if ferr != nil {
+		f = 0 // the O_RDWR open is proof enough
+	}
+	b.flags.Store(f)
 	if oldFd < 0 {
 		return true, true, nil
 	}
@@ -944,6 +1002,12 @@ func (b *Blob) close() error {
 			errs = append(errs, b.pathErr("close", err))
 		}
 		b.fd = -1
+	}
+	if b.afd >= 0 {
+		if err := syscall.Close(b.afd); err != nil {
+			errs = append(errs, b.pathErr("close", err))
+		}
+		b.afd = -1
 	}
 	return errors.Join(errs...)
 }

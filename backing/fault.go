@@ -8,7 +8,8 @@ import (
 )
 
 // This file holds the only functions that touch mapped memory or take its
-// address, and the package's only use of unsafe. The copies run with
+// address, and the package's only use of unsafe (which ioctlBuf needs too,
+// to hand a buffer's address to ioctl(2)). The copies run with
 // debug.SetPanicOnFault(true) so that a SIGBUS or SIGSEGV on a mapped page
 // becomes a recovered panic and then a *faultError, instead of killing the
 // daemon. Nothing else in the package may read or write a mapping.
@@ -99,6 +100,18 @@ func mappingAddr(data []byte) uintptr {
 // pages of mappings the caller owns and no longer uses.
 func munmapRange(addr, length uintptr) error {
 	if _, _, e := unix.Syscall(unix.SYS_MUNMAP, addr, length, 0); e != 0 {
+		return e
+	}
+	return nil
+}
+
+// ioctlBuf is ioctl(2) with the address of buf, which the kernel reads or
+// fills (len(buf) must be what cmd encodes), as its argument.
+func ioctlBuf(fd int, cmd uint, buf []byte) error {
+	if len(buf) == 0 {
+		return unix.EINVAL
+	}
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(cmd), uintptr(unsafe.Pointer(&buf[0]))); e != 0 {
 		return e
 	}
 	return nil

@@ -315,7 +315,7 @@ func (b *Blob) cut() (f CutFile, pending bool, err error) {
 		return CutFile{}, false, nil
 	}
 	f = cutFileOf(b.name, true, b.size, sim)
-	if err := restore(b.fd, b.name, sim); err != nil {
+	if err := restoreFlagged(b.fd, b.writable, b.name, sim); err != nil {
 		return f, true, err
 	}
 	b.setSizeLocked(sim.syncedSize)
@@ -334,8 +334,15 @@ func (s *Store) cutClosed(c *simClosed) (f CutFile, err error) {
 	defer c.sim.dropLocked(&s.stats, nil)
 	fd := c.fd
 	c.fd = -1
+	writable := false // a descriptor the record kept may be read-only
 	if c.fh != nil {
+		writable = true
 		fd, err = unix.OpenByHandleAt(s.rootFd, *c.fh, unix.O_RDWR|unix.O_CLOEXEC)
+		if errors.Is(err, syscall.EPERM) {
+			// Immutable or append-only: restoreFlagged lifts that.
+			writable = false
+			fd, err = unix.OpenByHandleAt(s.rootFd, *c.fh, unix.O_RDONLY|unix.O_CLOEXEC)
+		}
 		if errors.Is(err, syscall.ESTALE) || errors.Is(err, syscall.ENOENT) {
 			f.Gone = true
 			return f, nil
@@ -357,7 +364,22 @@ func (s *Store) cutClosed(c *simClosed) (f CutFile, err error) {
 		f.Gone = true
 		return f, nil
 	}
-	return f, restore(fd, c.name, c.sim)
+	return f, restoreFlagged(fd, writable, c.name, c.sim)
+}
+
+// restoreFlagged is restore for a file that may be immutable or
+// append-only, or open read-only on fd (an append-only file's blob is):
+// then it restores through a writable descriptor of its own, with the
+// flags lifted for the while (liftFlags).
+func restoreFlagged(fd int, writable bool, name string, sim *simFile) error {
+	if writable {
+		err := restore(fd, name, sim)
+		if !errors.Is(err, syscall.EPERM) {
+			return err
+		}
+		// Refused at the ftruncate, before anything changed.
+	}
+	return liftFlags(fd, name, func(wfd int) error { return restore(wfd, name, sim) })
 }
 
 // restore writes sim's saved pages back into the file on fd and gives it

@@ -21,8 +21,10 @@ import (
 // Never dropped: a blob whose file has no name left (nlink 0: an unlinked
 // open file, an O_TMPFILE), since closing the last descriptor would free
 // it; a blob on another filesystem than the store root (open_by_handle_at
-// needs a descriptor on the same one); and nothing at all when the daemon
-// cannot open by handle (it needs CAP_DAC_READ_SEARCH, so root).
+// needs a descriptor on the same one); a blob whose file is immutable or
+// append-only, or that has an append descriptor (flags.go: it could not be
+// reopened as it is); and nothing at all when the daemon cannot open by
+// handle (it needs CAP_DAC_READ_SEARCH, so root).
 
 // rlock takes b.mu shared with the blob resident, reopening it first if
 // the store dropped it.
@@ -91,6 +93,19 @@ func (b *Blob) reopenLocked() error {
 	if errors.Is(err, syscall.EPERM) {
 		fd, err = unix.OpenByHandleAt(b.store.rootFd, *b.fh, flags|unix.O_CLOEXEC)
 	}
+	if errors.Is(err, syscall.EPERM) && b.writable {
+		// Made immutable or append-only behind the daemon while
+		// dropped: the blob comes back read-only and learns why.
+		fd, err = unix.OpenByHandleAt(b.store.rootFd, *b.fh, unix.O_RDONLY|unix.O_CLOEXEC)
+		if err == nil {
+			b.writable = false
+			f, ferr := fileFlags(fd)
+			if ferr != nil {
+				return errors.Join(b.pathErr("statx", ferr), closeFd(fd, b.name))
+			}
+			b.flags.Store(f)
+		}
+	}
 	if err != nil {
 		return b.pathErr("reopen", fmt.Errorf("open by handle: %w", err))
 	}
@@ -123,7 +138,7 @@ func (b *Blob) evictLocked() (bool, error) {
 	if err := syscall.Fstat(b.fd, &st); err != nil {
 		return false, b.pathErr("fstat", err)
 	}
-	if st.Nlink == 0 || st.Dev != b.store.rootDev {
+	if st.Nlink == 0 || st.Dev != b.store.rootDev || b.afd >= 0 || b.flags.Load() != 0 {
 		return false, nil
 	}
 	if b.fh == nil {

@@ -240,10 +240,27 @@ func (s *Store) OpenAt(dirfd int, name, label string, flags int, mode uint32) (*
 	}
 	mode &= 0o7777 // the kernel's create mode carries the file type too
 	writable := true
+	afd := -1
 	fd, err := s.openat(dirfd, name, rest|unix.O_RDWR, mode)
-	if (errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EPERM)) && acc == unix.O_RDONLY {
+	refused := errors.Is(err, syscall.EPERM) // immutable or append-only (flags.go)
+	switch {
+	case (errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EROFS) || refused) && acc == unix.O_RDONLY:
 		writable = false
 		fd, err = s.openat(dirfd, name, rest|unix.O_RDONLY, mode)
+	case refused && flags&unix.O_APPEND != 0:
+		// An append-only file takes a writable open with O_APPEND
+		// only, and no shared mapping of it: map it read-only and
+		// append through a descriptor of its own. The store's
+		// filesystem decides whether that open is allowed (an
+		// immutable file refuses it too).
+		writable = false
+		fd, err = s.openat(dirfd, name, rest|unix.O_RDONLY, mode)
+		if err == nil {
+			afd, err = reopenFd(fd, label, unix.O_WRONLY|unix.O_APPEND)
+			if err != nil {
+				err = errors.Join(err, closeFd(fd, label))
+			}
+		}
 	}
 	if err != nil {
 		return nil, err
@@ -251,7 +268,7 @@ func (s *Store) OpenAt(dirfd int, name, label string, flags int, mode uint32) (*
 	// A file this open created (O_EXCL succeeded) is new: it carries no
 	// capabilities to look for.
 	fresh := flags&(unix.O_CREAT|unix.O_EXCL) == unix.O_CREAT|unix.O_EXCL || flags&unix.O_TMPFILE == unix.O_TMPFILE
-	b, err := s.acquireNew(fd, label, writable, fresh)
+	b, err := s.acquireOpen(fd, label, writable, fresh, refused, afd)
 	if err != nil {
 		return nil, err
 	}
@@ -340,12 +357,29 @@ func (s *Store) acquire(fd int, name string, writable bool) (*Blob, error) {
 // acquireNew is acquire; fresh says the file was just created, so that
 // it cannot carry file capabilities yet.
 func (s *Store) acquireNew(fd int, name string, writable, fresh bool) (*Blob, error) {
+	return s.acquireOpen(fd, name, writable, fresh, false, -1)
+}
+
+// acquireOpen is acquireNew for an open whose O_RDWR attempt the file
+// refused with EPERM (refused: it may carry a flag, which the blob then
+// reads) and which may come with an append descriptor afd (or -1), which
+// the blob owns from then on.
+func (s *Store) acquireOpen(fd int, name string, writable, fresh, refused bool, afd int) (*Blob, error) {
+	var flags uint32
+	if refused {
+		f, err := fileFlags(fd)
+		if err != nil {
+			err = &os.PathError{Op: "statx", Path: name, Err: err}
+			return nil, errors.Join(err, closeFd(fd, name), closeAfd(afd, name))
+		}
+		flags = f
+	}
 	var st syscall.Stat_t
 	if err := syscall.Fstat(fd, &st); err != nil {
-		return nil, errors.Join(&os.PathError{Op: "fstat", Path: name, Err: err}, closeFd(fd, name))
+		return nil, errors.Join(&os.PathError{Op: "fstat", Path: name, Err: err}, closeFd(fd, name), closeAfd(afd, name))
 	}
 	if st.Mode&syscall.S_IFMT != syscall.S_IFREG {
-		return nil, errors.Join(&os.PathError{Op: "open", Path: name, Err: fmt.Errorf("not a regular file: %w", syscall.EINVAL)}, closeFd(fd, name))
+		return nil, errors.Join(&os.PathError{Op: "open", Path: name, Err: fmt.Errorf("not a regular file: %w", syscall.EINVAL)}, closeFd(fd, name), closeAfd(afd, name))
 	}
 	key := fileKey{dev: st.Dev, ino: st.Ino}
 
@@ -355,11 +389,23 @@ func (s *Store) acquireNew(fd int, name string, writable, fresh bool) (*Blob, er
 		s.mu.Unlock()
 		owned, nowResident := false, false
 		var err error
-		if writable {
+		switch {
+		case writable:
 			owned, nowResident, err = b.upgrade(fd)
+			if err == nil && !owned && b.flags.Load() != 0 {
+				// The file took O_RDWR: it lost its flags since the
+				// blob learned them (or is getting one now, which
+				// the refresh, serialized with FileAttr, sees).
+				err = b.refreshFlags()
+			}
+		case refused:
+			err = b.refreshFlags()
 		}
 		if !owned {
 			err = errors.Join(err, closeFd(fd, name))
+		}
+		if afd >= 0 && (err != nil || !b.attachAppend(afd)) {
+			err = errors.Join(err, closeFd(afd, name))
 		}
 		if err != nil {
 			return nil, errors.Join(err, s.Release(b))
@@ -370,7 +416,11 @@ func (s *Store) acquireNew(fd int, name string, writable, fresh bool) (*Blob, er
 		return b, nil
 	}
 	defer s.mu.Unlock()
-	b := &Blob{store: s, key: key, name: name, fd: fd, writable: writable, size: st.Size, refs: 1}
+	b := &Blob{store: s, key: key, name: name, fd: fd, writable: writable, afd: afd, size: st.Size, refs: 1}
+	if afd >= 0 {
+		flags |= flagViaAppend
+	}
+	b.flags.Store(flags)
 	b.sim = s.takeSimLocked(key, st.Size)
 	if !fresh {
 		if sz, err := unix.Fgetxattr(fd, capabilityXattr, nil); err == nil && sz > 0 {
@@ -382,7 +432,7 @@ func (s *Store) acquireNew(fd int, name string, writable, fresh bool) (*Blob, er
 		err := b.ensureCapLocked(st.Size)
 		b.mu.Unlock()
 		if err != nil {
-			return nil, errors.Join(err, closeFd(fd, name))
+			return nil, errors.Join(err, closeFd(fd, name), closeAfd(afd, name))
 		}
 	}
 	// Only now that the blob is usable does it take over what its
@@ -606,6 +656,14 @@ func (s *Store) Unsynced() (bytes int64, oldest time.Time) {
 		older(s.lostSince)
 	}
 	return bytes, oldest
+}
+
+// closeAfd closes an append descriptor, if there is one (afd >= 0).
+func closeAfd(afd int, name string) error {
+	if afd < 0 {
+		return nil
+	}
+	return closeFd(afd, name)
 }
 
 func closeFd(fd int, name string) error {
