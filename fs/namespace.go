@@ -120,16 +120,8 @@ func statAt(dirfd int, name string, st *unix.Statx_t) error {
 }
 
 // childAt makes the inode of name, just found or created in dirfd, and
-// fills out. created says whether the daemon made it, so that it gives it
-// to the caller when running as root.
-func (n *Node) childAt(ctx context.Context, dirfd int, name string, created bool, out *fuse.EntryOut) (*gofs.Inode, error) {
-	if created && n.m.asRoot {
-		if caller, ok := fuse.FromContext(ctx); ok {
-			if err := unix.Fchownat(dirfd, name, int(caller.Uid), int(caller.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				return nil, pathErr("chown", name, err)
-			}
-		}
-	}
+// fills out.
+func (n *Node) childAt(ctx context.Context, dirfd int, name string, out *fuse.EntryOut) (*gofs.Inode, error) {
 	var st unix.Statx_t
 	if err := statAt(dirfd, name, &st); err != nil {
 		return nil, err
@@ -140,16 +132,16 @@ func (n *Node) childAt(ctx context.Context, dirfd int, name string, created bool
 }
 
 // createAt runs make (mkdirat, mknodat, symlinkat) in the node's directory
-// and returns the new child's inode; a failure after make removes what it
-// made.
+// as the caller (see asCaller) and returns the new child's inode; a
+// failure after make removes what it made.
 func (n *Node) createAt(ctx context.Context, op, name string, dir bool, out *fuse.EntryOut, make func(dirfd int) error) (*gofs.Inode, syscall.Errno) {
 	var ch *gofs.Inode
 	errno := n.withDir(op, name, func(dirfd int) error {
-		if err := make(dirfd); err != nil {
+		if err := n.m.asCaller(ctx, func() error { return make(dirfd) }); err != nil {
 			return pathErr(op, name, err)
 		}
 		var err error
-		ch, err = n.childAt(ctx, dirfd, name, true, out)
+		ch, err = n.childAt(ctx, dirfd, name, out)
 		if err != nil {
 			flag := 0
 			if dir {
@@ -179,7 +171,7 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	var ch *gofs.Inode
 	errno := n.withDir("lookup", name, func(dirfd int) error {
 		var err error
-		ch, err = n.childAt(ctx, dirfd, name, false, out)
+		ch, err = n.childAt(ctx, dirfd, name, out)
 		return err
 	})
 	return ch, errno
@@ -215,16 +207,23 @@ func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 
 var _ = (gofs.NodeLinker)((*Node)(nil))
 
-// Link makes a hard link to target, a file of this mount with a name.
+// Link makes a hard link to target, a file of this mount. A file with no
+// name yet (O_TMPFILE, linked through /proc/self/fd) is linked through
+// the descriptor of its Blob, which the daemon holds while the client
+// has the file open; the kernel itself refuses a file made O_TMPFILE|O_EXCL
+// or one whose last name was removed (ENOENT), as for a local filesystem.
 func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	t, ok := target.(*Node)
 	if !ok || t.m != n.m {
 		return nil, syscall.EXDEV
 	}
-	// A file with no name (O_TMPFILE) cannot be linked from here: LINK
-	// carries no descriptor. As go-fuse's loopback, EXDEV.
 	if _, p := t.Parent(); p == nil {
-		return nil, syscall.EXDEV
+		if t.unnamed == nil {
+			// LINK carries no descriptor, and the daemon holds none
+			// of an unlinked file's name: as go-fuse's loopback, EXDEV.
+			return nil, syscall.EXDEV
+		}
+		return n.linkUnnamed(ctx, t.unnamed, name, out)
 	}
 	tdir, tname, tdone, err := t.parent()
 	if err != nil {
@@ -236,11 +235,42 @@ func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 			return pathErr("link", name, err)
 		}
 		var err error
-		ch, err = n.childAt(ctx, dirfd, name, false, out)
+		ch, err = n.childAt(ctx, dirfd, name, out)
 		return err
 	})
 	if err := tdone(); err != nil && errno == 0 {
 		errno = n.m.errno("link", t.rel(), pathErr("close", t.rel(), err))
+	}
+	return ch, errno
+}
+
+// linkUnnamed names the unnamed file id in the node's directory, through
+// its Blob's descriptor. go-fuse then files the node that was unnamed
+// under the new name (the new inode has the same identity).
+func (n *Node) linkUnnamed(ctx context.Context, id *fileID, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	b := n.m.store.Find(&syscall.Stat_t{Dev: id.dev, Ino: id.ino})
+	if b == nil {
+		// No longer open anywhere: the file is gone.
+		return nil, syscall.ENOENT
+	}
+	var ch *gofs.Inode
+	errno := n.withDir("link", name, func(dirfd int) error {
+		err := b.Fd(func(fd int) error {
+			// linkat(fd, "", ..., AT_EMPTY_PATH) would need
+			// CAP_DAC_READ_SEARCH; the /proc link works for any daemon.
+			if err := unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), dirfd, name, unix.AT_SYMLINK_FOLLOW); err != nil {
+				return pathErr("link", name, err)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		ch, err = n.childAt(ctx, dirfd, name, out)
+		return err
+	})
+	if err := n.m.store.Release(b); err != nil && errno == 0 {
+		errno = n.m.errno("link", name, err)
 	}
 	return ch, errno
 }
@@ -288,8 +318,10 @@ func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
 
 var _ = (gofs.NodeRenamer)((*Node)(nil))
 
-// Rename renames, with RENAME_NOREPLACE and RENAME_EXCHANGE as renameat2
-// gives them; the stats and control files cannot be renamed or replaced.
+// Rename renames, with RENAME_NOREPLACE, RENAME_EXCHANGE and
+// RENAME_WHITEOUT as renameat2 gives them (a whiteout is made as the
+// caller, see asCaller); the stats and control files cannot be renamed or
+// replaced.
 func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	np, ok := newParent.(*Node)
 	if !ok || np.m != n.m {
@@ -311,7 +343,13 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			// names itself (vfs_rename) without asking the daemon.
 			st, last = lastLink(ndir, newName)
 		}
-		if err := unix.Renameat2(dirfd, name, ndir, newName, uint(flags)); err != nil {
+		rename := func() error { return unix.Renameat2(dirfd, name, ndir, newName, uint(flags)) }
+		if flags&unix.RENAME_WHITEOUT != 0 {
+			// The whiteout left at name is a new node: the caller's.
+			if err := n.m.asCaller(ctx, rename); err != nil {
+				return err
+			}
+		} else if err := rename(); err != nil {
 			return err
 		}
 		if last {

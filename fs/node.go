@@ -23,7 +23,14 @@ import (
 type Node struct {
 	*gofs.LoopbackNode
 	m *mountState // read only
+	// unnamed identifies the store file of a node made by O_TMPFILE
+	// (nil for every other node), so that Link can find its Blob while
+	// it has no name. Read only.
+	unnamed *fileID
 }
+
+// fileID is a file of the store: its st_dev and st_ino.
+type fileID struct{ dev, ino uint64 }
 
 var _ = (gofs.NodeWrapChilder)((*Node)(nil))
 
@@ -99,20 +106,20 @@ func (m *mountState) openFlagsFor(flags uint32) uint32 {
 
 var _ = (gofs.NodeCreater)((*Node)(nil))
 
-// Create creates and opens a regular file, owned by the caller when the
-// daemon runs as root.
+// Create creates and opens a regular file, as the caller (see asCaller).
 func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	rel := filepath.Join(n.rel(), name)
 	flags &^= fuse.FMODE_EXEC
-	created := true
 	var b *backing.Blob
 	errno := n.withDir("create", name, func(dirfd int) error {
-		var err error
-		b, err = n.m.store.OpenAt(dirfd, name, rel, int(flags)|unix.O_CREAT|unix.O_EXCL, mode)
+		err := n.m.asCaller(ctx, func() error {
+			var err error
+			b, err = n.m.store.OpenAt(dirfd, name, rel, int(flags)|unix.O_CREAT|unix.O_EXCL, mode)
+			return err
+		})
 		if errors.Is(err, syscall.EEXIST) && flags&unix.O_EXCL == 0 {
 			// The kernel sends CREATE after a failed lookup, but the
 			// file may have appeared since: open it as it is.
-			created = false
 			b, err = n.m.store.OpenAt(dirfd, name, rel, int(flags)&^unix.O_CREAT, 0)
 		}
 		return err
@@ -120,7 +127,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	ch, err := n.newChild(ctx, b, rel, created, out)
+	ch, err := n.newChild(ctx, b, rel, false, out)
 	if err != nil {
 		return nil, nil, 0, n.m.errno("create", rel, errors.Join(err, n.m.store.Release(b)))
 	}
@@ -129,44 +136,34 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 
 var _ = (gofs.NodeTmpfiler)((*Node)(nil))
 
-// Tmpfile creates an unnamed regular file in the directory (O_TMPFILE).
+// Tmpfile creates an unnamed regular file in the directory (O_TMPFILE),
+// as the caller. Link gives it a name, unless it was made O_EXCL.
 func (n *Node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	rel := n.rel()
 	flags &^= fuse.FMODE_EXEC
 	var b *backing.Blob
 	errno := n.withDir("tmpfile", "", func(dirfd int) error {
-		var err error
-		b, err = n.m.store.OpenAt(dirfd, ".", rel, int(flags)|unix.O_TMPFILE, mode)
-		return err
+		return n.m.asCaller(ctx, func() error {
+			var err error
+			b, err = n.m.store.OpenAt(dirfd, ".", rel, int(flags)|unix.O_TMPFILE, mode)
+			return err
+		})
 	})
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	ch, err := n.newChild(ctx, b, "", true, out)
+	ch, err := n.newChild(ctx, b, rel, true, out)
 	if err != nil {
 		return nil, nil, 0, n.m.errno("tmpfile", rel, errors.Join(err, n.m.store.Release(b)))
 	}
 	return ch, n.m.newHandle(b), n.m.openFlagsFor(flags), 0
 }
 
-// newChild makes the inode for a file just created (or opened) through b,
-// gives it to the caller when created as root, and fills out.
-func (n *Node) newChild(ctx context.Context, b *backing.Blob, rel string, created bool, out *fuse.EntryOut) (*gofs.Inode, error) {
+// newChild makes the inode for a file just created or opened through b
+// (unnamed: by O_TMPFILE), and fills out.
+func (n *Node) newChild(ctx context.Context, b *backing.Blob, rel string, unnamed bool, out *fuse.EntryOut) (*gofs.Inode, error) {
 	var st unix.Statx_t
 	err := b.Fd(func(fd int) error {
-		if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &st); err != nil {
-			return pathErr("statx", rel, err)
-		}
-		if !created || !n.m.asRoot {
-			return nil
-		}
-		caller, ok := fuse.FromContext(ctx)
-		if !ok || (caller.Uid == st.Uid && caller.Gid == st.Gid) {
-			return nil // already the caller's: spare the chown
-		}
-		if err := unix.Fchown(fd, int(caller.Uid), int(caller.Gid)); err != nil {
-			return pathErr("chown", rel, err)
-		}
 		if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_BASIC_STATS|unix.STATX_BTIME, &st); err != nil {
 			return pathErr("statx", rel, err)
 		}
@@ -177,7 +174,10 @@ func (n *Node) newChild(ctx context.Context, b *backing.Blob, rel string, create
 	}
 	sys := statFromStatx(&st)
 	out.Attr.FromStat(&sys)
-	node := &gofs.LoopbackNode{RootData: n.RootData}
+	var node gofs.InodeEmbedder = &gofs.LoopbackNode{RootData: n.RootData}
+	if unnamed {
+		node = &Node{LoopbackNode: &gofs.LoopbackNode{RootData: n.RootData}, m: n.m, unnamed: &fileID{dev: sys.Dev, ino: sys.Ino}}
+	}
 	return n.NewInode(ctx, node, n.m.stableAttr(&st)), nil
 }
 
