@@ -69,10 +69,11 @@ type Options struct {
 	// suid; allowed to root only); NoExec mounts with noexec. By default
 	// a mount is nodev and nosuid, as every FUSE mount.
 	Dev, Suid, NoExec bool
-	// SharedStore skips the store lock (see storelock.go), so that
-	// another daemon may serve the same store at the same time: each
-	// daemon's unsynced-bytes ledger, power-cut simulation and kernel
-	// caches then miss the other's writes.
+	// SharedStore lets another daemon serve the same store at the same
+	// time (see storelock.go: it takes the store lock shared, or not at
+	// all if an ordinary daemon holds it): each daemon's unsynced-bytes
+	// ledger, power-cut simulation and kernel caches then miss the
+	// other's writes.
 	SharedStore bool
 	// BDI changes the mount's backing-device limits (as root): see bdi.go.
 	BDI BDISettings
@@ -128,7 +129,7 @@ type Server struct {
 	store      *backing.Store
 	mountpoint string
 	fdMount    bool     // mounted by mountFuseFd (as root): unmounted here, not by go-fuse
-	lock       *os.File // holds the store lock until Wait closes it; nil with SharedStore
+	lock       *os.File // holds the store lock until Wait closes it; nil if SharedStore found it held
 
 	unmounted atomic.Bool // Unmount succeeded: the mount is gone
 }
@@ -258,11 +259,9 @@ func Mount(store, mountpoint string, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	var lock *os.File
-	if !opts.SharedStore {
-		if lock, err = lockStore(root); err != nil {
-			return nil, err
-		}
+	lock, err := lockStore(root, opts.SharedStore)
+	if err != nil {
+		return nil, err
 	}
 	unlock := func() error {
 		if lock == nil {

@@ -28,12 +28,20 @@ var ErrStoreLocked = errors.New("the store is already served by another mmapfs d
 // lockStore takes the store lock of root, or fails with ErrStoreLocked
 // naming the daemon that holds it (its pid from /proc/locks, its mountpoint
 // from /proc/self/mountinfo) when they can be found.
-func lockStore(root string) (*os.File, error) {
+//
+// With shared (--unsafe-shared-store) it takes a shared lock instead, so
+// that a daemon started later without the flag is still refused; if an
+// ordinary daemon holds the store, it takes none and returns nil.
+func lockStore(root string, shared bool) (*os.File, error) {
 	f, err := os.OpenFile(root, os.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("locking store %s: %w", root, err)
 	}
-	err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	how := unix.LOCK_EX
+	if shared {
+		how = unix.LOCK_SH
+	}
+	err = unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
 	if err == nil {
 		return f, nil
 	}
@@ -42,6 +50,9 @@ func lockStore(root string) (*os.File, error) {
 	cerr := f.Close()
 	if !errors.Is(err, syscall.EWOULDBLOCK) {
 		return nil, errors.Join(fmt.Errorf("locking store %s: flock: %w", root, err), cerr)
+	}
+	if shared {
+		return nil, cerr
 	}
 	who := "another process"
 	if serr == nil {

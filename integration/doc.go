@@ -16,7 +16,8 @@
 //
 // TestMain builds cmd/mmapfs once into a temporary directory. startMount
 // runs it as a subprocess on a fresh store and mountpoint (both from
-// t.TempDir), waits until the mountpoint shows in /proc/self/mountinfo and
+// t.TempDir), waits until the daemon logs that it is serving (the mount is
+// then fully usable; showing in /proc/self/mountinfo comes earlier) and
 // registers a cleanup that stops the daemon with SIGTERM, requires a clean
 // exit 0 and, whatever happened (t.Fatal, panic, a hung or killed daemon),
 // unmounts lazily and kills the daemon so that no mount is left behind.

@@ -182,7 +182,15 @@ func TestStoreLock(t *testing.T) {
 	if err := forceUnmount(m.mnt); err != nil {
 		t.Fatal(err)
 	}
-	again := startMountAt(t, m.store, t.TempDir())
+	// The kernel dropped the killed daemon's lock. A daemon with the
+	// override takes it shared: an ordinary one is still refused.
+	shared = startMountAt(t, m.store, mnt2, "--unsafe-shared-store")
+	r = runBinary(t, cliTimeout, []string{m.mnt}, "mount", m.store, m.mnt)
+	if r.exitCode != 1 || !strings.Contains(r.stderr, "pid "+strconv.Itoa(shared.pid())) {
+		t.Errorf("mount of a store a shared daemon serves: exit %d, stderr %q; want 1, naming pid %d", r.exitCode, r.stderr, shared.pid())
+	}
+	shared.stop(t)
+	again := startMountAt(t, m.store, m.mnt)
 	checkBoth(t, again, "f", []byte("first"))
 	again.stop(t)
 }

@@ -19,7 +19,7 @@ import (
 
 // Bounds of every wait in the harness.
 const (
-	mountTimeout = 10 * time.Second // until the mountpoint shows up
+	mountTimeout = 10 * time.Second // until the daemon says it is serving
 	stopTimeout  = 10 * time.Second // from SIGTERM to exit
 	killTimeout  = 5 * time.Second  // from SIGKILL to exit
 	pollInterval = 5 * time.Millisecond

@@ -70,6 +70,16 @@ func startBackground(stderr io.Writer, store, mnt string, c *mountConfig) error 
 	cmd.Dir = "/"
 	cmd.Env = append(os.Environ(), daemonEnv+"=3")
 	cmd.ExtraFiles = []*os.File{w}
+	if c.logFile != "" {
+		// What the daemon cannot log itself (a Go panic) goes to its
+		// log file too.
+		f, err := os.OpenFile(c.logFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return errors.Join(fmt.Errorf("-o log=%s: %w", c.logFile, err), w.Close())
+		}
+		defer f.Close()
+		cmd.Stderr = f
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()
 	if cerr := w.Close(); err == nil && cerr != nil {

@@ -63,7 +63,7 @@ func addMountFlags(f *pflag.FlagSet, c *mountConfig) {
 	f.IntVar(&opts.BDI.ReadaheadKB, "readahead-kb", -1, "the mount's bdi readahead in KiB, 0 or more; -1: leave it")
 	f.BoolVar(&opts.Debug, "debug", false, "log every FUSE request and reply")
 	f.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics at ADDR (host:port or port; loopback unless a host is named)")
-	f.BoolVar(&opts.SharedStore, "unsafe-shared-store", false, "serve the store even if another mmapfs daemon serves it (unsafe: each daemon's unsynced-bytes figures, fsync accounting and power-cut simulation miss the other's writes, and each mount's kernel caches go stale behind the other's)")
+	f.BoolVar(&opts.SharedStore, "unsafe-shared-store", false, "serve the store even if another mmapfs daemon serves it, and let others serve it too (unsafe: each daemon's unsynced-bytes figures, fsync accounting and power-cut simulation miss the other's writes, and each mount's kernel caches go stale behind the other's); a daemon without the flag is still refused while this one runs")
 }
 
 // addOptionFlag defines -o on f.
@@ -341,7 +341,7 @@ func runMount(logOut io.Writer, store, mountpoint string, opts fs.Options, metri
 		logger.Printf("WARNING: --unsafe-ignore-fsync: fsync and fdatasync will return success without syncing; data they acknowledge can be lost in a power cut")
 	}
 	if opts.SharedStore {
-		logger.Printf("WARNING: --unsafe-shared-store: %s is not locked; another daemon serving it makes the unsynced-bytes figures, fsync accounting and the power-cut simulation of both wrong", store)
+		logger.Printf("WARNING: --unsafe-shared-store: another daemon may serve %s too; the unsynced-bytes figures, fsync accounting and power-cut simulation of each then miss the other's writes", store)
 	}
 	srv, err := fs.Mount(store, mountpoint, opts)
 	if err != nil {
