@@ -384,12 +384,18 @@ func (m *mountState) serve(mnt, root string, rootNode *Node) (server *fuse.Serve
 			options:  mo.Options,
 			allowAll: mo.AllowOther,
 		})
-		if err != nil {
+		switch {
+		case err == nil:
+			target = "/dev/fd/" + strconv.Itoa(fd)
+			fdMount = true
+			unmount = func() error { return unmountFd(mnt) }
+		case errors.Is(err, syscall.EPERM):
+			// Root without CAP_SYS_ADMIN (a container): let go-fuse
+			// try fusermount3, as for any other user.
+			opts.Logger.Printf("%v; mounting through fusermount3", err)
+		default:
 			return nil, false, err
 		}
-		target = "/dev/fd/" + strconv.Itoa(fd)
-		fdMount = true
-		unmount = func() error { return unmountFd(mnt) }
 	}
 	server, err = fuse.NewServer(raw, target, &mo)
 	if err != nil {
