@@ -221,8 +221,23 @@ func TestFstabProgSource(t *testing.T) {
 	if b, _ := os.ReadFile(f.log); !strings.Contains(string(b), "writeback policy periodic:1s") {
 		t.Errorf("-o writeback=periodic:1s not applied; log:\n%s", b)
 	}
+	if o := mountFlags(f.mnt); !strings.Contains(o, "nosuid") || !strings.Contains(o, "nodev") {
+		t.Errorf("-o nosuid,nodev: the mount's options are %q", o)
+	}
 	f.use(t, "f", "through fstab")
 	f.umount(t, "f", "through fstab")
+}
+
+// mountFlags returns the per-mount options of mnt in mountinfo (rw,nosuid,...).
+func mountFlags(mnt string) string {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	flags := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 5 && unescapeMountField(f[4]) == mnt {
+			flags = f[5]
+		}
+	}
+	return flags
 }
 
 // TestFstabTypeName mounts with -t fuse.NAME: mount.fuse3 runs NAME, found
@@ -266,6 +281,11 @@ func TestFstabFile(t *testing.T) {
 	f.mounted(t, "mount --fstab", out, err)
 	if b, _ := os.ReadFile(f.log); !strings.Contains(string(b), "writeback policy close") {
 		t.Errorf("the fstab options were not applied; log:\n%s", b)
+	}
+	// As root, mount.fuse3 passes dev,suid (fstab's defaults) unless the
+	// line says nodev,nosuid; they are honoured as by any root mount.
+	if o := mountFlags(f.mnt); strings.Contains(o, "nosuid") || strings.Contains(o, "nodev") {
+		t.Errorf("fstab defaults (dev,suid): the mount's options are %q", o)
 	}
 	f.use(t, "h", "from an fstab file")
 	f.umount(t, "h", "from an fstab file")
