@@ -97,7 +97,7 @@ type Switches struct {
 	WritebackCache    bool    `json:"writeback_cache"`
 	AttrTimeoutSecs   float64 `json:"attr_timeout_seconds"`
 	EntryTimeoutSecs  float64 `json:"entry_timeout_seconds"`
-	MaxWrite          int     `json:"max_write"`
+	MaxWrite          int     `json:"max_write"` // in force: --max-write, or 128 KiB for 0, within the kernel's bound
 	MaxReadahead      int     `json:"max_readahead"`
 	ReadOnly          bool    `json:"read_only"`
 	AllowOther        bool    `json:"allow_other"`
@@ -157,7 +157,7 @@ func (m *mountState) snapshot() (*Snapshot, error) {
 			WritebackCache:    o.WritebackCache,
 			AttrTimeoutSecs:   o.AttrTimeout.Seconds(),
 			EntryTimeoutSecs:  o.EntryTimeout.Seconds(),
-			MaxWrite:          o.MaxWrite,
+			MaxWrite:          effectiveMaxWrite(o.MaxWrite),
 			MaxReadahead:      o.MaxReadahead,
 			ReadOnly:          o.ReadOnly,
 			AllowOther:        o.AllowOther,
