@@ -389,5 +389,13 @@ func timesArgs(in *fuse.SetAttrIn) ([]unix.Timespec, bool) {
 	if mok {
 		ts[1] = unix.NsecToTimespec(mtime.UnixNano())
 	}
+	// "Now" stays UTIME_NOW (go-fuse turns it into the time of day): an
+	// append-only file takes it where explicit times are EPERM.
+	if in.Valid&fuse.FATTR_ATIME_NOW != 0 {
+		ts[0] = unix.Timespec{Nsec: unix.UTIME_NOW}
+	}
+	if in.Valid&fuse.FATTR_MTIME_NOW != 0 {
+		ts[1] = unix.Timespec{Nsec: unix.UTIME_NOW}
+	}
 	return ts, aok || mok
 }
