@@ -194,3 +194,39 @@ func TestStoreLock(t *testing.T) {
 	checkBoth(t, again, "f", []byte("first"))
 	again.stop(t)
 }
+
+// TestMountLine checks what mountinfo shows of a mount, as go-fuse's own
+// direct mount showed it: mmapfs mounts /dev/fuse itself (fs/fdmount.go)
+// and must not change what users and tools see. (--read-only is "ro" in
+// the superblock's options, not in the mount's: as before.)
+func TestMountLine(t *testing.T) {
+	t.Parallel()
+	skipIfLoopback(t)
+	for _, c := range []struct {
+		flags             []string
+		mountOpts, superO string
+	}{
+		{nil, "rw,nosuid,nodev,relatime", "rw,user_id=0,group_id=0,max_read=131072"},
+		{[]string{"--read-only", "--max-write", "1048576", "--allow-other"}, "rw,nosuid,nodev,relatime", "ro,user_id=0,group_id=0,default_permissions,allow_other,max_read=1048576"},
+	} {
+		m := startMount(t, c.flags...)
+		var line []string
+		b, err := os.ReadFile("/proc/self/mountinfo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(l); len(f) > 5 && unescapeMountField(f[4]) == m.mnt {
+				line = f
+			}
+		}
+		if len(line) < 10 {
+			t.Fatalf("%s not in mountinfo", m.mnt)
+		}
+		n := len(line)
+		if got := []string{line[5], line[n-3], line[n-2], line[n-1]}; got[0] != c.mountOpts || got[1] != "fuse.mmapfs" || got[2] != m.store || got[3] != c.superO {
+			t.Errorf("mount %v: mountinfo shows %q, want [%s fuse.mmapfs %s %s]", c.flags, got, c.mountOpts, m.store, c.superO)
+		}
+		m.stop(t)
+	}
+}
