@@ -137,8 +137,10 @@ func mountError(cmd, mnt string, err error) error {
 	switch {
 	case errors.Is(err, syscall.ENOTCONN), errors.Is(err, syscall.ECONNABORTED):
 		return fmt.Errorf("%s: %s is a dead mount: the mmapfs daemon that served it is gone (%w); detach it with `fusermount3 -u %s` (or `umount %s`), then mount the store again", cmd, mnt, err, mnt, mnt)
+	case (errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM)) && cmd == "stats":
+		return fmt.Errorf("%s: no permission to read the figures of %s (%w): only the user running its daemon may, and other users only if it was mounted with --allow-other", cmd, mnt, err)
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
-		return fmt.Errorf("%s: no permission on the mount %s (%w): only the user running its daemon may use it (other users too if it was mounted with --allow-other), and only that user and root its control file", cmd, mnt, err)
+		return fmt.Errorf("%s: no permission to use the control file of %s (%w): only the user running its daemon may, and root only if it was mounted with --allow-other", cmd, mnt, err)
 	}
 	if _, serr := os.Stat(mnt); serr != nil {
 		return fmt.Errorf("%s: %w", cmd, serr)
