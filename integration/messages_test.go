@@ -102,6 +102,14 @@ func TestStatsFreshMountTable(t *testing.T) {
 	if rows == 0 {
 		t.Errorf("no op row in the table:\n%s", r.stdout)
 	}
+	// A directory inside the mount is not its mountpoint.
+	if err := os.Mkdir(filepath.Join(m.mnt, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r = runBinary(t, cliTimeout, nil, "stats", filepath.Join(m.mnt, "sub"))
+	if want := "not an mmapfs mount but a directory inside the one at " + m.mnt; r.exitCode != 1 || !strings.Contains(r.stderr, want) {
+		t.Errorf("stats of a directory inside the mount: exit %d, stderr %q; want %q", r.exitCode, r.stderr, want)
+	}
 	w := runBinary(t, 700*time.Millisecond, nil, "stats", "--watch=200ms", m.mnt)
 	if !strings.Contains(w.stdout, "unsynced MiB") || strings.Contains(w.stdout, "MB") {
 		t.Errorf("stats --watch header: want MiB (the values are), got:\n%s", w.stdout)
