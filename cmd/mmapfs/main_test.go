@@ -226,3 +226,18 @@ func TestUsageLine(t *testing.T) {
 		}
 	}
 }
+
+func TestFallbackLogPath(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", "/state")
+	want := map[string]string{"/srv/data": "srv-data.log", "/srv/data/": "srv-data.log", "/": "root.log"}
+	for mnt, name := range want {
+		got := fallbackLogPath(mnt)
+		dir := "/var/log/mmapfs"
+		if os.Geteuid() != 0 {
+			dir = "/state/mmapfs"
+		}
+		if got != dir+"/"+name {
+			t.Errorf("fallbackLogPath(%q) = %q, want %s/%s", mnt, got, dir, name)
+		}
+	}
+}
