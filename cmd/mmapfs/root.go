@@ -26,13 +26,13 @@ func NewRootCommand() *cobra.Command {
 		Long: `A FUSE filesystem that serves every file from a memory mapping of its blob.
 
 Without a command, mmapfs STORE MOUNTPOINT -o OPTIONS mounts STORE at
-MOUNTPOINT as mount(8) does through mount.fuse3 (fstab, mount -t fuse.mmapfs):
-every flag of 'mmapfs mount' is an option (-o writeback=periodic:1s,keep-cache),
-with the usual mount options (ro, allow_other, ...), and so is a flag
-(--writeback periodic:1s). mmapfs returns once the
-mount is ready and serves it in the background, logging to syslog or to
--o log=FILE; umount MOUNTPOINT ends it. With -f it stays in the foreground
-as 'mmapfs mount' does.`,
+MOUNTPOINT the way mount(8) runs it through mount.fuse3 (an fstab line,
+mount -t fuse.mmapfs). Every flag of 'mmapfs mount' is an option
+(-o writeback=periodic:1s,keep-cache), as are the usual mount options (ro,
+allow_other, nosuid, ...); the flags work too (--writeback periodic:1s).
+mmapfs returns once the mount is ready and serves it in the background,
+logging to syslog or to -o log=FILE; umount MOUNTPOINT ends it. With -f it
+stays in the foreground, as 'mmapfs mount' does.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args: func(cmd *cobra.Command, args []string) error {
