@@ -11,6 +11,8 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/backing"
 )
 
 // The namespace operations of go-fuse's LoopbackNode act on path strings
@@ -45,13 +47,18 @@ func (n *Node) dir() (int, func() error, error) {
 }
 
 // parent returns a descriptor of the node's parent directory and the
-// node's name in it; for the root, the store root itself and "".
+// node's name in it; for the root, the store root itself and "". For a
+// file with no name yet (O_TMPFILE) it returns a descriptor of the file
+// itself and "" (see unnamedFd).
 func (n *Node) parent() (dirfd int, name string, done func() error, err error) {
 	if n.IsRoot() {
 		return n.m.store.RootFd(), "", noDone, nil
 	}
 	name, p := n.Parent()
 	if p == nil {
+		if n.unnamed != nil {
+			return n.unnamedFd()
+		}
 		return -1, "", nil, pathErr("resolve", name, fmt.Errorf("the file has no name any more: %w", syscall.ENOENT))
 	}
 	pn, ok := p.Operations().(*Node)
@@ -60,6 +67,47 @@ func (n *Node) parent() (dirfd int, name string, done func() error, err error) {
 	}
 	fd, done, err := pn.dir()
 	return fd, name, done, err
+}
+
+// unnamedBlob returns the Blob of a file made by O_TMPFILE that has no
+// name yet, with a reference to Release, or nil for any other node. The
+// daemon holds it as long as the client holds the file open; once it does
+// not, the file is gone.
+func (n *Node) unnamedBlob() *backing.Blob {
+	if n.unnamed == nil {
+		return nil
+	}
+	if _, p := n.Parent(); p != nil {
+		return nil
+	}
+	return n.m.store.Find(&syscall.Stat_t{Dev: n.unnamed.dev, Ino: n.unnamed.ino})
+}
+
+// unnamedFd returns a descriptor of a file with no name yet, its own
+// (a duplicate of its Blob's), so that the operations by name in a
+// directory act on it with AT_EMPTY_PATH, as on the root.
+func (n *Node) unnamedFd() (int, string, func() error, error) {
+	b := n.unnamedBlob()
+	if b == nil {
+		return -1, "", nil, pathErr("resolve", "", fmt.Errorf("the file has no name and is no longer open: %w", syscall.ENOENT))
+	}
+	fd := -1
+	err := b.Fd(func(bfd int) error {
+		var err error
+		if fd, err = unix.FcntlInt(uintptr(bfd), unix.F_DUPFD_CLOEXEC, 0); err != nil {
+			return pathErr("dup", b.Name(), err)
+		}
+		return nil
+	})
+	if err = errors.Join(err, n.m.store.Release(b)); err != nil {
+		if fd >= 0 {
+			if cerr := unix.Close(fd); cerr != nil {
+				err = errors.Join(err, pathErr("close", n.rel(), cerr))
+			}
+		}
+		return -1, "", nil, err
+	}
+	return fd, "", func() error { return unix.Close(fd) }, nil
 }
 
 // OnForget drops the node's cached directory descriptor: the kernel
@@ -456,16 +504,64 @@ func (n *Node) Statx(ctx context.Context, f gofs.FileHandle, flags uint32, mask 
 // follow a symlink NAME: the magic link leads straight to the directory,
 // NAME (one component, never "." or "..") to the node, and no further.
 // The root is "." in its own descriptor. One system call, where opening
-// the node O_PATH first took three.
+// the node O_PATH first took three. A file with no name yet is its own
+// descriptor's magic link, /proc/self/fd/FD, which the calls must follow
+// (it leads to that file and no further).
 
-// withProcPath calls fn with a /proc path that names the node; fn must
-// use the l* (no-follow) calls.
-func (n *Node) withProcPath(op string, fn func(p string) error) syscall.Errno {
+// procPath names a node for the xattr calls: the path, and whether its
+// last component is the node's own magic link, to be followed.
+type procPath struct {
+	p      string
+	follow bool
+}
+
+func (q procPath) getxattr(attr string, dest []byte) (int, error) {
+	if q.follow {
+		return unix.Getxattr(q.p, attr, dest)
+	}
+	return unix.Lgetxattr(q.p, attr, dest)
+}
+
+func (q procPath) listxattr(dest []byte) (int, error) {
+	if q.follow {
+		return unix.Listxattr(q.p, dest)
+	}
+	return unix.Llistxattr(q.p, dest)
+}
+
+func (q procPath) setxattr(attr string, data []byte, flags int) error {
+	if q.follow {
+		return unix.Setxattr(q.p, attr, data, flags)
+	}
+	return unix.Lsetxattr(q.p, attr, data, flags)
+}
+
+func (q procPath) removexattr(attr string) error {
+	if q.follow {
+		return unix.Removexattr(q.p, attr)
+	}
+	return unix.Lremovexattr(q.p, attr)
+}
+
+func (q procPath) stat(st *syscall.Stat_t) error {
+	if q.follow {
+		return syscall.Stat(q.p, st)
+	}
+	return syscall.Lstat(q.p, st)
+}
+
+// withProcPath calls fn with a /proc path that names the node.
+func (n *Node) withProcPath(op string, fn func(q procPath) error) syscall.Errno {
 	return n.withParent(op, func(dirfd int, name string) error {
-		if name == "" {
-			name = "."
+		fdPath := "/proc/self/fd/" + strconv.Itoa(dirfd)
+		switch {
+		case name != "":
+			return fn(procPath{p: fdPath + "/" + name})
+		case n.IsRoot():
+			return fn(procPath{p: fdPath + "/."})
+		default: // no name yet: dirfd is the file's own
+			return fn(procPath{p: fdPath, follow: true})
 		}
-		return fn("/proc/self/fd/" + strconv.Itoa(dirfd) + "/" + name)
 	})
 }
 
@@ -474,9 +570,9 @@ var _ = (gofs.NodeGetxattrer)((*Node)(nil))
 // Getxattr reads an extended attribute.
 func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	var sz int
-	errno := n.withProcPath("getxattr", func(p string) error {
+	errno := n.withProcPath("getxattr", func(q procPath) error {
 		var err error
-		sz, err = unix.Lgetxattr(p, attr, dest)
+		sz, err = q.getxattr(attr, dest)
 		return err
 	})
 	return uint32(max(sz, 0)), errno
@@ -487,9 +583,9 @@ var _ = (gofs.NodeListxattrer)((*Node)(nil))
 // Listxattr lists the extended attributes.
 func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
 	var sz int
-	errno := n.withProcPath("listxattr", func(p string) error {
+	errno := n.withProcPath("listxattr", func(q procPath) error {
 		var err error
-		sz, err = unix.Llistxattr(p, dest)
+		sz, err = q.listxattr(dest)
 		return err
 	})
 	return uint32(max(sz, 0)), errno
@@ -501,11 +597,11 @@ var _ = (gofs.NodeSetxattrer)((*Node)(nil))
 // open on the mount are noted by its Blob, whose next write removes them.
 func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
 	var st syscall.Stat_t
-	errno := n.withProcPath("setxattr", func(p string) error {
-		if err := unix.Lsetxattr(p, attr, data, int(flags)); err != nil {
+	errno := n.withProcPath("setxattr", func(q procPath) error {
+		if err := q.setxattr(attr, data, int(flags)); err != nil {
 			return err
 		}
-		return syscall.Lstat(p, &st)
+		return q.stat(&st)
 	})
 	if errno == 0 && attr == "security.capability" {
 		if b := n.m.store.Find(&st); b != nil {
@@ -520,8 +616,8 @@ var _ = (gofs.NodeRemovexattrer)((*Node)(nil))
 
 // Removexattr removes an extended attribute.
 func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	return n.withProcPath("removexattr", func(p string) error {
-		return unix.Lremovexattr(p, attr)
+	return n.withProcPath("removexattr", func(q procPath) error {
+		return q.removexattr(attr)
 	})
 }
 

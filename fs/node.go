@@ -75,8 +75,12 @@ func (n *Node) rel() string {
 
 var _ = (gofs.NodeOpener)((*Node)(nil))
 
-// Open opens the node's Blob.
+// Open opens the node's Blob; a file with no name yet (O_TMPFILE,
+// reopened through /proc/self/fd) has its Blob held already.
 func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if b := n.unnamedBlob(); b != nil {
+		return n.openUnnamed(b, flags)
+	}
 	var b *backing.Blob
 	errno := n.withParent("open", func(dirfd int, name string) error {
 		var err error
@@ -85,6 +89,17 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	})
 	if errno != 0 {
 		return nil, 0, errno
+	}
+	return n.m.newHandle(b), n.m.openFlagsFor(flags), 0
+}
+
+// openUnnamed opens b, the Blob of a file with no name yet, whose
+// reference it takes over, as Store.OpenAt opens a named one.
+func (n *Node) openUnnamed(b *backing.Blob, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if flags&syscall.O_TRUNC != 0 && flags&syscall.O_ACCMODE != syscall.O_RDONLY {
+		if err := b.Truncate(0); err != nil {
+			return nil, 0, n.m.errno("open", b.Name(), errors.Join(err, n.m.store.Release(b)))
+		}
 	}
 	return n.m.newHandle(b), n.m.openFlagsFor(flags), 0
 }

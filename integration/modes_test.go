@@ -475,7 +475,9 @@ func TestModesChownKillPriv(t *testing.T) {
 // TestModesTmpfileLink: an O_TMPFILE file gets a name with linkat through
 // /proc/self/fd (or AT_EMPTY_PATH), with what was written before, and is
 // then the named file (its xattrs, further writes, a second link); one
-// made O_TMPFILE|O_EXCL cannot be linked. As on ext4, and the content is
+// made O_TMPFILE|O_EXCL cannot be linked. Before it has a name, its
+// attributes and xattrs change through its descriptor and it reopens
+// through /proc/self/fd. As on ext4, and the content is
 // in the store after the daemon stops.
 func TestModesTmpfileLink(t *testing.T) {
 	t.Parallel()
@@ -496,6 +498,7 @@ func TestModesTmpfileLink(t *testing.T) {
 	checkContent(t, filepath.Join(m.store, "named"), []byte("before+after"))
 	checkContent(t, filepath.Join(m.store, "second"), []byte("before+after"))
 	checkContent(t, filepath.Join(m.store, "empty-path"), []byte("by AT_EMPTY_PATH"))
+	checkContent(t, filepath.Join(m.store, "was-unnamed"), []byte("unnamed"))
 }
 
 // tmpfileLinkScenario runs the O_TMPFILE steps in dir and describes what
@@ -542,6 +545,37 @@ func tmpfileLinkScenario(t *testing.T, dir string) []string {
 	err = unix.Stat(filepath.Join(dir, "second"), &st2)
 	note("stat the second name", err, "nlink ", st2.Nlink, " same inode ", st2.Ino == st.Ino)
 	note("link onto an existing name", procLink(fd, "named"))
+
+	// Before it has a name, the file is used through its descriptor
+	// (and reopened through /proc/self/fd) as any other.
+	un, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		t.Fatalf("O_TMPFILE in %s: %v", dir, err)
+	}
+	defer unix.Close(un)
+	_, err = unix.Write(un, []byte("unnamed"))
+	note("write", err)
+	note("fchmod", unix.Fchmod(un, 0o600))
+	note("fchown", unix.Fchown(un, 0, 5))
+	note("futimens", unix.UtimesNanoAt(un, "", []unix.Timespec{unix.NsecToTimespec(42e9), unix.NsecToTimespec(42e9)}, unix.AT_EMPTY_PATH))
+	note("fsetxattr", unix.Fsetxattr(un, "user.mmapfs", []byte("u"), 0))
+	sz, err = unix.Fgetxattr(un, "user.mmapfs", buf)
+	note("fgetxattr", err, string(buf[:max(sz, 0)]))
+	sz, err = unix.Flistxattr(un, buf)
+	note("flistxattr", err, strings.ReplaceAll(string(buf[:max(sz, 0)]), "\x00", " "))
+	note("fremovexattr", unix.Fremovexattr(un, "user.mmapfs"))
+	data, err = os.ReadFile("/proc/self/fd/" + strconv.Itoa(un))
+	note("reopen through /proc/self/fd and read", err, string(data))
+	var ust unix.Stat_t
+	err = unix.Fstat(un, &ust)
+	note("fstat", err, "mode ", strconv.FormatUint(uint64(ust.Mode), 8), " uid ", ust.Uid, " gid ", ust.Gid, " size ", ust.Size, " nlink ", ust.Nlink, " mtime ", ust.Mtim.Sec)
+	var ux unix.Statx_t
+	err = unix.Statx(un, "", unix.AT_EMPTY_PATH, unix.STATX_BASIC_STATS, &ux)
+	note("statx", err, "mode ", strconv.FormatUint(uint64(ux.Mode), 8), " size ", ux.Size)
+	note("link it", procLink(un, "was-unnamed"))
+	var lst unix.Stat_t
+	err = unix.Stat(filepath.Join(dir, "was-unnamed"), &lst)
+	note("stat the name", err, "mode ", strconv.FormatUint(uint64(lst.Mode), 8), " gid ", lst.Gid, " size ", lst.Size, " mtime ", lst.Mtim.Sec)
 
 	excl, err := unix.Open(dir, unix.O_TMPFILE|unix.O_RDWR|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
 	if err != nil {
