@@ -242,6 +242,8 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	release := false
 	if h, ok := f.(*handle); ok {
 		b = h.blob
+	} else if ub := n.unnamedBlob(); ub != nil {
+		b, release = ub, true // O_TMPFILE, not linked yet: the Blob is held
 	} else if _, ok := in.GetSize(); ok {
 		var ob *backing.Blob
 		errno := n.withParent("truncate", func(dirfd int, name string) error {

@@ -564,8 +564,10 @@ func tmpfileLinkScenario(t *testing.T, dir string) []string {
 	sz, err = unix.Flistxattr(un, buf)
 	note("flistxattr", err, strings.ReplaceAll(string(buf[:max(sz, 0)]), "\x00", " "))
 	note("fremovexattr", unix.Fremovexattr(un, "user.mmapfs"))
+	note("truncate through /proc/self/fd", unix.Truncate("/proc/self/fd/"+strconv.Itoa(un), 9))
 	data, err = os.ReadFile("/proc/self/fd/" + strconv.Itoa(un))
 	note("reopen through /proc/self/fd and read", err, string(data))
+	note("ftruncate", unix.Ftruncate(un, 7))
 	var ust unix.Stat_t
 	err = unix.Fstat(un, &ust)
 	note("fstat", err, "mode ", strconv.FormatUint(uint64(ust.Mode), 8), " uid ", ust.Uid, " gid ", ust.Gid, " size ", ust.Size, " nlink ", ust.Nlink, " mtime ", ust.Mtim.Sec)
