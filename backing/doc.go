@@ -41,6 +41,31 @@
 // before (a blob closed dirty whose ranges were forgotten, see Store)
 // syncs whole on its first Sync.
 //
+// # File flags
+//
+// An immutable file (chattr +i) takes no change; an append-only file
+// (chattr +a) takes appends only. The store's filesystem enforces them on
+// every open, name and attribute change the daemon makes; a Blob enforces
+// them on what it does through a descriptor and mapping that outlive the
+// flag. Blob.flags caches the flags (learned when an O_RDWR open is
+// refused, at every SET through Blob.FileAttr under the blob's lock, and
+// when a fault or a refused mtime shows a change behind the daemon);
+// WriteAt, Truncate and Allocate load it once. Immutable: every change is
+// EPERM before the mapping is touched. Append-only: never written through
+// the mapping, since ext4 refuses a shared mapping of a writable
+// descriptor of such a file (EACCES), ftruncate (to grow the mapping ahead
+// of a copy) and explicit mtimes. A blob first opened while the file is
+// append-only maps it read-only and appends with write(2) on an
+// O_WRONLY|O_APPEND descriptor of its own, growing the mapping after; a
+// write below the end may only send again what the file holds (the
+// writeback cache resends a partly written page), anything else is EPERM.
+// A blob writable from before the flag keeps its O_RDWR descriptor, which
+// ext4 lets write anywhere: it writes with pwrite(2). Such writes count
+// dirty and at risk like any other; since msync of a read-only mapping
+// syncs nothing, Sync fdatasyncs them. The power-cut simulation lifts
+// the flags to put a file back. The details and the rules measured on
+// ext4 are in flags.go.
+//
 // # Locking
 //
 // Lock order: Store.mu, then Blob.mu, then Blob.dmu. unmapBatch.mu (the
