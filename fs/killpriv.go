@@ -74,14 +74,11 @@ func (k *killprivFS) getattr(cancel <-chan struct{}, hdr fuse.InHeader, nodeID u
 	return attr.Attr, true
 }
 
-// killSuidgid clears the bits of kill that the file still has.
-func (k *killprivFS) killSuidgid(cancel <-chan struct{}, hdr fuse.InHeader, nodeID uint64, kill uint32) {
-	if kill == 0 {
-		return
-	}
-	attr, ok := k.getattr(cancel, hdr, nodeID)
-	if !ok || attr.Mode&kill == 0 {
-		return
+// clearBits clears the bits of kill that the file, whose attributes are
+// attr now, has; it reports whether it changed the mode.
+func (k *killprivFS) clearBits(cancel <-chan struct{}, hdr fuse.InHeader, nodeID uint64, attr *fuse.Attr, kill uint32) bool {
+	if attr.Mode&kill == 0 {
+		return false
 	}
 	hdr.NodeId = nodeID
 	in := fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{
@@ -92,17 +89,20 @@ func (k *killprivFS) killSuidgid(cancel <-chan struct{}, hdr fuse.InHeader, node
 	// Errors are logged at the boundary inside SetAttr; the request
 	// itself succeeded and is not undone.
 	var out fuse.AttrOut
-	k.RawFileSystem.SetAttr(cancel, &in, &out)
+	return k.RawFileSystem.SetAttr(cancel, &in, &out) == fuse.OK
 }
 
 // killAfterWrite clears the bits a write or truncate by an unprivileged
-// caller clears.
-func (k *killprivFS) killAfterWrite(cancel <-chan struct{}, hdr fuse.InHeader, nodeID uint64) {
-	attr, ok := k.getattr(cancel, hdr, nodeID)
-	if !ok {
-		return
+// caller clears, from a file whose attributes are attr (nil: ask).
+func (k *killprivFS) killAfterWrite(cancel <-chan struct{}, hdr fuse.InHeader, nodeID uint64, attr *fuse.Attr) bool {
+	if attr == nil {
+		a, ok := k.getattr(cancel, hdr, nodeID)
+		if !ok {
+			return false
+		}
+		attr = &a
 	}
-	k.killSuidgid(cancel, hdr, nodeID, killBits(killWrite, attr.Mode, attr.Gid, hdr.Pid))
+	return k.clearBits(cancel, hdr, nodeID, attr, killBits(killWrite, attr.Mode, attr.Gid, hdr.Pid))
 }
 
 // go-fuse serves WRITE through Writev, and through Write only where Writev
@@ -111,7 +111,7 @@ func (k *killprivFS) killAfterWrite(cancel <-chan struct{}, hdr fuse.InHeader, n
 func (k *killprivFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
 	n, st := k.RawFileSystem.Writev(cancel, in, data)
 	if st == fuse.OK && in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
-		k.killAfterWrite(cancel, in.InHeader, in.NodeId)
+		k.killAfterWrite(cancel, in.InHeader, in.NodeId, nil)
 	}
 	return n, st
 }
@@ -119,7 +119,7 @@ func (k *killprivFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]b
 func (k *killprivFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
 	n, st := k.RawFileSystem.Write(cancel, in, data)
 	if st == fuse.OK && in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
-		k.killAfterWrite(cancel, in.InHeader, in.NodeId)
+		k.killAfterWrite(cancel, in.InHeader, in.NodeId, nil)
 	}
 	return n, st
 }
@@ -127,7 +127,7 @@ func (k *killprivFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte
 func (k *killprivFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	st := k.RawFileSystem.Open(cancel, in, out)
 	if st == fuse.OK && in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
-		k.killAfterWrite(cancel, in.InHeader, in.NodeId)
+		k.killAfterWrite(cancel, in.InHeader, in.NodeId, nil)
 	}
 	return st
 }
@@ -135,9 +135,10 @@ func (k *killprivFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Ope
 func (k *killprivFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
 	st := k.RawFileSystem.Create(cancel, in, name, out)
 	if st == fuse.OK && in.OpenFlags&fuse.OPEN_KILL_SUIDGID != 0 {
-		k.killAfterWrite(cancel, in.InHeader, out.NodeId)
-		// The attributes returned describe the file before the kill.
-		out.AttrValid, out.AttrValidNsec = 0, 0
+		if k.killAfterWrite(cancel, in.InHeader, out.NodeId, &out.Attr) {
+			// The attributes returned describe the file before the kill.
+			out.AttrValid, out.AttrValidNsec = 0, 0
+		}
 	}
 	return st
 }
@@ -146,24 +147,19 @@ func (k *killprivFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fu
 	if in.Valid&fuse.FATTR_KILL_SUIDGID == 0 || in.Valid&fuse.FATTR_MODE != 0 {
 		return k.RawFileSystem.SetAttr(cancel, in, out)
 	}
-	chown := in.Valid&(fuse.FATTR_UID|fuse.FATTR_GID) != 0
-	var kill uint32
-	if chown {
-		// The kernel decides on the group the file has before the
-		// chown.
-		before, ok := k.getattr(cancel, in.InHeader, in.NodeId)
-		if ok {
-			kill = killBits(killChown, before.Mode, before.Gid, in.Pid)
+	if in.Valid&(fuse.FATTR_UID|fuse.FATTR_GID) == 0 {
+		// A truncate: out describes the file after it.
+		st := k.RawFileSystem.SetAttr(cancel, in, out)
+		if st == fuse.OK && k.killAfterWrite(cancel, in.InHeader, in.NodeId, &out.Attr) {
+			st = k.RawFileSystem.GetAttr(cancel, &fuse.GetAttrIn{InHeader: in.InHeader}, out)
 		}
-	}
-	st := k.RawFileSystem.SetAttr(cancel, in, out)
-	if st != fuse.OK {
 		return st
 	}
-	if chown {
-		k.killSuidgid(cancel, in.InHeader, in.NodeId, kill)
-	} else {
-		k.killAfterWrite(cancel, in.InHeader, in.NodeId)
+	// A chown: the kernel decides on the group the file has before it.
+	before, ok := k.getattr(cancel, in.InHeader, in.NodeId)
+	st := k.RawFileSystem.SetAttr(cancel, in, out)
+	if st == fuse.OK && ok && k.clearBits(cancel, in.InHeader, in.NodeId, &out.Attr, killBits(killChown, before.Mode, before.Gid, in.Pid)) {
+		st = k.RawFileSystem.GetAttr(cancel, &fuse.GetAttrIn{InHeader: in.InHeader}, out)
 	}
-	return k.RawFileSystem.GetAttr(cancel, &fuse.GetAttrIn{InHeader: in.InHeader}, out)
+	return st
 }
