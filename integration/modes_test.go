@@ -196,8 +196,9 @@ func clientTmpfile(f []string) (st unix.Stat_t, extra string, err error) {
 	return st, "", unix.Fstat(fd, &st)
 }
 
-// modesClientBinary returns a copy of this test binary that any user can
-// run (go test's own directory is root's only).
+// modesClientBinary returns this test binary at a path any user can
+// reach (go test's own directory is root's only): a hard link where the
+// binary may be run by anyone, else a copy.
 func modesClientBinary(t *testing.T) string {
 	t.Helper()
 	self, err := os.Executable()
@@ -205,6 +206,9 @@ func modesClientBinary(t *testing.T) string {
 		t.Fatal(err)
 	}
 	dst := filepath.Join(openDir(t, "client"), "client")
+	if fi, err := os.Stat(self); err == nil && fi.Mode().Perm()&0o001 != 0 && os.Link(self, dst) == nil {
+		return dst
+	}
 	in, err := os.Open(self)
 	if err != nil {
 		t.Fatal(err)
