@@ -200,6 +200,10 @@ func (b *Blob) FileAttr(cmd uint32, in, out []byte) error {
 	return errors.Join(err, b.refreshFlagsLocked())
 }
 
+// AppendOnly reports whether the blob's file is append-only (chattr +a)
+// as far as the blob knows.
+func (b *Blob) AppendOnly() bool { return b.flags.Load()&flagAppend != 0 }
+
 // fileFlags returns the immutable and append-only bits of the file open on
 // fd, from statx, which every filesystem answers (FS_IOC_GETFLAGS is not
 // everywhere).
@@ -280,9 +284,14 @@ func (b *Blob) writeFlagged(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	n, at, written, extended, err := b.writeFlaggedLocked(p, off)
+	// Pages written with write(2) through a blob that is not writable
+	// cannot be msynced through its read-only mapping: they count as a
+	// size change too, so that Sync fdatasyncs them. (The system call
+	// set the mtime itself: none is left pending.)
+	meta := extended || !b.writable
 	b.mu.Unlock()
 	if written > 0 {
-		b.noteDirty(at, at+int64(written), extended)
+		b.dirtyLedger(at, at+int64(written), meta)
 	}
 	if err != nil {
 		return n, err
@@ -347,7 +356,10 @@ func (b *Blob) writeFlaggedLocked(p []byte, off int64) (n int, at int64, written
 		at = b.size
 		if written > 0 {
 			// O_APPEND put it at the end of the file as it is,
-			// which a writer behind the daemon may have moved.
+			// which a writer behind the daemon may have moved: the
+			// descriptor's offset says where. (lseek of a regular
+			// file does not fail; if it did, b.size is where the
+			// write would have landed without such a writer.)
 			if pos, serr := unix.Seek(b.afd, 0, unix.SEEK_CUR); serr == nil {
 				at = pos - int64(written)
 			}
@@ -379,18 +391,6 @@ func (b *Blob) writeFlaggedLocked(p []byte, off int64) (n int, at int64, written
 		return skip + written, at, written, extended, err
 	}
 	return skip + written, at, written, extended, nil
-}
-
-// noteDirty records that [off, end) was written by a system call (which
-// set the mtime itself) and whether that changed the size. Pages written
-// that way through a blob that is not writable cannot be msynced through
-// its read-only mapping: they count as a size change too, so that Sync
-// fdatasyncs them.
-func (b *Blob) noteDirty(off, end int64, extended bool) {
-	b.mu.RLock()
-	meta := extended || !b.writable
-	b.mu.RUnlock()
-	b.dirtyLedger(off, end, meta)
 }
 
 // attachAppend gives a read-only blob the append descriptor afd, which it

@@ -7,6 +7,7 @@ import (
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"github.com/mmapfs/mmapfs/backing"
@@ -99,4 +100,17 @@ func (n *Node) fileAttrAt(dirfd int, name string, cmd uint32, in, out []byte) (e
 		err = errors.Join(err, pathErr("close", rel, cerr))
 	}
 	return err
+}
+
+// timesFlushRefused reports whether in is the kernel's own flush of the
+// mtime of an append-only file under the writeback cache, which is then
+// left undone. With CAP_WRITEBACK_CACHE the kernel keeps a written file's
+// mtime itself and sends it later (fuse_flush_times: FATTR_MTIME, with
+// FATTR_CTIME and a handle, and nothing else; a client's utimes never
+// carries a handle). ext4 refuses explicit times on an append-only file
+// (EPERM), which would fail the client's fsync or close; and the daemon
+// appends to such a file with write(2), which set its mtime when the
+// bytes arrived (see package backing, flags.go).
+func timesFlushRefused(b *backing.Blob, in *fuse.SetAttrIn) bool {
+	return in.Valid&^fuse.FATTR_CTIME == fuse.FATTR_MTIME|fuse.FATTR_FH && b.AppendOnly()
 }

@@ -309,7 +309,7 @@ func setattrBlob(b *backing.Blob, in *fuse.SetAttrIn) error {
 				return pathErr("chown", b.Name(), err)
 			}
 		}
-		if ts, ok := timesArgs(in); ok {
+		if ts, ok := timesArgs(in); ok && !timesFlushRefused(b, in) {
 			if err := unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH); err != nil {
 				return pathErr("utimens", b.Name(), err)
 			}
