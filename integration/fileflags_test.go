@@ -552,3 +552,57 @@ func TestFileFlagsAppendCache(t *testing.T) {
 		})
 	}
 }
+
+// TestFileFlagsPowerCut appends to append-only files through the mount,
+// fsyncs some of it, and cuts the power (--powercut-sim): each file must
+// be back at what was synced, its flag still set, although an
+// append-only file refuses the truncate and the writes that put it back.
+func TestFileFlagsPowerCut(t *testing.T) {
+	if loopbackMode {
+		t.Skip("mmapfs's power-cut simulation")
+	}
+	t.Parallel()
+	m := startMount(t, "--powercut-sim")
+	clearFlagsBelow(t, m.store)
+	synced := map[string][]byte{}
+	for _, name := range []string{"open", "closed"} {
+		path := filepath.Join(m.mnt, name)
+		head := pattern(5000, 41)
+		writeFile(t, path, head)
+		if err := changeFlags(path, flAppend, 0); err != nil {
+			t.Fatalf("chattr +a through the mount: %v", err)
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatalf("open O_APPEND: %v", err)
+		}
+		t.Cleanup(func() { f.Close() })
+		more := pattern(3000, 42)
+		if _, err := f.Write(more); err != nil {
+			t.Fatalf("append: %v", err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatalf("fsync: %v", err)
+		}
+		synced[name] = append(append([]byte{}, head...), more...)
+		if _, err := f.Write(pattern(9000, 43)); err != nil {
+			t.Fatalf("append, not synced: %v", err)
+		}
+		if name == "closed" {
+			if err := f.Close(); err != nil {
+				t.Fatalf("close: %v", err)
+			}
+		}
+	}
+	r := m.powerCut(t)
+	if r.Report == nil || len(r.Report.Files) != 2 {
+		t.Errorf("power cut report: %+v, want both files", r.Report)
+	}
+	for name, want := range synced {
+		path := filepath.Join(m.store, name)
+		checkContent(t, path, want)
+		if f, err := getFlags(path); err != nil || f&flAppend == 0 {
+			t.Errorf("%s after the cut: flags %#x (%v), want append-only still", name, f, err)
+		}
+	}
+}
