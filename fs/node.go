@@ -24,8 +24,9 @@ type Node struct {
 	*gofs.LoopbackNode
 	m *mountState // read only
 	// unnamed identifies the store file of a node made by O_TMPFILE
-	// (nil for every other node), so that Link can find its Blob while
-	// it has no name. Read only.
+	// (nil for every other node), so that Link, Open and the operations
+	// by name reach its Blob while it has no name (see unnamedBlob).
+	// Read only.
 	unnamed *fileID
 }
 
