@@ -621,7 +621,7 @@ func (b *Blob) applyMtimeLocked() error {
 	}
 	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, unix.NsecToTimespec(ns)}
 	if err := unix.UtimesNanoAt(b.fd, "", ts, unix.AT_EMPTY_PATH); err != nil {
-		if b.mtimeRefused(err, false) {
+		if b.mtimeRefused(err) {
 			// Made immutable or append-only behind the daemon, after
 			// the write: the file keeps the mtime it had then (see
 			// flags.go).

@@ -49,7 +49,7 @@
 // them on what it does through a descriptor and mapping that outlive the
 // flag. Blob.flags caches the flags (learned when an O_RDWR open is
 // refused, at every SET through Blob.FileAttr under the blob's lock, and
-// when a fault or a refused mtime shows a change behind the daemon);
+// when a write fault or an EPERM shows a change behind the daemon);
 // WriteAt, Truncate and Allocate load it once. Immutable: every change is
 // EPERM before the mapping is touched. Append-only: never written through
 // the mapping, since ext4 refuses a shared mapping of a writable

@@ -36,11 +36,11 @@ import (
 //
 //   - Blob.flags caches the file's flags: learned at acquire when the
 //     O_RDWR open is refused (a writable open that succeeds proves the file
-//     has neither flag), when a fault or a refused mtime shows that the
-//     file changed behind the daemon, and at every FS_IOC_SETFLAGS or
-//     FS_IOC_FSSETXATTR that goes through the mount (Blob.FileAttr, which
-//     holds the blob exclusively, so that no write through the mapping
-//     straddles the change). WriteAt, Truncate and Allocate load it once,
+//     has neither flag), when a write fault or an EPERM from pwrite or
+//     ftruncate shows that the file changed behind the daemon, and at
+//     every FS_IOC_SETFLAGS or FS_IOC_FSSETXATTR that goes through the
+//     mount (Blob.FileAttr, which holds the blob exclusively, so that no
+//     write through the mapping straddles the change). WriteAt, Truncate and Allocate load it once,
 //     atomically: the hot path pays one load.
 //   - Immutable: every write, truncate and fallocate is EPERM, checked
 //     before the mapping is touched (a write into a page already writable
@@ -409,24 +409,17 @@ func (b *Blob) attachAppend(afd int) bool {
 
 // mtimeRefused reports whether err, from applying a pending mtime, is the
 // file refusing it because it became immutable or append-only behind the
-// daemon (which then learns the flags). b.mu must be held exclusively
-// for the refresh; with it held shared the flags are left to the next
-// write.
-func (b *Blob) mtimeRefused(err error, exclusive bool) bool {
+// daemon. b.mu may be held shared: the flags are left for the next
+// change to learn.
+func (b *Blob) mtimeRefused(err error) bool {
 	if !errors.Is(err, syscall.EPERM) {
 		return false
 	}
 	f, ferr := fileFlags(b.fd)
-	if ferr != nil || f&(flagImmutable|flagAppend) == 0 {
-		return false
-	}
-	if exclusive {
-		b.flags.Store(f | b.flags.Load()&flagViaAppend)
-	}
-	return true
+	return ferr == nil && f&(flagImmutable|flagAppend) != 0
 }
 
-// faultFlags is called after a write into the mapping faulted: if the file
+// faultFlagsLocked is called after a write into the mapping faulted: if the file
 // became immutable or append-only behind the daemon (the kernel refuses
 // the write fault), the blob learns it and the write gets EPERM. b.mu
 // must be held exclusively.
