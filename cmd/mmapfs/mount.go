@@ -15,8 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -294,14 +292,8 @@ func listenMetrics(addr string) (net.Listener, error) {
 
 // serveMetrics serves the Prometheus endpoint of srv on ln, which
 // listenMetrics bound before the mount.
-func serveMetrics(ln net.Listener, srv *fs.Server, logger *log.Logger) (*http.Server, error) {
-	reg := prometheus.NewRegistry()
-	if err := reg.Register(srv.Collector()); err != nil {
-		return nil, errors.Join(fmt.Errorf("--metrics: %w", err), ln.Close())
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+func serveMetrics(ln net.Listener, srv *fs.Server, logger *log.Logger) *http.Server {
+	hs := &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second}
 	// Said before serving, so that whoever can scrape has read where.
 	logger.Printf("serving Prometheus metrics at http://%s/metrics", ln.Addr())
 	go func() {
@@ -309,7 +301,7 @@ func serveMetrics(ln net.Listener, srv *fs.Server, logger *log.Logger) (*http.Se
 			logger.Printf("metrics server at %s: %v", ln.Addr(), err)
 		}
 	}()
-	return hs, nil
+	return hs
 }
 
 // runMount mounts store at mountpoint and serves it until it is unmounted
@@ -351,10 +343,7 @@ func runMount(logOut io.Writer, store, mountpoint string, opts fs.Options, metri
 		return err
 	}
 	if ln != nil {
-		hs, err := serveMetrics(ln, srv, logger)
-		if err != nil {
-			return errors.Join(err, srv.Unmount(), srv.Wait())
-		}
+		hs := serveMetrics(ln, srv, logger)
 		defer func() {
 			if err := hs.Close(); err != nil {
 				logger.Printf("closing the metrics server: %v", err)
@@ -400,7 +389,7 @@ func runMount(logOut io.Writer, store, mountpoint string, opts fs.Options, metri
 			if signals == 1 {
 				logger.Printf("%v: unmounting %s", sig, srv.Mountpoint())
 				if err := srv.Unmount(); err != nil {
-					logger.Printf("%v; files are still open on it: close them, or send the signal again to detach it lazily", err)
+					logger.Print(busyLine(srv.Mountpoint(), err))
 					continue
 				}
 				unmounted = true
