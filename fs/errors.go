@@ -24,10 +24,12 @@ func (m *mountState) errno(op, name string, err error) syscall.Errno {
 	}
 	switch e {
 	case syscall.EIO, syscall.ENOSPC, syscall.EDQUOT, syscall.EROFS, syscall.EFBIG, syscall.EACCES, syscall.EPERM:
-		// EACCES and EPERM reach the daemon only when it may not use
-		// the store (the kernel checks the caller's permissions first
-		// under default_permissions; without it only the mounting user
-		// gets in).
+		// EACCES and EPERM come from the store refusing the daemon:
+		// it may not use the store, or a file's flags (immutable,
+		// append-only) forbid the change. The caller's own permissions
+		// were checked by the kernel first (default_permissions; without
+		// it only the mounting user gets in), so either way the log
+		// says which file refused what.
 		m.log.Printf("%s %q: %v", op, name, err)
 	case syscall.ELOOP:
 		// Resolution beneath the store refused a symlink in the way:
