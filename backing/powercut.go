@@ -243,8 +243,13 @@ func (b *Blob) simPending() bool {
 	return b.sim.pendingLocked(b.size)
 }
 
+// add lists f and counts its bytes; a file that is gone has nothing left
+// to put back or cut, so its bytes (as the plan saw them) do not count.
 func (r *CutReport) add(f CutFile) {
 	r.Files = append(r.Files, f)
+	if f.Gone {
+		return
+	}
 	r.Restored += f.Restored
 	r.Cutoff += f.Cutoff
 }

@@ -301,6 +301,9 @@ func TestPowerCutGone(t *testing.T) {
 			if len(rep.Files) != 1 || !rep.Files[0].Gone {
 				t.Errorf("cut: %+v, want g listed as gone", rep.Files)
 			}
+			if rep.Restored != 0 || rep.Cutoff != 0 {
+				t.Errorf("cut of a gone file: restored %d, truncated %d bytes; want 0 and 0 (nothing of it is left)", rep.Restored, rep.Cutoff)
+			}
 		})
 	}
 }
