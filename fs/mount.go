@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mmapfs/mmapfs/backing"
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 // Options are the settings of one mount.
@@ -146,7 +147,7 @@ type Server struct {
 func (s *Server) Mountpoint() string { return s.mountpoint }
 
 // Stats returns the mount's figures now, as the stats file has them.
-func (s *Server) Stats() (*Snapshot, error) { return s.m.snapshot() }
+func (s *Server) Stats() (*wire.Snapshot, error) { return s.m.snapshot() }
 
 // Store returns the mount's blob store.
 func (s *Server) Store() *backing.Store { return s.store }
