@@ -138,11 +138,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	ch, err := n.newChild(ctx, b, rel, false, out)
-	if err != nil {
-		return nil, nil, 0, n.m.errno("create", rel, errors.Join(err, n.m.store.Release(b)))
-	}
-	return ch, n.m.newHandle(b), n.m.openFlagsFor(flags), 0
+	return n.created(ctx, "create", b, rel, false, flags, out)
 }
 
 var _ = (gofs.NodeTmpfiler)((*Node)(nil))
@@ -163,9 +159,17 @@ func (n *Node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	ch, err := n.newChild(ctx, b, rel, true, out)
+	return n.created(ctx, "tmpfile", b, rel, true, flags, out)
+}
+
+// created answers a CREATE or TMPFILE (op) that made or opened b with
+// flags: the new child (unnamed: by O_TMPFILE), a handle that takes over
+// b's reference, and the open flags. If the child cannot be made, b is
+// released.
+func (n *Node) created(ctx context.Context, op string, b *backing.Blob, rel string, unnamed bool, flags uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	ch, err := n.newChild(ctx, b, rel, unnamed, out)
 	if err != nil {
-		return nil, nil, 0, n.m.errno("tmpfile", rel, errors.Join(err, n.m.store.Release(b)))
+		return nil, nil, 0, n.m.errno(op, rel, errors.Join(err, n.m.store.Release(b)))
 	}
 	return ch, n.m.newHandle(b), n.m.openFlagsFor(flags), 0
 }
