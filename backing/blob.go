@@ -42,6 +42,10 @@ type Blob struct {
 	// counted and ringed are guarded by store.mu: whether the blob is
 	// counted as resident, and whether it is in the store's ring.
 	counted, ringed bool
+	// fdKept is guarded by store.mu: the power-cut record of the file
+	// took fd at the last release (recordSimLocked), so close leaves it
+	// open.
+	fdKept bool
 
 	// mu guards fd, fh, writable, afd, data and size. Copies in and out of
 	// data hold it shared for as long as they touch the bytes; anything
@@ -411,25 +415,14 @@ func (b *Blob) ensureCapLocked(need int64) error {
 	return nil
 }
 
-// unmapLocked drops the mapping. b.mu must be held exclusively.
+// unmapLocked drops the mapping, handing it to the store's batch of
+// unmaps (unmap.go). b.mu must be held exclusively.
 func (b *Blob) unmapLocked() error {
-	err := b.munmap(b.data)
-	if err == nil {
-		b.data = nil
-	}
-	return err
-}
-
-// munmap unmaps data, a mapping of b's (nil: nothing to do).
-func (b *Blob) munmap(data []byte) error {
-	if data == nil {
-		return nil
-	}
-	if err := unix.Munmap(data); err != nil {
+	err := b.store.unmapLater(b.data)
+	b.data = nil
+	if err != nil {
 		return b.pathErr("munmap", err)
 	}
-	b.store.stats.mappings.Add(-1)
-	b.store.stats.mappedBytes.Add(-int64(len(data)))
 	return nil
 }
 
@@ -983,7 +976,7 @@ func (b *Blob) upgrade(fd int) (owned, nowResident bool, err error) {
 	if oldFd < 0 {
 		return true, true, nil
 	}
-	errs := []error{b.munmap(oldData)}
+	errs := []error{b.store.unmapLater(oldData)}
 	if err := syscall.Close(oldFd); err != nil {
 		errs = append(errs, b.pathErr("close", err))
 	}
@@ -991,12 +984,14 @@ func (b *Blob) upgrade(fd int) (owned, nowResident bool, err error) {
 }
 
 // close drops the mapping (to the store's batch of unmaps, see unmap.go)
-// and the descriptor.
+// and the descriptors, leaving fd open if the power-cut record took it.
 func (b *Blob) close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	errs := []error{b.applyMtimeLocked(), b.store.unmapLater(b.data)}
-	b.data = nil
+	errs := []error{b.applyMtimeLocked(), b.unmapLocked()}
+	if b.fdKept {
+		b.fd = -1
+	}
 	if b.fd >= 0 {
 		if err := syscall.Close(b.fd); err != nil {
 			errs = append(errs, b.pathErr("close", err))

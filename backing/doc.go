@@ -68,12 +68,51 @@
 //
 // # Locking
 //
-// Lock order: Store.mu, then Blob.mu, then Blob.dmu. unmapBatch.mu (the
-// store's batch of released mappings, unmap.go) is taken after Blob.mu
-// and held across no other lock or system call. Copies in and out of a
-// mapping hold Blob.mu shared for as long as they touch the bytes; grow,
-// shrink, remap and descriptor upgrade hold it exclusively (the protocol of
-// bbolt's mmaplock). Blob.dmu guards only the dirty-page bookkeeping and is
-// never held across a system call that can block on I/O, except msync's
-// bookkeeping being restored after a failure.
+// The locks, as a tree: a lock is taken only while holding the locks on
+// its path from the root, never the other way round. Beside each, what
+// it guards and what it is never held across.
+//
+//	Store.mu         the store's tables: blobs, opening, idle, ring, hand,
+//	│                resident, closed, gen, lost*, simClosed; every Blob's
+//	│                refs, removed, counted, ringed, fdKept. Never held
+//	│                across a system call, a page fault (no copy in or out
+//	│                of a mapping), a channel wait, or a wait for any lock
+//	│                below that is itself held across one of those.
+//	├── Blob.mu      (TryLock only: the residency sweep picks a blob not in
+//	│                use; it drops it after releasing Store.mu)
+//	├── simFile.mu   only of a file no one is using (a blob without
+//	│                references, a closed file's record), so never a wait
+//	└── Blob.dmu
+//	Blob.mu          (RWMutex) fd, fh, writable, afd, data, size. Held
+//	│                across the blob's own system calls and page faults:
+//	│                shared by copies for as long as they touch the bytes;
+//	│                exclusively by grow, shrink, remap, residency changes
+//	│                and descriptor upgrade (bbolt's mmaplock protocol).
+//	│                Never held while taking Store.mu or another blob's
+//	│                Blob.mu, never upgraded from shared to exclusive
+//	│                (writeOnce lets go and relocks), and never across a
+//	│                request to the mount itself.
+//	├── simFile.mu   the power-cut simulation's saved pages and synced
+//	│   │            size of one file (powercut.go). Held across the page
+//	│   │            copies of simSave (they can fault) and a cut's
+//	│   │            ftruncate, pwrite and fdatasync; never while taking
+//	│   │            Store.mu or Blob.mu.
+//	│   └── Blob.dmu
+//	├── Blob.dmu     the dirty-page ledger (dirty, dirtySince, metaDirty,
+//	│                wholeSync). A leaf: never held across a system call,
+//	│                a page fault or another lock.
+//	└── unmapBatch.mu  the batch of mappings waiting to be unmapped
+//	                 (unmap.go). A leaf: the munmap runs after it is
+//	                 released.
+//
+// Blob.flags, Blob.caps, Blob.used, Blob.mtime, Store.cut, Store.drops
+// and the counters are atomics and need no lock. An open that finds its
+// file in Store.opening (another open is mapping it outside Store.mu)
+// waits on that channel holding no lock, then shares the blob. How the
+// store keeps system calls out of Store.mu: a first open fstats before it
+// takes the lock and maps after it, then installs the blob and re-checks
+// (acquireOpen, install); the sweep picks under it and drops outside it
+// (evictOver); descriptors that records let go of are closed after it
+// (Release, syncfs, install); and every mapping a blob lets go of goes to
+// the batch of unmaps.
 package backing

@@ -8,8 +8,6 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 // The power-cut simulation (Options.PowerCutSim).
@@ -35,7 +33,8 @@ import (
 
 // simFile is what the simulation keeps of one file.
 type simFile struct {
-	// mu guards the fields below. Taken after Blob.mu.
+	// mu guards the fields below. Taken after Blob.mu, or under
+	// Store.mu for a file no one is using (see the lock tree in doc.go).
 	mu         sync.Mutex
 	syncedSize int64            // the size at the last fdatasync (or at the first open)
 	pages      map[int64][]byte // page index → its content at its last sync (clipped at syncedSize)
@@ -150,6 +149,27 @@ func (b *Blob) cutErr(op string) error {
 	return nil
 }
 
+// CutFile is what a power cut costs (or would cost) one file.
+type CutFile struct {
+	Name     string      `json:"name"`
+	Open     bool        `json:"open"`           // false: closed, its record kept by the store
+	Restored int64       `json:"restored_bytes"` // bytes put back to their last synced content
+	Ranges   []RiskRange `json:"ranges"`         // those bytes, the first maxRiskRanges runs
+	More     int         `json:"more_ranges,omitempty"`
+	Size     int64       `json:"size"`            // the size before the cut
+	Synced   int64       `json:"synced_size"`     // the size after it: the last synced size
+	Cutoff   int64       `json:"truncated_bytes"` // bytes past the synced size, lost with it
+	Gone     bool        `json:"gone,omitempty"`  // the file no longer exists: nothing to put back
+}
+
+// CutReport is what PowerCut did, or what PowerCutPlan says it would do.
+type CutReport struct {
+	Done     bool      `json:"done"` // false for a plan (a dry run)
+	Files    []CutFile `json:"files"`
+	Restored int64     `json:"restored_bytes"`
+	Cutoff   int64     `json:"truncated_bytes"`
+}
+
 // ErrNoSim is returned by PowerCut on a store opened without
 // Options.PowerCutSim: it does not know what the pages held at their last
 // sync.
@@ -157,8 +177,8 @@ var ErrNoSim = errors.New("the power-cut simulation is off (mount with --powercu
 
 // cutFileOf describes what putting sim back would do to a file of size
 // size. sim.mu must be held.
-func cutFileOf(name string, open bool, size int64, sim *simFile) wire.CutFile {
-	f := wire.CutFile{Name: name, Open: open, Size: size, Synced: sim.syncedSize, Ranges: []wire.RiskRange{}}
+func cutFileOf(name string, open bool, size int64, sim *simFile) CutFile {
+	f := CutFile{Name: name, Open: open, Size: size, Synced: sim.syncedSize, Ranges: []RiskRange{}}
 	if size > sim.syncedSize {
 		f.Cutoff = size - sim.syncedSize
 	}
@@ -176,7 +196,7 @@ func cutFileOf(name string, open bool, size int64, sim *simFile) wire.CutFile {
 		case last >= 0 && f.Ranges[last].Off+f.Ranges[last].Len == p*ps:
 			f.Ranges[last].Len += n
 		case len(f.Ranges) < maxRiskRanges:
-			f.Ranges = append(f.Ranges, wire.RiskRange{Off: p * ps, Len: n})
+			f.Ranges = append(f.Ranges, RiskRange{Off: p * ps, Len: n})
 		default:
 			f.More++
 		}
@@ -185,17 +205,17 @@ func cutFileOf(name string, open bool, size int64, sim *simFile) wire.CutFile {
 }
 
 // PowerCutPlan lists what PowerCut would put back now, without doing it.
-func (s *Store) PowerCutPlan() (wire.CutReport, error) {
+func (s *Store) PowerCutPlan() (CutReport, error) {
 	if !s.opts.PowerCutSim {
-		return wire.CutReport{}, ErrNoSim
+		return CutReport{}, ErrNoSim
 	}
-	var r wire.CutReport
+	var r CutReport
 	var errs []error
 	for _, b := range s.pinAll() {
 		b.mu.RLock()
 		b.sim.mu.Lock()
 		if b.sim.pendingLocked(b.size) {
-			r.Add(cutFileOf(b.name, true, b.size, b.sim))
+			r.add(cutFileOf(b.name, true, b.size, b.sim))
 		}
 		b.sim.mu.Unlock()
 		b.mu.RUnlock()
@@ -204,11 +224,11 @@ func (s *Store) PowerCutPlan() (wire.CutReport, error) {
 	s.mu.Lock()
 	for _, c := range s.simClosed {
 		c.sim.mu.Lock()
-		r.Add(cutFileOf(c.name, false, c.size, c.sim))
+		r.add(cutFileOf(c.name, false, c.size, c.sim))
 		c.sim.mu.Unlock()
 	}
 	s.mu.Unlock()
-	r.Sort()
+	r.sort()
 	return r, errors.Join(errs...)
 }
 
@@ -224,25 +244,51 @@ func (b *Blob) simPending() bool {
 	return b.sim.pendingLocked(b.size)
 }
 
+// add lists f and counts its bytes; a file that is gone has nothing left
+// to put back or cut, so its bytes (as the plan saw them) do not count.
+func (r *CutReport) add(f CutFile) {
+	r.Files = append(r.Files, f)
+	if f.Gone {
+		return
+	}
+	r.Restored += f.Restored
+	r.Cutoff += f.Cutoff
+}
+
+func (r *CutReport) sort() {
+	if r.Files == nil {
+		r.Files = []CutFile{}
+	}
+	slices.SortFunc(r.Files, func(a, b CutFile) int {
+		if a.Name < b.Name {
+			return -1
+		}
+		if a.Name > b.Name {
+			return 1
+		}
+		return 0
+	})
+}
+
 // PowerCut simulates a power cut now: every page the daemon changed since
 // its last sync gets its last synced content back and every file its last
 // synced size, in open files and in files closed since; then the store's
 // filesystem is synced so that the result is on disk. From then on every
 // change to a blob fails with EIO, as it would with the power off; reads
 // see what survived. It can be done once.
-func (s *Store) PowerCut() (wire.CutReport, error) {
+func (s *Store) PowerCut() (CutReport, error) {
 	if !s.opts.PowerCutSim {
-		return wire.CutReport{}, ErrNoSim
+		return CutReport{}, ErrNoSim
 	}
 	if !s.cut.CompareAndSwap(false, true) {
-		return wire.CutReport{}, fmt.Errorf("the power was cut already: %w", syscall.EALREADY)
+		return CutReport{}, fmt.Errorf("the power was cut already: %w", syscall.EALREADY)
 	}
-	r := wire.CutReport{Done: true}
+	r := CutReport{Done: true}
 	var errs []error
 	for _, b := range s.pinAll() {
 		f, pending, err := b.cut()
 		if pending {
-			r.Add(f)
+			r.add(f)
 		}
 		errs = append(errs, err, s.Release(b))
 	}
@@ -252,27 +298,27 @@ func (s *Store) PowerCut() (wire.CutReport, error) {
 	s.mu.Unlock()
 	for _, c := range closed {
 		f, err := s.cutClosed(c)
-		r.Add(f)
+		r.add(f)
 		errs = append(errs, err)
 	}
 	if err := s.syncfs(); err != nil {
 		errs = append(errs, err)
 	}
-	r.Sort()
+	r.sort()
 	return r, errors.Join(errs...)
 }
 
 // cut puts the blob back to its last synced state.
-func (b *Blob) cut() (f wire.CutFile, pending bool, err error) {
+func (b *Blob) cut() (f CutFile, pending bool, err error) {
 	if err := b.lock(); err != nil {
-		return wire.CutFile{Name: b.name, Open: true}, true, err
+		return CutFile{Name: b.name, Open: true}, true, err
 	}
 	defer b.mu.Unlock()
 	sim := b.sim
 	sim.mu.Lock()
 	defer sim.mu.Unlock()
 	if !sim.pendingLocked(b.size) {
-		return wire.CutFile{}, false, nil
+		return CutFile{}, false, nil
 	}
 	f = cutFileOf(b.name, true, b.size, sim)
 	if err := restoreFlagged(b.fd, b.writable, b.name, sim); err != nil {
@@ -287,7 +333,7 @@ func (b *Blob) cut() (f wire.CutFile, pending bool, err error) {
 }
 
 // cutClosed puts a closed file back to its last synced state.
-func (s *Store) cutClosed(c *simClosed) (f wire.CutFile, err error) {
+func (s *Store) cutClosed(c *simClosed) (f CutFile, err error) {
 	c.sim.mu.Lock()
 	defer c.sim.mu.Unlock()
 	f = cutFileOf(c.name, false, c.size, c.sim)
@@ -370,10 +416,16 @@ func restore(fd int, name string, sim *simFile) error {
 }
 
 // recordSimLocked keeps b's simulation record when b is closed with
-// changes not synced, so that PowerCut can still put them back. s.mu must
-// be held and b have no references left (so that nothing else touches its
-// descriptor: the sweep runs under s.mu).
-func (s *Store) recordSimLocked(b *Blob) error {
+// changes not synced, so that PowerCut can still put them back, and
+// returns the record of the file it replaces (nil if none), which the
+// caller closes once s.mu is released. It makes no system call: the record
+// reopens the file by the handle newBlob took (b.fh, which the sweep does
+// not change for a blob of the simulation), or, without one, keeps the
+// blob's own descriptor, which b.close then leaves open (b.fdKept). s.mu
+// must be held and b have no references left: nothing can reopen or
+// upgrade it then, and the sweep drops no blob of the simulation that
+// lacks a handle, so b.fd does not change under it.
+func (s *Store) recordSimLocked(b *Blob) *simClosed {
 	sim := b.sim
 	sim.mu.Lock()
 	pending := sim.pendingLocked(b.size)
@@ -382,64 +434,52 @@ func (s *Store) recordSimLocked(b *Blob) error {
 		return nil
 	}
 	c := &simClosed{sim: sim, name: b.name, size: b.size, fh: b.fh, fd: -1}
-	if c.fh == nil && s.canReopen && b.fd >= 0 {
-		if fh, _, err := unix.NameToHandleAt(b.fd, "", unix.AT_EMPTY_PATH); err == nil {
-			c.fh = &fh
-		}
-	}
 	if c.fh == nil {
-		fd, err := unix.FcntlInt(uintptr(b.fd), unix.F_DUPFD_CLOEXEC, 0)
-		if err != nil {
-			return b.pathErr("power-cut simulation: keeping the closed file", err)
-		}
-		c.fd = fd
+		c.fd = b.fd
+		b.fdKept = true
 	}
 	s.gen++
 	c.gen = s.gen
-	var err error
-	if old := s.simClosed[b.key]; old != nil {
-		err = old.close()
-	}
+	old := s.simClosed[b.key]
 	s.simClosed[b.key] = c
-	return err
+	return old
 }
 
 // takeSimLocked returns the simulation record of a file being opened: the
-// one kept when it was closed, or a new one. s.mu must be held.
-func (s *Store) takeSimLocked(key fileKey, size int64) *simFile {
+// one kept when it was closed, or a new one, and the closed record it
+// took over (nil if none), which the caller closes once s.mu is released.
+// s.mu must be held.
+func (s *Store) takeSimLocked(key fileKey, size int64) (*simFile, *simClosed) {
 	if !s.opts.PowerCutSim {
-		return nil
+		return nil, nil
 	}
 	if c := s.simClosed[key]; c != nil {
 		delete(s.simClosed, key)
-		if err := c.close(); err != nil {
-			// The open goes on: the record is what matters.
-			s.stats.setSimError(err)
-		}
-		return c.sim
+		return c.sim, c
 	}
-	return newSimFile(size)
+	return newSimFile(size), nil
 }
 
 // forgetSimLocked drops the records of closed files made durable by a
-// syncfs that began at gen. s.mu must be held.
-func (s *Store) forgetSimLocked(gen uint64) error {
-	var errs []error
+// syncfs that began at gen, and returns them for the caller to close once
+// s.mu is released. s.mu must be held.
+func (s *Store) forgetSimLocked(gen uint64) []*simClosed {
+	var forgotten []*simClosed
 	for key, c := range s.simClosed {
 		if c.gen <= gen {
 			c.sim.mu.Lock()
 			c.sim.dropLocked(&s.stats, nil)
 			c.sim.mu.Unlock()
-			errs = append(errs, c.close())
+			forgotten = append(forgotten, c)
 			delete(s.simClosed, key)
 		}
 	}
-	return errors.Join(errs...)
+	return forgotten
 }
 
-// close closes the descriptor the record keeps, if any.
+// close closes the descriptor the record keeps, if any (none for nil).
 func (c *simClosed) close() error {
-	if c.fd < 0 {
+	if c == nil || c.fd < 0 {
 		return nil
 	}
 	err := syscall.Close(c.fd)

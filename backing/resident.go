@@ -131,14 +131,21 @@ func (b *Blob) reopenLocked() error {
 }
 
 // evictLocked drops the descriptor and mapping of a resident blob nobody
-// is using (the caller holds b.mu exclusively). It returns false when the
-// blob must stay resident (see above).
+// is using (the caller holds b.mu exclusively, and not the store's mu).
+// It returns false when the blob must stay resident (see above). The
+// mapping goes to the store's batch of unmaps.
 func (b *Blob) evictLocked() (bool, error) {
+	if b.afd >= 0 || b.flags.Load() != 0 || b.fh == nil && b.sim != nil {
+		// A blob of the power-cut simulation got its handle when it
+		// was opened, if it can have one, and keeps it unchanged
+		// (recordSimLocked relies on it).
+		return false, nil
+	}
 	var st syscall.Stat_t
 	if err := syscall.Fstat(b.fd, &st); err != nil {
 		return false, b.pathErr("fstat", err)
 	}
-	if st.Nlink == 0 || st.Dev != b.store.rootDev || b.afd >= 0 || b.flags.Load() != 0 {
+	if st.Nlink == 0 || st.Dev != b.store.rootDev {
 		return false, nil
 	}
 	if b.fh == nil {
@@ -166,9 +173,9 @@ func (b *Blob) evictLocked() (bool, error) {
 // store is over its bound.
 func (s *Store) noteResident(b *Blob) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.countResidentLocked(b)
-	s.evictOverLocked(b)
+	s.mu.Unlock()
+	s.evictOver(b)
 }
 
 // countResidentLocked counts b as resident and puts it in the ring.
@@ -193,15 +200,49 @@ func (s *Store) uncountLocked(b *Blob) {
 	}
 }
 
-// evictOverLocked drops resident blobs, oldest-unused first (clock), until
-// the store is within its bound or no blob can be dropped now. It never
-// waits for a blob in use (TryLock) and never drops keep. s.mu must be
-// held.
-func (s *Store) evictOverLocked(keep *Blob) {
+// evictOver drops resident blobs, oldest-unused first (clock), until the
+// store is within its bound or no blob can be dropped now. It never waits
+// for a blob in use (TryLock) and never drops keep. The sweep picks a blob
+// under s.mu; the drop (fstat, name_to_handle_at, utimensat, close) runs
+// outside it, with the blob's b.mu held. s.mu must not be held.
+func (s *Store) evictOver(keep *Blob) {
 	if s.opts.MaxResident <= 0 || !s.canReopen {
 		return
 	}
-	for tries := 2 * len(s.ring); s.resident > s.opts.MaxResident && tries > 0 && len(s.ring) > 0; tries-- {
+	s.mu.Lock()
+	tries := 2 * len(s.ring)
+	for {
+		c := s.pickVictimLocked(keep, &tries)
+		if c == nil {
+			break
+		}
+		s.mu.Unlock()
+		ok, err := c.evictLocked()
+		c.mu.Unlock()
+		if err != nil {
+			s.stats.setEvictError(err)
+		}
+		s.mu.Lock()
+		switch {
+		case ok:
+			s.stats.evictions.Add(1)
+		case s.blobs[c.key] == c:
+			// It stays resident (and was not closed meanwhile):
+			// count it again.
+			s.countResidentLocked(c)
+		}
+	}
+	s.mu.Unlock()
+}
+
+// pickVictimLocked moves the clock hand to the next blob to drop while the
+// store is over its bound: resident, not keep, not used since the hand
+// last passed it, and not in use now. It returns it with its b.mu held
+// (TryLock), no longer counted as resident nor in the ring (evictOver
+// counts it again if it stays), or nil once the store is within its bound
+// or tries (visits of the ring) ran out. s.mu must be held.
+func (s *Store) pickVictimLocked(keep *Blob, tries *int) *Blob {
+	for ; s.resident > s.opts.MaxResident && *tries > 0 && len(s.ring) > 0; *tries-- {
 		if s.hand >= len(s.ring) {
 			s.hand = 0
 		}
@@ -214,19 +255,12 @@ func (s *Store) evictOverLocked(keep *Blob) {
 			s.hand++
 			continue
 		}
-		ok, err := c.evictLocked()
-		c.mu.Unlock()
-		if err != nil {
-			s.stats.setEvictError(err)
-		}
-		if !ok {
-			s.hand++
-			continue
-		}
-		s.stats.evictions.Add(1)
+		*tries--
 		s.uncountLocked(c)
 		s.dropFromRingLocked(s.hand)
+		return c
 	}
+	return nil
 }
 
 // dropFromRingLocked removes ring[i], moving the last entry into its place.

@@ -81,14 +81,20 @@ type Store struct {
 	stop chan struct{} // closed by Close to end the periodic pass
 	done chan struct{} // closed when the periodic pass has ended
 
-	// mu guards blobs, idle, closed, gen, the lost* fields, and every
-	// Blob's refs.
+	// mu guards the fields below up to cut (blobs, opening, idle, ring,
+	// hand, resident, closed, gen, the lost* fields, simClosed) and every
+	// Blob's refs, removed, counted, ringed and fdKept. It is never held
+	// across a system call, a page fault or a wait for a lock that is
+	// (see the package doc, Locking).
 	mu sync.Mutex
 	// blobs holds every Blob with a descriptor: the open ones and, under
 	// the periodic policy, released ones kept until the next pass syncs
 	// them (refs == 0; counted in idle).
 	blobs map[fileKey]*Blob
-	idle  int
+	// opening holds the files whose first open is making their Blob
+	// outside mu (acquireOpen); the channel is closed when it is done.
+	opening map[fileKey]chan struct{}
+	idle    int
 	// ring holds the blobs that may be resident, for the clock sweep
 	// (hand is its position); resident counts the resident ones.
 	ring     []*Blob
@@ -113,6 +119,10 @@ type Store struct {
 
 	// cut is set once PowerCut has run: no blob may change afterwards.
 	cut atomic.Bool
+	// drops counts blobs taken out of blobs (written under mu), so that
+	// an open can tell whether its fstat, taken without mu, may predate
+	// a change a blob made.
+	drops atomic.Uint64
 }
 
 // Open opens the store at root, which must be an existing directory, and
@@ -138,6 +148,7 @@ func Open(root string, opts Options) (*Store, error) {
 		canReopen: probeReopen(fd),
 		opts:      opts,
 		blobs:     make(map[fileKey]*Blob),
+		opening:   make(map[fileKey]chan struct{}),
 		closed:    make(map[fileKey]*closedDirty),
 		simClosed: make(map[fileKey]*simClosed),
 		stop:      make(chan struct{}),
@@ -351,19 +362,19 @@ func (s *Store) openat2In(dirfd int, name string, flags int, mode uint32) (int, 
 // acquire returns the Blob for the file open on fd, taking a reference.
 // It owns fd from then on.
 func (s *Store) acquire(fd int, name string, writable bool) (*Blob, error) {
-	return s.acquireNew(fd, name, writable, false)
+	return s.acquireOpen(fd, name, writable, false, false, -1)
 }
 
-// acquireNew is acquire; fresh says the file was just created, so that
-// it cannot carry file capabilities yet.
-func (s *Store) acquireNew(fd int, name string, writable, fresh bool) (*Blob, error) {
-	return s.acquireOpen(fd, name, writable, fresh, false, -1)
-}
-
-// acquireOpen is acquireNew for an open whose O_RDWR attempt the file
-// refused with EPERM (refused: it may carry a flag, which the blob then
-// reads) and which may come with an append descriptor afd (or -1), which
-// the blob owns from then on.
+// acquireOpen is acquire for an open that may have created the file
+// (fresh: it cannot carry file capabilities yet), whose O_RDWR attempt the
+// file may have refused with EPERM (refused: it may carry a flag, which
+// the blob then reads), and which may come with an append descriptor afd
+// (or -1), which the blob owns from then on.
+//
+// Its system calls run outside s.mu: the fstat that finds the file's key
+// before it, and a first open's mapping (with MAP_POPULATE, the whole file
+// read in) after it, while s.opening holds the key so that another open of
+// the same file waits for the blob instead of making a second one.
 func (s *Store) acquireOpen(fd int, name string, writable, fresh, refused bool, afd int) (*Blob, error) {
 	var flags uint32
 	if refused {
@@ -374,6 +385,7 @@ func (s *Store) acquireOpen(fd int, name string, writable, fresh, refused bool, 
 		}
 		flags = f
 	}
+	drops := s.drops.Load()
 	var st syscall.Stat_t
 	if err := syscall.Fstat(fd, &st); err != nil {
 		return nil, errors.Join(&os.PathError{Op: "fstat", Path: name, Err: err}, closeFd(fd, name), closeAfd(afd, name))
@@ -382,50 +394,96 @@ func (s *Store) acquireOpen(fd int, name string, writable, fresh, refused bool, 
 		return nil, errors.Join(&os.PathError{Op: "open", Path: name, Err: fmt.Errorf("not a regular file: %w", syscall.EINVAL)}, closeFd(fd, name), closeAfd(afd, name))
 	}
 	key := fileKey{dev: st.Dev, ino: st.Ino}
-
-	s.mu.Lock()
-	if b := s.blobs[key]; b != nil {
-		s.refLocked(b)
+	for {
+		s.mu.Lock()
+		if b := s.blobs[key]; b != nil {
+			s.refLocked(b)
+			s.mu.Unlock()
+			return s.share(b, fd, name, writable, refused, afd)
+		}
+		if wait := s.opening[key]; wait != nil {
+			// Another open is making the blob: wait for it, then
+			// share it (or make it, if that open failed).
+			s.mu.Unlock()
+			<-wait
+			continue
+		}
+		done := make(chan struct{})
+		s.opening[key] = done
+		// A blob of the file released since the fstat may have
+		// changed its size: take it again. None can be made or
+		// released from now on until this one is in s.blobs.
+		stale := s.drops.Load() != drops
 		s.mu.Unlock()
-		owned, nowResident := false, false
-		var err error
-		switch {
-		case writable:
-			owned, nowResident, err = b.upgrade(fd)
-			if err == nil && !owned && b.flags.Load() != 0 {
-				// The file took O_RDWR: it lost its flags since the
-				// blob learned them (or is getting one now, which
-				// the refresh, serialized with FileAttr, sees).
-				err = b.refreshFlags()
-			}
-		case refused:
+		b, err := s.newBlob(key, &st, stale, fd, name, writable, fresh, flags, afd)
+		return s.install(key, done, b, err)
+	}
+}
+
+// share gives the caller the blob b of its file, which it took a reference
+// to, with fd (and afd), its own descriptors of the file: b takes fd if it
+// was read-only and fd is writable, and afd if it needs one; the others
+// are closed.
+func (s *Store) share(b *Blob, fd int, name string, writable, refused bool, afd int) (*Blob, error) {
+	owned, nowResident := false, false
+	var err error
+	switch {
+	case writable:
+		owned, nowResident, err = b.upgrade(fd)
+		if err == nil && !owned && b.flags.Load() != 0 {
+			// The file took O_RDWR: it lost its flags since the
+			// blob learned them (or is getting one now, which
+			// the refresh, serialized with FileAttr, sees).
 			err = b.refreshFlags()
 		}
-		if !owned {
-			err = errors.Join(err, closeFd(fd, name))
-		}
-		if afd >= 0 && (err != nil || !b.attachAppend(afd)) {
-			err = errors.Join(err, closeFd(afd, name))
-		}
-		if err != nil {
-			return nil, errors.Join(err, s.Release(b))
-		}
-		if nowResident {
-			s.noteResident(b)
-		}
-		return b, nil
+	case refused:
+		err = b.refreshFlags()
 	}
-	defer s.mu.Unlock()
+	if !owned {
+		err = errors.Join(err, closeFd(fd, name))
+	}
+	if afd >= 0 && (err != nil || !b.attachAppend(afd)) {
+		err = errors.Join(err, closeFd(afd, name))
+	}
+	if err != nil {
+		return nil, errors.Join(err, s.Release(b))
+	}
+	if nowResident {
+		s.noteResident(b)
+	}
+	return b, nil
+}
+
+// newBlob makes the Blob of a file the store has none of, mapping it,
+// without s.mu: the caller holds the file's key in s.opening. stale says
+// st may be out of date (see acquireOpen). On failure it closes fd and
+// afd.
+func (s *Store) newBlob(key fileKey, st *syscall.Stat_t, stale bool, fd int, name string, writable, fresh bool, flags uint32, afd int) (*Blob, error) {
+	if stale {
+		if err := syscall.Fstat(fd, st); err != nil {
+			return nil, errors.Join(&os.PathError{Op: "fstat", Path: name, Err: err}, closeFd(fd, name), closeAfd(afd, name))
+		}
+	}
 	b := &Blob{store: s, key: key, name: name, fd: fd, writable: writable, afd: afd, size: st.Size, refs: 1}
 	if afd >= 0 {
 		flags |= flagViaAppend
 	}
 	b.flags.Store(flags)
-	b.sim = s.takeSimLocked(key, st.Size)
 	if !fresh {
 		if sz, err := unix.Fgetxattr(fd, capabilityXattr, nil); err == nil && sz > 0 {
 			b.caps.Store(true)
 		}
+	}
+	if s.opts.PowerCutSim && s.canReopen {
+		// The power-cut record of the file, if it is closed with
+		// changes not synced, reopens it by this handle (see
+		// recordSimLocked); without one it keeps the descriptor.
+		if fh, _, err := unix.NameToHandleAt(fd, "", unix.AT_EMPTY_PATH); err == nil {
+			b.fh = &fh
+		}
+	}
+	if testHookMapping != nil {
+		testHookMapping(name)
 	}
 	if st.Size > 0 {
 		b.mu.Lock()
@@ -435,6 +493,27 @@ func (s *Store) acquireOpen(fd int, name string, writable, fresh, refused bool, 
 			return nil, errors.Join(err, closeFd(fd, name), closeAfd(afd, name))
 		}
 	}
+	return b, nil
+}
+
+// testHookMapping, set only by tests, runs in newBlob just before it maps
+// the file: a test holds an open there to see that nothing else waits for
+// it.
+var testHookMapping func(name string)
+
+// install puts b, the new blob of key from newBlob (or its error err),
+// into the store, lets the opens waiting on done go on, and drops other
+// blobs if the store is now over its bound.
+func (s *Store) install(key fileKey, done chan struct{}, b *Blob, err error) (*Blob, error) {
+	s.mu.Lock()
+	delete(s.opening, key)
+	if err != nil {
+		s.mu.Unlock()
+		close(done)
+		return nil, err
+	}
+	var old *simClosed
+	b.sim, old = s.takeSimLocked(key, b.size)
 	// Only now that the blob is usable does it take over what its
 	// file owed the disk when it was last closed.
 	if cd := s.closed[key]; cd != nil {
@@ -447,7 +526,13 @@ func (s *Store) acquireOpen(fd int, name string, writable, fresh, refused bool, 
 	s.stats.opens.Add(1)
 	b.used.Store(true)
 	s.countResidentLocked(b)
-	s.evictOverLocked(b)
+	s.mu.Unlock()
+	close(done)
+	if err := old.close(); err != nil {
+		// The open goes on: the record is what matters.
+		s.stats.setSimError(err)
+	}
+	s.evictOver(b)
 	return b, nil
 }
 
@@ -508,10 +593,11 @@ func (s *Store) Release(b *Blob) error {
 		}
 	}
 	delete(s.blobs, b.key)
+	s.drops.Add(1)
 	s.uncountLocked(b)
-	var simErr error
+	var replaced *simClosed
 	if b.sim != nil {
-		simErr = s.recordSimLocked(b)
+		replaced = s.recordSimLocked(b)
 	}
 	b.dmu.Lock()
 	if (!b.dirty.empty() || b.metaDirty || b.wholeSync) && !b.removed {
@@ -520,7 +606,7 @@ func (s *Store) Release(b *Blob) error {
 	}
 	b.dmu.Unlock()
 	s.mu.Unlock()
-	return errors.Join(syncErr, simErr, b.close())
+	return errors.Join(syncErr, replaced.close(), b.close())
 }
 
 // Removed tells the store that the regular file dev/ino has lost its last
@@ -593,7 +679,6 @@ func (s *Store) syncfs() error {
 		return &os.PathError{Op: "syncfs", Path: s.root, Err: err}
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	for key, cd := range s.closed {
 		if cd.gen <= gen {
 			delete(s.closed, key)
@@ -602,7 +687,13 @@ func (s *Store) syncfs() error {
 	if s.closedLost && s.lostGen <= gen {
 		s.closedLost, s.lostBytes, s.lostSince = false, 0, time.Time{}
 	}
-	return s.forgetSimLocked(gen)
+	forgotten := s.forgetSimLocked(gen)
+	s.mu.Unlock()
+	var errs []error
+	for _, c := range forgotten {
+		errs = append(errs, c.close())
+	}
+	return errors.Join(errs...)
 }
 
 // Close syncs the store and closes every blob still open (a mount torn
@@ -614,6 +705,7 @@ func (s *Store) Close() error {
 	s.mu.Lock()
 	open := s.blobs
 	s.blobs = make(map[fileKey]*Blob)
+	s.drops.Add(1)
 	s.mu.Unlock()
 	for _, b := range open {
 		errs = append(errs, b.close())
@@ -675,3 +767,95 @@ func closeFd(fd int, name string) error {
 
 // SyncLatency returns the histogram of msync and fdatasync latencies.
 func (s *Store) SyncLatency() latency.Snapshot { return s.stats.syncHist.Snapshot() }
+
+// Stats is a snapshot of the store's figures.
+type Stats struct {
+	Opens         int64         // blobs opened (first opens, not shared ones)
+	Mappings      int64         // mappings live now
+	MappedBytes   int64         // bytes of address space mapped now
+	ResidentBytes int64         // bytes of the mapped files in memory now (mincore)
+	Remaps        int64         // mremaps done to grow a mapping
+	Faults        int64         // faults on a mapping turned into errors or retries
+	SyncCalls     int64         // msync (MS_SYNC) and fdatasync calls that synced data
+	SyncBytes     int64         // bytes those calls covered
+	SyncTime      time.Duration // time spent in them
+	SyncLatency   latency.Snapshot
+	AsyncCalls    int64 // writeback started without waiting (async policy)
+	AsyncBytes    int64 // bytes it covered
+	IgnoredFsyncs int64 // fsyncs answered without syncing (IgnoreFsync)
+	AdviceErrors  int64 // madvise calls the kernel refused
+	PassErrors    int64 // periodic passes that failed
+	LastPassError string
+	UnsyncedBytes int64     // bytes written and not yet msynced
+	OldestDirty   time.Time // when the oldest of them was written; zero if none
+	OpenBlobs     int       // blobs open (by a handle, or kept for a periodic pass)
+	Resident      int       // of those, blobs with a descriptor and a mapping now
+	MaxResident   int       // the bound on Resident; 0 when blobs cannot be dropped
+	Evictions     int64     // blobs dropped to stay within MaxResident
+	Reopens       int64     // blobs reopened by handle after being dropped
+	EvictErrors   int64     // errors while dropping one (it stayed resident)
+	LastEvictErr  string
+	PowerCutSim   bool  // the power-cut simulation is on
+	SimBytes      int64 // bytes of last synced page content it holds
+	SimFiles      int   // files it would change, open or closed
+	SimErrors     int64 // errors closing its records' descriptors
+	LastSimError  string
+	PowerCut      bool // PowerCut has run: blobs can no longer change
+}
+
+// Stats returns the store's figures now. It walks every open blob's
+// mapping with mincore, so it is for a stats reader, not a hot path.
+func (s *Store) Stats() (Stats, error) {
+	// Mappings waiting to be unmapped would count as live: unmap them.
+	flushErr := s.flushUnmaps()
+	c := &s.stats
+	st := Stats{
+		Opens:         c.opens.Load(),
+		Mappings:      c.mappings.Load(),
+		MappedBytes:   c.mappedBytes.Load(),
+		Remaps:        c.remaps.Load(),
+		Faults:        c.faults.Load(),
+		SyncCalls:     c.syncCalls.Load(),
+		SyncBytes:     c.syncBytes.Load(),
+		SyncTime:      time.Duration(c.syncNanos.Load()),
+		SyncLatency:   c.syncHist.Snapshot(),
+		AsyncCalls:    c.asyncCalls.Load(),
+		AsyncBytes:    c.asyncBytes.Load(),
+		IgnoredFsyncs: c.ignoredFsyncs.Load(),
+		AdviceErrors:  c.adviceErrors.Load(),
+		PassErrors:    c.passErrors.Load(),
+	}
+	if p := c.lastPassError.Load(); p != nil {
+		st.LastPassError = *p
+	}
+	st.UnsyncedBytes, st.OldestDirty = s.Unsynced()
+
+	st.Evictions, st.Reopens, st.EvictErrors = c.evictions.Load(), c.reopens.Load(), c.evictErrors.Load()
+	if p := c.lastEvictErr.Load(); p != nil {
+		st.LastEvictErr = *p
+	}
+	if s.canReopen && s.opts.MaxResident > 0 {
+		st.MaxResident = s.opts.MaxResident
+	}
+	st.PowerCutSim, st.PowerCut = s.opts.PowerCutSim, s.cut.Load()
+	st.SimBytes, st.SimErrors = c.simBytes.Load(), c.simErrors.Load()
+	if p := c.lastSimError.Load(); p != nil {
+		st.LastSimError = *p
+	}
+	s.mu.Lock()
+	st.Resident = s.resident
+	st.SimFiles = len(s.simClosed)
+	s.mu.Unlock()
+	pinned := s.pinAll()
+	st.OpenBlobs = len(pinned)
+	errs := []error{flushErr}
+	for _, b := range pinned {
+		n, err := b.Resident()
+		st.ResidentBytes += n
+		if b.simPending() {
+			st.SimFiles++
+		}
+		errs = append(errs, err, s.Release(b))
+	}
+	return st, errors.Join(errs...)
+}

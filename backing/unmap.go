@@ -16,9 +16,11 @@ import (
 // per CPU). A profile of create+write 1 KiB+close of 10,000 files put
 // 4.6 % of the daemon's samples in munmap, most of it there
 // (smp_call_function_many_cond, flush_tlb_mm_range), about 15 us a file.
-// One munmap over several mappings costs one shootdown. So the last
-// release of a small blob hands its mapping to the store's unmapBatch,
-// which unmaps a batch at once, merging the mappings that lie end to end
+// One munmap over several mappings costs one shootdown. So a blob that
+// lets go of a small mapping (at its last release, when the sweep drops
+// it, when it is truncated to nothing or upgraded to a writable mapping)
+// hands it to the store's unmapBatch, which unmaps a batch at once,
+// merging the mappings that lie end to end
 // (the kernel places successive mappings next to each other, top down,
 // so most do).
 //
@@ -47,8 +49,8 @@ type pendingMap struct {
 	data []byte // the exact slice mmap/mremap returned
 }
 
-// unmapLater unmaps data, a mapping of a blob released for good, now or
-// with a batch. Stats count it as mapped until it is unmapped.
+// unmapLater unmaps data, a mapping of a blob that no one uses any more,
+// now or with a batch. Stats count it as mapped until it is unmapped.
 func (s *Store) unmapLater(data []byte) error {
 	if len(data) == 0 {
 		return nil
@@ -123,7 +125,7 @@ func (s *Store) unmapNow(batch []pendingMap) error {
 		if err := munmapRange(run[0].addr, end-run[0].addr); err != nil {
 			for _, m := range run {
 				if err := unix.Munmap(m.data); err != nil {
-					errs = append(errs, fmt.Errorf("munmap of a released blob's %d bytes: %w", len(m.data), err))
+					errs = append(errs, fmt.Errorf("munmap of a dropped mapping's %d bytes: %w", len(m.data), err))
 					continue
 				}
 				s.stats.mappings.Add(-1)

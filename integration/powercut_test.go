@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/mmapfs/mmapfs/integration/crashmodel"
 )
 
 // The power-cut half of the durability contract: the store is on an ext4
@@ -182,9 +180,8 @@ type powerCutRound struct {
 }
 
 type powerCutResult struct {
-	model *crashmodel.Model
-	rep   *crashmodel.Report
-	calls int    // the writer's calls, in its log
+	model *crashModel
+	rep   *crashReport
 	out   string // the writer's
 }
 
@@ -230,33 +227,33 @@ func (lp *loopFS) run(t *testing.T, rd powerCutRound) powerCutResult {
 	}
 
 	out := w.out.String()
-	calls, err := crashmodel.ParseLog(out)
+	calls, err := parseCrashLog(out)
 	if err != nil {
 		t.Fatalf("seed %d: %v", rd.seed, err)
 	}
-	model, err := crashmodel.Build(rd.seed, calls)
+	model, err := buildCrashModel(rd.seed, calls)
 	if err != nil {
 		t.Fatalf("seed %d: %v", rd.seed, err)
 	}
 	if strings.Contains(before, "\nE ") || strings.HasPrefix(before, "E ") {
-		t.Errorf("seed %d: a call failed before the power cut: %v", rd.seed, model.Last())
+		t.Errorf("seed %d: a call failed before the power cut: %v", rd.seed, model.last)
 	}
-	storeTree, err := crashmodel.ReadTree(store)
+	storeTree, err := readTree(store)
 	if err != nil {
 		t.Fatalf("seed %d: reading the store after the power cut: %v", rd.seed, err)
 	}
-	rep := model.Check(storeTree, true)
+	rep := model.check(storeTree, true)
 
 	// The store mounts again and the mount shows what the store holds.
 	m.start(t)
-	mountTree, err := crashmodel.ReadTree(m.mnt)
+	mountTree, err := readTree(m.mnt)
 	if err != nil {
 		t.Errorf("seed %d: reading the mount after the power cut: %v", rd.seed, err)
 	} else if d := diffTrees(storeTree, mountTree); d != "" {
 		t.Errorf("seed %d: the mount after the power cut differs from the store:\n%s", rd.seed, d)
 	}
 	m.stop(t)
-	return powerCutResult{model: model, rep: rep, calls: len(calls), out: out}
+	return powerCutResult{model: model, rep: rep, out: out}
 }
 
 func powerCut(t *testing.T, fstype string) {
@@ -267,18 +264,18 @@ func powerCut(t *testing.T, fstype string) {
 	var rounds, calls, acks, files, bytesChecked int
 	tally := func(res powerCutResult) {
 		rounds++
-		calls += res.calls
-		acks += res.model.Acks()
-		files += res.rep.Files
-		bytesChecked += res.rep.BytesChecked
+		calls += len(res.model.calls)
+		acks += res.model.acks
+		files += res.rep.files
+		bytesChecked += res.rep.bytesChecked
 	}
 	report := func(rd powerCutRound, res powerCutResult) {
-		t.Logf("%s %s, seed %d, cut %s: %s; %d files, %d bytes checked", fstype, rd.name, rd.seed, rd.what, res.model.Summary(), res.rep.Files, res.rep.BytesChecked)
-		if len(res.rep.Problems) == 0 {
+		t.Logf("%s %s, seed %d, cut %s: %s; %d files, %d bytes checked", fstype, rd.name, rd.seed, rd.what, res.model.summary(), res.rep.files, res.rep.bytesChecked)
+		if len(res.rep.problems) == 0 {
 			return
 		}
 		t.Errorf("%s, seed %d (%s; cut %s; %s): after the power cut:\n%s\nthe writer's last lines:\n%s",
-			fstype, rd.seed, rd.name, rd.what, res.model.Summary(), strings.Join(res.rep.Problems, "\n"), tailLog(res.out, 12))
+			fstype, rd.seed, rd.name, rd.what, res.model.summary(), strings.Join(res.rep.problems, "\n"), tailLog(res.out, 12))
 	}
 
 	// Cut at a random moment.
@@ -306,7 +303,7 @@ func powerCut(t *testing.T, fstype string) {
 	res := lp.run(t, rd)
 	tally(res)
 	report(rd, res)
-	if res.model.Acks() == 0 {
+	if res.model.acks == 0 {
 		t.Errorf("seed %d: the writer acknowledged nothing", seed)
 	}
 
@@ -314,12 +311,12 @@ func powerCut(t *testing.T, fstype string) {
 		rd := powerCutRound{name: "unsafe", seed: seed, wargs: wargs, trigger: idle, what: "right after the writer's last call",
 			flags: []string{"--unsafe-ignore-fsync"}}
 		res := lp.run(t, rd)
-		if res.rep.Lost == 0 {
+		if res.rep.lost == 0 {
 			t.Errorf("%s, seed %d: under --unsafe-ignore-fsync a power cut right after %d acknowledged syncs lost nothing; want the check to see the loss (%s)",
-				fstype, seed, res.model.Acks(), res.model.Summary())
+				fstype, seed, res.model.acks, res.model.summary())
 		} else {
 			t.Logf("negative control: under --unsafe-ignore-fsync the same round lost acknowledged data, as it should (%d losses found; first: %s)",
-				res.rep.Lost, firstLine(res.rep.Problems))
+				res.rep.lost, firstLine(res.rep.problems))
 		}
 	}
 
