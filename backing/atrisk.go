@@ -3,37 +3,20 @@ package backing
 import (
 	"slices"
 	"time"
+
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 // maxRiskRanges bounds the ranges listed per file in AtRisk.
 const maxRiskRanges = 32
 
-// RiskRange is a byte range of a file written and not yet synced.
-type RiskRange struct {
-	Off int64 `json:"off"`
-	Len int64 `json:"len"`
-}
-
-// RiskFile is what a power cut now would cost one file: the pages the
-// daemon wrote into it and has not synced (whole pages), since when, and
-// whether its size is not durable yet either.
-type RiskFile struct {
-	Name   string      `json:"name"`
-	Open   bool        `json:"open"` // false: closed, its pages still owed
-	Bytes  int64       `json:"bytes"`
-	Since  time.Time   `json:"since"`
-	Size   bool        `json:"size_unsynced"` // its size or allocation changed since the last sync
-	Ranges []RiskRange `json:"ranges"`        // the first maxRiskRanges runs of pages, in order
-	More   int         `json:"more_ranges,omitempty"`
-}
-
 // AtRisk lists the files with unsynced writes, oldest first, at most
 // limit of them (all if limit <= 0). Blobs closed dirty are listed by the
 // name they had when closed. What the store forgot (past its bound on
 // closed blobs) is not listed; Unsynced still counts it.
-func (s *Store) AtRisk(limit int) []RiskFile {
+func (s *Store) AtRisk(limit int) []wire.RiskFile {
 	s.mu.Lock()
-	var files []RiskFile
+	var files []wire.RiskFile
 	for _, b := range s.blobs {
 		b.dmu.Lock()
 		if !b.dirty.empty() || b.metaDirty {
@@ -47,7 +30,7 @@ func (s *Store) AtRisk(limit int) []RiskFile {
 		}
 	}
 	s.mu.Unlock()
-	slices.SortFunc(files, func(a, b RiskFile) int {
+	slices.SortFunc(files, func(a, b wire.RiskFile) int {
 		if c := a.Since.Compare(b.Since); c != 0 {
 			return c
 		}
@@ -62,14 +45,14 @@ func (s *Store) AtRisk(limit int) []RiskFile {
 	return files
 }
 
-func riskOf(name string, open bool, pages *pageSet, since time.Time, meta bool) RiskFile {
-	f := RiskFile{Name: name, Open: open, Bytes: pages.count * int64(pageSize), Since: since, Size: meta}
+func riskOf(name string, open bool, pages *pageSet, since time.Time, meta bool) wire.RiskFile {
+	f := wire.RiskFile{Name: name, Open: open, Bytes: pages.count * int64(pageSize), Since: since, Size: meta}
 	pages.runs(func(first, end int64) bool {
 		if len(f.Ranges) == maxRiskRanges {
 			f.More++
 			return true
 		}
-		f.Ranges = append(f.Ranges, RiskRange{Off: first * int64(pageSize), Len: (end - first) * int64(pageSize)})
+		f.Ranges = append(f.Ranges, wire.RiskRange{Off: first * int64(pageSize), Len: (end - first) * int64(pageSize)})
 		return true
 	})
 	return f

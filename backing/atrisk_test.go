@@ -3,6 +3,8 @@ package backing
 import (
 	"testing"
 	"time"
+
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 func TestAtRisk(t *testing.T) {
@@ -26,10 +28,10 @@ func TestAtRisk(t *testing.T) {
 	if len(risk) != 2 || risk[0].Name != "a" || risk[1].Name != "b" {
 		t.Fatalf("at risk: %+v, want a (older) then b", risk)
 	}
-	if r := risk[0]; r.Open || r.Bytes != ps || !r.Size || len(r.Ranges) != 1 || r.Ranges[0] != (RiskRange{0, ps}) {
+	if r := risk[0]; r.Open || r.Bytes != ps || !r.Size || len(r.Ranges) != 1 || r.Ranges[0] != (wire.RiskRange{Off: 0, Len: ps}) {
 		t.Errorf("a: %+v", r)
 	}
-	want := []RiskRange{{0, 2 * ps}, {5 * ps, ps}}
+	want := []wire.RiskRange{{Off: 0, Len: 2 * ps}, {Off: 5 * ps, Len: ps}}
 	if r := risk[1]; !r.Open || r.Bytes != 3*ps || len(r.Ranges) != 2 || r.Ranges[0] != want[0] || r.Ranges[1] != want[1] {
 		t.Errorf("b: %+v, want ranges %v", r, want)
 	}

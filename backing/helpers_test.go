@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 // newStore opens a store on a fresh temporary directory and closes it at the
@@ -181,12 +183,32 @@ func fill(t *testing.T, dir string) string {
 	}
 }
 
+// testStats are the store's figures the tests look at, by name.
+type testStats struct {
+	Opens, Mappings, MappedBytes, Remaps, Faults int64
+	SyncCalls, SyncBytes, Evictions, Reopens     int64
+	OpenBlobs, Resident, MaxResident             int64
+	PowerCutSim                                  bool
+	SimBytes                                     int64
+	SimFiles                                     int
+}
+
 // mustStats returns the store's figures, failing the test on an error.
-func mustStats(t testing.TB, s *Store) Stats {
+func mustStats(t testing.TB, s *Store) testStats {
 	t.Helper()
 	st, err := s.Stats()
 	if err != nil {
 		t.Fatalf("stats: %v", err)
 	}
-	return st
+	f := st.Figures
+	ts := testStats{
+		Opens: f.Get(wire.BlobsOpened), Mappings: f.Get(wire.Mappings), MappedBytes: f.Get(wire.MappedBytes),
+		Remaps: f.Get(wire.Remaps), Faults: f.Get(wire.Faults), SyncCalls: f.Get(wire.MsyncCalls),
+		SyncBytes: f.Get(wire.MsyncBytes), Evictions: f.Get(wire.Evictions), Reopens: f.Get(wire.Reopens),
+		OpenBlobs: f.Get(wire.OpenBlobs), Resident: f.Get(wire.ResidentBlobs), MaxResident: f.Get(wire.MaxResident),
+	}
+	if p := st.PowerCut; p != nil {
+		ts.PowerCutSim, ts.SimBytes, ts.SimFiles = true, p.SavedBytes, p.Files
+	}
+	return ts
 }

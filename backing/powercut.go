@@ -8,6 +8,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 // The power-cut simulation (Options.PowerCutSim).
@@ -149,27 +151,6 @@ func (b *Blob) cutErr(op string) error {
 	return nil
 }
 
-// CutFile is what a power cut costs (or would cost) one file.
-type CutFile struct {
-	Name     string      `json:"name"`
-	Open     bool        `json:"open"`           // false: closed, its record kept by the store
-	Restored int64       `json:"restored_bytes"` // bytes put back to their last synced content
-	Ranges   []RiskRange `json:"ranges"`         // those bytes, the first maxRiskRanges runs
-	More     int         `json:"more_ranges,omitempty"`
-	Size     int64       `json:"size"`            // the size before the cut
-	Synced   int64       `json:"synced_size"`     // the size after it: the last synced size
-	Cutoff   int64       `json:"truncated_bytes"` // bytes past the synced size, lost with it
-	Gone     bool        `json:"gone,omitempty"`  // the file no longer exists: nothing to put back
-}
-
-// CutReport is what PowerCut did, or what PowerCutPlan says it would do.
-type CutReport struct {
-	Done     bool      `json:"done"` // false for a plan (a dry run)
-	Files    []CutFile `json:"files"`
-	Restored int64     `json:"restored_bytes"`
-	Cutoff   int64     `json:"truncated_bytes"`
-}
-
 // ErrNoSim is returned by PowerCut on a store opened without
 // Options.PowerCutSim: it does not know what the pages held at their last
 // sync.
@@ -177,8 +158,8 @@ var ErrNoSim = errors.New("the power-cut simulation is off (mount with --powercu
 
 // cutFileOf describes what putting sim back would do to a file of size
 // size. sim.mu must be held.
-func cutFileOf(name string, open bool, size int64, sim *simFile) CutFile {
-	f := CutFile{Name: name, Open: open, Size: size, Synced: sim.syncedSize, Ranges: []RiskRange{}}
+func cutFileOf(name string, open bool, size int64, sim *simFile) wire.CutFile {
+	f := wire.CutFile{Name: name, Open: open, Size: size, Synced: sim.syncedSize, Ranges: []wire.RiskRange{}}
 	if size > sim.syncedSize {
 		f.Cutoff = size - sim.syncedSize
 	}
@@ -196,7 +177,7 @@ func cutFileOf(name string, open bool, size int64, sim *simFile) CutFile {
 		case last >= 0 && f.Ranges[last].Off+f.Ranges[last].Len == p*ps:
 			f.Ranges[last].Len += n
 		case len(f.Ranges) < maxRiskRanges:
-			f.Ranges = append(f.Ranges, RiskRange{Off: p * ps, Len: n})
+			f.Ranges = append(f.Ranges, wire.RiskRange{Off: p * ps, Len: n})
 		default:
 			f.More++
 		}
@@ -205,17 +186,17 @@ func cutFileOf(name string, open bool, size int64, sim *simFile) CutFile {
 }
 
 // PowerCutPlan lists what PowerCut would put back now, without doing it.
-func (s *Store) PowerCutPlan() (CutReport, error) {
+func (s *Store) PowerCutPlan() (wire.CutReport, error) {
 	if !s.opts.PowerCutSim {
-		return CutReport{}, ErrNoSim
+		return wire.CutReport{}, ErrNoSim
 	}
-	var r CutReport
+	var r wire.CutReport
 	var errs []error
 	for _, b := range s.pinAll() {
 		b.mu.RLock()
 		b.sim.mu.Lock()
 		if b.sim.pendingLocked(b.size) {
-			r.add(cutFileOf(b.name, true, b.size, b.sim))
+			r.Add(cutFileOf(b.name, true, b.size, b.sim))
 		}
 		b.sim.mu.Unlock()
 		b.mu.RUnlock()
@@ -224,11 +205,11 @@ func (s *Store) PowerCutPlan() (CutReport, error) {
 	s.mu.Lock()
 	for _, c := range s.simClosed {
 		c.sim.mu.Lock()
-		r.add(cutFileOf(c.name, false, c.size, c.sim))
+		r.Add(cutFileOf(c.name, false, c.size, c.sim))
 		c.sim.mu.Unlock()
 	}
 	s.mu.Unlock()
-	r.sort()
+	r.Sort()
 	return r, errors.Join(errs...)
 }
 
@@ -244,51 +225,25 @@ func (b *Blob) simPending() bool {
 	return b.sim.pendingLocked(b.size)
 }
 
-// add lists f and counts its bytes; a file that is gone has nothing left
-// to put back or cut, so its bytes (as the plan saw them) do not count.
-func (r *CutReport) add(f CutFile) {
-	r.Files = append(r.Files, f)
-	if f.Gone {
-		return
-	}
-	r.Restored += f.Restored
-	r.Cutoff += f.Cutoff
-}
-
-func (r *CutReport) sort() {
-	if r.Files == nil {
-		r.Files = []CutFile{}
-	}
-	slices.SortFunc(r.Files, func(a, b CutFile) int {
-		if a.Name < b.Name {
-			return -1
-		}
-		if a.Name > b.Name {
-			return 1
-		}
-		return 0
-	})
-}
-
 // PowerCut simulates a power cut now: every page the daemon changed since
 // its last sync gets its last synced content back and every file its last
 // synced size, in open files and in files closed since; then the store's
 // filesystem is synced so that the result is on disk. From then on every
 // change to a blob fails with EIO, as it would with the power off; reads
 // see what survived. It can be done once.
-func (s *Store) PowerCut() (CutReport, error) {
+func (s *Store) PowerCut() (wire.CutReport, error) {
 	if !s.opts.PowerCutSim {
-		return CutReport{}, ErrNoSim
+		return wire.CutReport{}, ErrNoSim
 	}
 	if !s.cut.CompareAndSwap(false, true) {
-		return CutReport{}, fmt.Errorf("the power was cut already: %w", syscall.EALREADY)
+		return wire.CutReport{}, fmt.Errorf("the power was cut already: %w", syscall.EALREADY)
 	}
-	r := CutReport{Done: true}
+	r := wire.CutReport{Done: true}
 	var errs []error
 	for _, b := range s.pinAll() {
 		f, pending, err := b.cut()
 		if pending {
-			r.add(f)
+			r.Add(f)
 		}
 		errs = append(errs, err, s.Release(b))
 	}
@@ -298,27 +253,27 @@ func (s *Store) PowerCut() (CutReport, error) {
 	s.mu.Unlock()
 	for _, c := range closed {
 		f, err := s.cutClosed(c)
-		r.add(f)
+		r.Add(f)
 		errs = append(errs, err)
 	}
 	if err := s.syncfs(); err != nil {
 		errs = append(errs, err)
 	}
-	r.sort()
+	r.Sort()
 	return r, errors.Join(errs...)
 }
 
 // cut puts the blob back to its last synced state.
-func (b *Blob) cut() (f CutFile, pending bool, err error) {
+func (b *Blob) cut() (f wire.CutFile, pending bool, err error) {
 	if err := b.lock(); err != nil {
-		return CutFile{Name: b.name, Open: true}, true, err
+		return wire.CutFile{Name: b.name, Open: true}, true, err
 	}
 	defer b.mu.Unlock()
 	sim := b.sim
 	sim.mu.Lock()
 	defer sim.mu.Unlock()
 	if !sim.pendingLocked(b.size) {
-		return CutFile{}, false, nil
+		return wire.CutFile{}, false, nil
 	}
 	f = cutFileOf(b.name, true, b.size, sim)
 	if err := restoreFlagged(b.fd, b.writable, b.name, sim); err != nil {
@@ -333,7 +288,7 @@ func (b *Blob) cut() (f CutFile, pending bool, err error) {
 }
 
 // cutClosed puts a closed file back to its last synced state.
-func (s *Store) cutClosed(c *simClosed) (f CutFile, err error) {
+func (s *Store) cutClosed(c *simClosed) (f wire.CutFile, err error) {
 	c.sim.mu.Lock()
 	defer c.sim.mu.Unlock()
 	f = cutFileOf(c.name, false, c.size, c.sim)

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 func newSimStore(tb testing.TB, dir string, p Policy) *Store {
@@ -230,7 +232,7 @@ func TestPowerCutReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := CutFile{Name: "r", Open: true, Restored: 2 * ps, Ranges: []RiskRange{{Off: ps, Len: 2 * ps}},
+	want := wire.CutFile{Name: "r", Open: true, Restored: 2 * ps, Ranges: []wire.RiskRange{{Off: ps, Len: 2 * ps}},
 		Size: 5*ps + 10, Synced: 4 * ps, Cutoff: ps + 10}
 	if len(plan.Files) != 1 || fmt.Sprint(plan.Files[0]) != fmt.Sprint(want) {
 		t.Fatalf("plan: %+v\nwant %+v", plan.Files, want)

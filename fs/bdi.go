@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 // The kernel throttles the dirty pages of a FUSE mount hard through the
@@ -15,15 +17,6 @@ import (
 // the dirty page budget. As root, a mount can set its own bdi's limits:
 // these are writeback-policy switches too (more dirty data allowed in the
 // mount's page cache is more data at risk there, and less throttling).
-
-// BDI are a mount's backing-device settings, as the kernel has them.
-type BDI struct {
-	Device      string `json:"device"` // major:minor of the mount
-	MaxRatio    int    `json:"max_ratio"`
-	StrictLimit int    `json:"strict_limit"`
-	ReadaheadKB int    `json:"read_ahead_kb"`
-	MaxBytes    int64  `json:"max_bytes"`
-}
 
 // BDISettings are the changes a mount asks for; a negative value leaves
 // the kernel's.
@@ -57,8 +50,8 @@ func applyBDI(dev string, set BDISettings) error {
 }
 
 // readBDI reads the bdi settings of the mount dev.
-func readBDI(dev string) (BDI, error) {
-	b := BDI{Device: dev}
+func readBDI(dev string) (wire.BDI, error) {
+	b := wire.BDI{Device: dev}
 	var errs []error
 	read := func(name string) int64 {
 		raw, err := os.ReadFile(filepath.Join(bdiDir(dev), name))

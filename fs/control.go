@@ -15,6 +15,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/mmapfs/mmapfs/backing"
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 // ControlName is the name of the control file at the root of every mount:
@@ -22,112 +23,6 @@ import (
 // same descriptor. Like the stats file it is not in the store and readdir
 // does not list it. Only root and the user running the daemon may open it.
 const ControlName = ".mmapfs-control"
-
-// The requests the control file takes, one per write.
-const (
-	// ControlPowerCut cuts the power (see backing.Store.PowerCut). Once
-	// the descriptor that asked is closed, the mount is dropped as a
-	// crash would drop it (Server.PowerCut).
-	ControlPowerCut = "powercut"
-	// ControlPowerCutDryRun says what a power cut now would lose.
-	ControlPowerCutDryRun = "powercut --dry-run"
-)
-
-// ControlReply is the answer to a control request, as JSON.
-type ControlReply struct {
-	Request string `json:"request"`
-	Error   string `json:"error,omitempty"`
-	// Simulation says whether the mount runs the power-cut simulation.
-	Simulation bool `json:"simulation"`
-	// Report is what the cut did, or would do (with the simulation).
-	Report *backing.CutReport `json:"report,omitempty"`
-	// Summary counts Report's files by what the cut does to them.
-	Summary *CutSummary `json:"summary,omitempty"`
-	// AtRisk lists the unsynced writes (for a dry run without the
-	// simulation: what a real power cut could lose; their synced content
-	// is not kept, so the cut itself cannot be simulated).
-	AtRisk []backing.RiskFile `json:"at_risk,omitempty"`
-}
-
-// CutSummary counts the files of a power-cut report by what the cut does
-// to each. A file can be both put back and cut (rewritten below its
-// synced size and extended past it); a file removed since it was closed
-// counts as gone only, since nothing of it is left to put back or cut.
-type CutSummary struct {
-	Files        int   `json:"files"`          // every file of the report
-	PutBackFiles int   `json:"put_back_files"` // files with bytes put back to their last synced content
-	PutBackBytes int64 `json:"put_back_bytes"` // those bytes
-	CutFiles     int   `json:"cut_files"`      // files cut to their (shorter) last synced size
-	CutBytes     int64 `json:"cut_bytes"`      // the bytes past those sizes, cut off
-	GoneFiles    int   `json:"gone_files"`     // files removed since: nothing to put back
-}
-
-// Summarize counts the files of r by what the cut does to them.
-func Summarize(r *backing.CutReport) CutSummary {
-	s := CutSummary{Files: len(r.Files)}
-	for _, f := range r.Files {
-		switch {
-		case f.Gone:
-			s.GoneFiles++
-			continue
-		case f.Restored > 0:
-			s.PutBackFiles++
-			s.PutBackBytes += f.Restored
-		}
-		if f.Cutoff > 0 {
-			s.CutFiles++
-			s.CutBytes += f.Cutoff
-		}
-	}
-	return s
-}
-
-// String says what the cut did (done) or would do, in one sentence.
-func (s CutSummary) String(done bool) string {
-	would := "would "
-	if done {
-		would = ""
-	}
-	var parts []string
-	if s.PutBackFiles > 0 {
-		parts = append(parts, fmt.Sprintf("%sput back %s in %s to the last synced content", would, bytesStr(s.PutBackBytes), count(s.PutBackFiles, "file", "files")))
-	}
-	if s.CutFiles > 0 {
-		parts = append(parts, fmt.Sprintf("%scut %s off %s past the last synced size", would, bytesStr(s.CutBytes), count(s.CutFiles, "file", "files")))
-	}
-	if s.GoneFiles > 0 {
-		parts = append(parts, fmt.Sprintf("%s removed since it was written: nothing to put back", count(s.GoneFiles, "file was", "files were")))
-	}
-	if n := s.Files - s.PutBackFiles - s.CutFiles - s.GoneFiles; len(parts) == 0 && n > 0 {
-		parts = append(parts, fmt.Sprintf("%sgive %s back its last synced size", would, count(n, "file", "files")))
-	}
-	if len(parts) == 0 {
-		return "nothing: every write was synced"
-	}
-	return strings.Join(parts, "; ")
-}
-
-// count renders n things, as one or many.
-func count(n int, one, many string) string {
-	if n == 1 {
-		return "1 " + one
-	}
-	return fmt.Sprintf("%d %s", n, many)
-}
-
-// bytesStr renders n bytes in binary units (1.5 KiB).
-func bytesStr(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
 
 // requestError is a refused control request: msg is the answer's error
 // (one sentence, no errno appended), err its cause if any, errno what the
@@ -225,7 +120,7 @@ func (h *controlHandle) Write(ctx context.Context, data []byte, off int64) (uint
 	}
 	h.mu.Lock()
 	h.reply = append(out, '\n')
-	h.cut = h.cut || (err == nil && req == ControlPowerCut)
+	h.cut = h.cut || (err == nil && req == wire.ControlPowerCut)
 	h.mu.Unlock()
 	if err != nil {
 		return 0, h.m.errno("control", ControlName, err)
@@ -234,35 +129,35 @@ func (h *controlHandle) Write(ctx context.Context, data []byte, off int64) (uint
 }
 
 // control serves one request.
-func (m *mountState) control(req string) (ControlReply, error) {
+func (m *mountState) control(req string) (wire.ControlReply, error) {
 	st := m.store
-	r := ControlReply{Request: req, Simulation: st.Options().PowerCutSim}
+	r := wire.ControlReply{Request: req, Simulation: st.Options().PowerCutSim}
 	var err error
 	switch req {
-	case ControlPowerCutDryRun:
+	case wire.ControlPowerCutDryRun:
 		if !r.Simulation {
 			r.AtRisk = st.AtRisk(0)
 			return r, nil
 		}
-		var rep backing.CutReport
+		var rep wire.CutReport
 		rep, err = st.PowerCutPlan()
 		r.Report = &rep
-	case ControlPowerCut:
-		var rep backing.CutReport
+	case wire.ControlPowerCut:
+		var rep wire.CutReport
 		rep, err = st.PowerCut()
 		if errors.Is(err, backing.ErrNoSim) {
-			return r, &requestError{fmt.Sprintf("mounted without --powercut-sim, so no synced content was kept to put back: mount the store again with --powercut-sim to simulate a power cut, or write %q to list what a real one could lose", ControlPowerCutDryRun), err, syscall.EINVAL}
+			return r, &requestError{fmt.Sprintf("mounted without --powercut-sim, so no synced content was kept to put back: mount the store again with --powercut-sim to simulate a power cut, or write %q to list what a real one could lose", wire.ControlPowerCutDryRun), err, syscall.EINVAL}
 		}
 		if rep.Done {
 			r.Report = &rep
-			m.log.Printf("power cut: %s; dropping the mount once %s is closed", Summarize(&rep).String(true), ControlName)
+			m.log.Printf("power cut: %s; dropping the mount once %s is closed", wire.Summarize(&rep).String(true), ControlName)
 			time.AfterFunc(cutGrace, m.cut.drop)
 		}
 	default:
-		return r, &requestError{fmt.Sprintf("unknown request %q (want %q or %q)", req, ControlPowerCut, ControlPowerCutDryRun), nil, syscall.EINVAL}
+		return r, &requestError{fmt.Sprintf("unknown request %q (want %q or %q)", req, wire.ControlPowerCut, wire.ControlPowerCutDryRun), nil, syscall.EINVAL}
 	}
 	if r.Report != nil {
-		sum := Summarize(r.Report)
+		sum := wire.Summarize(r.Report)
 		r.Summary = &sum
 	}
 	return r, err

@@ -115,25 +115,20 @@ func switchAndRun(uid, gid int, fn func() error) (err error, restored bool) {
 // setfsuid(2) reports no failure but by leaving the fsuid as it was: ask
 // again with an invalid uid, which changes nothing and returns the
 // current one.
-func setfsuid(uid int) (int, error) {
-	prev, err := unix.SetfsuidRetUid(uid)
-	if err != nil {
-		return -1, fmt.Errorf("setfsuid %d: %w", uid, err)
-	}
-	if now, _ := unix.SetfsuidRetUid(-1); now != uid {
-		return prev, fmt.Errorf("setfsuid %d: the filesystem uid stayed %d: %w", uid, now, syscall.EPERM)
-	}
-	return prev, nil
-}
+func setfsuid(uid int) (int, error) { return setfsid("uid", unix.SetfsuidRetUid, uid) }
 
 // setfsgid is setfsuid for the filesystem gid.
-func setfsgid(gid int) (int, error) {
-	prev, err := unix.SetfsgidRetGid(gid)
+func setfsgid(gid int) (int, error) { return setfsid("gid", unix.SetfsgidRetGid, gid) }
+
+// setfsid sets the filesystem id (which: "uid" or "gid") with set,
+// setfsuid(2) or setfsgid(2), and checks it took.
+func setfsid(which string, set func(int) (int, error), id int) (int, error) {
+	prev, err := set(id)
 	if err != nil {
-		return -1, fmt.Errorf("setfsgid %d: %w", gid, err)
+		return -1, fmt.Errorf("setfs%s %d: %w", which, id, err)
 	}
-	if now, _ := unix.SetfsgidRetGid(-1); now != gid {
-		return prev, fmt.Errorf("setfsgid %d: the filesystem gid stayed %d: %w", gid, now, syscall.EPERM)
+	if now, _ := set(-1); now != id {
+		return prev, fmt.Errorf("setfs%s %d: the filesystem %s stayed %d: %w", which, id, which, now, syscall.EPERM)
 	}
 	return prev, nil
 }

@@ -14,7 +14,9 @@ import (
 // directory across renames, as the node does, and it was opened beneath
 // the store root without following a symlink. The cache is bounded (the
 // daemon's descriptors are few) and least recently used entries go first;
-// an entry in use is never closed under its user.
+// an entry in use is never closed under its user. No system call runs
+// under mu: descriptors are opened before it is taken and closed after
+// it is let go.
 type dirCache struct {
 	max int // read only
 
@@ -37,7 +39,9 @@ func newDirCache(max int) *dirCache {
 }
 
 // get returns a descriptor of n's directory, opening it with open on a
-// miss, and a function to call when done with it.
+// miss, and a function to call when done with it. open runs without c.mu
+// held; if another request cached the directory meanwhile, its
+// descriptor is used and this one closed.
 func (c *dirCache) get(n *Node, open func() (int, error)) (int, func() error, error) {
 	c.mu.Lock()
 	if e := c.m[n]; e != nil {
@@ -52,73 +56,93 @@ func (c *dirCache) get(n *Node, open func() (int, error)) (int, func() error, er
 		return -1, nil, err
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if e := c.m[n]; e != nil { // opened meanwhile by another request
 		e.refs++
 		c.lru.MoveToFront(e.elem)
+		c.mu.Unlock()
 		return e.fd, func() error { return c.put(e) }, syscall.Close(fd)
 	}
 	e := &dirEntry{node: n, fd: fd, refs: 1}
 	e.elem = c.lru.PushFront(e)
 	c.m[n] = e
-	err = c.trimLocked()
-	return fd, func() error { return c.put(e) }, err
+	closing := c.trimLocked()
+	c.mu.Unlock()
+	return fd, func() error { return c.put(e) }, closeAll(closing)
 }
 
 // put gives back a descriptor from get.
 func (c *dirCache) put(e *dirEntry) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	e.refs--
-	if e.gone && e.refs == 0 {
+	last := e.gone && e.refs == 0
+	c.mu.Unlock()
+	if last {
 		return syscall.Close(e.fd)
 	}
 	return nil
 }
 
-// trimLocked drops least recently used entries past max. c.mu must be held.
-func (c *dirCache) trimLocked() error {
-	var errs []error
+// trimLocked drops least recently used entries past max and returns the
+// descriptors no one uses any more, for the caller to close once it has
+// let go of c.mu. c.mu must be held.
+func (c *dirCache) trimLocked() []int {
+	var closing []int
 	for el := c.lru.Back(); el != nil && len(c.m) > c.max; {
 		prev := el.Prev()
-		errs = append(errs, c.dropLocked(el.Value.(*dirEntry)))
+		if fd, ok := c.dropLocked(el.Value.(*dirEntry)); ok {
+			closing = append(closing, fd)
+		}
 		el = prev
 	}
-	return errors.Join(errs...)
+	return closing
 }
 
-// dropLocked takes e out of the cache, closing it unless it is in use.
-// c.mu must be held.
-func (c *dirCache) dropLocked(e *dirEntry) error {
+// dropLocked takes e out of the cache. It returns e's descriptor and
+// true if no one uses it (the caller closes it, outside c.mu); else its
+// last user's put closes it. c.mu must be held.
+func (c *dirCache) dropLocked(e *dirEntry) (int, bool) {
 	if e.gone {
-		return nil
+		return -1, false
 	}
 	e.gone = true
 	delete(c.m, e.node)
 	c.lru.Remove(e.elem)
-	if e.refs == 0 {
-		return syscall.Close(e.fd)
-	}
-	return nil
+	return e.fd, e.refs == 0
 }
 
 // forget drops n's entry, if any: the kernel forgot the node.
 func (c *dirCache) forget(n *Node) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	var closing []int
 	if e := c.m[n]; e != nil {
-		return c.dropLocked(e)
+		if fd, ok := c.dropLocked(e); ok {
+			closing = append(closing, fd)
+		}
 	}
-	return nil
+	c.mu.Unlock()
+	return closeAll(closing)
 }
 
 // close drops every entry (at unmount).
 func (c *dirCache) close() error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	var errs []error
+	var closing []int
 	for _, e := range c.m {
-		errs = append(errs, c.dropLocked(e))
+		if fd, ok := c.dropLocked(e); ok {
+			closing = append(closing, fd)
+		}
+	}
+	c.mu.Unlock()
+	return closeAll(closing)
+}
+
+// closeAll closes fds, and returns every error.
+func closeAll(fds []int) error {
+	var errs []error
+	for _, fd := range fds {
+		if err := syscall.Close(fd); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -1,18 +1,60 @@
 // Package fs is the FUSE side of mmapfs: a go-fuse node tree over a store
-// directory whose namespace is go-fuse's loopback node and whose data path
-// is package backing's shared mappings.
+// directory, with one node type of its own and package backing's shared
+// mappings as its data path.
 //
-// Every regular file opened on the mount is served by one backing.Blob per
-// backing inode: reads copy out of its MAP_SHARED mapping, writes copy into
-// it, fsync msyncs the pages written, truncate and fallocate resize it.
-// Directories, names, links, symlinks, permissions and xattrs are left to
-// fs.LoopbackNode, which keeps them in the store directory as the
-// underlying filesystem does.
+// Node (node.go) is every file, directory, symlink and special file of
+// the mount; the stats and control files at the root are the only other
+// nodes (statsfile.go, control.go). It embeds go-fuse's fs.Inode and
+// implements each operation itself. The namespace operations
+// (namespace.go: lookup, mkdir, mknod, symlink, link, unlink, rmdir,
+// rename, readlink, readdir, statfs, statx, xattrs; ioctl.go: file
+// flags) act with the *at system calls on O_PATH descriptors of
+// directories opened beneath the store root by
+// openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) (backing.Store.OpenDir,
+// cached in dircache.go), never following a symlink; directories, names,
+// links, symlinks, permissions and xattrs stay in the store directory as
+// its filesystem keeps them. Every regular file opened on the mount is
+// served by one backing.Blob per backing inode: reads copy out of its
+// MAP_SHARED mapping, writes copy into it, fsync msyncs the pages
+// written, truncate and fallocate resize it.
+//
+// Node does not build on go-fuse's LoopbackNode, which it once embedded:
+// the loopback resolves path strings from the root and follows symlinks
+// planted in the store, and a method a later go-fuse adds to it would be
+// inherited silently and resolve names that way. Of the loopback's
+// methods Node implements every one (Lookup, Mknod, Mkdir, Rmdir, Unlink,
+// Rename, Create, Symlink, Link, Readlink, Open, OpendirHandle, Readdir,
+// Getattr, Setattr, Getxattr, Setxattr, Removexattr, Listxattr,
+// CopyFileRange, Tmpfile, Statx, Statfs), each with its interface check
+// beside it, and the node numbers are the loopback's (stableAttr).
+// Operations neither implemented are go-fuse's defaults, as they were:
+// ACCESS is checked against Getattr's mode and owner (and with
+// default_permissions the kernel checks before asking); POSIX and flock
+// locks never reach the daemon: the mount leaves go-fuse's EnableLocks
+// off, so the kernel is not offered the lock capabilities and keeps the
+// locks for the mount itself (the README's Limits); FSYNCDIR fsyncs the directory stream's
+// descriptor; LSEEK with SEEK_DATA or SEEK_HOLE goes to the handle
+// (handle.go), the other whences the kernel answers itself.
 //
 // It must never touch a mapping itself (only backing does, through its
 // fault-safe functions), and must never be used to serve a mount from a
 // process that also maps files of that mount (see go-fuse's notes on
 // deadlocks): tests that mmap the mount run the daemon as its own process.
+//
+// # Data path
+//
+// A READ and a WRITE each pass through three files. fs/handle.go:
+// handle.Read and handle.Write, one call on the open file's Blob and the
+// errno at the boundary. backing/blob.go: Blob.ReadAt takes the mapping's
+// read lock and clips the read to the file's size; Blob.WriteAt grows the
+// file and its mapping first if the write extends it, marks the range
+// dirty and applies the writeback policy. backing/fault.go: copyGuarded,
+// the copy out of or into the mapping, with a fault on mapped memory
+// turned into an error instead of a dead daemon. go-fuse's reply then
+// copies the read bytes to the kernel from the request's own buffer,
+// never from the mapping. No other code between the kernel and the
+// mapping: the counters (counting.go) and killpriv.go wrap the request
+// around the node tree, not inside it.
 //
 // # Error handling
 //
@@ -52,5 +94,7 @@
 //
 // The package keeps no locks of its own on the data path; a handle's Blob
 // does its own locking (see package backing). mountState is read only after
-// Mount returns.
+// Mount returns. Off the data path: dirCache.mu guards the directory
+// descriptor cache and is never held across a system call (dircache.go),
+// and each control-file handle has its own mutex (control.go).
 package fs

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mmapfs/mmapfs/backing/latency"
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 // Collector returns a Prometheus collector of the mount's figures: the
@@ -69,29 +70,36 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 
 var (
 	descInfo          = desc("info", "The mount's settings, as labels; always 1.", "mountpoint", "policy", "store", "keep_cache", "direct_io", "writeback_cache", "madvise", "populate", "unsafe_ignore_fsync")
-	descUnsynced      = desc("unsynced_bytes", "Bytes the daemon wrote into mappings and has not msynced.")
-	descOldest        = desc("oldest_unsynced_seconds", "Age of the oldest unsynced write.")
-	descMsyncCalls    = desc("msync_calls_total", "msync(MS_SYNC) and fdatasync calls that synced data.")
-	descMsyncBytes    = desc("msync_bytes_total", "Bytes those calls covered.")
 	descMsyncDur      = desc("msync_duration_seconds", "Latency of those calls.")
-	descAsyncCalls    = desc("async_writeback_calls_total", "Writebacks started without waiting (async policy).")
-	descIgnored       = desc("ignored_fsyncs_total", "fsyncs answered without syncing (--unsafe-ignore-fsync).")
-	descMappings      = desc("mappings", "Mappings live now.")
-	descMapped        = desc("mapped_bytes", "Address space mapped now.")
-	descResident      = desc("resident_bytes", "Bytes of the mapped files in memory now (mincore).")
-	descOpenBlobs     = desc("open_blobs", "Blobs open now (by a handle, or kept for a periodic pass).")
-	descResidentBlobs = desc("resident_blobs", "Blobs with a descriptor and a mapping now.")
-	descEvictions     = desc("evictions_total", "Blobs unmapped and closed to stay within --max-resident.")
-	descReopens       = desc("reopens_total", "Blobs reopened by handle after being dropped.")
-	descRemaps        = desc("remaps_total", "mremaps done to grow a mapping.")
-	descFaults        = desc("faults_total", "Faults on a mapping turned into errors or retries.")
-	descRead          = desc("read_bytes_total", "Bytes read through the mount.")
-	descWritten       = desc("written_bytes_total", "Bytes written through the mount.")
-	descPageFaults    = desc("daemon_page_faults_total", "The daemon's own page faults (getrusage).", "kind")
 	descRequests      = desc("fuse_requests_total", "FUSE requests served, by op.", "op")
 	descRequestErrors = desc("fuse_request_errors_total", "FUSE requests answered with an error, by op.", "op")
 	descRequestDur    = desc("fuse_request_duration_seconds", "Latency of FUSE requests, by op.", "op")
+	// descFigures are the descriptors of the figures with a Metric, by
+	// ID (nil for the others); figures that share a Metric share one.
+	descFigures = figureDescs()
 )
+
+// figureDescs returns the descriptors of wire's figures, by ID.
+func figureDescs() []*prometheus.Desc {
+	descs := make([]*prometheus.Desc, len(wire.Figures()))
+	byName := map[string]*prometheus.Desc{}
+	for i, f := range wire.Figures() {
+		if f.Metric == "" {
+			continue
+		}
+		d, ok := byName[f.Metric]
+		if !ok {
+			var labels []string
+			if f.Label[0] != "" {
+				labels = []string{f.Label[0]}
+			}
+			d = desc(f.Metric, f.Help, labels...)
+			byName[f.Metric] = d
+		}
+		descs[i] = d
+	}
+	return descs
+}
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	prometheus.DescribeByCollect(c, ch)
@@ -103,43 +111,33 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.NewInvalidMetric(descInfo, err)
 		return
 	}
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-	}
-	counter := func(d *prometheus.Desc, v int64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
-	}
 	sw := s.Switches
 	b := strconv.FormatBool
-	gauge(descInfo, 1, c.mountpoint, s.Policy, s.Store, b(sw.KeepCache), b(sw.DirectIO), b(sw.WritebackCache), sw.Madvise, b(sw.Populate), b(sw.UnsafeIgnoreFsync))
-	gauge(descUnsynced, float64(s.UnsyncedBytes))
-	gauge(descOldest, s.OldestUnsyncedSeconds)
-	counter(descMsyncCalls, s.MsyncCalls)
-	counter(descMsyncBytes, s.MsyncBytes)
+	ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1, c.mountpoint, s.Policy, s.Store, b(sw.KeepCache), b(sw.DirectIO), b(sw.WritebackCache), sw.Madvise, b(sw.Populate), b(sw.UnsafeIgnoreFsync))
+	for i, f := range wire.Figures() {
+		d := descFigures[i]
+		if d == nil {
+			continue
+		}
+		kind := prometheus.GaugeValue
+		if f.Kind == wire.Counter {
+			kind = prometheus.CounterValue
+		}
+		var labels []string
+		if f.Label[0] != "" {
+			labels = []string{f.Label[1]}
+		}
+		ch <- prometheus.MustNewConstMetric(d, kind, s.Figures.Float(wire.ID(i)), labels...)
+	}
 	ch <- histogram(descMsyncDur, c.m.store.SyncLatency())
-	counter(descAsyncCalls, s.AsyncWritebackCalls)
-	counter(descIgnored, s.IgnoredFsyncs)
-	gauge(descMappings, float64(s.Mappings))
-	gauge(descMapped, float64(s.MappedBytes))
-	gauge(descResident, float64(s.ResidentBytes))
-	gauge(descOpenBlobs, float64(s.OpenBlobs))
-	gauge(descResidentBlobs, float64(s.ResidentBlobs))
-	counter(descEvictions, s.Evictions)
-	counter(descReopens, s.Reopens)
-	counter(descRemaps, s.Remaps)
-	counter(descFaults, s.Faults)
-	counter(descRead, s.BytesRead)
-	counter(descWritten, s.BytesWritten)
-	counter(descPageFaults, s.DaemonPageFaults.Minor, "minor")
-	counter(descPageFaults, s.DaemonPageFaults.Major, "major")
 	for i := range c.m.stats.ops {
 		oc := &c.m.stats.ops[i]
 		h := oc.hist.Snapshot()
 		if h.Count == 0 {
 			continue
 		}
-		counter(descRequests, h.Count, opNames[i])
-		counter(descRequestErrors, oc.errors.Load(), opNames[i])
+		ch <- prometheus.MustNewConstMetric(descRequests, prometheus.CounterValue, float64(h.Count), opNames[i])
+		ch <- prometheus.MustNewConstMetric(descRequestErrors, prometheus.CounterValue, float64(oc.errors.Load()), opNames[i])
 		ch <- histogram(descRequestDur, h, opNames[i])
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mmapfs/mmapfs/backing"
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 // Options are the settings of one mount.
@@ -92,7 +93,7 @@ func DefaultOptions() Options {
 // is read only once Mount returns.
 type mountState struct {
 	store     *backing.Store
-	rootDev   uint64 // st_dev of the store root, as fs.LoopbackRoot.Dev
+	rootDev   uint64 // st_dev of the store root (see stableAttr)
 	asRoot    bool   // the daemon runs as root: created files get the caller's owner
 	openFlags uint32 // FOPEN_* flags for every open
 	opts      Options
@@ -104,9 +105,17 @@ type mountState struct {
 	cut       powerCut // safe for concurrent use
 }
 
-// stableAttr computes a node's identity exactly as go-fuse's
-// LoopbackRoot.idFromStat and genFromBtime do, so that a file created here
-// is the same inode the loopback's Lookup finds later.
+// stableAttr computes a node's identity from the statx of its store
+// file: the inode number is the store's, with st_dev mixed in so that
+// files of another filesystem mounted inside the store (whose device
+// differs from rootDev) do not collide, and the generation is the birth
+// time in nanoseconds (1 when the filesystem has none), which tells a
+// recycled inode number from the file that had it. The numbers are the
+// ones go-fuse's loopback gives (LoopbackRoot.idFromStat, genFromBtime,
+// checked by TestStableAttrAsLoopback), which the namespace was until
+// Node stood on go-fuse's Inode itself: clients see the same inode
+// numbers as before. Every node of the tree is made with it (childAt,
+// newChild), so a file created is the same inode a later lookup finds.
 func (m *mountState) stableAttr(x *unix.Statx_t) gofs.StableAttr {
 	dev := unix.Mkdev(x.Dev_major, x.Dev_minor)
 	swapped := (dev << 32) | (dev >> 32)
@@ -138,7 +147,7 @@ type Server struct {
 func (s *Server) Mountpoint() string { return s.mountpoint }
 
 // Stats returns the mount's figures now, as the stats file has them.
-func (s *Server) Stats() (*Snapshot, error) { return s.m.snapshot() }
+func (s *Server) Stats() (*wire.Snapshot, error) { return s.m.snapshot() }
 
 // Store returns the mount's blob store.
 func (s *Server) Store() *backing.Store { return s.store }
@@ -213,17 +222,21 @@ func (s *Server) UnmountLazy() error {
 		return nil
 	}
 	err := detach(s.mountpoint)
-	if errors.Is(err, syscall.EINVAL) && !s.stillMounted() {
-		return nil
+	if errors.Is(err, syscall.EINVAL) {
+		still, serr := s.stillMounted()
+		if serr == nil && !still {
+			return nil
+		}
+		return errors.Join(err, serr)
 	}
 	return err
 }
 
 // stillMounted reports whether this server's mount is still at its
 // mountpoint (the topmost mount there is a fuse.mmapfs mount of its store).
-func (s *Server) stillMounted() bool {
-	mi, ok := findMount(s.mountpoint)
-	return ok && mi.fstype == "fuse.mmapfs" && mi.source == s.store.Root()
+func (s *Server) stillMounted() (bool, error) {
+	mi, ok, err := findMount(s.mountpoint)
+	return ok && mi.fstype == "fuse.mmapfs" && mi.source == s.store.Root(), err
 }
 
 func detach(mnt string) error {
@@ -276,32 +289,12 @@ func Mount(store, mountpoint string, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("store %s: %w", root, err), unlock())
 	}
-	lb, err := gofs.NewLoopbackRoot(root)
+	opts.Logger = logger
+	m, err := newMountState(st, opts)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("store %s: %w", root, err), st.Close(), unlock())
 	}
-	ln := lb.(*gofs.LoopbackNode)
-	opts.Logger = logger
-	m := &mountState{
-		store:   st,
-		rootDev: ln.RootData.Dev,
-		asRoot:  os.Geteuid() == 0,
-		opts:    opts,
-		log:     logger,
-		started: time.Now(),
-		dirs:    newDirCache(dirCacheSize),
-		cut:     powerCut{done: make(chan struct{})},
-	}
-	if opts.KeepCache {
-		m.openFlags |= fuse.FOPEN_KEEP_CACHE
-	}
-	if opts.DirectIO {
-		m.openFlags |= fuse.FOPEN_DIRECT_IO
-	}
-	rootNode := &Node{LoopbackNode: ln, m: m}
-	ln.RootData.RootNode = rootNode
-
-	server, fdMount, err := m.serve(mnt, root, rootNode)
+	server, fdMount, err := m.serve(mnt, root)
 	if err != nil {
 		err = fmt.Errorf("mount %s at %s: %w", root, mnt, err)
 		if os.Geteuid() != 0 {
@@ -316,20 +309,52 @@ func Mount(store, mountpoint string, opts Options) (*Server, error) {
 	return &Server{m: m, server: server, store: st, mountpoint: mnt, fdMount: fdMount, lock: lock}, nil
 }
 
-// serve mounts rootNode at mnt with the kernel switches of m.opts, and
-// starts serving. Every request goes through m's op counters. fdMount says
-// the mount was made by mountFuseFd, so that the caller unmounts it itself.
-// The mount is fully usable when serve returns.
-func (m *mountState) serve(mnt, root string, rootNode *Node) (server *fuse.Server, fdMount bool, err error) {
-	opts := m.opts
-	attr, entry := opts.AttrTimeout, opts.EntryTimeout
+// newMountState makes the state of a mount of st with opts (whose Logger
+// is set).
+func newMountState(st *backing.Store, opts Options) (*mountState, error) {
+	var rst unix.Stat_t
+	if err := unix.Fstat(st.RootFd(), &rst); err != nil {
+		return nil, pathErr("fstat", st.Root(), err)
+	}
+	m := &mountState{
+		store:   st,
+		rootDev: rst.Dev,
+		asRoot:  os.Geteuid() == 0,
+		opts:    opts,
+		log:     opts.Logger,
+		started: time.Now(),
+		dirs:    newDirCache(dirCacheSize),
+		cut:     powerCut{done: make(chan struct{})},
+	}
+	if opts.KeepCache {
+		m.openFlags |= fuse.FOPEN_KEEP_CACHE
+	}
+	if opts.DirectIO {
+		m.openFlags |= fuse.FOPEN_DIRECT_IO
+	}
+	return m, nil
+}
+
+// rawFS returns the protocol-level filesystem the mount serves: the node
+// tree from a new root Node, under killprivFS, under the op counters.
+func (m *mountState) rawFS() fuse.RawFileSystem {
+	attr, entry := m.opts.AttrTimeout, m.opts.EntryTimeout
 	fopts := &gofs.Options{
 		AttrTimeout:  &attr,
 		EntryTimeout: &entry,
-		Logger:       opts.Logger,
+		Logger:       m.opts.Logger,
 		// Show mode 0000 as 0000: go-fuse would show it as 0644.
 		NullPermissions: true,
 	}
+	return &countingFS{RawFileSystem: &killprivFS{gofs.NewNodeFS(&Node{m: m}, fopts)}, c: &m.stats}
+}
+
+// serve mounts the node tree at mnt with the kernel switches of m.opts,
+// and starts serving. Every request goes through m's op counters. fdMount
+// says the mount was made by mountFuseFd, so that the caller unmounts it
+// itself. The mount is fully usable when serve returns.
+func (m *mountState) serve(mnt, root string) (server *fuse.Server, fdMount bool, err error) {
+	opts := m.opts
 	mo := fuse.MountOptions{
 		FsName:       root,
 		Name:         "mmapfs",
@@ -366,7 +391,7 @@ func (m *mountState) serve(mnt, root string, rootNode *Node) (server *fuse.Serve
 	// The kernel leaves clearing setuid/setgid to the daemon, so that
 	// it need not ask for security.capability before every write.
 	mo.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
-	raw := &countingFS{RawFileSystem: &killprivFS{gofs.NewNodeFS(rootNode, fopts)}, c: &m.stats}
+	raw := m.rawFS()
 
 	// As root, mount /dev/fuse here and give go-fuse the descriptor
 	// (see fdmount.go: no poll hack, so a SIGKILL at any point of the
@@ -414,11 +439,14 @@ func (m *mountState) serve(mnt, root string, rootNode *Node) (server *fuse.Serve
 	// served before its limits are in force (and the stats know the
 	// device from the first read on).
 	var dev string
-	if mi, ok := findMount(mnt); ok {
+	mi, ok, berr := findMount(mnt)
+	if ok {
 		dev = mi.dev
 		m.dev.Store(&dev)
 	}
-	berr := applyBDI(dev, opts.BDI)
+	if berr == nil {
+		berr = applyBDI(dev, opts.BDI)
+	}
 	ignoreUmask() // requests carry modes the caller's umask already masked (creds.go)
 	go server.Serve()
 	// A no-op for the "/dev/fd/N" mount; with fusermount3, go-fuse's
@@ -442,7 +470,10 @@ func checkMountpoint(mountpoint string, logger *log.Logger) (string, error) {
 	}
 	fi, err := os.Stat(abs)
 	if errors.Is(err, syscall.ENOTCONN) {
-		mi, ok := findMount(abs)
+		mi, ok, err := findMount(abs)
+		if err != nil {
+			return "", fmt.Errorf("mountpoint %s is a dead FUSE mount (its daemon is gone): %w", abs, err)
+		}
 		if !ok || mi.fstype != "fuse.mmapfs" {
 			return "", fmt.Errorf("mountpoint %s is a dead FUSE mount (its daemon is gone); unmount it with fusermount3 -u %s", abs, abs)
 		}
@@ -465,7 +496,11 @@ func checkMountpoint(mountpoint string, logger *log.Logger) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("mountpoint %s: %w", abs, err)
 	}
-	if mi, ok := findMount(real); ok {
+	mi, ok, err := findMount(real)
+	if err != nil {
+		return "", fmt.Errorf("mountpoint %s: %w", real, err)
+	}
+	if ok {
 		return "", fmt.Errorf("mountpoint %s is already a mount point (%s of %s); unmount it first", real, mi.fstype, mi.source)
 	}
 	return real, nil
@@ -534,32 +569,77 @@ func within(p, dir string) bool {
 	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, "../")
 }
 
-type mountInfo struct{ source, fstype, dev string }
+// mountInfo is one mount of the mount table.
+type mountInfo struct{ mountpoint, source, fstype, dev string }
 
-// findMount looks mnt up in /proc/self/mountinfo.
-func findMount(mnt string) (mountInfo, bool) {
-	f, err := os.Open("/proc/self/mountinfo")
+// mountTable is the table of the daemon's mount namespace.
+const mountTable = "/proc/self/mountinfo"
+
+// readMounts reads the mount table.
+func readMounts() ([]mountInfo, error) {
+	f, err := os.Open(mountTable)
 	if err != nil {
-		return mountInfo{}, false
+		return nil, fmt.Errorf("reading the mount table: %w", err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	found, info := false, mountInfo{}
+	mounts, err := parseMounts(f)
+	if cerr := f.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the mount table %s: %w", mountTable, err)
+	}
+	return mounts, nil
+}
+
+// parseMounts parses a mount table in the form of /proc/PID/mountinfo,
+// one mount a line, in the order mounted (proc(5)):
+//
+//	id parent maj:min root mountpoint options [optional...] - fstype source superopts
+//
+// with the mountpoint and the source unescaped. A line without those
+// fields is skipped.
+func parseMounts(r io.Reader) ([]mountInfo, error) {
+	var mounts []mountInfo
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
-		// id parent maj:min root mountpoint options [optional...] - fstype source superopts
 		fields := strings.Fields(sc.Text())
-		if len(fields) < 7 || unescapeMount(fields[4]) != mnt {
+		if len(fields) < 7 {
 			continue
 		}
-		for i, fl := range fields {
-			if fl == "-" && i+2 < len(fields) {
-				// The last mount on a path is the one in effect.
-				found, info = true, mountInfo{fstype: fields[i+1], source: unescapeMount(fields[i+2]), dev: fields[2]}
+		for i := 6; i+2 < len(fields); i++ {
+			if fields[i] == "-" {
+				mounts = append(mounts, mountInfo{
+					mountpoint: unescapeMount(fields[4]),
+					fstype:     fields[i+1],
+					source:     unescapeMount(fields[i+2]),
+					dev:        fields[2],
+				})
 				break
 			}
 		}
 	}
-	return info, found
+	return mounts, sc.Err()
+}
+
+// findMount looks mnt up in the mount table: the last mount on a path is
+// the one in effect.
+func findMount(mnt string) (mountInfo, bool, error) {
+	mounts, err := readMounts()
+	if err != nil {
+		return mountInfo{}, false, err
+	}
+	mi, ok := topMount(mounts, mnt)
+	return mi, ok, nil
+}
+
+// topMount returns the last of mounts at mnt.
+func topMount(mounts []mountInfo, mnt string) (mountInfo, bool) {
+	for i := len(mounts) - 1; i >= 0; i-- {
+		if mounts[i].mountpoint == mnt {
+			return mounts[i], true
+		}
+	}
+	return mountInfo{}, false
 }
 
 // unescapeMount undoes the octal escapes (\040 for a space) of mountinfo.

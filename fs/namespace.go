@@ -15,14 +15,14 @@ import (
 	"github.com/mmapfs/mmapfs/backing"
 )
 
-// The namespace operations of go-fuse's LoopbackNode act on path strings
-// from the store root, so a symlink planted in the store, or a directory
-// swapped for one behind the daemon's back, would be followed by the
-// daemon and could lead outside the store. Node overrides each of them to
-// act relative to a descriptor of the parent directory, opened by
-// backing.Store.OpenDir beneath the store root without following any
-// symlink, and never to follow the final component either (the *at calls
-// with AT_SYMLINK_NOFOLLOW, unlinkat and renameat2, which do not follow).
+// Node's namespace operations act relative to a descriptor of the
+// parent directory, opened by backing.Store.OpenDir beneath the store
+// root without following any symlink, and never follow the final
+// component either (the *at calls with AT_SYMLINK_NOFOLLOW, unlinkat and
+// renameat2, which do not follow). So a symlink planted in the store, or
+// a directory swapped for one behind the daemon's back, is refused, never
+// followed out of the store, as go-fuse's LoopbackNode (path strings from
+// the store root) would follow it: which is why Node does not embed it.
 // Directories' descriptors are cached, boundedly (dircache.go): a
 // descriptor per inode would not fit the daemon's descriptor limit.
 
@@ -176,7 +176,7 @@ func (n *Node) childAt(ctx context.Context, dirfd int, name string, out *fuse.En
 	}
 	sys := statFromStatx(&st)
 	out.Attr.FromStat(&sys)
-	return n.NewInode(ctx, &gofs.LoopbackNode{RootData: n.RootData}, n.m.stableAttr(&st)), nil
+	return n.NewInode(ctx, &Node{m: n.m}, n.m.stableAttr(&st)), nil
 }
 
 // createAt runs make (mkdirat, mknodat, symlinkat) in the node's directory

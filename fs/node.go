@@ -16,12 +16,18 @@ import (
 	"github.com/mmapfs/mmapfs/backing"
 )
 
-// Node is a file or directory of the mount. Its namespace operations are
-// fs.LoopbackNode's; it replaces the data path (open, create, tmpfile,
-// getattr and setattr of size and times, copy_file_range) so that every
-// regular file is served from its Blob's mapping.
+// Node is a file, directory, symlink or special file of the mount, the
+// only node type of the tree apart from the two virtual files at its root
+// (statsfile.go, control.go). It embeds go-fuse's Inode and implements
+// every operation itself: the data path (open, create, tmpfile, getattr
+// and setattr, copy_file_range: the file's Blob) here, the namespace
+// (lookup, mkdir, rename, xattrs, ...) in namespace.go, the file-flag
+// ioctls in ioctl.go. Each resolves names beneath the store root without
+// following a symlink. It does not embed go-fuse's LoopbackNode, which
+// resolves path strings and follows symlinks: a method a later go-fuse
+// added to it would be inherited silently, and resolve the loopback's way.
 type Node struct {
-	*gofs.LoopbackNode
+	gofs.Inode
 	m *mountState // read only
 	// unnamed identifies the store file of a node made by O_TMPFILE
 	// (nil for every other node), so that Link, Open and the operations
@@ -32,17 +38,6 @@ type Node struct {
 
 // fileID is a file of the store: its st_dev and st_ino.
 type fileID struct{ dev, ino uint64 }
-
-var _ = (gofs.NodeWrapChilder)((*Node)(nil))
-
-// WrapChild makes every node go-fuse's loopback creates below a Node into
-// one of ours.
-func (n *Node) WrapChild(ctx context.Context, ops gofs.InodeEmbedder) gofs.InodeEmbedder {
-	if lb, ok := ops.(*gofs.LoopbackNode); ok {
-		return &Node{LoopbackNode: lb, m: n.m}
-	}
-	return ops
-}
 
 // path returns the node's path relative to the store root. It is the one
 // place the fs side turns a node into a name; backing resolves the name
@@ -143,11 +138,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	ch, err := n.newChild(ctx, b, rel, false, out)
-	if err != nil {
-		return nil, nil, 0, n.m.errno("create", rel, errors.Join(err, n.m.store.Release(b)))
-	}
-	return ch, n.m.newHandle(b), n.m.openFlagsFor(flags), 0
+	return n.created(ctx, "create", b, rel, false, flags, out)
 }
 
 var _ = (gofs.NodeTmpfiler)((*Node)(nil))
@@ -168,9 +159,17 @@ func (n *Node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	ch, err := n.newChild(ctx, b, rel, true, out)
+	return n.created(ctx, "tmpfile", b, rel, true, flags, out)
+}
+
+// created answers a CREATE or TMPFILE (op) that made or opened b with
+// flags: the new child (unnamed: by O_TMPFILE), a handle that takes over
+// b's reference, and the open flags. If the child cannot be made, b is
+// released.
+func (n *Node) created(ctx context.Context, op string, b *backing.Blob, rel string, unnamed bool, flags uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	ch, err := n.newChild(ctx, b, rel, unnamed, out)
 	if err != nil {
-		return nil, nil, 0, n.m.errno("tmpfile", rel, errors.Join(err, n.m.store.Release(b)))
+		return nil, nil, 0, n.m.errno(op, rel, errors.Join(err, n.m.store.Release(b)))
 	}
 	return ch, n.m.newHandle(b), n.m.openFlagsFor(flags), 0
 }
@@ -190,9 +189,9 @@ func (n *Node) newChild(ctx context.Context, b *backing.Blob, rel string, unname
 	}
 	sys := statFromStatx(&st)
 	out.Attr.FromStat(&sys)
-	var node gofs.InodeEmbedder = &gofs.LoopbackNode{RootData: n.RootData}
+	node := &Node{m: n.m}
 	if unnamed {
-		node = &Node{LoopbackNode: &gofs.LoopbackNode{RootData: n.RootData}, m: n.m, unnamed: &fileID{dev: sys.Dev, ino: sys.Ino}}
+		node.unnamed = &fileID{dev: sys.Dev, ino: sys.Ino}
 	}
 	return n.NewInode(ctx, node, n.m.stableAttr(&st)), nil
 }
@@ -236,7 +235,7 @@ var _ = (gofs.NodeSetattrer)((*Node)(nil))
 // Setattr changes attributes. A size change always goes through the Blob
 // (opening it if no handle is given), so that the mapping and the file
 // agree; with a Blob at hand every attribute is set through its
-// descriptor; without one, fs.LoopbackNode sets them by path.
+// descriptor; without one, setattrAt sets them by name in the parent.
 func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	rel := n.rel()
 	var b *backing.Blob
@@ -287,9 +286,10 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	return 0
 }
 
-// setattrBlob applies in to the file of b through its descriptor, in the
-// order the loopback uses: mode, owner, size, then times (so that an
-// explicit mtime is not overwritten by the truncate).
+// setattrBlob applies in to the file of b through its descriptor: the
+// size first (through the Blob, which resizes its mapping with the file),
+// then mode and owner, and the times last, so that an explicit mtime is
+// not overwritten by the truncate.
 func setattrBlob(b *backing.Blob, in *fuse.SetAttrIn) error {
 	if sz, ok := in.GetSize(); ok {
 		if err := b.Truncate(int64(sz)); err != nil {

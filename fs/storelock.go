@@ -60,8 +60,12 @@ func lockStore(root string, shared bool) (*os.File, error) {
 			who = "pid " + strconv.Itoa(pid)
 		}
 	}
-	if mnts := mountsOf(root); len(mnts) > 0 {
-		who += ", mounted at " + strings.Join(mnts, " and ")
+	// The mountpoints only add to the message: without the mount table
+	// it still says why the mount is refused.
+	if mounts, err := readMounts(); err == nil {
+		if mnts := mountsOf(mounts, root); len(mnts) > 0 {
+			who += ", mounted at " + strings.Join(mnts, " and ")
+		}
 	}
 	return nil, fmt.Errorf("store %s: %w (%s); stop that daemon first, or see --unsafe-shared-store", root, ErrStoreLocked, who)
 }
@@ -92,24 +96,13 @@ func flockHolder(dev, ino uint64) (int, bool) {
 	return 0, false
 }
 
-// mountsOf returns the mountpoints of the fuse.mmapfs mounts of store.
-func mountsOf(store string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
+// mountsOf returns the mountpoints of the fuse.mmapfs mounts of store in
+// mounts.
+func mountsOf(mounts []mountInfo, store string) []string {
 	var mnts []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		for i, fl := range fields {
-			if fl == "-" && i+2 < len(fields) && len(fields) > 4 {
-				if fields[i+1] == "fuse.mmapfs" && unescapeMount(fields[i+2]) == store {
-					mnts = append(mnts, unescapeMount(fields[4]))
-				}
-				break
-			}
+	for _, mi := range mounts {
+		if mi.fstype == "fuse.mmapfs" && mi.source == store {
+			mnts = append(mnts, mi.mountpoint)
 		}
 	}
 	return mnts

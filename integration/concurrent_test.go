@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/integration/mapfault"
 )
 
 // TestConcurrentOneFile: readers, writers, client mappers and truncaters
@@ -130,7 +132,7 @@ func concurrentOneFile(t *testing.T, m *mount) {
 			}
 			// The file may shrink under the mapping at any moment: a
 			// fault past the new end is what Linux promises then.
-			faults(func() {
+			mapfault.Catch(func() {
 				off := r.IntN(size)
 				end := min(size, off+1+r.IntN(16<<10))
 				for i := off; i < end; i++ {

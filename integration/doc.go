@@ -14,7 +14,8 @@
 //
 // # The harness
 //
-// TestMain builds cmd/mmapfs once into a temporary directory. startMount
+// The harness is harness_test.go; TestMain (main_test.go) builds
+// cmd/mmapfs once into a temporary directory. startMount
 // runs it as a subprocess on a fresh store and mountpoint (both from
 // t.TempDir), waits until the daemon logs that it is serving (the mount is
 // then fully usable; showing in /proc/self/mountinfo comes earlier) and
@@ -38,6 +39,29 @@
 // The daemon always runs in its own process: the tests mmap files of the
 // mount, and a process that serves a FUSE mount and page-faults on it can
 // deadlock.
+//
+// # Helper processes
+//
+// A test that needs a process of its own runs this test binary again in a
+// role: the trampoline and the watchdog above, the fsx clients, the
+// many-files clients, the modes client (which runs as another user, with
+// a umask of its own). The roles are one table in main_test.go (roles);
+// roleCommand builds the command for one, and TestMain plays it before
+// anything else and exits. The one program of its own is the crash
+// writer, crashwriter/, built once per run without -race.
+//
+// # Packages beside the tests
+//
+// What the tests check with, as ordinary packages that can be read and
+// reused without the harness:
+//
+//   - fsx: the randomized model checker of files in a directory (TestFsx
+//     runs it on mounts; it runs on any directory).
+//   - crashmodel: what a directory may hold after a crash or a power cut,
+//     from the crash writer's log (TestCrashKill, TestPowerCut).
+//   - crashwriter: the crash tests' client workload, a command, and
+//     crashwriter/crashdata, the bytes it writes.
+//   - mapfault: catching the memory fault of an access to a mapping.
 //
 // # Checking the suite itself
 //

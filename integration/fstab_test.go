@@ -118,16 +118,7 @@ func runSystem(t *testing.T, prog string, args ...string) (string, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(self, append([]string{path}, args...)...)
-	cmd.Env = append(os.Environ(), trampolineEnv+"=1")
-	if raceEnabled && os.Getenv("GORACE") == "" {
-		cmd.Env = append(cmd.Env, "GORACE=atexit_sleep_ms=100")
-	}
-	cmd.WaitDelay = 2 * time.Second
+	cmd := trampolineCommand(path, args...)
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	done := make(chan error, 1)

@@ -32,14 +32,71 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv(trampolineEnv) != "" {
-		trampoline() // does not return
-	}
-	if os.Getenv(watchdogEnv) != "" {
-		runWatchdog() // does not return
+	if role, ok := os.LookupEnv(roleEnv); ok {
+		os.Exit(runRole(role, os.Args[1:]))
 	}
 	flag.Parse()
 	os.Exit(runMain(m))
+}
+
+// Helper processes. Some tests need a process of their own: the daemon's
+// close-on-exec trampoline, the watchdog, clients that run as another
+// user or hold tens of thousands of files open, several clients of one
+// mount at once. Each is this test binary run again in a role: roleCommand
+// builds the command, with the role's name in roleEnv, and TestMain plays
+// the role before anything else (no flag parsing, no daemon build, no
+// watchdog) and exits with its status. The crash writer (crashwriter/) is
+// a program of its own instead: it is built without -race, so that it
+// makes many calls before the crash, and its log is a format of its own
+// that crashmodel reads.
+
+// roleEnv names the role a run of the test binary plays (see roles).
+const roleEnv = "MMAPFS_INTEGRATION_ROLE"
+
+// The roles, by the name roleCommand is given.
+const (
+	roleTrampoline      = "trampoline"       // exec a command with no inherited descriptor (trampoline)
+	roleWatchdog        = "watchdog"         // detach the run's mounts once it dies (runWatchdog)
+	roleFsxClient       = "fsx-client"       // one client of TestFsx's multi-client run (fsxClient)
+	roleManyFilesClient = "manyfiles-client" // hold a share of TestManyFilesOpen's files (manyFilesClient)
+	roleModesClient     = "modes-client"     // the client of the modes tests (modesClient)
+)
+
+// roles maps every role to what plays it: a function of the process's
+// arguments that returns its exit status.
+var roles = map[string]func(args []string) int{
+	roleTrampoline:      trampoline,
+	roleWatchdog:        runWatchdog,
+	roleFsxClient:       fsxClient,
+	roleManyFilesClient: manyFilesClient,
+	roleModesClient:     modesClient,
+}
+
+// runRole plays role with args and returns the exit status.
+func runRole(role string, args []string) int {
+	os.Unsetenv(roleEnv) // what the role runs is not a helper itself
+	play := roles[role]
+	if play == nil {
+		fmt.Fprintf(os.Stderr, "%s=%q: no such role\n", roleEnv, role)
+		return 2
+	}
+	return play(args)
+}
+
+// testBinary is this test binary, set by TestMain before any test runs.
+var testBinary string
+
+// roleCommand returns a command that runs bin (testBinary, or a link to
+// it) in role with args. It dies with the test process (Pdeathsig; a role
+// that must outlive it sets SysProcAttr anew).
+func roleCommand(bin, role string, args ...string) *exec.Cmd {
+	if roles[role] == nil {
+		panic("roleCommand: no role " + role)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), roleEnv+"="+role)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return cmd
 }
 
 func runMain(m *testing.M) int {
@@ -51,6 +108,12 @@ func runMain(m *testing.M) int {
 		fmt.Printf("SKIP: no /dev/fuse: %v\n", err)
 		return 0
 	}
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	testBinary = self
 	switch fsName := os.Getenv("MMAPFS_INTEGRATION_FS"); fsName {
 	case "", "mmapfs":
 	case "loopback":
@@ -151,51 +214,48 @@ func mountsBelow(dir string) []string {
 	return below
 }
 
-// trampolineEnv makes the test binary a trampoline that execs its
-// arguments with no descriptors but 0, 1 and 2 (see daemonCommand).
-const trampolineEnv = "MMAPFS_INTEGRATION_TRAMPOLINE"
+// daemonCommand returns a command that runs the binary under test with
+// args, through the trampoline.
+func daemonCommand(args ...string) *exec.Cmd {
+	return trampolineCommand(binPath, args...)
+}
 
-// daemonCommand returns a command that runs the binary under test with args.
+// trampolineCommand returns a command that runs prog with args through
+// this test binary in roleTrampoline.
 //
 // Some tests (posixtest's among them) open files on a mount without
-// O_CLOEXEC. A daemon started by another test meanwhile would inherit such
-// a descriptor and hold that mount busy for its whole life, so that it
-// cannot be unmounted. So the binary is not started directly but through
-// this test binary, which marks every descriptor above 2 close-on-exec
-// before it execs the daemon (same pid, and Pdeathsig carries over).
-func daemonCommand(args ...string) *exec.Cmd {
-	self, err := os.Executable()
-	if err != nil {
-		panic(err)
-	}
-	cmd := exec.Command(self, append([]string{binPath}, args...)...)
-	cmd.Env = append(os.Environ(), trampolineEnv+"=1")
+// O_CLOEXEC. A daemon (or a mount(8), a writer) started by another test
+// meanwhile would inherit such a descriptor and hold that mount busy for
+// its whole life, so that it cannot be unmounted. So prog is not started
+// directly but through the trampoline, which marks every descriptor above
+// 2 close-on-exec before it execs prog (same pid, and Pdeathsig carries
+// over: if the test binary dies, prog is killed).
+func trampolineCommand(prog string, args ...string) *exec.Cmd {
+	cmd := roleCommand(testBinary, roleTrampoline, append([]string{prog}, args...)...)
 	if raceEnabled && os.Getenv("GORACE") == "" {
 		// A -race binary sleeps 1s at exit by default, for goroutines
 		// still running to report; a tenth of that is enough here.
 		cmd.Env = append(cmd.Env, "GORACE=atexit_sleep_ms=100")
 	}
-	// If the test binary dies, do not leave a daemon behind.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	// A helper such as fusermount3 may keep the output pipes open.
 	cmd.WaitDelay = 2 * time.Second
 	return cmd
 }
 
-// trampoline execs os.Args[1:] with every descriptor above 2 closed.
-func trampoline() {
-	os.Unsetenv(trampolineEnv)
+// trampoline execs args with every descriptor above 2 closed on exec. It
+// returns only if it cannot.
+func trampoline(args []string) int {
 	if err := unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		fmt.Fprintf(os.Stderr, "trampoline: close_range: %v\n", err)
-		os.Exit(127)
+		return 127
 	}
-	if len(os.Args) < 2 {
+	if len(args) < 1 {
 		fmt.Fprintln(os.Stderr, "trampoline: no command")
-		os.Exit(127)
+		return 127
 	}
-	err := syscall.Exec(os.Args[1], os.Args[1:], os.Environ())
-	fmt.Fprintf(os.Stderr, "trampoline: exec %s: %v\n", os.Args[1], err)
-	os.Exit(127)
+	err := syscall.Exec(args[0], args, os.Environ())
+	fmt.Fprintf(os.Stderr, "trampoline: exec %s: %v\n", args[0], err)
+	return 127
 }
 
 // buildBinary builds pkg into out from the root of this module.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -24,16 +24,8 @@ const (
 	manyFiles       = 70000
 	manyClients     = 4 // 17,500 files each, under a client's own limit
 	manyPerDir      = 1000
-	manyClientEnv   = "MMAPFS_MANYFILES_CLIENT"
 	manyFilesBudget = 5 * time.Minute
 )
-
-func init() {
-	// A client process of TestManyFilesOpen: the test binary run again.
-	if spec := os.Getenv(manyClientEnv); spec != "" {
-		os.Exit(manyFilesClient(spec))
-	}
-}
 
 func manyName(i int) string {
 	return filepath.Join(fmt.Sprintf("d%02d", i/manyPerDir), fmt.Sprintf("f%05d", i))
@@ -43,15 +35,22 @@ func manyContent(i int) []byte {
 	return []byte(fmt.Sprintf("file %d of %d\n", i, manyFiles))
 }
 
-// manyFilesClient opens files [start, end) of the mount spec names
-// ("MNT START END") read-write, says "opened", waits for a line on stdin,
-// reads every file back, rewrites every hundredth and reads it again, says
-// "ok" (or what was wrong), and closes them all at EOF on stdin.
-func manyFilesClient(spec string) int {
-	var mnt string
-	var start, end int
-	if _, err := fmt.Sscan(spec, &mnt, &start, &end); err != nil {
-		fmt.Println("bad spec:", err)
+// manyFilesClient is a client process of TestManyFilesOpen (the test
+// binary run again in roleManyFilesClient, args MNT START END): it opens
+// files [START, END) of the mount at MNT read-write, says "opened", waits
+// for a line on stdin, reads every file back, rewrites every hundredth and
+// reads it again, says "ok" (or what was wrong), and closes them all at
+// EOF on stdin.
+func manyFilesClient(args []string) int {
+	if len(args) != 3 {
+		fmt.Printf("bad arguments %q: want MNT START END\n", args)
+		return 2
+	}
+	mnt := args[0]
+	start, err1 := strconv.Atoi(args[1])
+	end, err2 := strconv.Atoi(args[2])
+	if err := errors.Join(err1, err2); err != nil {
+		fmt.Printf("bad arguments %q: %v\n", args, err)
 		return 2
 	}
 	files := make([]*os.File, 0, end-start)
@@ -125,10 +124,6 @@ func TestManyFilesOpen(t *testing.T) {
 		}
 	}
 	m := startMountAt(t, store, t.TempDir())
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	type client struct {
 		cmd   *exec.Cmd
 		stdin io.WriteCloser
@@ -138,9 +133,7 @@ func TestManyFilesOpen(t *testing.T) {
 	per := manyFiles / manyClients
 	deadline := time.Now().Add(manyFilesBudget)
 	for c := range clients {
-		cmd := exec.Command(self, "-test.run=^$")
-		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d %d", manyClientEnv, m.mnt, c*per, (c+1)*per))
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		cmd := roleCommand(testBinary, roleManyFilesClient, m.mnt, strconv.Itoa(c*per), strconv.Itoa((c+1)*per))
 		cmd.Stderr = os.Stderr
 		stdin, err := cmd.StdinPipe()
 		if err != nil {

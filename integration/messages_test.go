@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mmapfs/mmapfs/fs"
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 // What the CLI and the daemon say: stats, power-cut summaries, errors on
@@ -158,13 +159,13 @@ func TestPowerCutRefusedOneSentence(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ctl.Close()
-	_, err = ctl.Write([]byte(fs.ControlPowerCut))
+	_, err = ctl.Write([]byte(wire.ControlPowerCut))
 	wantErrno(t, "powercut through the control file", err, syscall.EINVAL)
 	raw, err := io.ReadAll(io.NewSectionReader(ctl, 0, 1<<20))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var reply fs.ControlReply
+	var reply wire.ControlReply
 	if err := json.Unmarshal(raw, &reply); err != nil {
 		t.Fatalf("answer: %v\n%s", err, raw)
 	}

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/integration/mapfault"
 )
 
 // Client memory mappings of files on the mount, made by the test process
@@ -199,11 +201,11 @@ func mmapPastEOF(t *testing.T, m *mount) {
 	}
 	// Page 2 lies wholly past EOF: touching it is SIGBUS.
 	var got byte
-	faulted, _ := faults(func() { got = b[8192] })
+	faulted, _ := mapfault.Catch(func() { got = b[8192] })
 	if !faulted {
 		t.Errorf("read at offset 8192 (page 2, past EOF) of a %d-byte file: got %#x, want SIGBUS", size, got)
 	}
-	faulted, _ = faults(func() { b[length-1] = 1 })
+	faulted, _ = mapfault.Catch(func() { b[length-1] = 1 })
 	if !faulted {
 		t.Errorf("write at offset %d of a %d-byte file: no SIGBUS", length-1, size)
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,8 +20,8 @@ import (
 // and on the mount, and requires the same answers (errno, mode, owner,
 // group).
 //
-// The client is this test binary run again as a separate process (see
-// modesClientEnv), so that it can run as another user, with a umask and
+// The client is this test binary run again as a separate process (in
+// roleModesClient), so that it can run as another user, with a umask and
 // capabilities of its own, without touching the test process's: the
 // umask is the whole process's, and the credentials of a process are
 // what the kernel checks.
@@ -33,16 +32,6 @@ func skipLoopbackWrong(t *testing.T, why string) {
 	t.Helper()
 	if loopbackMode {
 		t.Skip("go-fuse's loopback differs from ext4 here: " + why)
-	}
-}
-
-// modesClientEnv makes the test binary a client that runs the operations
-// in its arguments (see runModesClient) and prints one result line each.
-const modesClientEnv = "MMAPFS_INTEGRATION_MODES_CLIENT"
-
-func init() {
-	if os.Getenv(modesClientEnv) != "" {
-		os.Exit(modesClient(os.Args[1:]))
 	}
 }
 
@@ -210,15 +199,11 @@ func clientTmpfile(f []string) (st unix.Stat_t, extra string, err error) {
 // binary may be run by anyone, else a copy.
 func modesClientBinary(t *testing.T) string {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	dst := filepath.Join(openDir(t, "client"), "client")
-	if fi, err := os.Stat(self); err == nil && fi.Mode().Perm()&0o001 != 0 && os.Link(self, dst) == nil {
+	if fi, err := os.Stat(testBinary); err == nil && fi.Mode().Perm()&0o001 != 0 && os.Link(testBinary, dst) == nil {
 		return dst
 	}
-	in, err := os.Open(self)
+	in, err := os.Open(testBinary)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,9 +241,7 @@ func runModesClient(t *testing.T, bin string, who clientAs, dir string, ops []cl
 		f := append([]string{op[0], filepath.Join(dir, op[1])}, op[2:]...)
 		args = append(args, strings.Join(f, "\x1f"))
 	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), modesClientEnv+"=1")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd := roleCommand(bin, roleModesClient, args...)
 	if who.uid != 0 || who.gid != 0 {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: who.uid, Gid: who.gid}
 		cmd.SysProcAttr.AmbientCaps = who.caps

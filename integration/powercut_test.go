@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/integration/crashmodel"
 )
 
 // The power-cut half of the durability contract: the store is on an ext4
@@ -180,8 +182,9 @@ type powerCutRound struct {
 }
 
 type powerCutResult struct {
-	model *crashModel
-	rep   *crashReport
+	model *crashmodel.Model
+	rep   *crashmodel.Report
+	calls int    // the writer's calls, in its log
 	out   string // the writer's
 }
 
@@ -227,33 +230,33 @@ func (lp *loopFS) run(t *testing.T, rd powerCutRound) powerCutResult {
 	}
 
 	out := w.out.String()
-	calls, err := parseCrashLog(out)
+	calls, err := crashmodel.ParseLog(out)
 	if err != nil {
 		t.Fatalf("seed %d: %v", rd.seed, err)
 	}
-	model, err := buildCrashModel(rd.seed, calls)
+	model, err := crashmodel.Build(rd.seed, calls)
 	if err != nil {
 		t.Fatalf("seed %d: %v", rd.seed, err)
 	}
 	if strings.Contains(before, "\nE ") || strings.HasPrefix(before, "E ") {
-		t.Errorf("seed %d: a call failed before the power cut: %v", rd.seed, model.last)
+		t.Errorf("seed %d: a call failed before the power cut: %v", rd.seed, model.Last())
 	}
-	storeTree, err := readTree(store)
+	storeTree, err := crashmodel.ReadTree(store)
 	if err != nil {
 		t.Fatalf("seed %d: reading the store after the power cut: %v", rd.seed, err)
 	}
-	rep := model.check(storeTree, true)
+	rep := model.Check(storeTree, true)
 
 	// The store mounts again and the mount shows what the store holds.
 	m.start(t)
-	mountTree, err := readTree(m.mnt)
+	mountTree, err := crashmodel.ReadTree(m.mnt)
 	if err != nil {
 		t.Errorf("seed %d: reading the mount after the power cut: %v", rd.seed, err)
 	} else if d := diffTrees(storeTree, mountTree); d != "" {
 		t.Errorf("seed %d: the mount after the power cut differs from the store:\n%s", rd.seed, d)
 	}
 	m.stop(t)
-	return powerCutResult{model: model, rep: rep, out: out}
+	return powerCutResult{model: model, rep: rep, calls: len(calls), out: out}
 }
 
 func powerCut(t *testing.T, fstype string) {
@@ -264,18 +267,18 @@ func powerCut(t *testing.T, fstype string) {
 	var rounds, calls, acks, files, bytesChecked int
 	tally := func(res powerCutResult) {
 		rounds++
-		calls += len(res.model.calls)
-		acks += res.model.acks
-		files += res.rep.files
-		bytesChecked += res.rep.bytesChecked
+		calls += res.calls
+		acks += res.model.Acks()
+		files += res.rep.Files
+		bytesChecked += res.rep.BytesChecked
 	}
 	report := func(rd powerCutRound, res powerCutResult) {
-		t.Logf("%s %s, seed %d, cut %s: %s; %d files, %d bytes checked", fstype, rd.name, rd.seed, rd.what, res.model.summary(), res.rep.files, res.rep.bytesChecked)
-		if len(res.rep.problems) == 0 {
+		t.Logf("%s %s, seed %d, cut %s: %s; %d files, %d bytes checked", fstype, rd.name, rd.seed, rd.what, res.model.Summary(), res.rep.Files, res.rep.BytesChecked)
+		if len(res.rep.Problems) == 0 {
 			return
 		}
 		t.Errorf("%s, seed %d (%s; cut %s; %s): after the power cut:\n%s\nthe writer's last lines:\n%s",
-			fstype, rd.seed, rd.name, rd.what, res.model.summary(), strings.Join(res.rep.problems, "\n"), tailLog(res.out, 12))
+			fstype, rd.seed, rd.name, rd.what, res.model.Summary(), strings.Join(res.rep.Problems, "\n"), tailLog(res.out, 12))
 	}
 
 	// Cut at a random moment.
@@ -303,7 +306,7 @@ func powerCut(t *testing.T, fstype string) {
 	res := lp.run(t, rd)
 	tally(res)
 	report(rd, res)
-	if res.model.acks == 0 {
+	if res.model.Acks() == 0 {
 		t.Errorf("seed %d: the writer acknowledged nothing", seed)
 	}
 
@@ -311,12 +314,12 @@ func powerCut(t *testing.T, fstype string) {
 		rd := powerCutRound{name: "unsafe", seed: seed, wargs: wargs, trigger: idle, what: "right after the writer's last call",
 			flags: []string{"--unsafe-ignore-fsync"}}
 		res := lp.run(t, rd)
-		if res.rep.lost == 0 {
+		if res.rep.Lost == 0 {
 			t.Errorf("%s, seed %d: under --unsafe-ignore-fsync a power cut right after %d acknowledged syncs lost nothing; want the check to see the loss (%s)",
-				fstype, seed, res.model.acks, res.model.summary())
+				fstype, seed, res.model.Acks(), res.model.Summary())
 		} else {
 			t.Logf("negative control: under --unsafe-ignore-fsync the same round lost acknowledged data, as it should (%d losses found; first: %s)",
-				res.rep.lost, firstLine(res.rep.problems))
+				res.rep.Lost, firstLine(res.rep.Problems))
 		}
 	}
 

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mmapfs/mmapfs/fs"
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 // The power-cut simulation (--powercut-sim, `mmapfs powercut`): the same
@@ -49,7 +50,7 @@ var simPolicies = []struct {
 // powerCut runs `mmapfs powercut --json` on m, which must have been
 // mounted with --powercut-sim, and checks that the daemon exited 0 and the
 // mount is gone. It returns the daemon's report.
-func (m *mount) powerCut(t testing.TB) *fs.ControlReply {
+func (m *mount) powerCut(t testing.TB) *wire.ControlReply {
 	t.Helper()
 	m.mu.Lock()
 	d := m.d
@@ -59,7 +60,7 @@ func (m *mount) powerCut(t testing.TB) *fs.ControlReply {
 	if res.exitCode != 0 {
 		t.Fatalf("mmapfs powercut %s: exit %d\n%s\n%s\ndaemon:\n%s", m.mnt, res.exitCode, res.stdout, res.stderr, m.out)
 	}
-	var r fs.ControlReply
+	var r wire.ControlReply
 	if err := json.Unmarshal([]byte(res.stdout), &r); err != nil {
 		t.Fatalf("mmapfs powercut --json: %v\n%s", err, res.stdout)
 	}
@@ -68,13 +69,13 @@ func (m *mount) powerCut(t testing.TB) *fs.ControlReply {
 }
 
 // dryRun runs `mmapfs powercut --dry-run --json` on m.
-func (m *mount) dryRun(t testing.TB) *fs.ControlReply {
+func (m *mount) dryRun(t testing.TB) *wire.ControlReply {
 	t.Helper()
 	res := runBinary(t, time.Minute, nil, "powercut", "--dry-run", "--json", m.mnt)
 	if res.exitCode != 0 {
 		t.Fatalf("mmapfs powercut --dry-run %s: exit %d\n%s\n%s", m.mnt, res.exitCode, res.stdout, res.stderr)
 	}
-	var r fs.ControlReply
+	var r wire.ControlReply
 	if err := json.Unmarshal([]byte(res.stdout), &r); err != nil {
 		t.Fatalf("mmapfs powercut --dry-run --json: %v\n%s", err, res.stdout)
 	}

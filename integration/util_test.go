@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -141,28 +139,6 @@ func isZero(b []byte) bool {
 		}
 	}
 	return true
-}
-
-// faults runs fn and reports whether it raised a memory fault (SIGBUS or
-// SIGSEGV on a mapping), which it recovers from. Other panics propagate.
-func faults(fn func()) (faulted bool, addr uintptr) {
-	old := debug.SetPanicOnFault(true)
-	defer debug.SetPanicOnFault(old)
-	defer func() {
-		r := recover()
-		if r == nil {
-			return
-		}
-		if e, ok := r.(interface{ Addr() uintptr }); ok {
-			if _, ok := r.(runtime.Error); ok {
-				faulted, addr = true, e.Addr()
-				return
-			}
-		}
-		panic(r)
-	}()
-	fn()
-	return false, 0
 }
 
 // logged waits (up to 5 s) for the daemon's output to contain every one of

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,9 +19,7 @@ import (
 // ("+MNT") and which are clean again ("-MNT"); when the pipe closes (we
 // exited, however) it detaches whatever of those is still mounted. The
 // daemons die with us (Pdeathsig), and a detached FUSE mount goes away with
-// its last user.
-
-const watchdogEnv = "MMAPFS_INTEGRATION_WATCHDOG"
+// its last user. Its role is roleWatchdog.
 
 var watchdog struct {
 	mu sync.Mutex
@@ -31,20 +28,15 @@ var watchdog struct {
 
 // startWatchdog starts the watchdog process.
 func startWatchdog() error {
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), watchdogEnv+"=1")
+	cmd := roleCommand(testBinary, roleWatchdog)
 	cmd.Stdin = r
 	// Its own process group: a ^C to the test run must not kill it before
-	// it has cleaned up.
+	// it has cleaned up. And no Pdeathsig: it outlives us.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		w.Close()
@@ -79,9 +71,9 @@ func watchdogWatch(mnt string) { watchdogSend('+', mnt) }
 // watchdogForget tells the watchdog that mnt is clean.
 func watchdogForget(mnt string) { watchdogSend('-', mnt) }
 
-// runWatchdog is the watchdog process: it reads the pipe until EOF and
-// then detaches what is left.
-func runWatchdog() {
+// runWatchdog is the watchdog process: it reads the pipe (its stdin) until
+// EOF and then detaches what is left. It takes no arguments.
+func runWatchdog([]string) int {
 	watched := map[string]int{}
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
@@ -103,5 +95,5 @@ func runWatchdog() {
 			unix.Unmount(mnt, unix.MNT_DETACH)
 		}
 	}
-	os.Exit(0)
+	return 0
 }

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/mmapfs/mmapfs/fs"
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 func TestLoopbackAddr(t *testing.T) {
@@ -31,21 +31,12 @@ func TestLoopbackAddr(t *testing.T) {
 	}
 }
 
-func TestBytesStr(t *testing.T) {
-	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB", 10 << 20: "10.0 MiB", 3 << 30: "3.0 GiB"} {
-		if got := bytesStr(n); got != want {
-			t.Errorf("bytesStr(%d) = %q, want %q", n, got, want)
-		}
-	}
-}
-
 func TestPrintStats(t *testing.T) {
-	s := &fs.Snapshot{
-		Policy:        "periodic:1s",
-		Store:         "/s",
-		UnsyncedBytes: 3 << 20,
-		MsyncCalls:    7,
-		Ops: map[string]fs.OpStats{
+	s := &wire.Snapshot{
+		Policy:  "periodic:1s",
+		Store:   "/s",
+		Figures: figures(map[wire.ID]int64{wire.UnsyncedBytes: 3 << 20, wire.MsyncCalls: 7}),
+		Ops: map[string]wire.OpStats{
 			"write": {Count: 12, Errors: 1},
 			"read":  {Count: 5},
 		},

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mmapfs/mmapfs/fs"
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 // dropWait bounds how long powercut waits for the daemon to drop the mount.
@@ -41,9 +42,9 @@ With --dry-run nothing is cut: it lists what a cut now would lose. Without
 could lose (but cannot simulate the cut).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := fs.ControlPowerCut
+			req := wire.ControlPowerCut
 			if dryRun {
-				req = fs.ControlPowerCutDryRun
+				req = wire.ControlPowerCutDryRun
 			}
 			mnt := args[0]
 			var before syscall.Stat_t
@@ -81,7 +82,7 @@ could lose (but cannot simulate the cut).`,
 
 // control sends one request to the mount's control file and returns the
 // answer.
-func control(mnt, req string) (*fs.ControlReply, []byte, error) {
+func control(mnt, req string) (*wire.ControlReply, []byte, error) {
 	path := filepath.Join(mnt, fs.ControlName)
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
@@ -91,12 +92,12 @@ func control(mnt, req string) (*fs.ControlReply, []byte, error) {
 	// The answer is there even when the request failed: it says why.
 	raw, rerr := io.ReadAll(io.NewSectionReader(f, 0, 1<<30))
 	cerr := f.Close()
-	var reply fs.ControlReply
+	var reply wire.ControlReply
 	if rerr == nil && len(raw) > 0 {
 		rerr = json.Unmarshal(raw, &reply)
 	}
 	switch {
-	case werr != nil && req == fs.ControlPowerCut && reply.Error != "" && !reply.Simulation:
+	case werr != nil && req == wire.ControlPowerCut && reply.Error != "" && !reply.Simulation:
 		return nil, nil, fmt.Errorf("powercut: %s was mounted without --powercut-sim, so it kept no synced content to put back: mount the store again with --powercut-sim to simulate a power cut, or run `mmapfs powercut --dry-run %s` to list what a real one could lose", mnt, mnt)
 	case werr != nil && reply.Error != "":
 		return nil, nil, fmt.Errorf("%s on %s: %s", req, mnt, reply.Error)
@@ -111,7 +112,7 @@ func control(mnt, req string) (*fs.ControlReply, []byte, error) {
 }
 
 // printCut prints the answer to a power-cut request.
-func printCut(w io.Writer, mnt string, r *fs.ControlReply) error {
+func printCut(w io.Writer, mnt string, r *wire.ControlReply) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	if r.Report == nil {
 		// A dry run without the simulation.
@@ -145,9 +146,9 @@ func printCut(w io.Writer, mnt string, r *fs.ControlReply) error {
 			fmt.Fprintf(tw, "%s (gone)\t-\t-\t-\n", name)
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d -> %d\t%s\n", name, bytesStr(f.Restored+f.Cutoff), f.Size, f.Synced, rangesStr(f.Ranges, f.More))
+		fmt.Fprintf(tw, "%s\t%s\t%d -> %d\t%s\n", name, wire.BinarySize(f.Restored+f.Cutoff), f.Size, f.Synced, rangesStr(f.Ranges, f.More))
 	}
-	sum := fs.Summarize(rep)
+	sum := wire.Summarize(rep)
 	if r.Summary != nil {
 		sum = *r.Summary
 	}

@@ -5,20 +5,19 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mmapfs/mmapfs/backing"
-	"github.com/mmapfs/mmapfs/fs"
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 // cutReport is a cut of four files: a had bytes put back, b and c were
 // only cut to their synced size, d was removed since it was closed.
-func cutReport(done bool) *fs.ControlReply {
-	rep := &backing.CutReport{Done: done, Files: []backing.CutFile{
-		{Name: "a", Restored: 10000, Ranges: []backing.RiskRange{{Off: 0, Len: 10000}}, Size: 10000, Synced: 10000},
+func cutReport(done bool) *wire.ControlReply {
+	rep := &wire.CutReport{Done: done, Files: []wire.CutFile{
+		{Name: "a", Restored: 10000, Ranges: []wire.RiskRange{{Off: 0, Len: 10000}}, Size: 10000, Synced: 10000},
 		{Name: "b", Size: 5, Synced: 0, Cutoff: 5},
 		{Name: "c", Size: 4, Synced: 0, Cutoff: 4},
 		{Name: "d", Size: 3, Synced: 0, Cutoff: 3, Gone: true},
 	}, Restored: 10000, Cutoff: 12}
-	return &fs.ControlReply{Request: fs.ControlPowerCut, Simulation: true, Report: rep}
+	return &wire.ControlReply{Request: wire.ControlPowerCut, Simulation: true, Report: rep}
 }
 
 // TestPrintCutCounts: the summary counts each kind of file apart.

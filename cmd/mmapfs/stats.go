@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,8 +19,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/mmapfs/mmapfs/backing"
 	"github.com/mmapfs/mmapfs/fs"
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 func newStatsCommand() *cobra.Command {
@@ -117,12 +118,12 @@ func watchArgs(cmd *cobra.Command, watch time.Duration, args []string) (mnt stri
 	return mnt, watch, nil
 }
 
-func readStats(path string) (*fs.Snapshot, []byte, error) {
+func readStats(path string) (*wire.Snapshot, []byte, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, nil, mountError("stats", filepath.Dir(path), err)
 	}
-	var s fs.Snapshot
+	var s wire.Snapshot
 	if err := json.Unmarshal(raw, &s); err != nil {
 		return nil, nil, fmt.Errorf("decoding %s: %w", path, err)
 	}
@@ -223,45 +224,26 @@ func unescapeMountinfo(s string) string {
 	return b.String()
 }
 
-// printStats prints one snapshot as a table.
-func printStats(w io.Writer, s *fs.Snapshot) error {
+// printStats prints one snapshot as a table: the settings; a row for
+// each Row of wire's figures, in the list's order; the bdi and the
+// power-cut simulation; the rows of quiet figures (error counts), only
+// when they are not 0; the files at risk; the FUSE ops.
+func printStats(w io.Writer, s *wire.Snapshot) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	sw := s.Switches
-	unsynced := bytesStr(s.UnsyncedBytes)
-	if s.UnsyncedBytes > 0 {
-		unsynced += fmt.Sprintf(", the oldest written %.1fs ago", s.OldestUnsyncedSeconds)
-	}
-	msync := fmt.Sprintf("%d calls, %s", s.MsyncCalls, bytesStr(s.MsyncBytes))
-	if l := s.MsyncLatency; l.Count > 0 {
-		msync += fmt.Sprintf(", mean %s, p99 %s", durStr(l.MeanUs), boundStr(l.P99Us))
-	}
-	resident := fmt.Sprintf("%d, no bound", s.ResidentBlobs)
-	if s.MaxResident > 0 {
-		resident = fmt.Sprintf("%d of at most %d; %d dropped, %d reopened", s.ResidentBlobs, s.MaxResident, s.Evictions, s.Reopens)
-	}
 	rows := [][2]string{
 		{"store", s.Store},
 		{"policy", s.Policy},
 		{"switches", fmt.Sprintf("keep-cache=%v auto-inval-data=%v direct-io=%v writeback-cache=%v madvise=%s populate=%v attr-timeout=%gs entry-timeout=%gs max-write=%d read-only=%v allow-other=%v unsafe-ignore-fsync=%v",
 			sw.KeepCache, sw.AutoInvalData, sw.DirectIO, sw.WritebackCache, sw.Madvise, sw.Populate, sw.AttrTimeoutSecs, sw.EntryTimeoutSecs, sw.MaxWrite, sw.ReadOnly, sw.AllowOther, sw.UnsafeIgnoreFsync)},
-		{"uptime", (time.Duration(s.UptimeSeconds * float64(time.Second))).Round(time.Second).String()},
-		{"unsynced", unsynced},
-		{"msync", msync},
-		{"async writeback", fmt.Sprintf("%d calls, %s", s.AsyncWritebackCalls, bytesStr(s.AsyncWritebackBytes))},
-		{"ignored fsyncs", fmt.Sprint(s.IgnoredFsyncs)},
-		{"mappings", fmt.Sprintf("%d (%d blobs open), %s mapped, %s resident", s.Mappings, s.OpenBlobs, bytesStr(s.MappedBytes), bytesStr(s.ResidentBytes))},
-		{"resident blobs", resident},
-		{"remaps", fmt.Sprint(s.Remaps)},
-		{"faults to errors", fmt.Sprint(s.Faults)},
-		{"read / written", fmt.Sprintf("%s / %s", bytesStr(s.BytesRead), bytesStr(s.BytesWritten))},
-		{"daemon page faults", fmt.Sprintf("%d minor, %d major", s.DaemonPageFaults.Minor, s.DaemonPageFaults.Major)},
-		{"daemon heap", fmt.Sprintf("%s in use, %s from the OS", bytesStr(s.HeapAllocBytes), bytesStr(s.HeapSysBytes))},
 	}
+	figures, quiet := figureRows(s)
+	rows = append(rows, figures...)
 	if b := s.BDI; b != nil {
-		rows = append(rows, [2]string{"bdi " + b.Device, fmt.Sprintf("max_ratio=%d%% strict_limit=%d read_ahead_kb=%d max_bytes=%s", b.MaxRatio, b.StrictLimit, b.ReadaheadKB, bytesStr(b.MaxBytes))})
+		rows = append(rows, [2]string{"bdi " + b.Device, fmt.Sprintf("max_ratio=%d%% strict_limit=%d read_ahead_kb=%d max_bytes=%s", b.MaxRatio, b.StrictLimit, b.ReadaheadKB, wire.BinarySize(b.MaxBytes))})
 	}
 	if p := s.PowerCut; p != nil {
-		v := fmt.Sprintf("on: %s of last synced content kept, %s a cut would change", bytesStr(p.SavedBytes), plural(p.Files, "file", "files"))
+		v := fmt.Sprintf("on: %s of last synced content kept, %s a cut would change", wire.BinarySize(p.SavedBytes), wire.Plural(p.Files, "file", "files"))
 		if p.Cut {
 			v = "the power was cut: files can no longer change"
 		}
@@ -270,15 +252,7 @@ func printStats(w io.Writer, s *fs.Snapshot) error {
 		}
 		rows = append(rows, [2]string{"power-cut sim", v})
 	}
-	if s.PeriodicPassErrors > 0 {
-		rows = append(rows, [2]string{"periodic pass errors", fmt.Sprintf("%d, last: %s", s.PeriodicPassErrors, s.LastPassError)})
-	}
-	if s.EvictErrors > 0 {
-		rows = append(rows, [2]string{"drop errors", fmt.Sprintf("%d, last: %s", s.EvictErrors, s.LastEvictError)})
-	}
-	if s.MadviseErrors > 0 {
-		rows = append(rows, [2]string{"madvise errors", fmt.Sprint(s.MadviseErrors)})
-	}
+	rows = append(rows, quiet...)
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s\t%s\n", r[0], r[1])
 	}
@@ -303,9 +277,138 @@ func printStats(w io.Writer, s *fs.Snapshot) error {
 	return tw.Flush()
 }
 
+// figureRows returns the table's rows of wire's figures, in the order in
+// which the list first names each Row: the rows with a figure that is not
+// quiet, and the rows of quiet figures only, which are left out when all
+// of their figures are 0.
+func figureRows(s *wire.Snapshot) (rows, quiet [][2]string) {
+	type row struct {
+		label string
+		text  strings.Builder
+		quiet bool // every figure of it is quiet
+	}
+	var order []*row
+	byLabel := map[string]*row{}
+	for i, f := range wire.Figures() {
+		if f.Row == "" {
+			continue
+		}
+		r := byLabel[f.Row]
+		if r == nil {
+			r = &row{label: f.Row, quiet: true}
+			byLabel[f.Row] = r
+			order = append(order, r)
+		}
+		r.quiet = r.quiet && f.Quiet
+		id := wire.ID(i)
+		if f.Quiet && s.Figures.Get(id) == 0 {
+			continue
+		}
+		r.text.WriteString(part(&f, s.Figures, id))
+	}
+	for _, r := range order {
+		text := r.text.String()
+		if whole := rowText[r.label]; whole != nil {
+			text = whole(s, text)
+		}
+		switch {
+		case !r.quiet:
+			rows = append(rows, [2]string{r.label, text})
+		case text != "":
+			quiet = append(quiet, [2]string{r.label, text})
+		}
+	}
+	return rows, quiet
+}
+
+// part is figure f's text in its row: its Part (or its value alone) with
+// the value id has in v, and the last error's message if f has one.
+func part(f *wire.Figure, v wire.Values, id wire.ID) string {
+	n := v.Get(id)
+	var arg any
+	format := f.Part
+	switch f.Unit {
+	case wire.Bytes:
+		arg = wire.BinarySize(n)
+		format = cmp.Or(format, "%s")
+	case wire.Seconds:
+		if format == "" {
+			return time.Duration(n).Round(time.Second).String()
+		}
+		arg = v.Float(id)
+	default:
+		arg = n
+		format = cmp.Or(format, "%d")
+	}
+	text := fmt.Sprintf(format, arg)
+	if f.Last != "" {
+		text += ", last: " + v.LastError(id)
+	}
+	return text
+}
+
+// rowText renders the rows whose text is more than their figures' parts
+// in the list's order; each gets the snapshot and those parts.
+var rowText = map[string]func(s *wire.Snapshot, parts string) string{
+	"msync": func(s *wire.Snapshot, parts string) string {
+		if l := s.MsyncLatency; l.Count > 0 {
+			parts += fmt.Sprintf(", mean %s, p99 %s", durStr(l.MeanUs), boundStr(l.P99Us))
+		}
+		return parts
+	},
+	"mappings": func(s *wire.Snapshot, _ string) string {
+		f := s.Figures
+		return fmt.Sprintf("%d (%d blobs open), %s mapped, %s resident", f.Get(wire.Mappings), f.Get(wire.OpenBlobs), wire.BinarySize(f.Get(wire.MappedBytes)), wire.BinarySize(f.Get(wire.ResidentBytes)))
+	},
+	"resident blobs": func(s *wire.Snapshot, _ string) string {
+		f := s.Figures
+		if f.Get(wire.MaxResident) == 0 {
+			return fmt.Sprintf("%d, no bound", f.Get(wire.ResidentBlobs))
+		}
+		return fmt.Sprintf("%d of at most %d; %d dropped, %d reopened", f.Get(wire.ResidentBlobs), f.Get(wire.MaxResident), f.Get(wire.Evictions), f.Get(wire.Reopens))
+	},
+}
+
+// watchColumns are the figures of the --watch columns after the first
+// (FUSE requests per second), in order.
+var watchColumns = func() []wire.ID {
+	var ids []wire.ID
+	for i, f := range wire.Figures() {
+		if f.Watch.At > 0 {
+			ids = append(ids, wire.ID(i))
+		}
+	}
+	slices.SortFunc(ids, func(a, b wire.ID) int { return a.Figure().Watch.At - b.Figure().Watch.At })
+	return ids
+}()
+
 // watchHeader names the columns of a --watch line, with their units: MiB
-// are 2^20 bytes, as mib divides them.
-const watchHeader = "  ops/s  rd MiB/s  wr MiB/s  msync/s  msync MiB/s  unsynced MiB  oldest s  mapped MiB  resident MiB  faults"
+// are 2^20 bytes, as mib divides them. Each column is two spaces and its
+// title wide, its value right-aligned under the title.
+var watchHeader = func() string {
+	h := "  ops/s"
+	for _, id := range watchColumns {
+		h += "  " + columnTitle(id.Figure())
+	}
+	return h
+}()
+
+// columnTitle is the title of f's --watch column, with its unit.
+func columnTitle(f *wire.Figure) string {
+	switch {
+	case f.Unit == wire.Bytes && f.Kind == wire.Counter && !f.Watch.Delta:
+		return f.Watch.Title + " MiB/s"
+	case f.Unit == wire.Bytes:
+		return f.Watch.Title + " MiB"
+	case f.Unit == wire.Seconds && f.Kind == wire.Counter && !f.Watch.Delta:
+		return f.Watch.Title + " s/s"
+	case f.Unit == wire.Seconds:
+		return f.Watch.Title + " s"
+	case f.Kind == wire.Counter && !f.Watch.Delta:
+		return f.Watch.Title + "/s"
+	}
+	return f.Watch.Title
+}
 
 // watchStats prints a header and then a line every interval with the rates
 // since the previous one, until stop is closed (never, from the CLI: the
@@ -347,28 +450,42 @@ func watchStats(w io.Writer, path string, every time.Duration, asJSON bool, stop
 }
 
 // watchLine is the --watch line for the interval from prev to cur,
-// nominally every long, column for column as watchHeader names them.
-func watchLine(prev, cur *fs.Snapshot, every time.Duration) string {
-	dt := cur.UptimeSeconds - prev.UptimeSeconds
+// nominally every long, column for column as watchHeader names them: a
+// counter's rate per second (or its increase, for a Delta column), a
+// gauge's level at cur; bytes in MiB.
+func watchLine(prev, cur *wire.Snapshot, every time.Duration) string {
+	dt := cur.Figures.Float(wire.Uptime) - prev.Figures.Float(wire.Uptime)
 	if dt <= 0 {
 		dt = every.Seconds()
 	}
-	rate := func(a, b int64) float64 { return float64(a-b) / dt }
 	const mib = float64(1 << 20)
-	return fmt.Sprintf("%7.0f %9.1f %9.1f %8.0f %12.1f %13.1f %9.1f %11.1f %13.1f %7d",
-		rate(totalOps(cur), totalOps(prev)),
-		rate(cur.BytesRead, prev.BytesRead)/mib,
-		rate(cur.BytesWritten, prev.BytesWritten)/mib,
-		rate(cur.MsyncCalls, prev.MsyncCalls),
-		rate(cur.MsyncBytes, prev.MsyncBytes)/mib,
-		float64(cur.UnsyncedBytes)/mib,
-		cur.OldestUnsyncedSeconds,
-		float64(cur.MappedBytes)/mib,
-		float64(cur.ResidentBytes)/mib,
-		cur.Faults-prev.Faults)
+	line := fmt.Sprintf("%7.0f", float64(totalOps(cur)-totalOps(prev))/dt)
+	for _, id := range watchColumns {
+		f := id.Figure()
+		v := cur.Figures.Float(id)
+		if f.Kind == wire.Counter {
+			v -= prev.Figures.Float(id)
+			if !f.Watch.Delta {
+				v /= dt
+			}
+		}
+		var text string
+		switch {
+		case f.Unit == wire.Bytes:
+			text = strconv.FormatFloat(v/mib, 'f', 1, 64)
+		case f.Unit == wire.Seconds:
+			text = strconv.FormatFloat(v, 'f', 1, 64)
+		case f.Kind == wire.Counter && !f.Watch.Delta:
+			text = strconv.FormatFloat(v, 'f', 0, 64)
+		default:
+			text = strconv.FormatInt(int64(v), 10)
+		}
+		line += fmt.Sprintf(" %*s", len(columnTitle(f))+1, text)
+	}
+	return line
 }
 
-func totalOps(s *fs.Snapshot) int64 {
+func totalOps(s *wire.Snapshot) int64 {
 	var n int64
 	for _, o := range s.Ops {
 		n += o.Count
@@ -418,29 +535,8 @@ func unitStr(us float64) string {
 	return strconv.FormatFloat(v, 'f', -1, 64) + unit
 }
 
-// plural renders n things, as one or many.
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return "1 " + one
-	}
-	return fmt.Sprintf("%d %s", n, many)
-}
-
-func bytesStr(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
 // printAtRisk prints up to limit files with unsynced writes as a table.
-func printAtRisk(tw io.Writer, files []backing.RiskFile, limit int) {
+func printAtRisk(tw io.Writer, files []wire.RiskFile, limit int) {
 	fmt.Fprintf(tw, "at risk (unsynced)\tbytes\tfor\tranges\n")
 	for i, f := range files {
 		if i == limit {
@@ -458,12 +554,12 @@ func printAtRisk(tw io.Writer, files []backing.RiskFile, limit int) {
 		if !f.Since.IsZero() {
 			age = time.Since(f.Since).Round(100 * time.Millisecond).String()
 		}
-		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\n", f.Name, state, bytesStr(f.Bytes), age, rangesStr(f.Ranges, f.More))
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\n", f.Name, state, wire.BinarySize(f.Bytes), age, rangesStr(f.Ranges, f.More))
 	}
 }
 
 // rangesStr renders byte ranges as OFF+LEN.
-func rangesStr(ranges []backing.RiskRange, more int) string {
+func rangesStr(ranges []wire.RiskRange, more int) string {
 	var rs []string
 	for _, r := range ranges {
 		rs = append(rs, fmt.Sprintf("%d+%d", r.Off, r.Len))

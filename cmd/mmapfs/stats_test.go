@@ -13,7 +13,17 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mmapfs/mmapfs/fs"
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
+
+// figures returns the figures of set, the others 0.
+func figures(set map[wire.ID]int64) wire.Values {
+	var v wire.Values
+	for id, n := range set {
+		v.Set(id, n)
+	}
+	return v
+}
 
 // TestStatsWatchForms: the interval of --watch is taken in every usual
 // form, bare --watch is 1s, and intervals out of range are refused with
@@ -93,9 +103,9 @@ func TestDurations(t *testing.T) {
 // writes there are none of, no bound of 0 blobs.
 func TestPrintStatsFresh(t *testing.T) {
 	t.Parallel()
-	s := &fs.Snapshot{
-		Policy: "fsync", Store: "/s", UptimeSeconds: 1,
-		Ops: map[string]fs.OpStats{"lookup": {Count: 1, Latency: fs.Latency{Count: 1, MeanUs: 88.6, P50Us: 128, P90Us: 128, P99Us: 128}}},
+	s := &wire.Snapshot{
+		Policy: "fsync", Store: "/s", Figures: figures(map[wire.ID]int64{wire.Uptime: int64(time.Second)}),
+		Ops: map[string]wire.OpStats{"lookup": {Count: 1, Latency: wire.Latency{Count: 1, MeanUs: 88.6, P50Us: 128, P90Us: 128, P99Us: 128}}},
 	}
 	var out bytes.Buffer
 	if err := printStats(&out, s); err != nil {
@@ -112,9 +122,11 @@ func TestPrintStatsFresh(t *testing.T) {
 			t.Errorf("fresh table lacks %q:\n%s", want, text)
 		}
 	}
-	s.UnsyncedBytes, s.OldestUnsyncedSeconds = 3<<20, 2.5
-	s.MsyncCalls, s.MsyncLatency = 2, fs.Latency{Count: 2, MeanUs: 1500, P99Us: 2097152}
-	s.MaxResident = 8192
+	s.Figures.Set(wire.UnsyncedBytes, 3<<20)
+	s.Figures.Set(wire.OldestUnsynced, int64(2500*time.Millisecond))
+	s.Figures.Set(wire.MsyncCalls, 2)
+	s.MsyncLatency = wire.Latency{Count: 2, MeanUs: 1500, P99Us: 2097152}
+	s.Figures.Set(wire.MaxResident, 8192)
 	out.Reset()
 	if err := printStats(&out, s); err != nil {
 		t.Fatal(err)
@@ -133,10 +145,11 @@ func TestWatchUnits(t *testing.T) {
 	if strings.Contains(watchHeader, "MB") {
 		t.Errorf("header %q says MB; the values are MiB", watchHeader)
 	}
-	prev := &fs.Snapshot{UptimeSeconds: 10, Ops: map[string]fs.OpStats{"write": {Count: 5}}}
-	cur := &fs.Snapshot{UptimeSeconds: 12, BytesRead: 4 << 20, BytesWritten: 2 << 20, MsyncCalls: 6, MsyncBytes: 1 << 20,
-		UnsyncedBytes: 3 << 20, OldestUnsyncedSeconds: 1.5, MappedBytes: 5 << 20, ResidentBytes: 7 << 20, Faults: 2,
-		Ops: map[string]fs.OpStats{"write": {Count: 25}}}
+	prev := &wire.Snapshot{Figures: figures(map[wire.ID]int64{wire.Uptime: int64(10 * time.Second)}), Ops: map[string]wire.OpStats{"write": {Count: 5}}}
+	cur := &wire.Snapshot{Figures: figures(map[wire.ID]int64{wire.Uptime: int64(12 * time.Second), wire.BytesRead: 4 << 20, wire.BytesWritten: 2 << 20,
+		wire.MsyncCalls: 6, wire.MsyncBytes: 1 << 20, wire.UnsyncedBytes: 3 << 20, wire.OldestUnsynced: int64(1500 * time.Millisecond),
+		wire.MappedBytes: 5 << 20, wire.ResidentBytes: 7 << 20, wire.Faults: 2}),
+		Ops: map[string]wire.OpStats{"write": {Count: 25}}}
 	line := watchLine(prev, cur, 2*time.Second)
 	names := strings.Split(strings.TrimSpace(watchHeader), "  ")
 	for i := range names {

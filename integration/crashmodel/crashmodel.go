@@ -1,190 +1,60 @@
-package integration
-
-// What the crash tests (crash_test.go, powercut_test.go) share: building
-// and running the writer (crashwriter/), reading back its log, and the
-// model that says what a file tree may hold after a crash.
+// Package crashmodel says what a directory may hold after a crash, from
+// the log of the crash writer (integration/crashwriter) that worked in it:
+// after a SIGKILL of the daemon, exactly what the calls that succeeded
+// did, give or take the last call; after a power cut, at least what was
+// acknowledged (fsync, fdatasync, msync, the fsync of a directory) and
+// nothing that was never written.
+//
+// ParseLog reads the writer's log, Build replays it into a Model, ReadTree
+// reads the directory as it is after the crash and Model.Check compares
+// the two into a Report. It is what the crash and power-cut tests
+// (integration/crash_test.go, powercut_test.go) check with, and its own
+// test checks the checker on a made-up log.
+//
+// It must never touch the directory it checks but to read it (ReadTree),
+// never depend on how the writer was run or killed, and never drift from
+// the writer: the log format is the one crashwriter's doc describes, and
+// the bytes of every write are crashdata.Data, on both sides.
+package crashmodel
 
 import (
-	"bytes"
 	"fmt"
-	"github.com/mmapfs/mmapfs/integration/crashwriter/crashdata"
-	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
-	"testing"
-	"time"
+
+	"github.com/mmapfs/mmapfs/integration/crashwriter/crashdata"
 )
 
-const crashwriterPkg = "github.com/mmapfs/mmapfs/integration/crashwriter"
-
-var crashwriter struct {
-	once sync.Once
-	path string
-	err  error
+// Call is one system call of the writer.
+type Call struct {
+	Seq    int      // its number, from 1
+	Op     string   // mkdir, create, open, close, write, mmapw, fsync, fdatasync, fsyncdir, rename
+	Args   []string // as the writer logged them
+	Status byte     // 'D' succeeded, 'E' failed, 0 no outcome (in flight)
+	Err    string   // for 'E': the error
 }
 
-// crashwriterBin builds the writer once per run, next to the daemon (the
-// directory TestMain removes at the end). It is built without -race: it
-// is the client, not the code under test, and it should be quick.
-func crashwriterBin(t testing.TB) string {
-	t.Helper()
-	crashwriter.once.Do(func() {
-		goTool, err := exec.LookPath("go")
-		if err != nil {
-			crashwriter.err = err
-			return
-		}
-		root, err := repoRoot(goTool)
-		if err != nil {
-			crashwriter.err = err
-			return
-		}
-		out := filepath.Join(filepath.Dir(binPath), "crashwriter")
-		cmd := exec.Command(goTool, "build", "-o", out, crashwriterPkg)
-		cmd.Dir = root
-		if b, err := cmd.CombinedOutput(); err != nil {
-			crashwriter.err = fmt.Errorf("go build %s: %v\n%s", crashwriterPkg, err, b)
-			return
-		}
-		crashwriter.path = out
-	})
-	if crashwriter.err != nil {
-		t.Fatal(crashwriter.err)
-	}
-	return crashwriter.path
-}
-
-// writerProc is a running crashwriter.
-type writerProc struct {
-	cmd   *exec.Cmd
-	out   syncBuffer
-	errb  syncBuffer
-	stdin io.WriteCloser
-	done  chan struct{}
-	err   error
-}
-
-// startWriter runs the writer in dir with seed. It goes through the
-// trampoline like the daemon, so that it inherits no descriptor of another
-// test's mount.
-func startWriter(t testing.TB, dir string, seed uint64, args ...string) *writerProc {
-	t.Helper()
-	bin := crashwriterBin(t)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &writerProc{done: make(chan struct{})}
-	argv := append([]string{bin, "-dir", dir, "-seed", strconv.FormatUint(seed, 10)}, args...)
-	w.cmd = exec.Command(self, argv...)
-	w.cmd.Env = append(os.Environ(), trampolineEnv+"=1")
-	w.cmd.Stdout = &w.out
-	w.cmd.Stderr = &w.errb
-	w.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	w.cmd.WaitDelay = time.Second
-	if w.stdin, err = w.cmd.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.cmd.Start(); err != nil {
-		t.Fatalf("start crashwriter: %v", err)
-	}
-	go func() {
-		w.err = w.cmd.Wait()
-		close(w.done)
-	}()
-	t.Cleanup(func() { // in case the test failed half way
-		w.stdin.Close()
-		select {
-		case <-w.done:
-		case <-time.After(killTimeout):
-			w.cmd.Process.Kill()
-			<-w.done
-		}
-	})
-	return w
-}
-
-// waitFor waits up to timeout for a line of output.
-func (w *writerProc) waitFor(line string, timeout time.Duration) bool {
-	has := func() bool {
-		out := w.out.String()
-		return strings.HasPrefix(out, line+"\n") || strings.Contains(out, "\n"+line+"\n")
-	}
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if has() {
-			return true
-		}
-		select {
-		case <-w.done:
-			return has()
-		case <-time.After(time.Millisecond):
-		}
-	}
-	return false
-}
-
-// started waits until the writer runs, so that the crash comes after a
-// delay from then, not from the start of its process.
-func (w *writerProc) started(t testing.TB) {
-	t.Helper()
-	if !w.waitFor("START", 10*time.Second) {
-		t.Fatalf("the writer did not start: %s%s", w.out.String(), w.errb.String())
-	}
-}
-
-// finish closes the writer's stdin and waits up to timeout for it to exit.
-// A writer that does not is stuck on the mount: it is killed, and the
-// error says where it was.
-func (w *writerProc) finish(timeout time.Duration) error {
-	w.stdin.Close()
-	select {
-	case <-w.done:
-	case <-time.After(timeout):
-		stacks := threadStacks(w.cmd.Process.Pid)
-		w.cmd.Process.Kill()
-		<-w.done
-		return fmt.Errorf("the writer did not exit within %v of the crash; its threads were:\n%s", timeout, stacks)
-	}
-	if w.err != nil {
-		return fmt.Errorf("writer: %v\n%s", w.err, w.errb.String())
-	}
-	return nil
-}
-
-// crashCall is one system call of the writer.
-type crashCall struct {
-	seq    int
-	op     string
-	args   []string
-	status byte   // 'D' succeeded, 'E' failed, 0 no outcome
-	err    string // for 'E'
-}
-
-func (c *crashCall) String() string {
-	s := fmt.Sprintf("call %d %s %s", c.seq, c.op, strings.Join(c.args, " "))
-	switch c.status {
+func (c *Call) String() string {
+	s := fmt.Sprintf("call %d %s %s", c.Seq, c.Op, strings.Join(c.Args, " "))
+	switch c.Status {
 	case 'D':
 		return s + ": ok"
 	case 'E':
-		return s + ": " + c.err
+		return s + ": " + c.Err
 	}
 	return s + ": in flight"
 }
 
-// parseCrashLog reads the writer's output. An incomplete last line is
+// ParseLog reads the writer's output. An incomplete last line is
 // ignored.
-func parseCrashLog(out string) ([]*crashCall, error) {
-	var calls []*crashCall
+func ParseLog(out string) ([]*Call, error) {
+	var calls []*Call
 	lines := strings.Split(out, "\n")
 	lines = lines[:len(lines)-1] // "" after the last newline, or an incomplete line
 	for _, line := range lines {
@@ -204,14 +74,14 @@ func parseCrashLog(out string) ([]*crashCall, error) {
 			if len(f) < 3 || seq != len(calls)+1 {
 				return nil, fmt.Errorf("writer output: bad line %q", line)
 			}
-			calls = append(calls, &crashCall{seq: seq, op: f[2], args: f[3:]})
+			calls = append(calls, &Call{Seq: seq, Op: f[2], Args: f[3:]})
 		case "D", "E":
-			if seq != len(calls) || calls[seq-1].status != 0 {
+			if seq != len(calls) || calls[seq-1].Status != 0 {
 				return nil, fmt.Errorf("writer output: outcome of a call not in flight: %q", line)
 			}
-			calls[seq-1].status = f[0][0]
+			calls[seq-1].Status = f[0][0]
 			if f[0] == "E" {
-				calls[seq-1].err = strings.Join(f[2:], " ")
+				calls[seq-1].Err = strings.Join(f[2:], " ")
 			}
 		default:
 			return nil, fmt.Errorf("writer output: bad line %q", line)
@@ -220,14 +90,14 @@ func parseCrashLog(out string) ([]*crashCall, error) {
 	return calls, nil
 }
 
-// crashWrite is one write to a file, by pwrite or through a mapping.
-type crashWrite struct {
+// writeOp is one write to a file, by pwrite or through a mapping.
+type writeOp struct {
 	off  int
 	data []byte
 }
 
-// crashFile is what the model knows of one file of the writer.
-type crashFile struct {
+// fileState is what the model knows of one file of the writer.
+type fileState struct {
 	id      int
 	created bool   // the create succeeded (else it was in flight)
 	path    string // its name after the calls that succeeded
@@ -238,8 +108,8 @@ type crashFile struct {
 	pending map[string]bool // directories to fsync before path is durable
 	synced  bool            // an fsync or fdatasync of it succeeded
 
-	cur    []byte       // content after the writes that succeeded
-	writes []crashWrite // every write, including one in flight or failed
+	cur    []byte    // content after the writes that succeeded
+	writes []writeOp // every write, including one in flight or failed
 	// For each byte that an fsync, fdatasync or msync acknowledged: its
 	// value then (ackVal) and how many writes had been made then (ackAt,
 	// -1 for a byte never acknowledged).
@@ -249,7 +119,7 @@ type crashFile struct {
 	maxSize   int // largest size any write (even one that failed) may have given it
 }
 
-func (f *crashFile) apply(w crashWrite) {
+func (f *fileState) apply(w writeOp) {
 	if end := w.off + len(w.data); end > len(f.cur) {
 		f.cur = append(f.cur, make([]byte, end-len(f.cur))...)
 	}
@@ -257,7 +127,7 @@ func (f *crashFile) apply(w crashWrite) {
 }
 
 // ack records that bytes [lo, hi) as they are now are durable.
-func (f *crashFile) ack(lo, hi int) {
+func (f *fileState) ack(lo, hi int) {
 	for len(f.ackAt) < hi {
 		f.ackAt = append(f.ackAt, -1)
 		f.ackVal = append(f.ackVal, 0)
@@ -268,32 +138,34 @@ func (f *crashFile) ack(lo, hi int) {
 	}
 }
 
-type crashDir struct {
+type dirState struct {
 	name    string
 	durable bool // mkdir succeeded and its parent was fsynced after
 	created bool // mkdir succeeded (else it was in flight)
 }
 
-// crashModel is what the writer's log says about its tree.
-type crashModel struct {
+// Model is what the writer's log says about its tree.
+type Model struct {
 	seed  uint64
-	calls []*crashCall
-	files map[int]*crashFile
-	dirs  map[string]*crashDir
+	calls []*Call
+	files map[int]*fileState
+	dirs  map[string]*dirState
 	// last is the last call, if it did not succeed: it may or may not have
 	// happened, in part.
-	last  *crashCall
-	lastW *crashWrite // its data, if it is a write
-	lastF *crashFile  // its file, if it has one
+	last  *Call
+	lastW *writeOp   // its data, if it is a write
+	lastF *fileState // its file, if it has one
 
 	acks, syncedBytes int // acknowledged fsync/fdatasync/msync/dirsync, bytes they covered
 }
 
-func buildCrashModel(seed uint64, calls []*crashCall) (*crashModel, error) {
-	m := &crashModel{seed: seed, calls: calls, files: map[int]*crashFile{},
-		dirs: map[string]*crashDir{".": {name: ".", durable: true, created: true}}}
+// Build replays calls, the parsed log of a writer run with seed, into a
+// model. Every call but the last must have succeeded.
+func Build(seed uint64, calls []*Call) (*Model, error) {
+	m := &Model{seed: seed, calls: calls, files: map[int]*fileState{},
+		dirs: map[string]*dirState{".": {name: ".", durable: true, created: true}}}
 	for i, c := range calls {
-		ok := c.status == 'D'
+		ok := c.Status == 'D'
 		if !ok && i != len(calls)-1 {
 			return nil, fmt.Errorf("%v is not the last call", c)
 		}
@@ -301,13 +173,13 @@ func buildCrashModel(seed uint64, calls []*crashCall) (*crashModel, error) {
 			m.last = c
 		}
 		if err := m.apply(c, ok); err != nil {
-			return nil, fmt.Errorf("%v: %v", c, err)
+			return nil, fmt.Errorf("%v: %w", c, err)
 		}
 	}
 	return m, nil
 }
 
-func (m *crashModel) file(arg string) (*crashFile, error) {
+func (m *Model) fileArg(arg string) (*fileState, error) {
 	id, err := strconv.Atoi(arg)
 	if err != nil {
 		return nil, err
@@ -333,41 +205,41 @@ func atoiArgs(args []string) ([]int, error) {
 
 // apply adds a call to the model: as done if ok, else as the last call,
 // which may or may not have happened.
-func (m *crashModel) apply(c *crashCall, ok bool) error {
+func (m *Model) apply(c *Call, ok bool) error {
 	need := map[string]int{"mkdir": 1, "create": 2, "open": 2, "close": 1, "write": 3, "mmapw": 3,
 		"fsync": 1, "fdatasync": 1, "fsyncdir": 1, "rename": 3}
-	n, known := need[c.op]
-	if !known || len(c.args) != n {
+	n, known := need[c.Op]
+	if !known || len(c.Args) != n {
 		return fmt.Errorf("bad call")
 	}
-	switch c.op {
+	switch c.Op {
 	case "mkdir":
-		m.dirs[c.args[0]] = &crashDir{name: c.args[0], created: ok}
+		m.dirs[c.Args[0]] = &dirState{name: c.Args[0], created: ok}
 	case "create":
-		id, err := strconv.Atoi(c.args[0])
+		id, err := strconv.Atoi(c.Args[0])
 		if err != nil {
 			return err
 		}
-		p := c.args[1]
-		f := &crashFile{id: id, created: ok, path: p, names: []string{p}, pending: map[string]bool{path.Dir(p): true}}
+		p := c.Args[1]
+		f := &fileState{id: id, created: ok, path: p, names: []string{p}, pending: map[string]bool{path.Dir(p): true}}
 		m.files[id] = f
 		m.lastF = f
 	case "open", "close":
-		f, err := m.file(c.args[0])
+		f, err := m.fileArg(c.Args[0])
 		if err != nil {
 			return err
 		}
 		m.lastF = f
 	case "write", "mmapw":
-		f, err := m.file(c.args[0])
+		f, err := m.fileArg(c.Args[0])
 		if err != nil {
 			return err
 		}
-		n, err := atoiArgs(c.args[1:])
+		n, err := atoiArgs(c.Args[1:])
 		if err != nil {
 			return err
 		}
-		w := crashWrite{off: n[0], data: crashdata.Data(m.seed, c.seq, n[1])}
+		w := writeOp{off: n[0], data: crashdata.Data(m.seed, c.Seq, n[1])}
 		f.writes = append(f.writes, w)
 		f.maxSize = max(f.maxSize, w.off+len(w.data))
 		m.lastF = f
@@ -376,13 +248,13 @@ func (m *crashModel) apply(c *crashCall, ok bool) error {
 			return nil
 		}
 		f.apply(w)
-		if c.op == "mmapw" {
+		if c.Op == "mmapw" {
 			f.ack(w.off, w.off+len(w.data))
 			m.acks++
 			m.syncedBytes += len(w.data)
 		}
 	case "fsync", "fdatasync":
-		f, err := m.file(c.args[0])
+		f, err := m.fileArg(c.Args[0])
 		if err != nil {
 			return err
 		}
@@ -398,7 +270,7 @@ func (m *crashModel) apply(c *crashCall, ok bool) error {
 		if !ok {
 			return nil
 		}
-		d := c.args[0]
+		d := c.Args[0]
 		m.acks++
 		for _, sub := range m.dirs {
 			if sub.created && path.Dir(sub.name) == d {
@@ -413,12 +285,12 @@ func (m *crashModel) apply(c *crashCall, ok bool) error {
 			}
 		}
 	case "rename":
-		f, err := m.file(c.args[0])
+		f, err := m.fileArg(c.Args[0])
 		if err != nil {
 			return err
 		}
 		m.lastF = f
-		oldp, newp := c.args[1], c.args[2]
+		oldp, newp := c.Args[1], c.Args[2]
 		if oldp != f.path {
 			return fmt.Errorf("file %d is %s, not %s", f.id, f.path, oldp)
 		}
@@ -432,8 +304,16 @@ func (m *crashModel) apply(c *crashCall, ok bool) error {
 	return nil
 }
 
+// Acks is how many calls acknowledged durability (fsync, fdatasync, an
+// msync of a mapped write, an fsync of a directory).
+func (m *Model) Acks() int { return m.acks }
+
+// Last is the writer's last call if it did not succeed (it may or may not
+// have happened, in part), else nil.
+func (m *Model) Last() *Call { return m.last }
+
 // dirDurable reports whether directory d and all its parents are durable.
-func (m *crashModel) dirDurable(d string) bool {
+func (m *Model) dirDurable(d string) bool {
 	for {
 		if d == "." {
 			return true
@@ -446,15 +326,18 @@ func (m *crashModel) dirDurable(d string) bool {
 	}
 }
 
-// treeEntry is one name found under a tree after the crash.
-type treeEntry struct {
-	dir  bool
-	data []byte
+// Tree is what a directory holds, by path relative to it ("d1/f2").
+type Tree map[string]Entry
+
+// Entry is one name found under a tree after the crash.
+type Entry struct {
+	Dir  bool   // a directory
+	Data []byte // a regular file's content
 }
 
-// readTree reads every file and directory under root, by relative path.
-func readTree(root string) (map[string]treeEntry, error) {
-	tree := map[string]treeEntry{}
+// ReadTree reads every file and directory under root, by relative path.
+func ReadTree(root string) (Tree, error) {
+	tree := Tree{}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -464,7 +347,7 @@ func readTree(root string) (map[string]treeEntry, error) {
 			return err
 		}
 		if d.IsDir() {
-			tree[rel] = treeEntry{dir: true}
+			tree[rel] = Entry{Dir: true}
 			return nil
 		}
 		if !d.Type().IsRegular() {
@@ -474,60 +357,37 @@ func readTree(root string) (map[string]treeEntry, error) {
 		if err != nil {
 			return err
 		}
-		tree[rel] = treeEntry{data: b}
+		tree[rel] = Entry{Data: b}
 		return nil
 	})
 	return tree, err
 }
 
-// diffTrees describes how two trees differ ("" if they do not).
-func diffTrees(a, b map[string]treeEntry) string {
-	var out []string
-	for name, ea := range a {
-		eb, ok := b[name]
-		switch {
-		case !ok:
-			out = append(out, name+": missing")
-		case ea.dir != eb.dir:
-			out = append(out, name+": a directory in one and a file in the other")
-		case !bytes.Equal(ea.data, eb.data):
-			out = append(out, name+": "+diffBytes(eb.data, ea.data))
-		}
-	}
-	for name := range b {
-		if _, ok := a[name]; !ok {
-			out = append(out, name+": extra")
-		}
-	}
-	sort.Strings(out)
-	return strings.Join(out, "\n")
-}
-
-// crashReport is the outcome of checking a tree against the model.
-type crashReport struct {
-	problems []string
+// Report is the outcome of checking a tree against the model.
+type Report struct {
+	Problems []string
 	// lost counts acknowledged data found missing: acked bytes that do not
 	// hold what was acked (or written since), acked sizes cut short, files
 	// whose creation was acknowledged and that are gone.
-	lost         int
-	notes        []string // allowed, but worth a line in the log
-	files        int
-	bytesChecked int
+	Lost         int
+	Notes        []string // allowed, but worth a line in the log
+	Files        int      // files found and checked
+	BytesChecked int      // bytes of them read
 }
 
-func (r *crashReport) addf(format string, args ...any) {
-	r.problems = append(r.problems, fmt.Sprintf(format, args...))
+func (r *Report) addf(format string, args ...any) {
+	r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
 }
 
-// check compares tree (the writer's directory after the crash) with the
+// Check compares tree (the writer's directory after the crash) with the
 // model. After a SIGKILL of the daemon (powerCut false) it must hold
 // exactly what the calls that succeeded did, give or take the last call.
 // After a power cut it must hold at least what was acknowledged: bytes
 // acked by fsync, fdatasync or msync (or written after the ack), sizes
 // acked by fsync or fdatasync, and the files and directories whose name
 // was made durable by an fsync of the file and of its directory.
-func (m *crashModel) check(tree map[string]treeEntry, powerCut bool) *crashReport {
-	r := &crashReport{}
+func (m *Model) Check(tree Tree, powerCut bool) *Report {
+	r := &Report{}
 	claimed := map[string]bool{}
 
 	dirNames := slices.Sorted(func(yield func(string) bool) {
@@ -549,10 +409,10 @@ func (m *crashModel) check(tree map[string]treeEntry, powerCut bool) *crashRepor
 			must = m.dirDurable(name)
 		}
 		switch {
-		case found && !e.dir:
+		case found && !e.Dir:
 			r.addf("%s: a file, want the directory the writer made", name)
 		case !found && must:
-			r.lost++
+			r.Lost++
 			if powerCut {
 				r.addf("%s: directory missing; its mkdir and an fsync of its parent succeeded", name)
 			} else {
@@ -575,7 +435,7 @@ func (m *crashModel) check(tree map[string]treeEntry, powerCut bool) *crashRepor
 			must = f.durable && f.synced && m.dirDurable(path.Dir(f.names[0]))
 		} else {
 			candidates = []string{f.path}
-			if m.last != nil && m.lastF == f && m.last.op == "rename" {
+			if m.last != nil && m.lastF == f && m.last.Op == "rename" {
 				candidates = f.names[len(f.names)-2:]
 			}
 			must = f.created
@@ -583,7 +443,7 @@ func (m *crashModel) check(tree map[string]treeEntry, powerCut bool) *crashRepor
 		var found []string
 		for _, n := range candidates {
 			claimed[n] = true
-			if e, ok := tree[n]; ok && !e.dir {
+			if e, ok := tree[n]; ok && !e.Dir {
 				found = append(found, n)
 			} else if ok {
 				r.addf("%s: a directory, want file %d", n, f.id)
@@ -591,7 +451,7 @@ func (m *crashModel) check(tree map[string]treeEntry, powerCut bool) *crashRepor
 		}
 		switch {
 		case len(found) == 0 && must:
-			r.lost++
+			r.Lost++
 			if powerCut {
 				r.addf("file %d (%s): missing; it was fsynced, and its name made durable by an fsync of its directory (names it may have: %s)",
 					f.id, f.names[0], strings.Join(candidates, " "))
@@ -604,9 +464,9 @@ func (m *crashModel) check(tree map[string]treeEntry, powerCut bool) *crashRepor
 		case len(found) > 1:
 			r.addf("file %d: found under %d names, %s; a rename left both", f.id, len(found), strings.Join(found, " and "))
 		}
-		r.files++
-		got := tree[found[0]].data
-		r.bytesChecked += len(got)
+		r.Files++
+		got := tree[found[0]].Data
+		r.BytesChecked += len(got)
 		if powerCut {
 			m.checkPowerCut(r, f, found[0], got)
 		} else {
@@ -629,15 +489,15 @@ func (m *crashModel) check(tree map[string]treeEntry, powerCut bool) *crashRepor
 
 // checkKill: after a SIGKILL of the daemon, every write that succeeded is
 // in the blob; the last call may or may not have happened, in part.
-func (m *crashModel) checkKill(r *crashReport, f *crashFile, name string, got []byte) {
+func (m *Model) checkKill(r *Report, f *fileState, name string, got []byte) {
 	lo, hi := len(f.cur), len(f.cur)
-	var lw *crashWrite
+	var lw *writeOp
 	if m.lastF == f && m.lastW != nil {
 		lw = m.lastW
 		hi = max(hi, lw.off+len(lw.data))
 	}
 	if len(got) < lo || len(got) > hi {
-		r.lost++
+		r.Lost++
 		r.addf("file %d (%s): %d bytes, want %d (every write that returned is in the blob)%s",
 			f.id, name, len(got), lo, m.lastNote(f))
 	}
@@ -661,11 +521,11 @@ func (m *crashModel) checkKill(r *crashReport, f *crashFile, name string, got []
 		bad++
 	}
 	if zeros > 0 {
-		r.notes = append(r.notes, fmt.Sprintf("file %d (%s): %d bytes, zeros where the interrupted %v would have extended it (want %d to %d bytes of its data)",
+		r.Notes = append(r.Notes, fmt.Sprintf("file %d (%s): %d bytes, zeros where the interrupted %v would have extended it (want %d to %d bytes of its data)",
 			f.id, name, len(got), m.last, lo, hi))
 	}
 	if bad > 0 {
-		r.lost += bad
+		r.Lost += bad
 		want := byte(0)
 		if first < lo {
 			want = f.cur[first]
@@ -676,9 +536,9 @@ func (m *crashModel) checkKill(r *crashReport, f *crashFile, name string, got []
 }
 
 // checkPowerCut: after a power cut, what was acknowledged holds.
-func (m *crashModel) checkPowerCut(r *crashReport, f *crashFile, name string, got []byte) {
+func (m *Model) checkPowerCut(r *Report, f *fileState, name string, got []byte) {
 	if len(got) < f.ackedSize {
-		r.lost++
+		r.Lost++
 		r.addf("file %d (%s): %d bytes, but an fsync acknowledged %d", f.id, name, len(got), f.ackedSize)
 	}
 	if len(got) > f.maxSize {
@@ -721,7 +581,7 @@ func (m *crashModel) checkPowerCut(r *crashReport, f *crashFile, name string, go
 		}
 	}
 	if lostN > 0 {
-		r.lost += lostN
+		r.Lost += lostN
 		r.addf("file %d (%s): %d acknowledged bytes lost; first at offset %d: %#02x, acknowledged %#02x%s",
 			f.id, name, lostN, lostFirst, got[lostFirst], f.ackVal[lostFirst], m.writesAt(f, lostFirst))
 	}
@@ -732,7 +592,7 @@ func (m *crashModel) checkPowerCut(r *crashReport, f *crashFile, name string, go
 }
 
 // lastNote describes the last call if it concerns f.
-func (m *crashModel) lastNote(f *crashFile) string {
+func (m *Model) lastNote(f *fileState) string {
 	if m.last != nil && m.lastF == f {
 		return fmt.Sprintf(" (the last call, %v)", m.last)
 	}
@@ -740,18 +600,18 @@ func (m *crashModel) lastNote(f *crashFile) string {
 }
 
 // writesAt lists the calls that wrote offset off of f, for messages.
-func (m *crashModel) writesAt(f *crashFile, off int) string {
+func (m *Model) writesAt(f *fileState, off int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n\tcalls on file %d touching offset %d:", f.id, off)
 	id := strconv.Itoa(f.id)
 	n := 0
 	for _, c := range m.calls {
-		if len(c.args) == 0 || c.args[0] != id {
+		if len(c.Args) == 0 || c.Args[0] != id {
 			continue
 		}
-		switch c.op {
+		switch c.Op {
 		case "write", "mmapw":
-			a, _ := atoiArgs(c.args[1:])
+			a, _ := atoiArgs(c.Args[1:])
 			if off < a[0] || off >= a[0]+a[1] {
 				continue
 			}
@@ -768,20 +628,11 @@ func (m *crashModel) writesAt(f *crashFile, off int) string {
 	return b.String()
 }
 
-// summary is a one-line account of a writer's log.
-func (m *crashModel) summary() string {
+// Summary is a one-line account of a writer's log.
+func (m *Model) Summary() string {
 	s := fmt.Sprintf("%d calls, %d files, %d dirs, %d acknowledged syncs", len(m.calls), len(m.files), len(m.dirs)-1, m.acks)
 	if m.last != nil {
 		s += fmt.Sprintf("; last %v", m.last)
 	}
 	return s
-}
-
-// tailLog returns the last n lines of the writer's output.
-func tailLog(out string, n int) string {
-	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -1,0 +1,255 @@
+package wire
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Snapshot is what the stats file (.mmapfs-stats) holds: the figures of the list
+// (Figures) and the rest of what a mount reports. Scripts depend on the
+// top-level keys policy, unsynced_bytes, oldest_unsynced_seconds,
+// msync_calls, msync_bytes, mappings, mapped_bytes, resident_bytes and ops
+// (with count per op): keep them stable.
+type Snapshot struct {
+	Policy   string
+	Switches Switches
+	BDI      *BDI // nil when the mount's bdi could not be read
+	Store    string
+	// AtRisk lists the files with unsynced writes, oldest first (at
+	// most AtRiskListed).
+	AtRisk []RiskFile
+	// PowerCut is the power-cut simulation's figures; nil without
+	// --powercut-sim.
+	PowerCut     *PowerCutStats
+	MsyncLatency Latency
+	Ops          map[string]OpStats // by FUSE op, lower case; ops never served are left out
+	Figures      Values
+}
+
+// AtRiskListed bounds the files the stats list as at risk.
+const AtRiskListed = 100
+
+// PowerCutStats are the power-cut simulation's figures.
+type PowerCutStats struct {
+	SavedBytes    int64  `json:"saved_bytes"`   // last synced page content kept (its memory cost)
+	Files         int    `json:"files"`         // files a cut now would change
+	Cut           bool   `json:"cut"`           // the power was cut: files can no longer change
+	RecordErrors  int64  `json:"record_errors"` // descriptors of closed files' records that failed to close
+	LastRecordErr string `json:"last_record_error,omitempty"`
+}
+
+// Switches are the mount's settings, as the stats report them.
+type Switches struct {
+	KeepCache         bool    `json:"keep_cache"`
+	AutoInvalData     bool    `json:"auto_inval_data"`
+	DirectIO          bool    `json:"direct_io"`
+	WritebackCache    bool    `json:"writeback_cache"`
+	AttrTimeoutSecs   float64 `json:"attr_timeout_seconds"`
+	EntryTimeoutSecs  float64 `json:"entry_timeout_seconds"`
+	MaxWrite          int     `json:"max_write"` // in force: --max-write, or 128 KiB for 0, within the kernel's bound
+	MaxReadahead      int     `json:"max_readahead"`
+	ReadOnly          bool    `json:"read_only"`
+	AllowOther        bool    `json:"allow_other"`
+	Madvise           string  `json:"madvise"`
+	Populate          bool    `json:"populate"`
+	Preallocate       bool    `json:"preallocate"`
+	UnsafeIgnoreFsync bool    `json:"unsafe_ignore_fsync"`
+}
+
+// BDI are a mount's backing-device settings, as the kernel has them.
+type BDI struct {
+	Device      string `json:"device"` // major:minor of the mount
+	MaxRatio    int    `json:"max_ratio"`
+	StrictLimit int    `json:"strict_limit"`
+	ReadaheadKB int    `json:"read_ahead_kb"`
+	MaxBytes    int64  `json:"max_bytes"`
+}
+
+// Latency summarizes a latency histogram, in microseconds. Quantiles are
+// upper bounds: the edge of the power-of-two bucket they fall in.
+type Latency struct {
+	Count  int64   `json:"count"`
+	MeanUs float64 `json:"mean_us"`
+	P50Us  float64 `json:"p50_us"`
+	P90Us  float64 `json:"p90_us"`
+	P99Us  float64 `json:"p99_us"`
+}
+
+// OpStats are one FUSE op's figures.
+type OpStats struct {
+	Count  int64 `json:"count"`
+	Errors int64 `json:"errors"`
+	Latency
+}
+
+// after places the parts of a Snapshot that are not figures among the
+// figures' keys of the stats file: each follows the figure it is keyed
+// by. Policy, switches, bdi and store come first, ops last.
+var after = map[ID][]string{
+	OldestUnsynced: {"at_risk", "powercut_sim"},
+	MsyncBytes:     {"msync_latency"},
+}
+
+// part returns the value of the non-figure key k of s, and whether it
+// is written (the omitempty ones are not, when empty).
+func (s *Snapshot) part(k string) (any, bool) {
+	switch k {
+	case "policy":
+		return s.Policy, true
+	case "switches":
+		return s.Switches, true
+	case "bdi":
+		return s.BDI, s.BDI != nil
+	case "store":
+		return s.Store, true
+	case "at_risk":
+		return s.AtRisk, true
+	case "powercut_sim":
+		return s.PowerCut, s.PowerCut != nil
+	case "msync_latency":
+		return s.MsyncLatency, true
+	case "ops":
+		return s.Ops, true
+	}
+	panic("wire: no part " + k)
+}
+
+// MarshalJSON writes the stats file: the keys in the order of the list.
+func (s Snapshot) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	var err error
+	key := func(k string) {
+		if b.Len() > 1 && b.Bytes()[b.Len()-1] != '{' {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Quote(k))
+		b.WriteByte(':')
+	}
+	value := func(v any) {
+		raw, jerr := json.Marshal(v)
+		if jerr != nil && err == nil {
+			err = jerr
+		}
+		b.Write(raw)
+	}
+	parts := func(ks ...string) {
+		for _, k := range ks {
+			if v, ok := s.part(k); ok {
+				key(k)
+				value(v)
+			}
+		}
+	}
+	parts("policy", "switches", "bdi", "store")
+	group := ""
+	for i, f := range list {
+		id := ID(i)
+		parent, name, nested := strings.Cut(f.Key, ".")
+		if !nested {
+			name = f.Key
+		}
+		if group != "" && (!nested || parent != group) {
+			b.WriteByte('}')
+			group = ""
+		}
+		if nested && group == "" {
+			key(parent)
+			b.WriteByte('{')
+			group = parent
+		}
+		key(name)
+		if f.Unit == Seconds {
+			value(s.Figures.Float(id))
+		} else {
+			b.WriteString(strconv.FormatInt(s.Figures.Get(id), 10))
+		}
+		if f.Last != "" {
+			if msg := s.Figures.LastError(id); msg != "" {
+				key(f.Last)
+				value(msg)
+			}
+		}
+		if group == "" {
+			parts(after[id]...)
+		}
+	}
+	if group != "" {
+		b.WriteByte('}')
+	}
+	parts("ops")
+	b.WriteByte('}')
+	return b.Bytes(), err
+}
+
+// snapshotParts are the keys of the stats file that are not figures.
+type snapshotParts struct {
+	Policy       string             `json:"policy"`
+	Switches     Switches           `json:"switches"`
+	BDI          *BDI               `json:"bdi"`
+	Store        string             `json:"store"`
+	AtRisk       []RiskFile         `json:"at_risk"`
+	PowerCut     *PowerCutStats     `json:"powercut_sim"`
+	MsyncLatency Latency            `json:"msync_latency"`
+	Ops          map[string]OpStats `json:"ops"`
+}
+
+// UnmarshalJSON reads a stats file. A figure the file lacks (from a
+// daemon older than the list) is 0.
+func (s *Snapshot) UnmarshalJSON(data []byte) error {
+	var p snapshotParts
+	if err := json.Unmarshal(data, &p); err != nil {
+		return err
+	}
+	*s = Snapshot{Policy: p.Policy, Switches: p.Switches, BDI: p.BDI, Store: p.Store, AtRisk: p.AtRisk,
+		PowerCut: p.PowerCut, MsyncLatency: p.MsyncLatency, Ops: p.Ops}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(data, &top); err != nil {
+		return err
+	}
+	groups := map[string]map[string]json.RawMessage{}
+	for i, f := range list {
+		id := ID(i)
+		obj, name := top, f.Key
+		if parent, child, nested := strings.Cut(f.Key, "."); nested {
+			g, ok := groups[parent]
+			if !ok {
+				if raw, found := top[parent]; found {
+					if err := json.Unmarshal(raw, &g); err != nil {
+						return fmt.Errorf("%s: %w", parent, err)
+					}
+				}
+				groups[parent] = g
+			}
+			obj, name = g, child
+		}
+		if raw, ok := obj[name]; ok {
+			if f.Unit == Seconds {
+				var secs float64
+				if err := json.Unmarshal(raw, &secs); err != nil {
+					return fmt.Errorf("%s: %w", f.Key, err)
+				}
+				s.Figures.Set(id, int64(math.Round(secs*float64(time.Second))))
+			} else {
+				var n int64
+				if err := json.Unmarshal(raw, &n); err != nil {
+					return fmt.Errorf("%s: %w", f.Key, err)
+				}
+				s.Figures.Set(id, n)
+			}
+		}
+		if raw, ok := top[f.Last]; ok && f.Last != "" {
+			var msg string
+			if err := json.Unmarshal(raw, &msg); err != nil {
+				return fmt.Errorf("%s: %w", f.Last, err)
+			}
+			s.Figures.SetLastError(id, msg)
+		}
+	}
+	return nil
+}
