@@ -2,6 +2,7 @@ package fs
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mmapfs/mmapfs/backing"
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files of testdata/ from what the code gives now")
@@ -158,4 +161,44 @@ func TestMetricsGolden(t *testing.T) {
 		fmt.Fprintf(&out, "%s %s {%s} %s\n", f.GetName(), f.GetType(), strings.Join(names, ","), f.GetHelp())
 	}
 	golden(t, "metrics", out.Bytes())
+}
+
+// TestStatsFileOpen: the stats file opens for reading only, renders the
+// figures at the open (later figures do not change what that descriptor
+// reads) and cannot be changed.
+func TestStatsFileOpen(t *testing.T) {
+	t.Parallel()
+	m := testMountState(t, backing.Options{})
+	sn := &statsNode{virtualFile{m: m, ino: statsIno, perm: 0o444}}
+	for name, flags := range map[string]uint32{"write only": syscall.O_WRONLY, "read-write": syscall.O_RDWR, "truncating": syscall.O_RDONLY | syscall.O_TRUNC} {
+		if _, _, errno := sn.Open(context.Background(), flags); errno != syscall.EACCES {
+			t.Errorf("open %s: %v, want EACCES", name, errno)
+		}
+	}
+	fh, fl, errno := sn.Open(context.Background(), syscall.O_RDONLY)
+	if errno != 0 || fl&fuse.FOPEN_DIRECT_IO == 0 {
+		t.Fatalf("open for reading: %v, flags %#x", errno, fl)
+	}
+	m.stats.bytesRead.Add(12345)
+	h := fh.(*statsHandle)
+	var got []byte
+	for off := int64(0); ; {
+		res, errno := h.Read(context.Background(), make([]byte, 100), off)
+		if errno != 0 {
+			t.Fatal(errno)
+		}
+		chunk, _ := res.Bytes(make([]byte, 100))
+		if len(chunk) == 0 {
+			break
+		}
+		got, off = append(got, chunk...), off+int64(len(chunk))
+	}
+	var s wire.Snapshot
+	if err := json.Unmarshal(got, &s); err != nil || s.Store != m.store.Root() || s.Figures.Get(wire.BytesRead) != 0 {
+		t.Errorf("read in pieces: %v, store %q, bytes_read %d; want the figures of the open", err, s.Store, s.Figures.Get(wire.BytesRead))
+	}
+	var out fuse.AttrOut
+	if errno := sn.Setattr(context.Background(), nil, &fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{Valid: fuse.FATTR_SIZE}}, &out); errno != syscall.EPERM {
+		t.Errorf("truncate: %v, want EPERM", errno)
+	}
 }
