@@ -10,7 +10,7 @@
 // step is checked against an in-memory model of the files: the size
 // (fstat) and the bytes the step touched after every step; the whole of
 // every file, through the directory and (with Config.Store) as the file
-// that backs it, every fullEvery steps, after a remount or a crash and at
+// that backs it, every 200 steps, after a remount or a crash and at
 // the end. A failure reports the seed, the step, the model's sizes, the
 // last operations and the command that replays it.
 //
