@@ -4,7 +4,9 @@
 //
 // Node (node.go) is every file, directory, symlink and special file of
 // the mount; the stats and control files at the root are the only other
-// nodes (statsfile.go, control.go). It embeds go-fuse's fs.Inode and
+// nodes (statsfile.go, control.go; what they say, and the one list of
+// figures behind the stats, the metrics and `mmapfs stats`, are package
+// fs/wire's). It embeds go-fuse's fs.Inode and
 // implements each operation itself. The namespace operations
 // (namespace.go: lookup, mkdir, mknod, symlink, link, unlink, rmdir,
 // rename, readlink, readdir, statfs, statx, xattrs; ioctl.go: file
@@ -27,6 +29,9 @@
 // Getattr, Setattr, Getxattr, Setxattr, Removexattr, Listxattr,
 // CopyFileRange, Tmpfile, Statx, Statfs), each with its interface check
 // beside it, and the node numbers are the loopback's (stableAttr).
+// TestNodeCoversLoopback fails when a later go-fuse gives the loopback a
+// method Node lacks, until it is implemented or dropped here with the
+// reason.
 // Operations neither implemented are go-fuse's defaults, as they were:
 // ACCESS is checked against Getattr's mode and owner (and with
 // default_permissions the kernel checks before asking); POSIX and flock

@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -261,12 +261,7 @@ func printStats(w io.Writer, s *wire.Snapshot) error {
 		printAtRisk(tw, s.AtRisk, 10)
 	}
 	fmt.Fprintf(tw, "\nFUSE op\tcount\terrors\tmean\tp50\tp90\tp99\n")
-	ops := make([]string, 0, len(s.Ops))
-	for op := range s.Ops {
-		ops = append(ops, op)
-	}
-	sort.Strings(ops)
-	for _, op := range ops {
+	for _, op := range slices.Sorted(maps.Keys(s.Ops)) {
 		o := s.Ops[op]
 		if o.Count == 0 {
 			fmt.Fprintf(tw, "%s\t0\t%d\t-\t-\t-\t-\n", op, o.Errors)
