@@ -110,6 +110,8 @@ func (n *Node) unnamedFd() (int, string, func() error, error) {
 	return fd, "", func() error { return unix.Close(fd) }, nil
 }
 
+var _ = (gofs.NodeOnForgetter)((*Node)(nil))
+
 // OnForget drops the node's cached directory descriptor: the kernel
 // forgot the node.
 func (n *Node) OnForget() {
@@ -117,8 +119,6 @@ func (n *Node) OnForget() {
 		n.m.log.Printf("forget %q: %v", n.rel(), err)
 	}
 }
-
-var _ = (gofs.NodeOnForgetter)((*Node)(nil))
 
 // withDir calls fn with the node's own directory open (for operations on
 // its children); op and the child's name label an error.
