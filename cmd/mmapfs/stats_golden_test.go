@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"flag"
 	"os"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files of testdata/ from what the code prints now")
@@ -64,4 +67,30 @@ func TestStatsGolden(t *testing.T) {
 	}
 	golden(t, "stats-later.table", table.Bytes())
 	golden(t, "stats.watch", []byte(watchHeader+"\n"+watchLine(s, later, 2*time.Second)+"\n"))
+}
+
+// TestEveryFigureShows: each figure of wire's list with a Row is in the
+// table (a quiet one once it is not 0) and each with a --watch column is
+// in the header: a new figure needs no code here to show.
+func TestEveryFigureShows(t *testing.T) {
+	t.Parallel()
+	var s wire.Snapshot
+	for i, f := range wire.Figures() {
+		s.Figures.Set(wire.ID(i), 1)
+		if f.Watch.At > 0 && !strings.Contains(watchHeader, "  "+f.Watch.Title) {
+			t.Errorf("%s: --watch header %q lacks its column %q", f.Key, watchHeader, f.Watch.Title)
+		}
+	}
+	var table bytes.Buffer
+	if err := printStats(&table, &s); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range wire.Figures() {
+		if f.Row != "" && !strings.Contains(table.String(), "\n"+f.Row+"  ") {
+			t.Errorf("%s: the table lacks its row %q:\n%s", f.Key, f.Row, table.String())
+		}
+	}
+	if n := len(strings.Fields(watchLine(&s, &s, time.Second))); n != len(watchColumns)+1 {
+		t.Errorf("a --watch line has %d values, want %d", n, len(watchColumns)+1)
+	}
 }
