@@ -359,3 +359,66 @@ func TestNodeCoversLoopback(t *testing.T) {
 		}
 	}
 }
+
+// TestTreeNoEscape: a symlink planted in the store is a symlink node,
+// and nothing is looked up, listed or made through it: resolution
+// beneath the store refuses it (ELOOP, logged), so the directory it
+// points to outside the store is never reached.
+func TestTreeNoEscape(t *testing.T) {
+	t.Parallel()
+	tt := newTestTree(t, DefaultOptions())
+	outside := t.TempDir()
+	if err := os.WriteFile(filepath.Join(outside, "secret"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(tt.store, "d")); err != nil {
+		t.Fatal(err)
+	}
+	d := lookup(t, tt.raw, "d")
+	if d.Mode&syscall.S_IFMT != syscall.S_IFLNK {
+		t.Fatalf("d has mode %#o, want a symlink", d.Mode)
+	}
+	h := header(d.NodeId)
+	var out fuse.EntryOut
+	if st := tt.raw.Lookup(nil, &h, "secret", &out); st != fuse.Status(syscall.ELOOP) {
+		t.Errorf("LOOKUP secret through the symlink: %v, want ELOOP", st)
+	}
+	if st := tt.raw.Mkdir(nil, &fuse.MkdirIn{InHeader: h, Mode: 0o755}, "new", &out); st != fuse.Status(syscall.ELOOP) {
+		t.Errorf("MKDIR through the symlink: %v, want ELOOP", st)
+	}
+	if st := tt.raw.Unlink(nil, &h, "secret"); st != fuse.Status(syscall.ELOOP) {
+		t.Errorf("UNLINK through the symlink: %v, want ELOOP", st)
+	}
+	if ents, err := os.ReadDir(outside); err != nil || len(ents) != 1 {
+		t.Errorf("outside the store: %v, %v; want secret alone", ents, err)
+	}
+	if !strings.Contains(tt.logs.String(), "refused to follow a symlink inside the store") {
+		t.Errorf("no log line says a symlink was refused: %q", tt.logs.String())
+	}
+}
+
+// TestTreeVirtualFiles: the stats and control files at the root cannot
+// be removed or renamed over.
+func TestTreeVirtualFiles(t *testing.T) {
+	t.Parallel()
+	tt := newTestTree(t, DefaultOptions())
+	if err := os.WriteFile(filepath.Join(tt.store, "f"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := header(fuse.FUSE_ROOT_ID)
+	for _, name := range []string{StatsName, ControlName} {
+		if st := tt.raw.Unlink(nil, &h, name); st != fuse.EPERM {
+			t.Errorf("UNLINK %s: %v, want EPERM", name, st)
+		}
+		in := &fuse.RenameIn{InHeader: h, Newdir: fuse.FUSE_ROOT_ID}
+		if st := tt.raw.Rename(nil, in, "f", name); st != fuse.EPERM {
+			t.Errorf("RENAME f onto %s: %v, want EPERM", name, st)
+		}
+		if st := tt.raw.Rename(nil, in, name, "g"); st != fuse.EPERM {
+			t.Errorf("RENAME %s: %v, want EPERM", name, st)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(tt.store, "f")); err != nil {
+		t.Errorf("f after the refused renames: %v", err)
+	}
+}
