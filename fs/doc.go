@@ -6,19 +6,19 @@
 // the mount; the stats and control files at the root are the only other
 // nodes (statsfile.go, control.go; what they say, and the one list of
 // figures behind the stats, the metrics and `mmapfs stats`, are package
-// fs/wire's). It embeds go-fuse's fs.Inode and
-// implements each operation itself. The namespace operations
-// (namespace.go: lookup, mkdir, mknod, symlink, link, unlink, rmdir,
-// rename, readlink, readdir, statfs, statx, xattrs; ioctl.go: file
-// flags) act with the *at system calls on O_PATH descriptors of
-// directories opened beneath the store root by
-// openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS) (backing.Store.OpenDir,
-// cached in dircache.go), never following a symlink; directories, names,
-// links, symlinks, permissions and xattrs stay in the store directory as
-// its filesystem keeps them. Every regular file opened on the mount is
-// served by one backing.Blob per backing inode: reads copy out of its
-// MAP_SHARED mapping, writes copy into it, fsync msyncs the pages
-// written, truncate and fallocate resize it.
+// fs/wire's). Node embeds go-fuse's fs.Inode and implements each
+// operation itself. The namespace operations (namespace.go: lookup,
+// mkdir, mknod, symlink, link, unlink, rmdir, rename, readlink, readdir,
+// statfs, statx, xattrs; ioctl.go: file flags) act with the *at system
+// calls on O_PATH descriptors of directories opened beneath the store
+// root by openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)
+// (backing.Store.OpenDir, cached in dircache.go), never following a
+// symlink; directories, names, links, symlinks, permissions and xattrs
+// stay in the store directory as its filesystem keeps them. Every
+// regular file opened on the mount is served by one backing.Blob per
+// backing inode: reads copy out of its MAP_SHARED mapping, writes copy
+// into it, fsync msyncs the pages written, truncate and fallocate resize
+// it.
 //
 // Node does not build on go-fuse's LoopbackNode, which it once embedded:
 // the loopback resolves path strings from the root and follows symlinks
@@ -31,15 +31,15 @@
 // beside it, and the node numbers are the loopback's (stableAttr).
 // TestNodeCoversLoopback fails when a later go-fuse gives the loopback a
 // method Node lacks, until it is implemented or dropped here with the
-// reason.
-// Operations neither implemented are go-fuse's defaults, as they were:
-// ACCESS is checked against Getattr's mode and owner (and with
+// reason. Operations neither implements are go-fuse's defaults, as they
+// were: ACCESS is checked against Getattr's mode and owner (and with
 // default_permissions the kernel checks before asking); POSIX and flock
 // locks never reach the daemon: the mount leaves go-fuse's EnableLocks
 // off, so the kernel is not offered the lock capabilities and keeps the
-// locks for the mount itself (the README's Limits); FSYNCDIR fsyncs the directory stream's
-// descriptor; LSEEK with SEEK_DATA or SEEK_HOLE goes to the handle
-// (handle.go), the other whences the kernel answers itself.
+// locks for the mount itself (the README's Limits); FSYNCDIR fsyncs the
+// directory stream's descriptor; LSEEK with SEEK_DATA or SEEK_HOLE goes
+// to the handle (handle.go), the other whences the kernel answers
+// itself.
 //
 // It must never touch a mapping itself (only backing does, through its
 // fault-safe functions), and must never be used to serve a mount from a
@@ -57,17 +57,19 @@
 // the copy out of or into the mapping, with a fault on mapped memory
 // turned into an error instead of a dead daemon. go-fuse's reply then
 // copies the read bytes to the kernel from the request's own buffer,
-// never from the mapping. No other code between the kernel and the
-// mapping: the counters (counting.go) and killpriv.go wrap the request
-// around the node tree, not inside it.
+// never from the mapping. No other code stands between the kernel and
+// the mapping: the counters (counting.go) and killpriv.go wrap the
+// request around the node tree, not inside it.
 //
 // # Error handling
 //
 // Inside, errors are wrapped with the operation and path. They become a
 // syscall.Errno only at the FUSE boundary, in errno(), with errors.As: an
 // error without an errno in its chain is EIO. Errors that mean lost or
-// refused data (EIO, ENOSPC, EDQUOT, EROFS, EFBIG) are logged there, once,
-// with the file's name.
+// refused data (EIO, ENOSPC, EDQUOT, EROFS, EFBIG), and EACCES or EPERM
+// (the store refusing the daemon, or a file flag refusing the change),
+// are logged there, once, with the file's name; ELOOP too, saying that a
+// symlink in the store was refused.
 //
 // # Kernel caching
 //
