@@ -49,6 +49,20 @@ type daemon struct {
 	err  error         // from cmd.Wait; read only after done is closed
 }
 
+// startDaemon starts cmd, a run of the binary, and reaps it when it exits.
+func startDaemon(t testing.TB, cmd *exec.Cmd) *daemon {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", binPath, err)
+	}
+	d := &daemon{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		d.err = cmd.Wait()
+		close(d.done)
+	}()
+	return d
+}
+
 func (d *daemon) exited() bool {
 	select {
 	case <-d.done:
@@ -134,14 +148,7 @@ func (m *mount) start(t testing.TB) {
 	}
 	cmd.Stdout = m.out
 	cmd.Stderr = m.out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", binPath, err)
-	}
-	d := &daemon{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		d.err = cmd.Wait()
-		close(d.done)
-	}()
+	d := startDaemon(t, cmd)
 	m.mu.Lock()
 	m.d = d
 	m.down = false
@@ -547,14 +554,7 @@ func runBinary(t testing.TB, timeout time.Duration, guard []string, args ...stri
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", binPath, err)
-	}
-	d := &daemon{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		d.err = cmd.Wait()
-		close(d.done)
-	}()
+	d := startDaemon(t, cmd)
 	res := runResult{exitCode: -1}
 	if d.waitExit(timeout) {
 		res.elapsed = time.Since(start)
