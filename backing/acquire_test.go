@@ -16,17 +16,18 @@ func holdMapping(t *testing.T, name string) (entered <-chan struct{}, release fu
 	t.Helper()
 	in, out := make(chan struct{}), make(chan struct{})
 	var once, onceOut sync.Once
-	testHookMapping = func(n string) {
+	hook := func(n string) {
 		if n != name {
 			return
 		}
 		once.Do(func() { close(in) })
 		<-out
 	}
+	testHookMapping.Store(&hook)
 	release = func() { onceOut.Do(func() { close(out) }) }
 	t.Cleanup(func() {
 		release()
-		testHookMapping = nil
+		testHookMapping.Store(nil)
 	})
 	return in, release
 }
@@ -51,16 +52,16 @@ func within(t *testing.T, d time.Duration, what string, fn func() error) {
 // stats of other files go on.
 func TestOpenMapsOutsideStoreLock(t *testing.T) {
 	s := newStoreWith(t, t.TempDir(), Options{Populate: true})
-	for _, name := range []string{"slow", "other", "held"} {
+	for _, name := range []string{"held-slow", "other", "held"} {
 		if err := os.WriteFile(filepath.Join(s.Root(), name), pattern(1, 0, 3*pageSize), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
 	held := openBlob(t, s, "held")
-	entered, release := holdMapping(t, "slow")
+	entered, release := holdMapping(t, "held-slow")
 	slow := make(chan error, 1)
 	go func() {
-		b, err := s.Open("slow", rw, 0)
+		b, err := s.Open("held-slow", rw, 0)
 		if err == nil {
 			err = s.Release(b)
 		}
@@ -92,22 +93,22 @@ func TestOpenMapsOutsideStoreLock(t *testing.T) {
 // second one.
 func TestOpenWaitsForSameFile(t *testing.T) {
 	s := newStore(t)
-	if err := os.WriteFile(filepath.Join(s.Root(), "f"), pattern(2, 0, 2*pageSize), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(s.Root(), "held-f"), pattern(2, 0, 2*pageSize), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	entered, release := holdMapping(t, "f")
+	entered, release := holdMapping(t, "held-f")
 	type result struct {
 		b   *Blob
 		err error
 	}
 	first, second := make(chan result, 1), make(chan result, 1)
 	go func() {
-		b, err := s.Open("f", rw, 0)
+		b, err := s.Open("held-f", rw, 0)
 		first <- result{b, err}
 	}()
 	<-entered
 	go func() {
-		b, err := s.Open("f", rw, 0)
+		b, err := s.Open("held-f", rw, 0)
 		second <- result{b, err}
 	}()
 	select {

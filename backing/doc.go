@@ -66,6 +66,21 @@
 // the flags to put a file back. The details and the rules measured on
 // ext4 are in flags.go.
 //
+// # Files
+//
+// One concern a file: store.go, the Store (options, lifecycle, the table
+// of blobs and its reference counts, the ledger of what closed blobs owe
+// the disk); resolve.go, how a name becomes a descriptor; blob.go, the
+// Blob and its mapping (reads, grow and remap, faults, upgrade, close);
+// write.go, the changes (WriteAt, Truncate, Allocate) behind one gate;
+// sync.go, durability; pageset.go, the dirty ledger's page sets;
+// policy.go, the writeback policies; flags.go, immutable and append-only
+// files; resident.go, the bound on resident blobs; unmap.go, the batch of
+// unmaps; journal.go, the power-cut simulation's saved pages, and
+// powercut.go, the cut; atrisk.go, what a power cut now would cost;
+// counters.go, the figures; fault.go, the only code that touches mapped
+// memory or uses unsafe.
+//
 // # Locking
 //
 // The locks, as a tree: a lock is taken only while holding the locks on
@@ -93,7 +108,7 @@
 //	│                (writeOnce lets go and relocks), and never across a
 //	│                request to the mount itself.
 //	├── simFile.mu   the power-cut simulation's saved pages and synced
-//	│   │            size of one file (powercut.go). Held across the page
+//	│   │            size of one file (journal.go). Held across the page
 //	│   │            copies of simSave (they can fault) and a cut's
 //	│   │            ftruncate, pwrite and fdatasync; never while taking
 //	│   │            Store.mu or Blob.mu.

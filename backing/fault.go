@@ -58,24 +58,6 @@ func copyGuarded(dst, src []byte, off int64) (n int, err error) {
 	return n, nil
 }
 
-// zeroGuarded clears dst, a range of the mapping, and returns a
-// *faultError if a page faulted.
-func zeroGuarded(dst []byte) (err error) {
-	old := debug.SetPanicOnFault(true)
-	defer func() {
-		debug.SetPanicOnFault(old)
-		if r := recover(); r != nil {
-			addr, ok := faultAddr(r)
-			if !ok {
-				panic(r)
-			}
-			err = &faultError{addr: addr}
-		}
-	}()
-	clear(dst)
-	return nil
-}
-
 // mincore fills vec (one byte per page of m) with mincore(2): bit 0 of
 // vec[i] is set when page i of m is resident. It reads no mapped memory,
 // so it cannot fault. x/sys/unix has no wrapper for it on Linux.

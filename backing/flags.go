@@ -280,7 +280,7 @@ func (b *Blob) writeFdLocked() int {
 // writeFlagged is WriteAt for a blob whose file carries a flag or which is
 // written through its append descriptor (see the top of this file).
 func (b *Blob) writeFlagged(p []byte, off int64) (int, error) {
-	if err := b.lock(); err != nil {
+	if _, err := b.beginChange("write", true, flagImmutable, false); err != nil {
 		return 0, err
 	}
 	n, at, written, extended, err := b.writeFlaggedLocked(p, off)
@@ -302,20 +302,13 @@ func (b *Blob) writeFlagged(p []byte, off int64) (int, error) {
 	return n, b.afterWrite(at, at+int64(written), extended)
 }
 
-// writeFlaggedLocked does writeFlagged under b.mu (held exclusively). It
+// writeFlaggedLocked does writeFlagged under b.mu (held exclusively, past
+// beginChange: not cut, not immutable, a descriptor that writes). It
 // returns the bytes of p accounted for (n), where the bytes it wrote
 // landed (at, written of them) and whether that extended the file.
 func (b *Blob) writeFlaggedLocked(p []byte, off int64) (n int, at int64, written int, extended bool, err error) {
-	if err := b.cutErr("write"); err != nil {
-		return 0, 0, 0, false, err
-	}
-	f := b.flags.Load()
-	if f&flagImmutable != 0 {
-		return 0, 0, 0, false, b.flagErr("write", f)
-	}
 	var skip int
-	switch {
-	case b.writable:
+	if b.writable {
 		// A descriptor from before the file became append-only:
 		// ext4 lets it write anywhere. pwrite(2) sets the size and
 		// the mtime itself.
@@ -327,7 +320,8 @@ func (b *Blob) writeFlaggedLocked(p []byte, off int64) (n int, at int64, written
 		if err != nil {
 			err = b.pathErr("write", fmt.Errorf("pwrite at %d: %w", off+int64(written), err))
 		}
-	case b.afd >= 0:
+	} else {
+		// Not writable, past beginChange: written through afd.
 		if off > b.size {
 			return 0, 0, 0, false, b.pathErr("write", fmt.Errorf("at %d, past the end %d of an append-only file (chattr +a): %w", off, b.size, syscall.EPERM))
 		}
@@ -364,8 +358,6 @@ func (b *Blob) writeFlaggedLocked(p []byte, off int64) (n int, at int64, written
 				at = pos - int64(written)
 			}
 		}
-	default:
-		return 0, 0, 0, false, b.pathErr("write", fmt.Errorf("blob is mapped read-only: %w", syscall.EBADF))
 	}
 	if written > 0 {
 		// What the kernel just set is newer than any pending mtime,
@@ -466,58 +458,37 @@ func liftFlags(fd int, name string, fn func(wfd int) error) (err error) {
 
 // pwriteAll writes all of p at off, as far as the file takes it.
 func pwriteAll(fd int, p []byte, off int64) (int, error) {
-	n := 0
-	for n < len(p) {
-		w, err := unix.Pwrite(fd, p[n:], off+int64(n))
-		if err != nil {
-			if err == syscall.EINTR {
-				continue
-			}
-			return n, err
-		}
-		if w == 0 {
-			return n, syscall.EIO
-		}
-		n += w
-	}
-	return n, nil
+	return allOf(p, func(rest []byte, done int) (int, error) { return unix.Pwrite(fd, rest, off+int64(done)) })
 }
 
 // writeAll writes all of p with write(2).
 func writeAll(fd int, p []byte) (int, error) {
-	n := 0
-	for n < len(p) {
-		w, err := unix.Write(fd, p[n:])
-		if err != nil {
-			if err == syscall.EINTR {
-				continue
-			}
-			return n, err
-		}
-		if w == 0 {
-			return n, syscall.EIO
-		}
-		n += w
-	}
-	return n, nil
+	return allOf(p, func(rest []byte, _ int) (int, error) { return unix.Write(fd, rest) })
 }
 
 // preadAll fills p from off; a short file is EIO (the caller read below
 // the size it knows).
 func preadAll(fd int, p []byte, off int64) (int, error) {
+	return allOf(p, func(rest []byte, done int) (int, error) { return unix.Pread(fd, rest, off+int64(done)) })
+}
+
+// allOf repeats io, one read or write of rest (what is left of p, after
+// done bytes), until all of p is done, and returns how many bytes were.
+// EINTR is tried again; a call that moves nothing is EIO.
+func allOf(p []byte, io func(rest []byte, done int) (int, error)) (int, error) {
 	n := 0
 	for n < len(p) {
-		r, err := unix.Pread(fd, p[n:], off+int64(n))
+		m, err := io(p[n:], n)
+		if err == syscall.EINTR {
+			continue
+		}
 		if err != nil {
-			if err == syscall.EINTR {
-				continue
-			}
 			return n, err
 		}
-		if r == 0 {
+		if m == 0 {
 			return n, syscall.EIO
 		}
-		n += r
+		n += m
 	}
 	return n, nil
 }

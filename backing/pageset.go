@@ -39,16 +39,22 @@ func (s *pageSet) addRange(first, end int64) {
 		}
 		chunkEnd := min(end, (ci+1)*chunkPages)
 		for p < chunkEnd {
-			bit := p % chunkPages
-			w := bit / 64
-			lo := bit % 64
-			hi := min(int64(64), lo+(chunkEnd-p))
-			mask := maskBits(lo, hi)
+			w, mask, next := wordMask(p, chunkEnd)
 			s.count += int64(bits.OnesCount64(mask &^ c[w]))
 			c[w] |= mask
-			p += hi - lo
+			p = next
 		}
 	}
+}
+
+// wordMask returns, for page p of a chunk whose pages of interest end at
+// chunkEnd, the word of the chunk p falls in, the mask of the pages of
+// [p, chunkEnd) in that word, and the first page past them.
+func wordMask(p, chunkEnd int64) (w int64, mask uint64, next int64) {
+	bit := p % chunkPages
+	lo := bit % 64
+	hi := min(int64(64), lo+(chunkEnd-p))
+	return bit / 64, maskBits(lo, hi), p + hi - lo
 }
 
 // maskBits returns a word with bits [lo, hi) set, 0 <= lo < hi <= 64.
@@ -96,14 +102,10 @@ func (s *pageSet) removeRange(first, end int64) {
 			continue
 		}
 		for p < chunkEnd {
-			bit := p % chunkPages
-			w := bit / 64
-			lo := bit % 64
-			hi := min(int64(64), lo+(chunkEnd-p))
-			mask := maskBits(lo, hi)
+			w, mask, next := wordMask(p, chunkEnd)
 			s.count -= int64(bits.OnesCount64(mask & c[w]))
 			c[w] &^= mask
-			p += hi - lo
+			p = next
 		}
 		if *c == (chunk{}) {
 			delete(s.chunks, ci)
