@@ -50,16 +50,17 @@
 //
 // A READ and a WRITE each pass through three files. fs/handle.go:
 // handle.Read and handle.Write, one call on the open file's Blob and the
-// errno at the boundary. backing/blob.go: Blob.ReadAt takes the mapping's
-// read lock and clips the read to the file's size; Blob.WriteAt grows the
-// file and its mapping first if the write extends it, marks the range
-// dirty and applies the writeback policy. backing/fault.go: copyGuarded,
-// the copy out of or into the mapping, with a fault on mapped memory
-// turned into an error instead of a dead daemon. go-fuse's reply then
-// copies the read bytes to the kernel from the request's own buffer,
-// never from the mapping. No other code stands between the kernel and
-// the mapping: the counters (counting.go) and killpriv.go wrap the
-// request around the node tree, not inside it.
+// errno at the boundary. backing/blob.go for a read, backing/write.go for
+// a write: Blob.ReadAt takes the mapping's read lock and clips the read to
+// the file's size; Blob.WriteAt grows the file and its mapping first if
+// the write extends it, marks the range dirty and applies the writeback
+// policy. backing/fault.go: copyGuarded, the copy out of or into the
+// mapping, with a fault on mapped memory turned into an error instead of
+// a dead daemon. go-fuse's reply then copies the read bytes to the
+// kernel from the request's own buffer, never from the mapping. No other
+// code stands between the kernel and the mapping: the counters
+// (counting.go) and killpriv.go wrap the request around the node tree,
+// not inside it.
 //
 // # Error handling
 //
