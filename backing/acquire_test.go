@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -138,4 +139,46 @@ func TestOpenWaitsForSameFile(t *testing.T) {
 	}
 	release1(r1.b)
 	release1(r2.b)
+}
+
+// TestFindWaitsForOpen: Find of a file whose first open is still mapping
+// it waits for that open and returns its blob, instead of reporting the
+// file as not open (a truncate by name would then go around the blob).
+func TestFindWaitsForOpen(t *testing.T) {
+	s := newStore(t)
+	path := filepath.Join(s.Root(), "held-find")
+	if err := os.WriteFile(path, pattern(3, 0, 2*pageSize), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	entered, release := holdMapping(t, "held-find")
+	opened := make(chan *Blob, 1)
+	go func() {
+		b, err := s.Open("held-find", rw, 0)
+		if err != nil {
+			t.Error(err)
+		}
+		opened <- b
+	}()
+	<-entered
+	found := make(chan *Blob, 1)
+	go func() { found <- s.Find(&st) }()
+	select {
+	case b := <-found:
+		t.Fatalf("Find returned %v while the first open was still mapping the file", b)
+	case <-time.After(100 * time.Millisecond):
+	}
+	release()
+	b1, b2 := <-opened, <-found
+	if b1 == nil || b2 != b1 {
+		t.Fatalf("Find returned %p, the open %p; want the open's blob", b2, b1)
+	}
+	for _, b := range []*Blob{b1, b2} {
+		if err := s.Release(b); err != nil {
+			t.Error(err)
+		}
+	}
 }

@@ -121,13 +121,13 @@
 //	                 released.
 //
 // Blob.flags, Blob.caps, Blob.used, Blob.mtime, Store.cut, Store.drops
-// and the counters are atomics and need no lock. An open that finds its
-// file in Store.opening (another open is mapping it outside Store.mu)
-// waits on that channel holding no lock, then shares the blob. How the
-// store keeps system calls out of Store.mu: a first open fstats before it
-// takes the lock and maps after it, then installs the blob and re-checks
-// (acquireOpen, install); the sweep picks under it and drops outside it
-// (evictOver); descriptors that records let go of are closed after it
-// (Release, syncfs, install); and every mapping a blob lets go of goes to
-// the batch of unmaps.
+// and the counters are atomics and need no lock. An open (or a Find)
+// that finds its file in Store.opening (another open is mapping it
+// outside Store.mu) waits on that channel holding no lock, then shares
+// the blob. How the store keeps system calls out of Store.mu: a first
+// open fstats before it takes the lock and maps after it, then installs
+// the blob and re-checks (acquireOpen, install); the sweep picks under it
+// and drops outside it (evictOver); descriptors that records let go of
+// are closed after it (Release, syncfs, install); and every mapping a
+// blob lets go of goes to the batch of unmaps.
 package backing

@@ -404,15 +404,26 @@ func (s *Store) install(key fileKey, done chan struct{}, b *Blob, err error) (*B
 }
 
 // Find returns the open Blob of the file described by st, with a reference
-// the caller must Release, or nil if the file is not open.
+// the caller must Release, or nil if the file is not open. A first open
+// of the file that is still mapping it is waited for, so that a change
+// made by name (a truncate) goes through the blob that open makes.
 func (s *Store) Find(st *syscall.Stat_t) *Blob {
+	key := fileKey{dev: st.Dev, ino: st.Ino}
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	b := s.blobs[fileKey{dev: st.Dev, ino: st.Ino}]
-	if b != nil {
-		s.refLocked(b)
+	for {
+		if b := s.blobs[key]; b != nil {
+			s.refLocked(b)
+			s.mu.Unlock()
+			return b
+		}
+		wait := s.opening[key]
+		s.mu.Unlock()
+		if wait == nil {
+			return nil
+		}
+		<-wait
+		s.mu.Lock()
 	}
-	return b
 }
 
 // Release gives back a reference taken by Open or Find. After the last
