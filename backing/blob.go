@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 // maxSlack bounds how far the mapping's capacity runs ahead of the file when
@@ -175,23 +177,23 @@ func (b *Blob) ensureCapLocked(need int64) error {
 			return b.pathErr("mmap", fmt.Errorf("%d bytes: %w", capacity, err))
 		}
 		b.data = data
-		b.store.stats.mappings.Add(1)
+		b.store.stats.add(wire.Mappings, 1)
 	} else {
 		data, err := unix.Mremap(b.data, int(capacity), unix.MREMAP_MAYMOVE)
 		if err != nil {
 			return b.pathErr("mremap", fmt.Errorf("%d to %d bytes: %w", len(b.data), capacity, err))
 		}
-		b.store.stats.mappedBytes.Add(-int64(len(b.data)))
+		b.store.stats.add(wire.MappedBytes, -int64(len(b.data)))
 		b.data = data
-		b.store.stats.remaps.Add(1)
+		b.store.stats.add(wire.Remaps, 1)
 	}
-	b.store.stats.mappedBytes.Add(int64(len(b.data)))
+	b.store.stats.add(wire.MappedBytes, int64(len(b.data)))
 	if adv := b.store.opts.Advice; adv != AdviceNormal {
 		// Advice is a hint: a kernel or filesystem that does not take
 		// it (MADV_HUGEPAGE on a filesystem without large folios) is
 		// no reason to fail the open. The error is kept for stats.
 		if err := unix.Madvise(b.data, adv.madv()); err != nil {
-			b.store.stats.adviceErrors.Add(1)
+			b.store.stats.add(wire.MadviseErrors, 1)
 		}
 	}
 	return nil
@@ -324,7 +326,7 @@ func (b *Blob) Resident() (int64, error) {
 // faulting page could be allocated now. It refreshes the size if the blob was
 // truncated behind the daemon's back.
 func (b *Blob) faulted(op string, off int64, write bool) error {
-	b.store.stats.faults.Add(1)
+	b.store.stats.add(wire.Faults, 1)
 	if err := b.lock(); err != nil {
 		return err
 	}

@@ -9,77 +9,32 @@ import (
 	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
-// counters are the store's running figures, updated atomically. Each is
-// a figure of wire's list: report says which.
+// counters are the store's running figures, updated atomically: the
+// figures of wire's list it counts (by their wire.ID: add, fail), the
+// sync latencies, and the power-cut simulation's own figures.
 type counters struct {
-	opens       atomic.Int64
-	mappings    atomic.Int64
-	mappedBytes atomic.Int64
-	remaps      atomic.Int64
-	faults      atomic.Int64
-	syncCalls   atomic.Int64
-	syncBytes   atomic.Int64
-	syncHist    latency.Histogram
-	asyncCalls  atomic.Int64
-	asyncBytes  atomic.Int64
-
-	evictions     atomic.Int64
-	reopens       atomic.Int64
-	evictErrors   atomic.Int64
-	lastEvictErr  atomic.Pointer[string]
-	ignoredFsyncs atomic.Int64
-	adviceErrors  atomic.Int64
-	passErrors    atomic.Int64
-	lastPassError atomic.Pointer[string]
-	simBytes      atomic.Int64 // bytes the power-cut simulation holds
-	simErrors     atomic.Int64
-	lastSimError  atomic.Pointer[string]
+	figures      *wire.Counters // set by Open, read only
+	syncHist     latency.Histogram
+	simBytes     atomic.Int64 // bytes the power-cut simulation holds
+	simErrors    atomic.Int64
+	lastSimError atomic.Pointer[string]
 }
 
-// report sets the figures of v that the counters count.
-func (c *counters) report(v *wire.Values) {
-	v.Set(wire.BlobsOpened, c.opens.Load())
-	v.Set(wire.Mappings, c.mappings.Load())
-	v.Set(wire.MappedBytes, c.mappedBytes.Load())
-	v.Set(wire.Remaps, c.remaps.Load())
-	v.Set(wire.Faults, c.faults.Load())
-	v.Set(wire.MsyncCalls, c.syncCalls.Load())
-	v.Set(wire.MsyncBytes, c.syncBytes.Load())
-	v.Set(wire.AsyncCalls, c.asyncCalls.Load())
-	v.Set(wire.AsyncBytes, c.asyncBytes.Load())
-	v.Set(wire.Evictions, c.evictions.Load())
-	v.Set(wire.Reopens, c.reopens.Load())
-	v.Set(wire.EvictErrors, c.evictErrors.Load())
-	v.SetLastError(wire.EvictErrors, last(&c.lastEvictErr))
-	v.Set(wire.IgnoredFsyncs, c.ignoredFsyncs.Load())
-	v.Set(wire.MadviseErrors, c.adviceErrors.Load())
-	v.Set(wire.PassErrors, c.passErrors.Load())
-	v.SetLastError(wire.PassErrors, last(&c.lastPassError))
-}
+// add adds n to the figure id.
+func (c *counters) add(id wire.ID, n int64) { c.figures.Add(id, n) }
 
-// last returns the message p holds, "" for none.
-func last(p *atomic.Pointer[string]) string {
-	if msg := p.Load(); msg != nil {
-		return *msg
-	}
-	return ""
-}
+// fail counts an error of the figure id and keeps it as its last one.
+func (c *counters) fail(id wire.ID, err error) { c.figures.Fail(id, err) }
 
 func (c *counters) recordSync(bytes int64, d time.Duration) {
-	c.syncCalls.Add(1)
-	c.syncBytes.Add(bytes)
+	c.add(wire.MsyncCalls, 1)
+	c.add(wire.MsyncBytes, bytes)
 	c.syncHist.Observe(d)
 }
 
 func (c *counters) recordAsync(bytes int64, d time.Duration) {
-	c.asyncCalls.Add(1)
-	c.asyncBytes.Add(bytes)
-}
-
-func (c *counters) setEvictError(err error) {
-	c.evictErrors.Add(1)
-	msg := err.Error()
-	c.lastEvictErr.Store(&msg)
+	c.add(wire.AsyncCalls, 1)
+	c.add(wire.AsyncBytes, bytes)
 }
 
 func (c *counters) setSimError(err error) {
@@ -88,10 +43,12 @@ func (c *counters) setSimError(err error) {
 	c.lastSimError.Store(&msg)
 }
 
-func (c *counters) setPassError(err error) {
-	c.passErrors.Add(1)
-	msg := err.Error()
-	c.lastPassError.Store(&msg)
+// last returns the message p holds, "" for none.
+func last(p *atomic.Pointer[string]) string {
+	if msg := p.Load(); msg != nil {
+		return *msg
+	}
+	return ""
 }
 
 // Stats is a snapshot of the store's figures.
@@ -115,7 +72,7 @@ func (s *Store) Stats() (Stats, error) {
 	c := &s.stats
 	st := Stats{SyncLatency: c.syncHist.Snapshot()}
 	f := &st.Figures
-	c.report(f)
+	c.figures.Report(f)
 	unsynced, oldest := s.Unsynced()
 	f.Set(wire.UnsyncedBytes, unsynced)
 	f.SetSince(wire.OldestUnsynced, oldest)

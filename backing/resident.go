@@ -6,6 +6,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 // Residency: a Blob is resident while it has a descriptor and a mapping.
@@ -79,7 +81,7 @@ func (b *Blob) reopen() error {
 	if err != nil {
 		return err
 	}
-	b.store.stats.reopens.Add(1)
+	b.store.stats.add(wire.Reopens, 1)
 	b.store.noteResident(b)
 	return nil
 }
@@ -220,12 +222,12 @@ func (s *Store) evictOver(keep *Blob) {
 		ok, err := c.evictLocked()
 		c.mu.Unlock()
 		if err != nil {
-			s.stats.setEvictError(err)
+			s.stats.fail(wire.EvictErrors, err)
 		}
 		s.mu.Lock()
 		switch {
 		case ok:
-			s.stats.evictions.Add(1)
+			s.stats.add(wire.Evictions, 1)
 		case s.blobs[c.key] == c:
 			// It stays resident (and was not closed meanwhile):
 			// count it again.

@@ -12,6 +12,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mmapfs/mmapfs/backing/latency"
+
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 // maxClosedDirty bounds how many closed blobs' unsynced pages the store
@@ -151,6 +153,7 @@ func Open(root string, opts Options) (*Store, error) {
 		opening:   make(map[fileKey]chan struct{}),
 		closed:    make(map[fileKey]*closedDirty),
 		simClosed: make(map[fileKey]*simClosed),
+		stats:     counters{figures: wire.NewCounters()},
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 	}
@@ -181,7 +184,7 @@ func (s *Store) periodic(period time.Duration) {
 			return
 		case <-t.C:
 			if err := s.syncOpen(); err != nil {
-				s.stats.setPassError(err)
+				s.stats.fail(wire.PassErrors, err)
 			}
 		}
 	}
@@ -390,7 +393,7 @@ func (s *Store) install(key fileKey, done chan struct{}, b *Blob, err error) (*B
 		b.wholeSync = s.closedLost
 	}
 	s.blobs[key] = b
-	s.stats.opens.Add(1)
+	s.stats.add(wire.BlobsOpened, 1)
 	b.used.Store(true)
 	s.countResidentLocked(b)
 	s.mu.Unlock()

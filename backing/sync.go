@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 // Durability: Sync and the policies' syncs msync exactly the pages the
@@ -70,7 +72,7 @@ func (b *Blob) Flush() error {
 // was opened with IgnoreFsync.
 func (b *Blob) Fsync() error {
 	if b.store.opts.IgnoreFsync {
-		b.store.stats.ignoredFsyncs.Add(1)
+		b.store.stats.add(wire.IgnoredFsyncs, 1)
 		return nil
 	}
 	return b.Sync()

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 // Unmapping a mapping the daemon has written through costs a TLB
@@ -66,7 +68,7 @@ func (s *Store) unmapLater(data []byte) error {
 		if u.timer == nil {
 			u.timer = time.AfterFunc(batchDelay, func() {
 				if err := s.flushUnmaps(); err != nil {
-					s.stats.setEvictError(err)
+					s.stats.fail(wire.EvictErrors, err)
 				}
 			})
 		}
@@ -128,12 +130,12 @@ func (s *Store) unmapNow(batch []pendingMap) error {
 					errs = append(errs, fmt.Errorf("munmap of a dropped mapping's %d bytes: %w", len(m.data), err))
 					continue
 				}
-				s.stats.mappings.Add(-1)
-				s.stats.mappedBytes.Add(-int64(len(m.data)))
+				s.stats.add(wire.Mappings, -1)
+				s.stats.add(wire.MappedBytes, -int64(len(m.data)))
 			}
 		} else {
-			s.stats.mappings.Add(-int64(len(run)))
-			s.stats.mappedBytes.Add(-int64(end - run[0].addr))
+			s.stats.add(wire.Mappings, -int64(len(run)))
+			s.stats.add(wire.MappedBytes, -int64(end-run[0].addr))
 		}
 		i = j
 	}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 // mapsOf returns how many lines of /proc/self/maps map a file of dir.
@@ -45,7 +47,7 @@ func TestUnmapBatch(t *testing.T) {
 		}
 		time.Sleep(batchDelay / 4)
 	}
-	if n := s.stats.mappings.Load(); n != 0 {
+	if n := s.stats.figures.Load(wire.Mappings); n != 0 {
 		t.Errorf("mappings counter %d after the batch went, want 0", n)
 	}
 	// A full batch goes at once, whatever the delay; a large mapping
@@ -61,7 +63,7 @@ func TestUnmapBatch(t *testing.T) {
 		if n := mapsOf(t, dir); n != 0 {
 			t.Errorf("%d mappings after a full batch and a large one were released, want 0", n)
 		}
-		if n, b := s.stats.mappings.Load(), s.stats.mappedBytes.Load(); n != 0 || b != 0 {
+		if n, b := s.stats.figures.Load(wire.Mappings), s.stats.figures.Load(wire.MappedBytes); n != 0 || b != 0 {
 			t.Errorf("mappings %d, mapped bytes %d after everything was unmapped", n, b)
 		}
 	}

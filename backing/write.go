@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 // The changes: WriteAt, Truncate and Allocate, the three entry points
@@ -275,7 +277,7 @@ func (b *Blob) zeroTailLocked() error {
 // if it could be allocated now. b.mu must be held.
 func (b *Blob) allocatePageLocked(off int64) error {
 	page := off / int64(pageSize) * int64(pageSize)
-	b.store.stats.faults.Add(1)
+	b.store.stats.add(wire.Faults, 1)
 	err := fallocate(b.fd, unix.FALLOC_FL_KEEP_SIZE, page, int64(pageSize))
 	switch {
 	case err == nil:

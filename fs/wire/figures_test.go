@@ -125,3 +125,20 @@ func TestSnapshotJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestCounters: counts and last errors reach the Values; figures never
+// counted keep what they had.
+func TestCounters(t *testing.T) {
+	t.Parallel()
+	c := NewCounters()
+	c.Add(Mappings, 3)
+	c.Add(Mappings, -1)
+	c.Fail(PassErrors, fmt.Errorf("first"))
+	c.Fail(PassErrors, fmt.Errorf("syncfs: EIO"))
+	var v Values
+	v.Set(BytesRead, 9)
+	c.Report(&v)
+	if v.Get(Mappings) != 2 || c.Load(Mappings) != 2 || v.Get(PassErrors) != 2 || v.LastError(PassErrors) != "syncfs: EIO" || v.Get(BytesRead) != 9 || v.LastError(EvictErrors) != "" {
+		t.Errorf("mappings %d, pass errors %d (%q), bytes read %d", v.Get(Mappings), v.Get(PassErrors), v.LastError(PassErrors), v.Get(BytesRead))
+	}
+}
