@@ -9,9 +9,11 @@
 // the figures: the keys of the stats file (and their order), the
 // Prometheus metrics of --metrics, the rows of `mmapfs stats` and the
 // columns of `mmapfs stats --watch`. A new figure is one entry here plus
-// the code that measures it (which reports it with Values.Set). What is
-// not a number (the settings, the files at risk, the latency summaries,
-// the FUSE ops) has its own type in stats.go.
+// the code that measures it: a count of events with Counters.Add (the
+// store's counters are Counters), a level looked up when the stats are
+// gathered with Values.Set. What is not a number (the settings, the
+// files at risk, the latency summaries, the FUSE ops) has its own type in
+// stats.go.
 //
 // The package imports neither go-fuse nor the store, so that the store
 // (which measures most figures), the FUSE side and the CLI (which only
