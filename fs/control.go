@@ -19,8 +19,9 @@ import (
 )
 
 // ControlName is the name of the control file at the root of every mount:
-// a client writes a request into it and reads the answer back from the
-// same descriptor. Like the stats file it is not in the store and readdir
+// a client writes a request into it (wire.ControlPowerCut,
+// wire.ControlPowerCutDryRun) and reads the answer (a wire.ControlReply,
+// as JSON) back from the same descriptor. Like the stats file it is not in the store and readdir
 // does not list it. Only root and the user running the daemon may open it.
 const ControlName = ".mmapfs-control"
 
@@ -169,10 +170,7 @@ var _ = (gofs.FileReader)((*controlHandle)(nil))
 func (h *controlHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if off >= int64(len(h.reply)) {
-		return fuse.ReadResultData(nil), 0
-	}
-	return fuse.ReadResultData(h.reply[off:min(int64(len(h.reply)), off+int64(len(dest)))]), 0
+	return readAt(h.reply, dest, off), 0
 }
 
 var _ = (gofs.FileReleaser)((*controlHandle)(nil))

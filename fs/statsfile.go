@@ -108,8 +108,14 @@ type statsHandle struct {
 var _ = (gofs.FileReader)((*statsHandle)(nil))
 
 func (h *statsHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if off >= int64(len(h.data)) {
-		return fuse.ReadResultData(nil), 0
+	return readAt(h.data, dest, off), 0
+}
+
+// readAt serves what a read of len(dest) bytes at off gets of data, which
+// no one changes (a later rendering or answer is a new slice).
+func readAt(data, dest []byte, off int64) fuse.ReadResult {
+	if off >= int64(len(data)) {
+		return fuse.ReadResultData(nil)
 	}
-	return fuse.ReadResultData(h.data[off:min(int64(len(h.data)), off+int64(len(dest)))]), 0
+	return fuse.ReadResultData(data[off:min(int64(len(data)), off+int64(len(dest)))])
 }
