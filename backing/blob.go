@@ -34,6 +34,9 @@ type Blob struct {
 	// release is not recorded.
 	refs    int
 	removed bool
+	// idle is guarded by store.mu: the blob is released (refs == 0) and
+	// kept for the periodic pass, counted in Store.idle.
+	idle bool
 
 	// counted and ringed are guarded by store.mu: whether the blob is
 	// counted as resident, and whether it is in the store's ring.

@@ -208,8 +208,12 @@ func (s *Store) syncOpen() error {
 // refLocked takes a reference to b. s.mu must be held.
 func (s *Store) refLocked(b *Blob) {
 	b.refs++
-	if b.refs == 1 {
-		s.idle-- // a released blob kept for the periodic pass
+	if b.idle {
+		// A released blob kept for the periodic pass. Not every blob
+		// found with no reference is one: a last release that syncs
+		// outside the lock leaves its blob in the table meanwhile.
+		b.idle = false
+		s.idle--
 	}
 }
 
@@ -366,6 +370,11 @@ func (s *Store) newBlob(key fileKey, st *syscall.Stat_t, stale bool, fd int, nam
 	return b, nil
 }
 
+// testHookReleaseSync, set only by tests, runs in Release just before a
+// last release syncs a dirty blob outside Store.mu under the periodic
+// policy: the window in which the blob can be reopened and let go again.
+var testHookReleaseSync atomic.Pointer[func(b *Blob)]
+
 // testHookMapping, set only by tests, runs in newBlob just before it maps
 // the file: a test holds an open there to see that nothing else waits for
 // it.
@@ -458,6 +467,7 @@ func (s *Store) Release(b *Blob) error {
 	b.dmu.Unlock()
 	if dirty && s.opts.Policy.Kind == PolicyPeriodic && s.idle < maxIdleDirty && !s.closing() {
 		s.idle++
+		b.idle = true
 		s.mu.Unlock()
 		return syncErr
 	}
@@ -465,10 +475,15 @@ func (s *Store) Release(b *Blob) error {
 		// Too many kept already, or closing: sync it now rather
 		// than forget what it owes.
 		s.mu.Unlock()
+		if hook := testHookReleaseSync.Load(); hook != nil {
+			(*hook)(b)
+		}
 		syncErr = errors.Join(syncErr, b.Sync())
 		s.mu.Lock()
-		if b.refs > 0 {
-			// Reopened while it synced.
+		if b.refs > 0 || s.blobs[b.key] != b {
+			// Reopened while it synced, or reopened and let go
+			// again, which finished it (the key may even name a
+			// newer blob of the file by now): nothing left to do.
 			s.mu.Unlock()
 			return syncErr
 		}
