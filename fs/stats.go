@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"os"
 	"runtime"
 	"sync/atomic"
 	"syscall"
@@ -86,6 +87,12 @@ func (m *mountState) snapshot() (*wire.Snapshot, error) {
 			s.BDI = &b
 		}
 	}
+	mountDev := ""
+	if dev := m.dev.Load(); dev != nil {
+		mountDev = *dev
+	}
+	ensureDebugfs(m.log)
+	s.BDISources = livePaths.measureBDIs(f, mountDev, livePaths.storeBDI(m.rootDev), int64(os.Getpagesize()))
 	// The daemon's own Go heap: what it costs besides the page cache of
 	// the blobs (which resident_bytes counts, and the kernel accounts to
 	// the page cache, not to the daemon).

@@ -167,4 +167,59 @@ var (
 		Unit: Bytes, Kind: Gauge, Row: "daemon heap", Part: "%s in use"})
 	HeapSys = define(Figure{Key: "heap_sys_bytes", Help: "The daemon's Go heap as obtained from the OS.",
 		Unit: Bytes, Kind: Gauge, Row: "daemon heap", Part: ", %s from the OS"})
+
+	// The dirty-page budget (the kernel's writeback of page cache pages):
+	// the mount's backing device (bdi), the store's, and the system's
+	// thresholds, from /sys/kernel/debug/bdi/DEV/stats (or, without
+	// debugfs, the thresholds alone from /proc/vmstat); Snapshot.BDISources
+	// says which device and which source each came from.
+	MountBDIDirty     = bdiDirty("mount_bdi", "mount", "mount bdi", Column{At: 10, Title: "bdi dirty"})
+	MountBDIWriteback = bdiWriteback("mount_bdi", "mount", "mount bdi")
+	MountBDIThresh    = bdiThresh("mount_bdi", "mount", "mount bdi", Column{At: 11, Title: "bdi thresh"})
+	MountBDIDirtied   = bdiDirtied("mount_bdi", "mount", "mount bdi")
+	MountBDIWritten   = bdiWritten("mount_bdi", "mount", "mount bdi", Column{At: 12, Title: "bdi wr"})
+	MountBDIBandwidth = bdiBandwidth("mount_bdi", "mount", "mount bdi")
+	StoreBDIDirty     = bdiDirty("store_bdi", "store", "store bdi", Column{At: 13, Title: "store dirty"})
+	StoreBDIWriteback = bdiWriteback("store_bdi", "store", "store bdi")
+	StoreBDIThresh    = bdiThresh("store_bdi", "store", "store bdi", Column{})
+	StoreBDIDirtied   = bdiDirtied("store_bdi", "store", "store bdi")
+	StoreBDIWritten   = bdiWritten("store_bdi", "store", "store bdi", Column{At: 14, Title: "store wr"})
+	StoreBDIBandwidth = bdiBandwidth("store_bdi", "store", "store bdi")
+	BackgroundThresh  = define(Figure{Key: "dirty_thresholds.background_bytes", Help: "Dirty page cache of the system above which the flushers write back in the background.",
+		Unit: Bytes, Kind: Gauge, Metric: "dirty_background_threshold_bytes", Row: "dirty thresholds", Part: "background %s"})
+	DirtyThresh = define(Figure{Key: "dirty_thresholds.dirty_bytes", Help: "Dirty page cache of the system above which writers are throttled.",
+		Unit: Bytes, Kind: Gauge, Metric: "dirty_threshold_bytes", Row: "dirty thresholds", Part: ", throttling %s"})
 )
+
+// The figures of one bdi: obj is their object in the stats file, label
+// their Prometheus label's value (of "bdi"), row their row.
+
+func bdiDirty(obj, label, row string, col Column) ID {
+	return define(Figure{Key: obj + ".dirty_bytes", Help: "Dirty page cache pages of the backing device, not yet under writeback.",
+		Unit: Bytes, Kind: Gauge, Metric: "bdi_dirty_bytes", Label: [2]string{"bdi", label}, Row: row, Part: "%s dirty", Watch: col})
+}
+
+func bdiWriteback(obj, label, row string) ID {
+	return define(Figure{Key: obj + ".writeback_bytes", Help: "Page cache pages of the backing device under writeback.",
+		Unit: Bytes, Kind: Gauge, Metric: "bdi_writeback_bytes", Label: [2]string{"bdi", label}, Row: row, Part: ", %s under writeback"})
+}
+
+func bdiThresh(obj, label, row string, col Column) ID {
+	return define(Figure{Key: obj + ".dirty_threshold_bytes", Help: "The backing device's share of the dirty threshold: its writers are throttled above it.",
+		Unit: Bytes, Kind: Gauge, Metric: "bdi_dirty_threshold_bytes", Label: [2]string{"bdi", label}, Row: row, Part: ", threshold %s", Watch: col})
+}
+
+func bdiDirtied(obj, label, row string) ID {
+	return define(Figure{Key: obj + ".dirtied_bytes", Help: "Bytes of page cache of the backing device made dirty since it was set up.",
+		Unit: Bytes, Kind: Counter, Metric: "bdi_dirtied_bytes_total", Label: [2]string{"bdi", label}, Row: row, Part: "; %s dirtied"})
+}
+
+func bdiWritten(obj, label, row string, col Column) ID {
+	return define(Figure{Key: obj + ".written_bytes", Help: "Bytes of page cache of the backing device written back since it was set up.",
+		Unit: Bytes, Kind: Counter, Metric: "bdi_written_bytes_total", Label: [2]string{"bdi", label}, Row: row, Part: ", %s written", Watch: col})
+}
+
+func bdiBandwidth(obj, label, row string) ID {
+	return define(Figure{Key: obj + ".write_bandwidth_bytes_per_second", Help: "The kernel's estimate of the backing device's writeback bandwidth, in bytes per second.",
+		Unit: Bytes, Kind: Gauge, Metric: "bdi_write_bandwidth_bytes_per_second", Label: [2]string{"bdi", label}, Row: row, Part: ", at %s/s"})
+}

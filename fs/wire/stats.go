@@ -19,7 +19,10 @@ type Snapshot struct {
 	Policy   string
 	Switches Switches
 	BDI      *BDI // nil when the mount's bdi could not be read
-	Store    string
+	// BDISources says where the figures of the mount's and the store's
+	// backing devices came from; nil from a daemon without them.
+	BDISources *BDISources
+	Store      string
 	// AtRisk lists the files with unsynced writes, oldest first (at
 	// most AtRiskListed).
 	AtRisk []RiskFile
@@ -70,6 +73,32 @@ type BDI struct {
 	MaxBytes    int64  `json:"max_bytes"`
 }
 
+// BDISources says where the bdi figures (mount_bdi.*, store_bdi.*,
+// dirty_thresholds.*) came from.
+type BDISources struct {
+	Mount BDISource `json:"mount"`
+	Store BDISource `json:"store"`
+}
+
+// The sources of a device's bdi figures.
+const (
+	// SourceDebugfs: every figure, from /sys/kernel/debug/bdi/DEV/stats.
+	SourceDebugfs = "debugfs"
+	// SourceVmstat: debugfs could not be read; the system's thresholds
+	// are from /proc/vmstat and the device's figures are 0.
+	SourceVmstat = "vmstat"
+	// SourceNone: the device has no bdi (tmpfs, overlayfs...): it writes
+	// back to no device, and its figures are 0.
+	SourceNone = "none"
+)
+
+// BDISource is where one device's bdi figures came from.
+type BDISource struct {
+	Device string `json:"device,omitempty"` // the bdi's name in /sys/class/bdi (major:minor); "" for none
+	Source string `json:"source"`           // SourceDebugfs, SourceVmstat or SourceNone
+	Note   string `json:"note,omitempty"`   // why not debugfs, or why no bdi
+}
+
 // Latency summarizes a latency histogram, in microseconds. Quantiles are
 // upper bounds: the edge of the power-of-two bucket they fall in.
 type Latency struct {
@@ -105,6 +134,8 @@ func (s *Snapshot) part(k string) (any, bool) {
 		return s.Switches, true
 	case "bdi":
 		return s.BDI, s.BDI != nil
+	case "bdi_sources":
+		return s.BDISources, s.BDISources != nil
 	case "store":
 		return s.Store, true
 	case "at_risk":
@@ -146,7 +177,7 @@ func (s Snapshot) MarshalJSON() ([]byte, error) {
 			}
 		}
 	}
-	parts("policy", "switches", "bdi", "store")
+	parts("policy", "switches", "bdi", "bdi_sources", "store")
 	group := ""
 	for i, f := range list {
 		id := ID(i)
@@ -192,6 +223,7 @@ type snapshotParts struct {
 	Policy       string             `json:"policy"`
 	Switches     Switches           `json:"switches"`
 	BDI          *BDI               `json:"bdi"`
+	BDISources   *BDISources        `json:"bdi_sources"`
 	Store        string             `json:"store"`
 	AtRisk       []RiskFile         `json:"at_risk"`
 	PowerCut     *PowerCutStats     `json:"powercut_sim"`
@@ -206,7 +238,7 @@ func (s *Snapshot) UnmarshalJSON(data []byte) error {
 	if err := json.Unmarshal(data, &p); err != nil {
 		return err
 	}
-	*s = Snapshot{Policy: p.Policy, Switches: p.Switches, BDI: p.BDI, Store: p.Store, AtRisk: p.AtRisk,
+	*s = Snapshot{Policy: p.Policy, Switches: p.Switches, BDI: p.BDI, BDISources: p.BDISources, Store: p.Store, AtRisk: p.AtRisk,
 		PowerCut: p.PowerCut, MsyncLatency: p.MsyncLatency, Ops: p.Ops}
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(data, &top); err != nil {
