@@ -102,7 +102,7 @@ func TestWatchStats(t *testing.T) {
 		t.Fatalf("watch printed:\n%s", out.String())
 	}
 	// A line: no ops since the last one, 1.0 MB unsynced.
-	if f := strings.Fields(lines[1]); len(f) != 10 || f[0] != "0" || f[5] != "1.0" {
+	if f := strings.Fields(lines[1]); len(f) != len(watchColumns)+1 || f[0] != "0" || f[5] != "1.0" {
 		t.Errorf("line %q: want 0 ops/s and 1.0 MB unsynced", lines[1])
 	}
 	if err := watchStats(&out, t.TempDir()+"/missing", time.Millisecond, false, stop); err == nil || !strings.Contains(err.Error(), "mmapfs mount") {

@@ -355,6 +355,18 @@ var rowText = map[string]func(s *wire.Snapshot, parts string) string{
 		f := s.Figures
 		return fmt.Sprintf("%d (%d blobs open), %s mapped, %s resident", f.Get(wire.Mappings), f.Get(wire.OpenBlobs), wire.BinarySize(f.Get(wire.MappedBytes)), wire.BinarySize(f.Get(wire.ResidentBytes)))
 	},
+	"mount bdi": func(s *wire.Snapshot, parts string) string {
+		if s.BDISources == nil {
+			return parts
+		}
+		return bdiText(s.BDISources.Mount, parts)
+	},
+	"store bdi": func(s *wire.Snapshot, parts string) string {
+		if s.BDISources == nil {
+			return parts
+		}
+		return bdiText(s.BDISources.Store, parts)
+	},
 	"resident blobs": func(s *wire.Snapshot, _ string) string {
 		f := s.Figures
 		if f.Get(wire.MaxResident) == 0 {
@@ -362,6 +374,18 @@ var rowText = map[string]func(s *wire.Snapshot, parts string) string{
 		}
 		return fmt.Sprintf("%d of at most %d; %d dropped, %d reopened", f.Get(wire.ResidentBlobs), f.Get(wire.MaxResident), f.Get(wire.Evictions), f.Get(wire.Reopens))
 	},
+}
+
+// bdiText is the text of a bdi's row: its figures' parts and where
+// they came from, or why they are not there.
+func bdiText(src wire.BDISource, parts string) string {
+	switch src.Source {
+	case wire.SourceDebugfs:
+		return fmt.Sprintf("%s (%s, from debugfs)", parts, src.Device)
+	case wire.SourceNone:
+		return "no backing device: " + src.Note
+	}
+	return fmt.Sprintf("%s: not measured: %s", src.Device, src.Note)
 }
 
 // watchColumns are the figures of the --watch columns after the first

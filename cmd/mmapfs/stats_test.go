@@ -138,6 +138,38 @@ func TestPrintStatsFresh(t *testing.T) {
 	}
 }
 
+// TestStatsBDIRows: a bdi row says where its figures came from: the
+// device and debugfs, or why there are none (no debugfs, no bdi).
+func TestStatsBDIRows(t *testing.T) {
+	t.Parallel()
+	s := &wire.Snapshot{Figures: figures(map[wire.ID]int64{wire.MountBDIThresh: 48 << 20, wire.DirtyThresh: 4 << 30, wire.BackgroundThresh: 2 << 30}),
+		BDISources: &wire.BDISources{
+			Mount: wire.BDISource{Device: "0:41", Source: wire.SourceVmstat, Note: "debugfs is not mounted (mount -t debugfs none /sys/kernel/debug)"},
+			Store: wire.BDISource{Source: wire.SourceNone, Note: "the store's filesystem has no backing device (tmpfs, overlayfs...)"},
+		}}
+	var out bytes.Buffer
+	if err := printStats(&out, s); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"\nmount bdi           0:41: not measured: debugfs is not mounted (mount -t debugfs none /sys/kernel/debug)\n",
+		"\nstore bdi           no backing device: the store's filesystem has no backing device (tmpfs, overlayfs...)\n",
+		"\ndirty thresholds    background 2.0 GiB, throttling 4.0 GiB\n",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	s.BDISources.Mount = wire.BDISource{Device: "0:41", Source: wire.SourceDebugfs}
+	out.Reset()
+	if err := printStats(&out, s); err != nil {
+		t.Fatal(err)
+	}
+	if want := "\nmount bdi           0 B dirty, 0 B under writeback, threshold 48.0 MiB; 0 B dirtied, 0 B written, at 0 B/s (0:41, from debugfs)\n"; !strings.Contains(out.String(), want) {
+		t.Errorf("table lacks %q:\n%s", want, out.String())
+	}
+}
+
 // TestWatchUnits: the --watch columns are in the units their headers
 // name, one value under each header.
 func TestWatchUnits(t *testing.T) {
@@ -148,7 +180,8 @@ func TestWatchUnits(t *testing.T) {
 	prev := &wire.Snapshot{Figures: figures(map[wire.ID]int64{wire.Uptime: int64(10 * time.Second)}), Ops: map[string]wire.OpStats{"write": {Count: 5}}}
 	cur := &wire.Snapshot{Figures: figures(map[wire.ID]int64{wire.Uptime: int64(12 * time.Second), wire.BytesRead: 4 << 20, wire.BytesWritten: 2 << 20,
 		wire.MsyncCalls: 6, wire.MsyncBytes: 1 << 20, wire.UnsyncedBytes: 3 << 20, wire.OldestUnsynced: int64(1500 * time.Millisecond),
-		wire.MappedBytes: 5 << 20, wire.ResidentBytes: 7 << 20, wire.Faults: 2}),
+		wire.MappedBytes: 5 << 20, wire.ResidentBytes: 7 << 20, wire.Faults: 2,
+		wire.MountBDIDirty: 1 << 20, wire.MountBDIThresh: 48 << 20, wire.MountBDIWritten: 6 << 20, wire.StoreBDIDirty: 2 << 20, wire.StoreBDIWritten: 8 << 20}),
 		Ops: map[string]wire.OpStats{"write": {Count: 25}}}
 	line := watchLine(prev, cur, 2*time.Second)
 	names := strings.Split(strings.TrimSpace(watchHeader), "  ")
@@ -157,7 +190,8 @@ func TestWatchUnits(t *testing.T) {
 	}
 	values := strings.Fields(line)
 	want := map[string]string{"ops/s": "10", "rd MiB/s": "2.0", "wr MiB/s": "1.0", "msync/s": "3", "msync MiB/s": "0.5",
-		"unsynced MiB": "3.0", "oldest s": "1.5", "mapped MiB": "5.0", "resident MiB": "7.0", "faults": "2"}
+		"unsynced MiB": "3.0", "oldest s": "1.5", "mapped MiB": "5.0", "resident MiB": "7.0", "faults": "2",
+		"bdi dirty MiB": "1.0", "bdi thresh MiB": "48.0", "bdi wr MiB/s": "3.0", "store dirty MiB": "2.0", "store wr MiB/s": "4.0"}
 	if len(names) != len(want) || len(values) != len(names) {
 		t.Fatalf("header %q (%d columns), line %q (%d values), want %d", watchHeader, len(names), line, len(values), len(want))
 	}
