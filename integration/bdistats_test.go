@@ -1,0 +1,121 @@
+package integration
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/fs/wire"
+)
+
+// bdiSnapshot runs `mmapfs stats --json` on m and decodes it.
+func bdiSnapshot(t *testing.T, m *mount) *wire.Snapshot {
+	t.Helper()
+	r := runBinary(t, cliTimeout, nil, "stats", "--json", m.mnt)
+	if r.exitCode != 0 {
+		t.Fatalf("stats --json %s: exit %d\n%s", m.mnt, r.exitCode, r.stderr)
+	}
+	var s wire.Snapshot
+	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil {
+		t.Fatalf("stats --json %s: %v\n%s", m.mnt, err, r.stdout)
+	}
+	if s.BDISources == nil {
+		t.Fatalf("stats --json %s: no bdi_sources\n%s", m.mnt, r.stdout)
+	}
+	return &s
+}
+
+// writeMapped writes size bytes into the new file path through a
+// MAP_SHARED mapping and msyncs them: pages dirtied on the mount's bdi
+// and written back by the msync.
+func writeMapped(t *testing.T, path string, size int) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(int64(size)); err != nil {
+		t.Fatal(err)
+	}
+	b, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(b)
+	copy(b, pattern(size, 13))
+	if err := unix.Msync(b, unix.MS_SYNC); err != nil {
+		t.Fatalf("msync %s: %v", path, err)
+	}
+}
+
+// TestBDIStats: the stats show the live dirty-page budget of the mount's
+// backing device (from debugfs, which the daemon mounts as root if it is
+// absent) and of the store's disk: pages written through a mapping of
+// the mount are dirtied and written on the mount's bdi, the thresholds
+// are not 0, and a mount with --bdi-max-ratio 50 --bdi-strict-limit 0 has
+// a larger share of the dirty threshold than one with the kernel's 1 %.
+func TestBDIStats(t *testing.T) {
+	t.Parallel()
+	const size = 8 << 20
+	def := startMount(t)
+	wide := startMount(t, "--bdi-max-ratio", "50", "--bdi-strict-limit", "0")
+	thresh := map[*mount]int64{}
+	for _, m := range []*mount{def, wide} {
+		before := bdiSnapshot(t, m)
+		e, ok := mountInfo(m.mnt)
+		if !ok {
+			t.Fatalf("%s is not in mountinfo", m.mnt)
+		}
+		src := before.BDISources
+		if src.Mount.Source != wire.SourceDebugfs || src.Mount.Device != e.dev {
+			t.Fatalf("%s: mount bdi source %+v, want debugfs of %s", m.mnt, src.Mount, e.dev)
+		}
+		// The store is a directory of /tmp, on a disk: its bdi is the
+		// disk's.
+		if src.Store.Source != wire.SourceDebugfs || src.Store.Device == "" {
+			t.Fatalf("%s: store bdi source %+v, want debugfs of the store's disk", m.mnt, src.Store)
+		}
+		writeMapped(t, filepath.Join(m.mnt, "f"), size)
+		after := bdiSnapshot(t, m)
+		f0, f1 := before.Figures, after.Figures
+		for _, id := range []wire.ID{wire.MountBDIDirtied, wire.MountBDIWritten, wire.StoreBDIDirtied} {
+			if grew := f1.Get(id) - f0.Get(id); grew < size {
+				t.Errorf("%s: %s grew by %d over a mapped write of %d and its msync", m.mnt, id.Figure().Key, grew, size)
+			}
+		}
+		for _, id := range []wire.ID{wire.MountBDIThresh, wire.StoreBDIThresh, wire.DirtyThresh, wire.BackgroundThresh} {
+			if f1.Get(id) <= 0 {
+				t.Errorf("%s: %s is %d", m.mnt, id.Figure().Key, f1.Get(id))
+			}
+		}
+		if f1.Get(wire.MountBDIThresh) > f1.Get(wire.DirtyThresh) || f1.Get(wire.BackgroundThresh) > f1.Get(wire.DirtyThresh) {
+			t.Errorf("%s: thresholds out of order: mount %d, background %d, dirty %d", m.mnt,
+				f1.Get(wire.MountBDIThresh), f1.Get(wire.BackgroundThresh), f1.Get(wire.DirtyThresh))
+		}
+		thresh[m] = f1.Get(wire.MountBDIThresh)
+
+		r := runBinary(t, cliTimeout, nil, "stats", m.mnt)
+		if !strings.Contains(r.stdout, "\nmount bdi ") || !strings.Contains(r.stdout, "("+e.dev+", from debugfs)") || !strings.Contains(r.stdout, "\ndirty thresholds ") {
+			t.Errorf("stats %s: no bdi rows:\n%s\n%s", m.mnt, r.stdout, r.stderr)
+		}
+	}
+	// The kernel's share for a bdi that has just written is bounded by
+	// max_ratio (1 % by default); the writeout fraction can move between
+	// the reads, so allow a few tries.
+	deadline := time.Now().Add(5 * time.Second)
+	for thresh[wide] <= thresh[def] && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+		thresh[def] = bdiSnapshot(t, def).Figures.Get(wire.MountBDIThresh)
+		thresh[wide] = bdiSnapshot(t, wide).Figures.Get(wire.MountBDIThresh)
+	}
+	t.Logf("mount dirty thresholds: default %d, --bdi-max-ratio 50 --bdi-strict-limit 0: %d", thresh[def], thresh[wide])
+	if thresh[wide] <= thresh[def] {
+		t.Errorf("mount dirty threshold with --bdi-max-ratio 50 --bdi-strict-limit 0: %d, not above the default's %d", thresh[wide], thresh[def])
+	}
+}
