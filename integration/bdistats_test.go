@@ -119,3 +119,37 @@ func TestBDIStats(t *testing.T) {
 		t.Errorf("mount dirty threshold with --bdi-max-ratio 50 --bdi-strict-limit 0: %d, not above the default's %d", thresh[wide], thresh[def])
 	}
 }
+
+// TestBDIStatsTmpfsStore: a store on tmpfs has no backing device (the
+// kernel's noop bdi): the stats say so, with the store's figures 0, and
+// the mount's figures are there as for any store.
+func TestBDIStatsTmpfsStore(t *testing.T) {
+	t.Parallel()
+	var st unix.Statfs_t
+	if err := unix.Statfs("/dev/shm", &st); err != nil || st.Type != unix.TMPFS_MAGIC {
+		t.Skipf("/dev/shm is not a tmpfs (%v)", err)
+	}
+	store, err := os.MkdirTemp("/dev/shm", "mmapfs-bdi-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(store) })
+	m := startMountAt(t, store, t.TempDir())
+	writeMapped(t, filepath.Join(m.mnt, "f"), 1<<20)
+	s := bdiSnapshot(t, m)
+	if src := s.BDISources.Store; src.Source != wire.SourceNone || src.Device != "" || !strings.Contains(src.Note, "no backing device") {
+		t.Errorf("store bdi source on tmpfs: %+v, want none", src)
+	}
+	if s.BDISources.Mount.Source != wire.SourceDebugfs || s.Figures.Get(wire.MountBDIDirtied) < 1<<20 {
+		t.Errorf("mount bdi on a tmpfs store: %+v, %d dirtied", s.BDISources.Mount, s.Figures.Get(wire.MountBDIDirtied))
+	}
+	for _, id := range []wire.ID{wire.StoreBDIDirty, wire.StoreBDIThresh, wire.StoreBDIDirtied, wire.StoreBDIWritten} {
+		if s.Figures.Get(id) != 0 {
+			t.Errorf("%s = %d for a store without a bdi", id.Figure().Key, s.Figures.Get(id))
+		}
+	}
+	r := runBinary(t, cliTimeout, nil, "stats", m.mnt)
+	if !strings.Contains(r.stdout, "\nstore bdi ") || !strings.Contains(r.stdout, "no backing device: ") {
+		t.Errorf("stats %s: the store bdi row does not say it has none:\n%s", m.mnt, r.stdout)
+	}
+}
