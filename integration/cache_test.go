@@ -211,8 +211,8 @@ func TestCacheMappedWrite(t *testing.T) {
 	}
 }
 
-// TestCacheErrors: a path not on an mmapfs mount, and a file on a dead
-// mount, are refused with a message naming the path and what to do.
+// TestCacheErrors: a path not on an mmapfs mount, a symlink out of the
+// store, and a file on a dead mount, are refused with a message naming the path and what to do.
 func TestCacheErrors(t *testing.T) {
 	t.Parallel()
 	skipIfLoopback(t)
@@ -229,6 +229,20 @@ func TestCacheErrors(t *testing.T) {
 	path := filepath.Join(m.mnt, "f")
 	if err := os.WriteFile(path, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	// A symlink planted in the store, to a file outside it: named, it is
+	// refused as not on the mount; beneath a directory named, it is not
+	// followed.
+	if err := os.Symlink(plain, filepath.Join(m.store, "evil")); err != nil {
+		t.Fatal(err)
+	}
+	evil := filepath.Join(m.mnt, "evil")
+	r = runBinary(t, cliTimeout, nil, "cache", evil)
+	if r.exitCode == 0 || !strings.Contains(r.stderr, evil+" (a symlink to "+plain+") is not on an mmapfs mount") {
+		t.Errorf("mmapfs cache %s (a symlink out of the store): exit %d, stderr %q; want it refused as a symlink to %s, not on the mount", evil, r.exitCode, r.stderr, plain)
+	}
+	if d := runCache(t, m.mnt); d.Total.Files != 1 || d.Files[0].Path != path {
+		t.Errorf("mmapfs cache %s: %d files %+v, want only %s (the symlink not followed)", m.mnt, d.Total.Files, d.Files, path)
 	}
 	m.kill(t)
 	r = runBinary(t, cliTimeout, nil, "cache", path)

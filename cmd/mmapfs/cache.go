@@ -234,10 +234,14 @@ func collectPath(r *cacheReport, stores map[string]*storeDir, path string) error
 		if _, serr := os.Lstat(abs); serr != nil {
 			return fmt.Errorf("cache: %w", serr)
 		}
-		if ok {
-			return fmt.Errorf("cache: %s is not on an mmapfs mount: it is on the %s mount of %s at %s", path, e.fsType, e.source, e.mountPoint)
+		shown := path
+		if real, err := filepath.EvalSymlinks(abs); err == nil && real != abs {
+			shown = fmt.Sprintf("%s (a symlink to %s)", path, real)
 		}
-		return fmt.Errorf("cache: %s is not on an mmapfs mount", path)
+		if ok {
+			return fmt.Errorf("cache: %s is not on an mmapfs mount: it is on the %s mount of %s at %s", shown, e.fsType, e.source, e.mountPoint)
+		}
+		return fmt.Errorf("cache: %s is not on an mmapfs mount", shown)
 	}
 	fi, err := os.Lstat(abs)
 	if err != nil {
