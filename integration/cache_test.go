@@ -261,7 +261,9 @@ func mappedWriteSteps(t *testing.T, f *os.File, b []byte, path string, pages uin
 }
 
 // TestCacheErrors: a path not on an mmapfs mount, a symlink out of the
-// store, and a file on a dead mount, are refused with a message naming the path and what to do.
+// store, another user's look at a mount without --allow-other, and a file
+// on a dead mount, are refused with a message naming the path and what to
+// do.
 func TestCacheErrors(t *testing.T) {
 	t.Parallel()
 	skipIfLoopback(t)
@@ -292,6 +294,13 @@ func TestCacheErrors(t *testing.T) {
 	}
 	if d := runCache(t, m.mnt); d.Total.Files != 1 || d.Files[0].Path != path {
 		t.Errorf("mmapfs cache %s: %d files %+v, want only %s (the symlink not followed)", m.mnt, d.Total.Files, d.Files, path)
+	}
+	if os.Geteuid() == 0 {
+		// Another user, on a mount without --allow-other.
+		code, stderr := runAsNobody(t, nil, "cache", path)
+		if code == 0 || !strings.Contains(stderr, "no permission to open "+path+" for reading") || !strings.Contains(stderr, "--allow-other") {
+			t.Errorf("mmapfs cache %s as nobody: exit %d, stderr %q; want a permission error naming the file and --allow-other", path, code, stderr)
+		}
 	}
 	m.kill(t)
 	r = runBinary(t, cliTimeout, nil, "cache", path)

@@ -372,7 +372,7 @@ func cachePathError(path, mnt string, err error) error {
 	case errors.Is(err, syscall.ENOTCONN), errors.Is(err, syscall.ECONNABORTED):
 		return mountError("cache", mnt, err)
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
-		return fmt.Errorf("cache: no permission to open %s for reading, which cachestat needs: %w", path, err)
+		return fmt.Errorf("cache: no permission to open %s for reading, which cachestat needs (%w): a mount is open only to the user running its daemon unless mounted with --allow-other, and then the file's mode decides", path, err)
 	}
 	return fmt.Errorf("cache: %w", err)
 }
