@@ -200,6 +200,27 @@ func (b *Blob) FileAttr(cmd uint32, in, out []byte) error {
 	return errors.Join(err, b.refreshFlagsLocked())
 }
 
+// AppendAt is WriteAt for a client descriptor opened while the file was
+// append-only: while it still is, the write may only append (as
+// writeFlagged decides for an append-only blob), even when the blob's own
+// descriptor predates the flag and could write anywhere. Once the flag is
+// gone it is WriteAt.
+func (b *Blob) AppendAt(p []byte, off int64) (int, error) {
+	if !b.AppendOnly() {
+		return b.WriteAt(p, off)
+	}
+	if off < 0 {
+		return 0, b.pathErr("write", syscall.EINVAL)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if end := off + int64(len(p)); end > MaxFileSize || end < off {
+		return 0, b.pathErr("write", fmt.Errorf("offset %d + %d bytes is past the maximum file size %d: %w", off, len(p), MaxFileSize, syscall.EFBIG))
+	}
+	return b.writeFlagged(p, off, true)
+}
+
 // AppendOnly reports whether the blob's file is append-only (chattr +a)
 // as far as the blob knows.
 func (b *Blob) AppendOnly() bool { return b.flags.Load()&flagAppend != 0 }
@@ -279,11 +300,14 @@ func (b *Blob) writeFdLocked() int {
 
 // writeFlagged is WriteAt for a blob whose file carries a flag or which is
 // written through its append descriptor (see the top of this file).
-func (b *Blob) writeFlagged(p []byte, off int64) (int, error) {
+// onlyAppend is set for a write through a descriptor opened while the
+// file was append-only (AppendAt): it may only append, even through a
+// blob whose own descriptor predates the flag.
+func (b *Blob) writeFlagged(p []byte, off int64, onlyAppend bool) (int, error) {
 	if _, err := b.beginChange("write", true, flagImmutable, false); err != nil {
 		return 0, err
 	}
-	n, at, written, extended, err := b.writeFlaggedLocked(p, off)
+	n, at, written, extended, err := b.writeFlaggedLocked(p, off, onlyAppend)
 	// Pages written with write(2) through a blob that is not writable
 	// cannot be msynced through its read-only mapping: they count as a
 	// size change too, so that Sync fdatasyncs them. (The system call
@@ -306,9 +330,9 @@ func (b *Blob) writeFlagged(p []byte, off int64) (int, error) {
 // beginChange: not cut, not immutable, a descriptor that writes). It
 // returns the bytes of p accounted for (n), where the bytes it wrote
 // landed (at, written of them) and whether that extended the file.
-func (b *Blob) writeFlaggedLocked(p []byte, off int64) (n int, at int64, written int, extended bool, err error) {
+func (b *Blob) writeFlaggedLocked(p []byte, off int64, onlyAppend bool) (n int, at int64, written int, extended bool, err error) {
 	var skip int
-	if b.writable {
+	if b.writable && !onlyAppend {
 		// A descriptor from before the file became append-only:
 		// ext4 lets it write anywhere. pwrite(2) sets the size and
 		// the mtime itself.
@@ -321,7 +345,9 @@ func (b *Blob) writeFlaggedLocked(p []byte, off int64) (n int, at int64, written
 			err = b.pathErr("write", fmt.Errorf("pwrite at %d: %w", off+int64(written), err))
 		}
 	} else {
-		// Not writable, past beginChange: written through afd.
+		// Only appends: through afd (not writable, past beginChange),
+		// or at the end through the blob's own descriptor from before
+		// the flag, for a client descriptor opened after it.
 		if off > b.size {
 			return 0, 0, 0, false, b.pathErr("write", fmt.Errorf("at %d, past the end %d of an append-only file (chattr +a): %w", off, b.size, syscall.EPERM))
 		}
@@ -343,12 +369,20 @@ func (b *Blob) writeFlaggedLocked(p []byte, off int64) (n int, at int64, written
 		if err := b.simSave(b.size, b.size+int64(len(rest))); err != nil {
 			return 0, 0, 0, false, err
 		}
-		written, err = writeAll(b.afd, rest)
-		if err != nil {
-			err = b.pathErr("write", fmt.Errorf("appending %d bytes: %w", len(rest)-written, err))
+		if b.writable {
+			at = b.size
+			written, err = pwriteAll(b.fd, rest, at)
+			if err != nil {
+				err = b.pathErr("write", fmt.Errorf("appending %d bytes: %w", len(rest)-written, err))
+			}
+		} else {
+			written, err = writeAll(b.afd, rest)
+			if err != nil {
+				err = b.pathErr("write", fmt.Errorf("appending %d bytes: %w", len(rest)-written, err))
+			}
+			at = b.size
 		}
-		at = b.size
-		if written > 0 {
+		if written > 0 && !b.writable {
 			// O_APPEND put it at the end of the file as it is,
 			// which a writer behind the daemon may have moved: the
 			// descriptor's offset says where. (lseek of a regular

@@ -93,7 +93,7 @@ func (b *Blob) WriteAt(p []byte, off int64) (int, error) {
 		return 0, b.pathErr("write", fmt.Errorf("offset %d + %d bytes is past the maximum file size %d: %w", off, len(p), MaxFileSize, syscall.EFBIG))
 	}
 	if b.flags.Load() != 0 {
-		return b.writeFlagged(p, off)
+		return b.writeFlagged(p, off, false)
 	}
 	for attempt := 0; ; attempt++ {
 		n, extended, err := b.writeOnce(p, off, end)

@@ -16,10 +16,23 @@ import (
 type handle struct {
 	m    *mountState   // read only
 	blob *backing.Blob // read only; released by Release
+	// appendOnly (read only) says the file was append-only (chattr +a)
+	// when this handle was opened: as on ext4, a descriptor opened then
+	// may only append, though the Blob's own descriptor, and handles
+	// opened before the flag, may write anywhere.
+	appendOnly bool
 }
 
 func (m *mountState) newHandle(b *backing.Blob) *handle {
-	return &handle{m: m, blob: b}
+	return &handle{m: m, blob: b, appendOnly: b.AppendOnly()}
+}
+
+// writeAt writes through the Blob as this handle may (see appendOnly).
+func (h *handle) writeAt(p []byte, off int64) (int, error) {
+	if h.appendOnly {
+		return h.blob.AppendAt(p, off)
+	}
+	return h.blob.WriteAt(p, off)
 }
 
 var _ = (gofs.FileReader)((*handle)(nil))
@@ -38,7 +51,7 @@ var _ = (gofs.FileWriter)((*handle)(nil))
 
 // Write copies into the mapping, growing the file first if it extends it.
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	n, err := h.blob.WriteAt(data, off)
+	n, err := h.writeAt(data, off)
 	h.m.stats.bytesWritten.Add(int64(n))
 	if err != nil {
 		return 0, h.m.errno("write", h.blob.Name(), err)

@@ -341,7 +341,7 @@ func (n *Node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn ui
 		if r == 0 {
 			break
 		}
-		w, err := hout.blob.WriteAt(buf[:r], int64(offOut+done))
+		w, err := hout.writeAt(buf[:r], int64(offOut+done))
 		done += uint64(w)
 		if err != nil {
 			if done > 0 {

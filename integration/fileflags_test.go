@@ -515,6 +515,16 @@ func TestFileFlagsClientMapping(t *testing.T) {
 		var err error
 		if c.flag == flImmutable {
 			f = openRW(t, path)
+		} else {
+			// A read-only descriptor from before the flag keeps the
+			// daemon's blob, opened writable then, alive: the
+			// mapping's descriptor, opened after the flag, must
+			// still only append through it.
+			keep, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { keep.Close() })
 		}
 		if err := changeFlags(path, c.flag, 0); err != nil {
 			t.Fatalf("%s: chattr through the mount: %v", c.name, err)
