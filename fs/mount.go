@@ -642,6 +642,32 @@ func topMount(mounts []mountInfo, mnt string) (mountInfo, bool) {
 	return mountInfo{}, false
 }
 
+// MountEntry is one mount of the mount table, as the CLI needs it.
+type MountEntry struct {
+	Mountpoint, FSType, Source string
+}
+
+// MountHolding returns the mount in effect at path (absolute, symlinks
+// resolved, as the kernel lists mountpoints): the topmost of the mounts
+// whose mountpoint is path or a directory above it, and whether there is
+// one.
+func MountHolding(path string) (MountEntry, bool, error) {
+	mounts, err := readMounts()
+	if err != nil {
+		return MountEntry{}, false, err
+	}
+	var e MountEntry
+	found := false
+	for _, mi := range mounts {
+		// The last of the longest match: the topmost mount there.
+		holds := path == mi.mountpoint || mi.mountpoint == "/" || strings.HasPrefix(path, mi.mountpoint+"/")
+		if holds && (!found || len(mi.mountpoint) >= len(e.Mountpoint)) {
+			e, found = MountEntry{Mountpoint: mi.mountpoint, FSType: mi.fstype, Source: mi.source}, true
+		}
+	}
+	return e, found, nil
+}
+
 // unescapeMount undoes the octal escapes (\040 for a space) of mountinfo.
 func unescapeMount(s string) string {
 	if !strings.Contains(s, `\`) {

@@ -279,3 +279,26 @@ func TestCheckMountpoint(t *testing.T) {
 		t.Errorf("checkMountpoint logged %q", logs.String())
 	}
 }
+
+// TestMountHolding: a path is held by the deepest mount above it (here
+// /proc for /proc/self/fd), a mountpoint by its own mount, and every path
+// by some mount ("/").
+func TestMountHolding(t *testing.T) {
+	for _, c := range []struct{ path, mnt, fstype string }{
+		{"/proc/self/fd", "/proc", "proc"},
+		{"/proc", "/proc", "proc"},
+		{"/", "/", ""},
+	} {
+		e, ok, err := MountHolding(c.path)
+		if err != nil || !ok {
+			t.Fatalf("MountHolding(%q): %+v, %v, %v", c.path, e, ok, err)
+		}
+		if e.Mountpoint != c.mnt || (c.fstype != "" && e.FSType != c.fstype) {
+			t.Errorf("MountHolding(%q) = %+v, want the %s mount at %s", c.path, e, c.fstype, c.mnt)
+		}
+	}
+	// /procfoo is not below /proc.
+	if e, _, _ := MountHolding("/procfoo"); e.Mountpoint == "/proc" {
+		t.Errorf("MountHolding(/procfoo) = %+v: a name that only starts like a mountpoint is not below it", e)
+	}
+}

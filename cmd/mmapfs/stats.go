@@ -163,7 +163,7 @@ func mountError(cmd, mnt string, err error) error {
 // /proc/self/mountinfo.
 const mmapfsType = "fuse.mmapfs"
 
-// mountEntry is one line of /proc/self/mountinfo.
+// mountEntry is the mount that holds a path.
 type mountEntry struct {
 	mountPoint, fsType, source string
 }
@@ -179,49 +179,17 @@ func mountAt(dir string) (e mountEntry, exact, ok bool) {
 	if r, err := filepath.EvalSymlinks(abs); err == nil {
 		abs = r
 	}
-	raw, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
+	m, ok, err := fs.MountHolding(abs)
+	if err != nil || !ok {
 		return e, false, false
 	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		// 36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw
-		f := strings.Fields(line)
-		sep := slices.Index(f, "-")
-		if len(f) < 5 || sep < 0 || len(f) < sep+3 {
-			continue
-		}
-		mp := unescapeMountinfo(f[4])
-		// The last of the longest match: the topmost mount there.
-		if within(abs, mp) && (!ok || len(mp) >= len(e.mountPoint)) {
-			e, ok = mountEntry{mountPoint: mp, fsType: f[sep+1], source: unescapeMountinfo(f[sep+2])}, true
-		}
-	}
-	return e, ok && e.mountPoint == abs, ok
+	e = mountEntry{mountPoint: m.Mountpoint, fsType: m.FSType, source: m.Source}
+	return e, e.mountPoint == abs, true
 }
 
 // within reports whether path is dir or beneath it.
 func within(path, dir string) bool {
 	return path == dir || dir == "/" || strings.HasPrefix(path, dir+"/")
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for a space) of
-// /proc/self/mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // printStats prints one snapshot as a table: the settings; a row for

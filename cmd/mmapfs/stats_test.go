@@ -238,10 +238,3 @@ func TestMountError(t *testing.T) {
 		t.Errorf("mountError does not wrap the cause: %v", err)
 	}
 }
-
-func TestUnescapeMountinfo(t *testing.T) {
-	t.Parallel()
-	if got := unescapeMountinfo(`/tmp/a\040b\134c`); got != `/tmp/a b\c` {
-		t.Errorf("unescape: %q", got)
-	}
-}
