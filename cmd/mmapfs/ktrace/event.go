@@ -1,0 +1,87 @@
+package ktrace
+
+// Kind is what a kernel event is.
+type Kind int
+
+// The kinds of events an Instance records.
+const (
+	// RequestSend is fuse:fuse_request_send: the kernel queued a request
+	// to the daemon (Conn, Unique, Opcode, Len).
+	RequestSend Kind = iota + 1
+	// RequestEnd is fuse:fuse_request_end: the answer arrived (Conn,
+	// Unique, Len, Error).
+	RequestEnd
+	// SyncReadahead and AsyncReadahead are readahead:page_cache_sync_ra
+	// and page_cache_async_ra (Dev, Ino, Index, Size, AsyncSize,
+	// ReqCount, RAPages, MmapMiss).
+	SyncReadahead
+	AsyncReadahead
+	// Fault is filemap:mm_filemap_fault: a page fault on a file mapping
+	// (Dev, Ino, Index).
+	Fault
+	// PageAdd and PageDelete are filemap:mm_filemap_add_to_page_cache and
+	// mm_filemap_delete_from_page_cache (Dev, Ino, Index, Pages).
+	PageAdd
+	PageDelete
+	// Throttle is writeback:balance_dirty_pages: the task was paused for
+	// Pause (ns; 0 or negative when it was not) by the dirty-page budget
+	// of BDI (Dirty, Limit, WBDirty, WBSetpoint, Paused: pages, ns).
+	Throttle
+	// WritebackStart and WritebackEnd are writeback:writeback_start and
+	// writeback_written: a flusher's writeback of BDI for Reason
+	// ("background", "periodic", "sync", "vmscan", ...), Pages written
+	// (WritebackEnd).
+	WritebackStart
+	WritebackEnd
+	// SyscallEnter and SyscallExit are the syscalls:sys_enter_NAME and
+	// sys_exit_NAME events of the syscalls that make the kernel write or
+	// send requests on a task's behalf (Syscall: fsync, fdatasync, msync,
+	// close, sync_file_range, syncfs, sync; Ret on exit).
+	SyscallEnter
+	SyscallExit
+)
+
+// Event is one kernel event, as parsed from the instance's trace pipe.
+// Only the fields its Kind names are set.
+type Event struct {
+	Kind Kind
+	// Time is when it happened, CLOCK_MONOTONIC nanoseconds (the
+	// instance's trace_clock is "mono"), to the microsecond.
+	Time int64
+	CPU  int
+	// Pid and Comm are the task in whose context it happened.
+	Pid  int
+	Comm string
+
+	Conn   uint32 // FUSE connection: the mount's device, kernel encoding
+	Unique uint64
+	Opcode uint32
+	Len    uint32
+	Error  int32
+
+	Dev       uint32 // s_dev, kernel encoding (major<<20 | minor)
+	Ino       uint64
+	Index     uint64 // page index
+	Pages     uint32 // pages the event covers (1<<order for folios)
+	Size      uint32 // readahead window, pages
+	AsyncSize uint32
+	ReqCount  uint64
+	RAPages   uint32
+	MmapMiss  uint32
+
+	BDI        string
+	Dirty      uint64 // pages (Throttle)
+	Limit      uint64
+	WBDirty    uint64
+	WBSetpoint uint64
+	Pause      int64 // ns (Throttle)
+	Paused     int64 // ns
+	Reason     string
+
+	Syscall string
+	Ret     int64
+}
+
+// KernelDev returns the kernel's encoding of a device number (as the
+// events carry it) from the major and minor numbers.
+func KernelDev(major, minor uint32) uint32 { return major<<20 | minor }
