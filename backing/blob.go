@@ -91,6 +91,10 @@ type Blob struct {
 	// mtime (unix nanoseconds), or 0. Writes through a mapping do not
 	// update mtime once a page is dirty, so the daemon sets it lazily.
 	mtime atomic.Int64
+
+	// syncCalls and syncBytes count the msync and fdatasync calls made
+	// on the blob and the bytes they covered (recordSync, SyncCounts).
+	syncCalls, syncBytes atomic.Uint64
 }
 
 // Name returns the blob's path relative to the store, as it was when the

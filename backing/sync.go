@@ -138,7 +138,6 @@ func (b *Blob) syncTakenLocked(pages *pageSet, meta, whole bool) error {
 // whole, one fdatasync of the whole file instead. Each call is counted.
 // b.mu must be held as syncLock takes it.
 func (b *Blob) syncLocked(dirty *pageSet, meta, whole bool) error {
-	st := &b.store.stats
 	if !b.writable && !dirty.empty() {
 		// Written with write(2) through the append descriptor: msync
 		// of a read-only mapping syncs nothing (flags.go).
@@ -149,7 +148,7 @@ func (b *Blob) syncLocked(dirty *pageSet, meta, whole bool) error {
 		if err := syscall.Fdatasync(b.fd); err != nil {
 			return b.pathErr("fdatasync", err)
 		}
-		st.recordSync(b.size, time.Since(start))
+		b.recordSync(b.size, time.Since(start))
 		return nil
 	}
 	var err error
@@ -164,7 +163,7 @@ func (b *Blob) syncLocked(dirty *pageSet, meta, whole bool) error {
 			err = b.pathErr("msync", fmt.Errorf("bytes %d-%d: %w", lo, hi, e))
 			return false
 		}
-		st.recordSync(hi-lo, time.Since(start))
+		b.recordSync(hi-lo, time.Since(start))
 		return true
 	})
 	if err != nil {
@@ -175,7 +174,7 @@ func (b *Blob) syncLocked(dirty *pageSet, meta, whole bool) error {
 		if err := syscall.Fdatasync(b.fd); err != nil {
 			return b.pathErr("fdatasync", err)
 		}
-		st.recordSync(0, time.Since(start))
+		b.recordSync(0, time.Since(start))
 	}
 	return nil
 }
