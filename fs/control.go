@@ -20,7 +20,7 @@ import (
 
 // ControlName is the name of the control file at the root of every mount:
 // a client writes a request into it (wire.ControlPowerCut,
-// wire.ControlPowerCutDryRun) and reads the answer (a wire.ControlReply,
+// wire.ControlPowerCutDryRun, wire.ControlTrace) and reads the answer (a wire.ControlReply,
 // as JSON) back from the same descriptor. Like the stats file it is not in the store and readdir
 // does not list it. Only root and the user running the daemon may open it.
 const ControlName = ".mmapfs-control"
@@ -111,7 +111,13 @@ var _ = (gofs.FileWriter)((*controlHandle)(nil))
 // (with the error's message) to read.
 func (h *controlHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	req := strings.Join(strings.Fields(string(data)), " ")
-	r, err := h.m.control(req)
+	var r wire.ControlReply
+	var err error
+	if path, ok := tracePath(string(data)); ok {
+		r, err = h.m.traceRequest(req, path)
+	} else {
+		r, err = h.m.control(req)
+	}
 	if err != nil {
 		r.Error = err.Error()
 	}
@@ -162,6 +168,18 @@ func (m *mountState) control(req string) (wire.ControlReply, error) {
 		r.Summary = &sum
 	}
 	return r, err
+}
+
+// tracePath returns the socket path of a request to trace
+// (wire.ControlTrace, a space, the path), as written: only the space
+// before it and the white space at its end (echo's newline) are not the
+// path's.
+func tracePath(data string) (string, bool) {
+	rest, ok := strings.CutPrefix(strings.TrimLeft(data, " \t\n"), wire.ControlTrace)
+	if !ok || (rest != "" && rest[0] != ' ' && rest[0] != '\t' && rest[0] != '\n') {
+		return "", false
+	}
+	return strings.TrimRight(strings.TrimLeft(rest, " \t"), " \t\n"), true
 }
 
 var _ = (gofs.FileReader)((*controlHandle)(nil))

@@ -12,7 +12,9 @@ import (
 )
 
 // handle is one open of a regular file. It holds a reference to the file's
-// shared Blob and no descriptor of its own.
+// shared Blob and no descriptor of its own. While a trace runs, each
+// method notes in its request's record what it did to the Blob
+// (reqtrace.go: inflight.enter and leave; nothing when none runs).
 type handle struct {
 	m    *mountState   // read only
 	blob *backing.Blob // read only; released by Release
@@ -39,6 +41,8 @@ var _ = (gofs.FileReader)((*handle)(nil))
 
 // Read copies out of the mapping into the kernel's buffer.
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	rq := h.m.trace.current(ctx)
+	rq.enter(h.m.trace, h.blob, off, int64(len(dest)))
 	n, err := h.blob.ReadAt(dest, off)
 	if err != nil {
 		return nil, h.m.errno("read", h.blob.Name(), err)
@@ -51,7 +55,10 @@ var _ = (gofs.FileWriter)((*handle)(nil))
 
 // Write copies into the mapping, growing the file first if it extends it.
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	rq := h.m.trace.current(ctx)
+	rq.enter(h.m.trace, h.blob, off, int64(len(data)))
 	n, err := h.writeAt(data, off)
+	rq.leave() // a policy may sync as it writes
 	h.m.stats.bytesWritten.Add(int64(n))
 	if err != nil {
 		return 0, h.m.errno("write", h.blob.Name(), err)
@@ -63,7 +70,11 @@ var _ = (gofs.FileFsyncer)((*handle)(nil))
 
 // Fsync msyncs the pages the daemon dirtied and makes the size durable.
 func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
-	if err := h.blob.Fsync(); err != nil {
+	rq := h.m.trace.current(ctx)
+	rq.enter(h.m.trace, h.blob, 0, 0)
+	err := h.blob.Fsync()
+	rq.leave()
+	if err != nil {
 		return h.m.errno("fsync", h.blob.Name(), err)
 	}
 	return 0
@@ -74,7 +85,11 @@ var _ = (gofs.FileFlusher)((*handle)(nil))
 // Flush runs at every close(2) of a descriptor; under the close policy it
 // syncs the file, and reports a failure here, where close(2) sees it.
 func (h *handle) Flush(ctx context.Context) syscall.Errno {
-	if err := h.blob.Flush(); err != nil {
+	rq := h.m.trace.current(ctx)
+	rq.enter(h.m.trace, h.blob, 0, 0)
+	err := h.blob.Flush()
+	rq.leave()
+	if err != nil {
 		return h.m.errno("flush", h.blob.Name(), err)
 	}
 	return 0
@@ -84,7 +99,11 @@ var _ = (gofs.FileReleaser)((*handle)(nil))
 
 // Release drops the handle's reference to the Blob; the last one unmaps it.
 func (h *handle) Release(ctx context.Context) syscall.Errno {
-	if err := h.m.store.Release(h.blob); err != nil {
+	rq := h.m.trace.current(ctx)
+	rq.enter(h.m.trace, h.blob, 0, 0)
+	err := h.m.store.Release(h.blob) // the last release may sync
+	rq.leave()
+	if err != nil {
 		// The kernel ignores this errno; errno() logs it.
 		return h.m.errno("release", h.blob.Name(), err)
 	}
@@ -95,6 +114,7 @@ var _ = (gofs.FileGetattrer)((*handle)(nil))
 
 // Getattr is fstat of the Blob, with the mtime of its last write applied.
 func (h *handle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
+	h.m.trace.current(ctx).enter(h.m.trace, h.blob, 0, 0)
 	var st syscall.Stat_t
 	if err := h.blob.Fd(func(fd int) error { return syscall.Fstat(fd, &st) }); err != nil {
 		return h.m.errno("getattr", h.blob.Name(), err)
@@ -107,6 +127,7 @@ var _ = (gofs.FileStatxer)((*handle)(nil))
 
 // Statx is statx of the Blob, with the mtime of its last write applied.
 func (h *handle) Statx(ctx context.Context, flags uint32, mask uint32, out *fuse.StatxOut) syscall.Errno {
+	h.m.trace.current(ctx).enter(h.m.trace, h.blob, 0, 0)
 	var st unix.Statx_t
 	err := h.blob.Fd(func(fd int) error {
 		return unix.Statx(fd, "", int(flags)|unix.AT_EMPTY_PATH, int(mask), &st)
@@ -123,6 +144,7 @@ var _ = (gofs.FileLseeker)((*handle)(nil))
 // Lseek answers SEEK_DATA and SEEK_HOLE from the store's filesystem (the
 // kernel handles the other whences itself).
 func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
+	h.m.trace.current(ctx).enter(h.m.trace, h.blob, 0, 0)
 	n, err := h.blob.Seek(int64(off), int(whence))
 	if err != nil {
 		return 0, h.m.errno("lseek", h.blob.Name(), err)
@@ -135,7 +157,11 @@ var _ = (gofs.FileAllocater)((*handle)(nil))
 // Allocate is fallocate(2) through the Blob, which keeps its mapping in
 // step with the size.
 func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
-	if err := h.blob.Allocate(int64(off), int64(size), mode); err != nil {
+	rq := h.m.trace.current(ctx)
+	rq.enter(h.m.trace, h.blob, 0, 0)
+	err := h.blob.Allocate(int64(off), int64(size), mode)
+	rq.leave()
+	if err != nil {
 		return h.m.errno("fallocate", h.blob.Name(), err)
 	}
 	return 0

@@ -102,7 +102,8 @@ type mountState struct {
 	log       *log.Logger
 	started   time.Time
 	stats     counters
-	cut       powerCut // safe for concurrent use
+	cut       powerCut   // safe for concurrent use
+	trace     *reqTracer // the request record for mmapfs trace (reqtrace.go); safe for concurrent use
 }
 
 // stableAttr computes a node's identity from the statx of its store
@@ -169,6 +170,7 @@ func (s *Server) Drop() error {
 // fusermount3 -u or umount), then syncs and closes the store.
 func (s *Server) Wait() error {
 	s.server.Wait()
+	s.m.trace.close()
 	errs := []error{s.m.dirs.close()}
 	if err := s.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("closing store %s: %w", s.store.Root(), err))
@@ -325,6 +327,7 @@ func newMountState(st *backing.Store, opts Options) (*mountState, error) {
 		started: time.Now(),
 		dirs:    newDirCache(dirCacheSize),
 		cut:     powerCut{done: make(chan struct{})},
+		trace:   newReqTracer(opts.Logger, traceRing),
 	}
 	if opts.KeepCache {
 		m.openFlags |= fuse.FOPEN_KEEP_CACHE
@@ -346,7 +349,7 @@ func (m *mountState) rawFS() fuse.RawFileSystem {
 		// Show mode 0000 as 0000: go-fuse would show it as 0644.
 		NullPermissions: true,
 	}
-	return &countingFS{RawFileSystem: &killprivFS{gofs.NewNodeFS(&Node{m: m}, fopts)}, c: &m.stats}
+	return &countingFS{RawFileSystem: &killprivFS{gofs.NewNodeFS(&Node{m: m}, fopts)}, c: &m.stats, t: m.trace}
 }
 
 // serve mounts the node tree at mnt with the kernel switches of m.opts,

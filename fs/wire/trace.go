@@ -27,6 +27,17 @@ type TraceHello struct {
 	Clock string `json:"clock"`
 }
 
+// TraceDropped is the Opcode of a record that stands for records the
+// daemon dropped: a tracer that does not read fast enough fills the
+// daemon's buffer of its records, and the requests served then are not
+// recorded for it (they are never made to wait). Its Result is how many
+// were dropped (more than 2^32-1 come as several such records), Start the
+// Start of the first of them, and Service the time from there to the end
+// of the last; its other fields are 0. It comes in the stream where the
+// dropped records would have: after every record that ended before them,
+// before every record that ended after them.
+const TraceDropped = 0
+
 // TraceRecordSize is the size of a marshalled TraceRecord.
 const TraceRecordSize = 88
 
@@ -36,15 +47,20 @@ type TraceRecord struct {
 	// Unique is the request's id, as the kernel's fuse_request_send and
 	// fuse_request_end events give it.
 	Unique uint64
-	// NodeID is the request's node; Ino its inode number in the store
-	// (0 when the node has none, e.g. the root's parent or a forget).
+	// NodeID is the request's node; Ino its inode number in the store,
+	// where the daemon has it at hand: the requests on an open file
+	// (read, write, fsync, flush, release, fallocate, lseek, getattr
+	// and statx through a handle) and getattr, setattr and statx of any
+	// node; 0 for the others (lookup, create, open, readdir, forget...:
+	// a getattr's record of the same NodeID gives it).
 	NodeID uint64
 	Ino    uint64
 	// Offset and Length are the request's range (read, write, fallocate,
 	// copy_file_range, lseek); 0 for others.
 	Offset uint64
 	Length uint32
-	// Opcode is the FUSE opcode (fuse.h numbering, as the kernel's event).
+	// Opcode is the FUSE opcode (fuse.h numbering, as the kernel's
+	// event), or TraceDropped.
 	Opcode uint32
 	// Start is when the daemon began serving it (CLOCK_MONOTONIC, ns);
 	// Service how long serving took, ns.
