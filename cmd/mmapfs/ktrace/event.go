@@ -25,12 +25,17 @@ const (
 	PageDelete
 	// Throttle is writeback:balance_dirty_pages: the task was paused for
 	// Pause (ns; 0 or negative when it was not) by the dirty-page budget
-	// of BDI (Dirty, Limit, WBDirty, WBSetpoint, Paused: pages, ns).
+	// of BDI (Dirty, Limit, Setpoint, WBDirty, WBSetpoint: pages; Paused,
+	// Period, Think: ns). The kernel records the times in milliseconds
+	// (jiffies*1000/HZ); they are converted to ns here.
 	Throttle
 	// WritebackStart and WritebackEnd are writeback:writeback_start and
 	// writeback_written: a flusher's writeback of BDI for Reason
-	// ("background", "periodic", "sync", "vmscan", ...), Pages written
-	// (WritebackEnd).
+	// ("background", "periodic", "sync", "vmscan", ...). NrPages is the
+	// kernel's nr_pages: the work's page budget at start, what is left of
+	// it at the end. Pages (WritebackEnd) is the pages written since the
+	// same task's WritebackStart (start's NrPages minus end's), 0 when
+	// that start was not seen.
 	WritebackStart
 	WritebackEnd
 	// SyscallEnter and SyscallExit are the syscalls:sys_enter_NAME and
@@ -49,8 +54,12 @@ type Event struct {
 	// instance's trace_clock is "mono"), to the microsecond.
 	Time int64
 	CPU  int
-	// Pid and Comm are the task in whose context it happened.
+	// Pid and Comm are the task (thread) in whose context it happened,
+	// Tgid its process (0 when the kernel did not record it). A Comm
+	// the kernel printed as "<...>" is read from /proc/PID/comm when the
+	// task still exists, else it stays "<...>".
 	Pid  int
+	Tgid int
 	Comm string
 
 	Conn   uint32 // FUSE connection: the mount's device, kernel encoding
@@ -63,6 +72,8 @@ type Event struct {
 	Ino       uint64
 	Index     uint64 // page index
 	Pages     uint32 // pages the event covers (1<<order for folios)
+	Order     uint32 // folio order (PageAdd, PageDelete, readahead)
+	PrevPos   int64  // readahead: the file's previous read position, -1 none
 	Size      uint32 // readahead window, pages
 	AsyncSize uint32
 	ReqCount  uint64
@@ -72,13 +83,22 @@ type Event struct {
 	BDI        string
 	Dirty      uint64 // pages (Throttle)
 	Limit      uint64
+	Setpoint   uint64
 	WBDirty    uint64
 	WBSetpoint uint64
 	Pause      int64 // ns (Throttle)
 	Paused     int64 // ns
+	Period     int64 // ns
+	Think      int64 // ns
 	Reason     string
+	NrPages    int64 // writeback work's nr_pages (WritebackStart, WritebackEnd)
 
+	// Syscall is the name without "sys_enter_"/"sys_exit_" ("fsync"),
+	// Arg its first argument (SyscallEnter: the fd, msync's start
+	// address; 0 for sync), Ret its return value (SyscallExit; -errno
+	// on failure).
 	Syscall string
+	Arg     uint64
 	Ret     int64
 }
 
