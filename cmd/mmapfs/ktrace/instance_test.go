@@ -279,7 +279,9 @@ func TestPageCacheEvents(t *testing.T) {
 			t.Fatalf("no %v event of ino %d dev %#x after reading it cold", k, ino, dev)
 		}
 	}
-	if !tr.waitFor(func(e *Event) bool { return e.Kind == SyncReadahead && e.Ino == ino && e.Index == 0 && e.RAPages > 0 && e.Comm != "" && e.Pid > 0 && e.Tgid == os.Getpid() }) {
+	if !tr.waitFor(func(e *Event) bool {
+		return e.Kind == SyncReadahead && e.Ino == ino && e.Index == 0 && e.RAPages > 0 && e.Comm != "" && e.Pid > 0 && e.Tgid == os.Getpid()
+	}) {
 		t.Error("the first read's SyncReadahead lacks index 0, ra_pages, the task, or our tgid")
 	}
 
