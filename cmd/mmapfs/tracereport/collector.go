@@ -1,0 +1,789 @@
+package tracereport
+
+import (
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/mmapfs/mmapfs/cmd/mmapfs/ktrace"
+	"github.com/mmapfs/mmapfs/fs/wire"
+)
+
+// Options tune a Collector; zero fields take the defaults.
+type Options struct {
+	// Sink receives the requests and events; nil: Discard.
+	Sink Sink
+	// Wait is how long (event time, ns) a request is held for its missing
+	// parts after its last part came. Default 1 s.
+	Wait int64
+	// MaxPending bounds the requests held at once; past it the oldest is
+	// emitted with what is known (Summary.GivenUp). Default 4096.
+	MaxPending int
+	// FaultNear is how long before a READ's send a fault on its file by
+	// its task still counts as its cause. Default 100 ms.
+	FaultNear int64
+}
+
+const (
+	defaultWait       = int64(1e9)
+	defaultMaxPending = 4096
+	defaultFaultNear  = int64(100e6)
+	// raNear is how soon after a fault a readahead of the same task on
+	// the same file counts as triggered by it (both happen in one call
+	// of the kernel's fault handler).
+	raNear = int64(10e6)
+	// inFlightWait is how long a request that was sent and never ended
+	// is held, at least (its end event may have been lost).
+	inFlightWait = int64(60e9)
+	// Bounds of the histories kept for causes.
+	raHistory      = 32
+	faultHistory   = 32
+	syscallHistory = 8
+	wbHistory      = 4
+	maxInodes      = 4096
+	maxTasks       = 8192
+	maxFiles       = 4096 // per layer, in the summary
+	maxThrottled   = 1024 // processes, in the summary
+)
+
+// pend is a request being joined.
+type pend struct {
+	seq             uint64 // arrival order
+	hasSend, hasEnd bool
+	hasRec          bool
+	send            ktrace.Event // RequestSend: Time, Pid, Comm, Opcode, Len
+	endTime         int64
+	endErr          int32
+	rec             wire.TraceRecord
+}
+
+// last is the time of the latest part that came.
+func (p *pend) last() int64 {
+	t := int64(0)
+	if p.hasSend {
+		t = p.send.Time
+	}
+	if p.hasEnd && p.endTime > t {
+		t = p.endTime
+	}
+	if p.hasRec && p.rec.Start+p.rec.Service > t {
+		t = p.rec.Start + p.rec.Service
+	}
+	return t
+}
+
+// interval is a span of a task's time: in a syscall, or writing back.
+type interval struct {
+	name       string // syscall name, or writeback reason
+	start, end int64  // end 0: still open
+}
+
+func (iv *interval) covers(t int64) bool {
+	return iv.start <= t && (iv.end == 0 || iv.end >= t)
+}
+
+// task is what the collector knows of one thread.
+type task struct {
+	comm     string
+	last     int64
+	syscalls []interval // at most syscallHistory, oldest first
+	wb       []interval // writebacks of the mount's BDI, at most wbHistory
+}
+
+// fault is one mm_filemap_fault on a file of the mount.
+type fault struct {
+	index uint64
+	time  int64
+	pid   int
+}
+
+// inode is the readahead and fault history of one file of the mount.
+type inode struct {
+	last   int64
+	ra     []Window // at most raHistory, oldest first
+	faults []fault  // at most faultHistory, oldest first
+}
+
+// item is one thing for the sink.
+type item struct {
+	req    *Request
+	ev     *Event
+	sample *Sample
+}
+
+// Collector joins the kernel's events and the daemon's records of one
+// mount into Requests, decides their causes, hands them and the other
+// events to a Sink, and keeps the Summary. Safe for concurrent use (see
+// the package doc, Locking).
+type Collector struct {
+	m    Mount // read only
+	opts Options
+
+	// outMu serializes the calls to opts.Sink; taken while mu is held
+	// (lock order: mu, then outMu), held alone while the sink runs.
+	outMu sync.Mutex
+
+	// mu guards every field below.
+	mu       sync.Mutex
+	pending  map[uint64]*pend
+	order    []uint64 // uniques in arrival order (some already gone)
+	seq      uint64
+	now      int64 // latest event time seen, mono ns
+	lastScan int64
+	tasks    map[int]*task
+	inodes   map[uint64]*inode
+	tgids    map[int]int // cache of m.Tgid
+	lastWB   *interval   // the latest writeback of the mount's BDI, any task
+	out      []item      // made, not yet handed to the sink
+	flushed  bool
+	stats    stats
+}
+
+// NewCollector returns a Collector for the mount m.
+func NewCollector(m Mount, opts Options) *Collector {
+	if opts.Sink == nil {
+		opts.Sink = Discard{}
+	}
+	if opts.Wait <= 0 {
+		opts.Wait = defaultWait
+	}
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = defaultMaxPending
+	}
+	if opts.FaultNear <= 0 {
+		opts.FaultNear = defaultFaultNear
+	}
+	return &Collector{
+		m:       m,
+		opts:    opts,
+		pending: make(map[uint64]*pend),
+		tasks:   make(map[int]*task),
+		inodes:  make(map[uint64]*inode),
+		tgids:   make(map[int]int),
+		stats:   newStats(),
+	}
+}
+
+// deliverLocked hands c.out to the sink; it is called with c.mu held and
+// returns with it released.
+func (c *Collector) deliverLocked() {
+	out := c.out
+	c.out = nil
+	if len(out) == 0 {
+		c.mu.Unlock()
+		return
+	}
+	c.outMu.Lock()
+	c.mu.Unlock()
+	defer c.outMu.Unlock()
+	for _, it := range out {
+		switch {
+		case it.req != nil:
+			c.opts.Sink.Request(it.req)
+		case it.ev != nil:
+			c.opts.Sink.Event(it.ev)
+		case it.sample != nil:
+			c.opts.Sink.Sample(it.sample)
+		}
+	}
+}
+
+// Kernel takes one of the kernel's events. It keeps what it needs (e is
+// not retained); events of other mounts are ignored.
+func (c *Collector) Kernel(e *ktrace.Event) {
+	c.mu.Lock()
+	c.kernelLocked(e)
+	c.maintainLocked()
+	c.deliverLocked()
+}
+
+func (c *Collector) kernelLocked(e *ktrace.Event) {
+	c.stats.events++
+	if e.Time > c.now {
+		c.now = e.Time
+	}
+	if e.Pid != 0 && e.Comm != "" {
+		t := c.taskLocked(e.Pid)
+		t.comm = e.Comm
+		t.last = e.Time
+	}
+	switch e.Kind {
+	case ktrace.RequestSend:
+		if e.Conn != c.m.Conn {
+			return
+		}
+		p := c.pendLocked(e.Unique)
+		p.hasSend = true
+		p.send = ktrace.Event{Kind: e.Kind, Time: e.Time, Pid: e.Pid, Comm: e.Comm, Opcode: e.Opcode, Len: e.Len}
+		c.completeLocked(e.Unique, p)
+	case ktrace.RequestEnd:
+		if e.Conn != c.m.Conn {
+			return
+		}
+		p := c.pendLocked(e.Unique)
+		p.hasEnd, p.endTime, p.endErr = true, e.Time, e.Error
+		c.completeLocked(e.Unique, p)
+	case ktrace.SyncReadahead, ktrace.AsyncReadahead:
+		layer := c.layer(e.Dev)
+		if layer == "" {
+			return
+		}
+		w := Window{Async: e.Kind == ktrace.AsyncReadahead, Index: e.Index, Pages: e.Size, AsyncPages: e.AsyncSize, Time: e.Time, Pid: e.Pid}
+		if layer == layerMount {
+			in := c.inodeLocked(e.Ino, e.Time)
+			in.ra = appendBounded(in.ra, w, raHistory)
+			c.stats.window(w)
+		}
+		c.eventLocked(EventReadahead, layer, e)
+	case ktrace.Fault:
+		layer := c.layer(e.Dev)
+		if layer == "" {
+			return
+		}
+		if layer == layerMount {
+			in := c.inodeLocked(e.Ino, e.Time)
+			in.faults = appendBounded(in.faults, fault{index: e.Index, time: e.Time, pid: e.Pid}, faultHistory)
+		}
+		c.eventLocked(EventFault, layer, e)
+	case ktrace.PageAdd, ktrace.PageDelete:
+		layer := c.layer(e.Dev)
+		if layer == "" {
+			return
+		}
+		c.stats.pages(layer, e.Ino, e.Kind == ktrace.PageAdd, pagesOf(e))
+		typ := EventPageAdd
+		if e.Kind == ktrace.PageDelete {
+			typ = EventPageDelete
+		}
+		c.eventLocked(typ, layer, e)
+	case ktrace.Throttle:
+		layer := c.bdiLayer(e.BDI)
+		if layer == "" {
+			return
+		}
+		if e.Pause > 0 {
+			pid := c.tgidLocked(e.Pid)
+			c.stats.throttle(layer, pid, c.commLocked(pid, e.Comm), e.Pause)
+		}
+		c.eventLocked(EventThrottle, layer, e)
+	case ktrace.WritebackStart, ktrace.WritebackEnd:
+		layer := c.bdiLayer(e.BDI)
+		if layer == "" {
+			return
+		}
+		typ := EventWritebackStart
+		if layer == layerMount {
+			t := c.taskLocked(e.Pid)
+			if e.Kind == ktrace.WritebackStart {
+				t.wb = appendBounded(t.wb, interval{name: e.Reason, start: e.Time}, wbHistory)
+				iv := t.wb[len(t.wb)-1]
+				c.lastWB = &iv
+			} else {
+				typ = EventWritebackEnd
+				closeLast(t.wb, "", e.Time)
+				if c.lastWB != nil && c.lastWB.end == 0 {
+					c.lastWB.end = e.Time
+				}
+			}
+		} else if e.Kind == ktrace.WritebackEnd {
+			typ = EventWritebackEnd
+		}
+		c.eventLocked(typ, layer, e)
+	case ktrace.SyscallEnter:
+		t := c.taskLocked(e.Pid)
+		t.syscalls = appendBounded(t.syscalls, interval{name: e.Syscall, start: e.Time}, syscallHistory)
+		c.eventLocked(EventSyscallEnter, "", e)
+	case ktrace.SyscallExit:
+		t := c.taskLocked(e.Pid)
+		closeLast(t.syscalls, e.Syscall, e.Time)
+		c.eventLocked(EventSyscallExit, "", e)
+	}
+}
+
+// pagesOf is how many pages a page cache event covers (1 when the
+// kernel's event gives no count).
+func pagesOf(e *ktrace.Event) uint64 {
+	if e.Pages == 0 {
+		return 1
+	}
+	return uint64(e.Pages)
+}
+
+// appendBounded appends v to s, dropping the oldest past n.
+func appendBounded[T any](s []T, v T, n int) []T {
+	if len(s) >= n {
+		copy(s, s[1:])
+		s = s[:len(s)-1]
+	}
+	return append(s, v)
+}
+
+// closeLast ends the latest open interval (of that name, when name is
+// not "") at t.
+func closeLast(s []interval, name string, t int64) {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i].end == 0 && (name == "" || s[i].name == name) {
+			s[i].end = t
+			return
+		}
+	}
+}
+
+// The layers.
+const (
+	layerMount = "mount"
+	layerStore = "store"
+)
+
+// layer names the layer of a device, "" when it is neither.
+func (c *Collector) layer(dev uint32) string {
+	switch dev {
+	case c.m.MountDev:
+		return layerMount
+	case c.m.StoreDev:
+		return layerStore
+	}
+	return ""
+}
+
+// bdiLayer names the layer of a BDI, "" when it is neither.
+func (c *Collector) bdiLayer(bdi string) string {
+	switch {
+	case bdi != "" && bdi == c.m.BDI:
+		return layerMount
+	case bdi != "" && bdi == c.m.StoreBDI:
+		return layerStore
+	}
+	return ""
+}
+
+func (c *Collector) eventLocked(typ, layer string, e *ktrace.Event) {
+	ev := &Event{Type: typ, Rel: e.Time - c.m.Start, Layer: layer, K: *e}
+	if layer == layerMount && e.Ino != 0 && c.m.Names != nil {
+		ev.File = c.m.Names(e.Ino)
+	}
+	c.out = append(c.out, item{ev: ev})
+}
+
+func (c *Collector) taskLocked(pid int) *task {
+	t := c.tasks[pid]
+	if t == nil {
+		if len(c.tasks) >= maxTasks {
+			c.pruneTasksLocked()
+		}
+		t = &task{}
+		c.tasks[pid] = t
+	}
+	return t
+}
+
+// pruneTasksLocked forgets the tasks not seen for longest (half of them).
+func (c *Collector) pruneTasksLocked() {
+	lasts := make([]int64, 0, len(c.tasks))
+	for _, t := range c.tasks {
+		lasts = append(lasts, t.last)
+	}
+	sort.Slice(lasts, func(i, j int) bool { return lasts[i] < lasts[j] })
+	cut := lasts[len(lasts)/2]
+	for pid, t := range c.tasks {
+		if t.last <= cut {
+			delete(c.tasks, pid)
+		}
+	}
+}
+
+func (c *Collector) inodeLocked(ino uint64, now int64) *inode {
+	in := c.inodes[ino]
+	if in == nil {
+		if len(c.inodes) >= maxInodes {
+			lasts := make([]int64, 0, len(c.inodes))
+			for _, x := range c.inodes {
+				lasts = append(lasts, x.last)
+			}
+			sort.Slice(lasts, func(i, j int) bool { return lasts[i] < lasts[j] })
+			cut := lasts[len(lasts)/2]
+			for k, x := range c.inodes {
+				if x.last <= cut {
+					delete(c.inodes, k)
+				}
+			}
+		}
+		in = &inode{}
+		c.inodes[ino] = in
+	}
+	in.last = now
+	return in
+}
+
+// tgidLocked is the process of a thread (cached m.Tgid).
+func (c *Collector) tgidLocked(tid int) int {
+	if c.m.Tgid == nil || tid <= 0 {
+		return tid
+	}
+	if g, ok := c.tgids[tid]; ok {
+		return g
+	}
+	if len(c.tgids) >= maxTasks {
+		clear(c.tgids)
+	}
+	g := c.m.Tgid(tid)
+	c.tgids[tid] = g
+	return g
+}
+
+// commLocked names a task: seen is the name an event gave (may be ""),
+// else the one events gave it before, else m.Comm's.
+func (c *Collector) commLocked(pid int, seen string) string {
+	if seen != "" {
+		return seen
+	}
+	if t := c.tasks[pid]; t != nil && t.comm != "" {
+		return t.comm
+	}
+	if c.m.Comm != nil && pid > 0 {
+		if s := c.m.Comm(pid); s != "" {
+			return s
+		}
+	}
+	return "?"
+}
+
+func (c *Collector) pendLocked(unique uint64) *pend {
+	p := c.pending[unique]
+	if p == nil {
+		c.seq++
+		p = &pend{seq: c.seq}
+		c.pending[unique] = p
+		c.order = append(c.order, unique)
+	}
+	return p
+}
+
+// Daemon takes one of the daemon's records (r is not retained). A record
+// with Opcode 0 says the daemon dropped records before it.
+func (c *Collector) Daemon(r *wire.TraceRecord) {
+	c.mu.Lock()
+	c.daemonLocked(r)
+	c.maintainLocked()
+	c.deliverLocked()
+}
+
+func (c *Collector) daemonLocked(r *wire.TraceRecord) {
+	if end := r.Start + r.Service; end > c.now {
+		c.now = end
+	}
+	if r.Opcode == 0 {
+		n := droppedOf(r)
+		c.stats.daemonLost += n
+		c.stats.daemonDrops++
+		ev := &Event{Type: EventDaemonDropped, Rel: r.Start - c.m.Start, K: ktrace.Event{Time: r.Start, ReqCount: n}}
+		c.out = append(c.out, item{ev: ev})
+		return
+	}
+	c.stats.records++
+	p := c.pendLocked(r.Unique)
+	p.hasRec, p.rec = true, *r
+	c.completeLocked(r.Unique, p)
+}
+
+// droppedOf is how many records a drop record stands for.
+func droppedOf(r *wire.TraceRecord) uint64 {
+	if r.Unique > 0 {
+		return r.Unique
+	}
+	return 1
+}
+
+// completeLocked emits p when all its parts are there.
+func (c *Collector) completeLocked(unique uint64, p *pend) {
+	if p.hasSend && p.hasEnd && p.hasRec {
+		delete(c.pending, unique)
+		c.emitLocked(unique, p, false)
+	}
+}
+
+// maintainLocked enforces the pending bound and, every tenth of Wait of
+// event time, emits the requests whose wait is over.
+func (c *Collector) maintainLocked() {
+	for len(c.pending) > c.opts.MaxPending && len(c.order) > 0 {
+		u := c.order[0]
+		c.order = c.order[1:]
+		if p, ok := c.pending[u]; ok {
+			delete(c.pending, u)
+			c.stats.givenUp++
+			c.emitLocked(u, p, true)
+		}
+	}
+	if c.now-c.lastScan < c.opts.Wait/10 {
+		return
+	}
+	c.lastScan = c.now
+	var done []*pendU
+	for u, p := range c.pending {
+		wait := c.opts.Wait
+		if p.hasSend && !p.hasEnd && wait < inFlightWait {
+			wait = inFlightWait
+		}
+		if p.last()+wait < c.now {
+			done = append(done, &pendU{u, p})
+		}
+	}
+	c.emitAllLocked(done)
+	// Drop the queue's entries already gone (keep it bounded).
+	if len(c.order) > 2*len(c.pending)+64 {
+		kept := c.order[:0]
+		for _, u := range c.order {
+			if _, ok := c.pending[u]; ok {
+				kept = append(kept, u)
+			}
+		}
+		c.order = kept
+	}
+}
+
+type pendU struct {
+	u uint64
+	p *pend
+}
+
+// emitAllLocked emits the requests in the order they arrived.
+func (c *Collector) emitAllLocked(done []*pendU) {
+	sort.Slice(done, func(i, j int) bool { return done[i].p.seq < done[j].p.seq })
+	for _, d := range done {
+		delete(c.pending, d.u)
+		c.emitLocked(d.u, d.p, false)
+	}
+}
+
+// Sample records the mount's dirty and writeback bytes at t (mono ns).
+func (c *Collector) Sample(t int64, dirty, writeback uint64) {
+	c.mu.Lock()
+	s := &Sample{Time: t, Rel: t - c.m.Start, Dirty: dirty, Writeback: writeback}
+	c.stats.sample(s)
+	c.out = append(c.out, item{sample: s})
+	c.deliverLocked()
+}
+
+// Flush emits every pending request with what is known, then calls the
+// sink's Flush. Call it once the streams have ended; later calls only
+// flush the sink again.
+func (c *Collector) Flush() {
+	c.mu.Lock()
+	done := make([]*pendU, 0, len(c.pending))
+	for u, p := range c.pending {
+		done = append(done, &pendU{u, p})
+	}
+	c.emitAllLocked(done)
+	c.order = nil
+	c.flushed = true
+	c.outMu.Lock()
+	out := c.out
+	c.out = nil
+	c.mu.Unlock()
+	defer c.outMu.Unlock()
+	for _, it := range out {
+		switch {
+		case it.req != nil:
+			c.opts.Sink.Request(it.req)
+		case it.ev != nil:
+			c.opts.Sink.Event(it.ev)
+		case it.sample != nil:
+			c.opts.Sink.Sample(it.sample)
+		}
+	}
+	c.opts.Sink.Flush()
+}
+
+// Counts returns the kernel events taken, the requests emitted (or
+// joined so far) and the requests still pending, for progress lines.
+func (c *Collector) Counts() (events, requests, pending uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stats.events, c.stats.requests, uint64(len(c.pending))
+}
+
+// emitLocked turns a pending request into a Request, decides its cause,
+// counts it and queues it for the sink (unless it is the trace's own).
+func (c *Collector) emitLocked(unique uint64, p *pend, givenUp bool) {
+	r := &Request{Unique: unique, Latency: -1, Queue: -1, GivenUp: givenUp}
+	if p.hasSend {
+		r.Opcode = p.send.Opcode
+		r.Send = p.send.Time
+		r.Rel = p.send.Time - c.m.Start
+		r.Pid = p.send.Pid
+		r.Comm = c.commLocked(p.send.Pid, p.send.Comm)
+		r.Len = p.send.Len
+	} else {
+		r.Missing = append(r.Missing, PartSend)
+	}
+	if p.hasEnd {
+		r.End, r.Error = p.endTime, p.endErr
+	} else {
+		r.Missing = append(r.Missing, PartEnd)
+	}
+	if p.hasRec {
+		x := &p.rec
+		if !p.hasSend {
+			r.Opcode = x.Opcode
+			r.Rel = x.Start - c.m.Start
+		}
+		r.NodeID, r.Ino = x.NodeID, x.Ino
+		r.Offset, r.Length = x.Offset, x.Length
+		r.Start, r.Service = x.Start, x.Service
+		r.Errno, r.Result = x.Errno, x.Result
+		r.FaultPages, r.Msyncs, r.MsyncBytes = x.FaultPages, x.Msyncs, x.MsyncBytes
+		if c.m.Names != nil && x.Ino != 0 {
+			r.File = c.m.Names(x.Ino)
+		}
+	} else {
+		r.Missing = append(r.Missing, PartDaemon)
+	}
+	r.Op = OpName(r.Opcode)
+	if p.hasSend && p.hasEnd {
+		r.Latency = p.endTime - p.send.Time
+		if p.hasRec {
+			r.Queue = r.Latency - r.Service
+		}
+	}
+
+	// Who caused it.
+	r.TaskPid, r.TaskComm = r.Pid, r.Comm
+	sendFromDaemon := p.hasSend && c.m.DaemonPid != 0 && c.tgidLocked(p.send.Pid) == c.m.DaemonPid
+	if p.hasRec && p.rec.Pid != 0 && (!p.hasSend || int(p.rec.Pid) != p.send.Pid) {
+		r.Background = p.hasSend
+		r.TaskPid = int(p.rec.Pid)
+		r.TaskComm = c.commLocked(r.TaskPid, "")
+	} else if sendFromDaemon {
+		r.Background = true
+	}
+	if c.m.TracePid != 0 && ((p.hasSend && c.tgidLocked(p.send.Pid) == c.m.TracePid) ||
+		(p.hasRec && p.rec.Pid != 0 && c.tgidLocked(int(p.rec.Pid)) == c.m.TracePid)) {
+		c.stats.own++
+		return
+	}
+
+	c.causeLocked(r, p)
+	c.stats.request(r)
+	c.out = append(c.out, item{req: r})
+}
+
+// causeLocked decides r's cause from the histories (see the package doc).
+func (c *Collector) causeLocked(r *Request, p *pend) {
+	t := r.Send
+	if !p.hasSend {
+		t = r.Start
+	}
+	switch r.Opcode {
+	case opRead:
+		r.Cause = "read"
+		if !p.hasRec {
+			return
+		}
+		c.readCauseLocked(r, t)
+	case opWrite:
+		for _, pid := range []int{r.Pid, r.TaskPid} {
+			if reason, ok := c.flusherLocked(pid, t); ok {
+				r.Cause, r.Reason = "writeback", reason
+				return
+			}
+		}
+		if sc := c.syscallLocked(r, t); sc != "" {
+			r.Cause = sc
+			return
+		}
+		r.Cause = "write"
+	default:
+		if sc := c.syscallLocked(r, t); sc != "" {
+			r.Cause = sc
+			return
+		}
+		r.Cause = strings.ToLower(r.Op)
+	}
+}
+
+// readCauseLocked decides a READ's cause from the readahead and fault
+// history of its file, as of t (its send).
+func (c *Collector) readCauseLocked(r *Request, t int64) {
+	in := c.inodes[r.Ino]
+	if in == nil {
+		return
+	}
+	first := r.Offset / pageSize
+	lastPage := first
+	if r.Length > 0 {
+		lastPage = (r.Offset + uint64(r.Length) - 1) / pageSize
+	}
+	var w *Window
+	for i := len(in.ra) - 1; i >= 0; i-- {
+		x := &in.ra[i]
+		if x.Time <= t && x.Index <= first && first < x.Index+uint64(x.Pages) {
+			cp := *x
+			w = &cp
+			break
+		}
+	}
+	for i := len(in.faults) - 1; i >= 0; i-- {
+		f := &in.faults[i]
+		if f.time > t {
+			continue
+		}
+		if t-f.time > c.opts.FaultNear {
+			break
+		}
+		if f.pid != r.TaskPid && f.pid != r.Pid {
+			continue
+		}
+		inRange := f.index >= first && f.index <= lastPage
+		inWindow := w != nil && f.index >= w.Index && f.index < w.Index+uint64(w.Pages)
+		triggered := w != nil && w.Pid == f.pid && f.time <= w.Time && w.Time-f.time <= raNear
+		if inRange || inWindow || triggered {
+			r.Cause, r.HasFault, r.FaultPage, r.Window = "fault", true, f.index, w
+			return
+		}
+	}
+	if w != nil {
+		r.Window = w
+		r.Cause = "readahead-sync"
+		if w.Async {
+			r.Cause = "readahead-async"
+		}
+	}
+}
+
+// flusherLocked says whether pid was writing back the mount's BDI at t,
+// and why.
+func (c *Collector) flusherLocked(pid int, t int64) (string, bool) {
+	tk := c.tasks[pid]
+	if tk == nil {
+		return "", false
+	}
+	for i := len(tk.wb) - 1; i >= 0; i-- {
+		if tk.wb[i].covers(t) {
+			return tk.wb[i].name, true
+		}
+	}
+	if isFlusherComm(tk.comm) {
+		if c.lastWB != nil && c.lastWB.covers(t) {
+			return c.lastWB.name, true
+		}
+		return "", true
+	}
+	return "", false
+}
+
+// syscallLocked names the traced syscall the request's causing task (or
+// the task that sent it) was in at t, "" when none.
+func (c *Collector) syscallLocked(r *Request, t int64) string {
+	for _, pid := range []int{r.TaskPid, r.Pid} {
+		tk := c.tasks[pid]
+		if tk == nil {
+			continue
+		}
+		for i := len(tk.syscalls) - 1; i >= 0; i-- {
+			if tk.syscalls[i].covers(t) {
+				return tk.syscalls[i].name
+			}
+		}
+	}
+	return ""
+}

@@ -1,0 +1,514 @@
+package tracereport
+
+import (
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/mmapfs/mmapfs/cmd/mmapfs/ktrace"
+	"github.com/mmapfs/mmapfs/fs/wire"
+)
+
+// A cold sequential read: a sync window, then async windows growing; the
+// READs the windows cover take their cause and window, background ones
+// (sent from the daemon's context) are the reader's.
+func TestColdSequentialRead(t *testing.T) {
+	t.Parallel()
+	c, r, f := newTest(Options{})
+	const cat = 100
+	f.ra(1*ms, false, cat, "cat", 5, 0, 32, 24)
+	f.request(1*ms+5*us, 1, readOp, cat, "cat", 5, 0, 128<<10, cat)
+	f.ra(2*ms, true, cat, "cat", 5, 32, 64, 64)
+	f.request(2*ms+5*us, 2, readOp, daemonTid, "mmapfs", 5, 128<<10, 128<<10, cat)
+	f.request(2*ms+80*us, 3, readOp, daemonTid, "mmapfs", 5, 256<<10, 128<<10, cat)
+	f.ra(3*ms, true, cat, "cat", 5, 96, 128, 128)
+	f.request(3*ms+5*us, 4, readOp, cat, "cat", 5, 384<<10, 128<<10, cat)
+	// A READ past every window: a plain read.
+	f.request(4*ms, 5, readOp, cat, "cat", 5, 64<<20, 4096, cat)
+	// Another file with no readahead at all.
+	f.request(5*ms, 6, readOp, cat, "cat", 9, 0, 4096, cat)
+	c.Flush()
+
+	if len(r.reqs) != 6 {
+		t.Fatalf("%d requests, want 6", len(r.reqs))
+	}
+	want := []struct {
+		cause      string
+		index      uint64
+		pages      uint32
+		background bool
+	}{
+		{"readahead-sync", 0, 32, false},
+		{"readahead-async", 32, 64, true},
+		{"readahead-async", 32, 64, true},
+		{"readahead-async", 96, 128, false},
+		{"read", 0, 0, false},
+		{"read", 0, 0, false},
+	}
+	for i, w := range want {
+		q := r.byUnique(t, uint64(i+1))
+		wantCause(t, q, w.cause)
+		if w.pages != 0 {
+			if q.Window == nil || q.Window.Index != w.index || q.Window.Pages != w.pages {
+				t.Errorf("request %d: window %+v, want %d+%d", q.Unique, q.Window, w.index, w.pages)
+			}
+		} else if q.Window != nil {
+			t.Errorf("request %d: window %+v, want none", q.Unique, q.Window)
+		}
+		if q.Background != w.background {
+			t.Errorf("request %d: background %v, want %v", q.Unique, q.Background, w.background)
+		}
+		if q.TaskPid != cat || q.TaskComm != "cat" {
+			t.Errorf("request %d: task %s[%d], want cat[%d]", q.Unique, q.TaskComm, q.TaskPid, cat)
+		}
+		if q.Latency != 50*us || q.Service != 30*us || q.Queue != 20*us {
+			t.Errorf("request %d: latency %d service %d queue %d, want 50µs 30µs 20µs", q.Unique, q.Latency, q.Service, q.Queue)
+		}
+		if len(q.Missing) != 0 {
+			t.Errorf("request %d: missing %v", q.Unique, q.Missing)
+		}
+	}
+	if q := r.byUnique(t, 1); q.File != "big.bin" || q.Window.AsyncPages != 24 {
+		t.Errorf("request 1: file %q window %+v", q.File, q.Window)
+	}
+
+	s := c.Summary()
+	wantWindows := []WindowCount{{"sync", 32, 1}, {"async", 64, 1}, {"async", 128, 1}}
+	if len(s.Windows) != len(wantWindows) {
+		t.Fatalf("windows %+v, want %+v", s.Windows, wantWindows)
+	}
+	for i := range wantWindows {
+		if s.Windows[i] != wantWindows[i] {
+			t.Errorf("window %d: %+v, want %+v", i, s.Windows[i], wantWindows[i])
+		}
+	}
+	ops := map[string]OpSummary{}
+	for _, o := range s.Ops {
+		ops[o.Op+" "+o.Cause] = o
+	}
+	if o := ops["READ readahead-async"]; o.Count != 3 || o.Bytes != 3*128<<10 || o.LatencyP50 != 50*us || o.ServiceP99 != 30*us {
+		t.Errorf("READ readahead-async: %+v", o)
+	}
+	if o := ops["READ read"]; o.Count != 2 || o.Bytes != 8192 {
+		t.Errorf("READ read: %+v", o)
+	}
+	var b strings.Builder
+	if err := s.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	text := b.String()
+	for _, w := range []string{"requests 6 over", "readahead-async", "sync  32: 1", "async 64: 1 128: 1", "384KiB", "50µs", "30µs"} {
+		if !strings.Contains(text, w) {
+			t.Errorf("summary lacks %q:\n%s", w, text)
+		}
+	}
+}
+
+// A client's mapped read: the fault, then the read-around window, then
+// the READ: its cause is the fault, with the window.
+func TestMappedRead(t *testing.T) {
+	t.Parallel()
+	c, r, f := newTest(Options{})
+	const client = 200
+	f.k(ktrace.Event{Kind: ktrace.Fault, Time: testStart + 1*ms, Pid: client, Comm: "mapper", Dev: testConn, Ino: 7, Index: 10})
+	f.ra(1*ms+3*us, false, client, "mapper", 7, 0, 32, 0)
+	f.request(1*ms+6*us, 1, readOp, client, "mapper", 7, 0, 128<<10, client)
+	// A fault with no readahead (a page the window left out): fault.
+	f.k(ktrace.Event{Kind: ktrace.Fault, Time: testStart + 2*ms, Pid: client, Comm: "mapper", Dev: testConn, Ino: 7, Index: 100})
+	f.request(2*ms+4*us, 2, readOp, client, "mapper", 7, 100*4096, 4096, client)
+	// An async readahead the fault on its marker page triggered, its READ
+	// sent from the daemon's context: fault, with the async window.
+	f.k(ktrace.Event{Kind: ktrace.Fault, Time: testStart + 3*ms, Pid: client, Comm: "mapper", Dev: testConn, Ino: 7, Index: 24})
+	f.ra(3*ms+2*us, true, client, "mapper", 7, 32, 32, 32)
+	f.request(3*ms+5*us, 3, readOp, daemonTid, "mmapfs", 7, 32*4096, 128<<10, client)
+	// Another task's read of the same file a while later: the fault was
+	// not its, and long ago.
+	f.ra(500*ms, false, 201, "cat", 7, 200, 32, 16)
+	f.request(500*ms+5*us, 4, readOp, 201, "cat", 7, 200*4096, 128<<10, 201)
+	// A fault on the store's device is the daemon's, not a client's.
+	f.k(ktrace.Event{Kind: ktrace.Fault, Time: testStart + 600*ms, Pid: 202, Comm: "x", Dev: testStoreDev, Ino: 7, Index: 300})
+	f.request(600*ms+5*us, 5, readOp, 202, "x", 7, 300*4096, 4096, 202)
+	c.Flush()
+
+	q := r.byUnique(t, 1)
+	wantCause(t, q, "fault")
+	if !q.HasFault || q.FaultPage != 10 || q.Window == nil || q.Window.Pages != 32 || q.Window.Async {
+		t.Errorf("request 1: fault %v page %d window %+v", q.HasFault, q.FaultPage, q.Window)
+	}
+	q = r.byUnique(t, 2)
+	wantCause(t, q, "fault")
+	if q.FaultPage != 100 || q.Window != nil {
+		t.Errorf("request 2: page %d window %+v", q.FaultPage, q.Window)
+	}
+	q = r.byUnique(t, 3)
+	wantCause(t, q, "fault")
+	if !q.Background || q.FaultPage != 24 || q.Window == nil || !q.Window.Async || q.Window.Index != 32 {
+		t.Errorf("request 3: background %v page %d window %+v", q.Background, q.FaultPage, q.Window)
+	}
+	if got := describeCause(q); got != "fault p24 async ra 32+32p (async 32)" {
+		t.Errorf("request 3 described as %q", got)
+	}
+	wantCause(t, r.byUnique(t, 4), "readahead-sync")
+	wantCause(t, r.byUnique(t, 5), "read")
+}
+
+// Writeback: a flusher's WRITEs between its writeback_start and
+// writeback_written take its reason; a kworker's outside any is
+// writeback without one; a client's write(2) is a write.
+func TestWriteback(t *testing.T) {
+	t.Parallel()
+	c, r, f := newTest(Options{})
+	const flusher = "kworker/u8:2+flush-0:52"
+	f.k(ktrace.Event{Kind: ktrace.WritebackStart, Time: testStart + 1*ms, Pid: kworkerPid, Comm: flusher, BDI: "0:52", Reason: "background"})
+	f.request(1*ms+10*us, 1, writeOp, kworkerPid, flusher, 9, 0, 128<<10, kworkerPid)
+	// Sent later from the daemon's context (the background queue).
+	f.request(1*ms+90*us, 2, writeOp, daemonTid, "mmapfs", 9, 128<<10, 128<<10, kworkerPid)
+	f.k(ktrace.Event{Kind: ktrace.WritebackEnd, Time: testStart + 2*ms, Pid: kworkerPid, Comm: flusher, BDI: "0:52", Reason: "background", Pages: 64})
+	// Another BDI's writeback says nothing of this mount.
+	f.k(ktrace.Event{Kind: ktrace.WritebackStart, Time: testStart + 3*ms, Pid: 51, Comm: "kworker/u8:3+flush-8:0", BDI: "8:0", Reason: "periodic"})
+	f.k(ktrace.Event{Kind: ktrace.WritebackStart, Time: testStart + 4*ms, Pid: kworkerPid, Comm: flusher, BDI: "0:52", Reason: "periodic"})
+	f.request(4*ms+10*us, 3, writeOp, kworkerPid, flusher, 9, 256<<10, 4096, kworkerPid)
+	f.k(ktrace.Event{Kind: ktrace.WritebackEnd, Time: testStart + 5*ms, Pid: kworkerPid, Comm: flusher, BDI: "0:52", Reason: "periodic", Pages: 1})
+	f.request(6*ms, 4, writeOp, 52, "kworker/1:1", 9, 0, 4096, 52)
+	f.request(7*ms, 5, writeOp, 300, "writer", 9, 0, 100, 300)
+	c.Flush()
+
+	wantCause(t, r.byUnique(t, 1), "writeback (background)")
+	q := r.byUnique(t, 2)
+	wantCause(t, q, "writeback (background)")
+	if !q.Background || q.TaskComm != flusher {
+		t.Errorf("request 2: background %v task %s", q.Background, q.TaskComm)
+	}
+	wantCause(t, r.byUnique(t, 3), "writeback (periodic)")
+	wantCause(t, r.byUnique(t, 4), "writeback")
+	wantCause(t, r.byUnique(t, 5), "write")
+	n := 0
+	for _, e := range r.evs {
+		if e.Type == EventWritebackStart || e.Type == EventWritebackEnd {
+			n++
+			if e.Layer != layerMount {
+				t.Errorf("writeback event of layer %q: %+v", e.Layer, e.K)
+			}
+		}
+	}
+	if n != 4 {
+		t.Errorf("%d writeback events of the mount, want 4", n)
+	}
+}
+
+// A client's msync: its WRITEs (sent in its context, or from the
+// daemon's on its behalf) have the cause "msync"; after the syscall,
+// "write". close's FLUSH is "close"; an fsync's FSYNC "fsync".
+func TestSyscallCauses(t *testing.T) {
+	t.Parallel()
+	c, r, f := newTest(Options{})
+	f.syscall(1*ms, true, 300, "writer", "msync")
+	f.request(1*ms+10*us, 1, writeOp, 300, "writer", 9, 0, 4096, 300)
+	f.request(1*ms+90*us, 2, writeOp, daemonTid, "mmapfs", 9, 4096, 4096, 300)
+	f.syscall(2*ms, false, 300, "writer", "msync")
+	f.request(3*ms, 3, writeOp, 300, "writer", 9, 0, 10, 300)
+	f.syscall(4*ms, true, 400, "sh", "close")
+	f.request(4*ms+10*us, 4, flushOp, 400, "sh", 9, 0, 0, 400)
+	f.syscall(4*ms+100*us, false, 400, "sh", "close")
+	f.request(5*ms, 5, flushOp, 400, "sh", 9, 0, 0, 400)
+	f.syscall(6*ms, true, 400, "sh", "fsync")
+	f.request(6*ms+10*us, 6, fsyncOp, 400, "sh", 9, 0, 0, 400)
+	f.syscall(6*ms+100*us, false, 400, "sh", "fsync")
+	f.request(7*ms, 7, getattrOp, 400, "sh", 9, 0, 0, 400)
+	// A syscall whose exit never came (lost) still covers what follows;
+	// one of another task does not.
+	f.syscall(8*ms, true, 401, "other", "fdatasync")
+	f.request(8*ms+10*us, 8, fsyncOp, 400, "sh", 9, 0, 0, 400)
+	c.Flush()
+
+	for u, cause := range map[uint64]string{1: "msync", 2: "msync", 3: "write", 4: "close", 5: "flush", 6: "fsync", 7: "getattr", 8: "fsync"} {
+		wantCause(t, r.byUnique(t, u), cause)
+	}
+	if q := r.byUnique(t, 2); !q.Background || q.TaskPid != 300 || q.TaskComm != "writer" || q.Comm != "mmapfs" || q.Pid != daemonTid {
+		t.Errorf("request 2: %+v", q)
+	}
+}
+
+// Throttle pauses are summed per process and layer; pauses of 0 and
+// other BDIs are not counted.
+func TestThrottle(t *testing.T) {
+	t.Parallel()
+	var tl strings.Builder
+	c, r, f := newTest(Options{Sink: NewTimeline(&tl, 0)})
+	th := func(at int64, pid int, comm, bdi string, pause int64) {
+		f.k(ktrace.Event{Kind: ktrace.Throttle, Time: testStart + at, Pid: pid, Comm: comm, BDI: bdi, Pause: pause, Dirty: 1000, Limit: 900})
+	}
+	th(1*ms, 500, "dd", "0:52", 10*ms)
+	th(20*ms, 500, "dd", "0:52", 20*ms)
+	th(50*ms, 500, "dd", "0:52", 0)
+	th(60*ms, 501, "fio", "0:52", 5*ms)
+	th(70*ms, 502, "cp", "8:0", 50*ms)
+	th(80*ms, 503, "mmapfs", "8:1", 7*ms)
+	c.Flush()
+	s := c.Summary()
+	want := []ThrottleSummary{
+		{layerMount, 500, "dd", 2, 30 * ms, 20 * ms},
+		{layerStore, 503, "mmapfs", 1, 7 * ms, 7 * ms},
+		{layerMount, 501, "fio", 1, 5 * ms, 5 * ms},
+	}
+	if len(s.Throttled) != len(want) {
+		t.Fatalf("throttled %+v, want %+v", s.Throttled, want)
+	}
+	for i := range want {
+		if s.Throttled[i] != want[i] {
+			t.Errorf("throttled %d: %+v, want %+v", i, s.Throttled[i], want[i])
+		}
+	}
+	n := 0
+	for _, e := range r.evs {
+		if e.Type == EventThrottle {
+			n++
+		}
+	}
+	if n != 5 {
+		t.Errorf("%d throttle events, want 5 (all of the mount's and store's bdi)", n)
+	}
+	lines := strings.Count(tl.String(), "THROTTLE")
+	if lines != 4 {
+		t.Errorf("%d THROTTLE lines, want 4 (the pauses):\n%s", lines, tl.String())
+	}
+	if !strings.Contains(tl.String(), "dd[500]") || !strings.Contains(tl.String(), "paused 20ms") {
+		t.Errorf("timeline:\n%s", tl.String())
+	}
+	var b strings.Builder
+	if err := s.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "dd[500] on the mount's bdi: 2 pauses, total 30ms, max 20ms") {
+		t.Errorf("summary:\n%s", b.String())
+	}
+}
+
+// The daemon's records lag: a request is held until its record comes,
+// and emitted without it (marked) once Wait of event time has passed;
+// a record whose kernel events never came is emitted at Flush.
+func TestLateAndMissingParts(t *testing.T) {
+	t.Parallel()
+	c, r, f := newTest(Options{})
+	f.send(1*ms, 1, readOp, 100, "cat")
+	f.end(2*ms, 1)
+	f.send(3*ms, 2, readOp, 100, "cat")
+	f.end(4*ms, 2)
+	if len(r.reqs) != 0 {
+		t.Fatalf("emitted %d requests before their records came", len(r.reqs))
+	}
+	// The record of 2 comes late, after more kernel events.
+	f.k(ktrace.Event{Kind: ktrace.SyscallEnter, Time: testStart + 500*ms, Pid: 7, Comm: "x", Syscall: "sync"})
+	f.rec(2, readOp, 5, 0, 4096, 100, 3*ms+10*us, 100*us)
+	if len(r.reqs) != 1 || r.reqs[0].Unique != 2 || len(r.reqs[0].Missing) != 0 {
+		t.Fatalf("after the late record: %+v", r.reqs)
+	}
+	// 1 has waited long enough once event time passes its end + 1 s.
+	f.k(ktrace.Event{Kind: ktrace.SyscallExit, Time: testStart + 1200*ms, Pid: 7, Comm: "x", Syscall: "sync"})
+	q := r.byUnique(t, 1)
+	if strings.Join(q.Missing, ",") != PartDaemon || q.Latency != 1*ms || q.Queue != -1 {
+		t.Errorf("request 1: missing %v latency %d queue %d", q.Missing, q.Latency, q.Queue)
+	}
+	// A record only (the kernel's events of it were lost).
+	f.rec(3, writeOp, 9, 0, 10, 300, 1300*ms, 10*us)
+	// A request in flight: sent, no end yet.
+	f.send(1300*ms, 4, getattrOp, 300, "writer")
+	if len(r.reqs) != 2 {
+		t.Fatalf("%d requests emitted before Flush, want 2", len(r.reqs))
+	}
+	c.Flush()
+	q = r.byUnique(t, 3)
+	if strings.Join(q.Missing, ",") != "send,end" || q.Op != "WRITE" || q.Rel != 1300*ms || q.TaskComm != "writer" {
+		t.Errorf("request 3: %+v", q)
+	}
+	q = r.byUnique(t, 4)
+	if strings.Join(q.Missing, ",") != "end,daemon" || q.Latency != -1 {
+		t.Errorf("request 4: %+v", q)
+	}
+	if r.flushes != 1 {
+		t.Errorf("sink flushed %d times", r.flushes)
+	}
+	s := c.Summary()
+	if s.MissingSend != 1 || s.MissingEnd != 2 || s.MissingDaemon != 2 || s.Requests != 4 {
+		t.Errorf("summary: %+v", s)
+	}
+	var b strings.Builder
+	if err := s.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "no send 1, no end 2, no daemon record 2") {
+		t.Errorf("summary:\n%s", b.String())
+	}
+	line := FormatRequest(r.byUnique(t, 1))
+	if !strings.Contains(line, "missing daemon") {
+		t.Errorf("timeline line %q does not say the record is missing", line)
+	}
+}
+
+// At most MaxPending requests are held: the oldest go out, marked.
+func TestPendingBound(t *testing.T) {
+	t.Parallel()
+	c, r, f := newTest(Options{MaxPending: 10})
+	for u := uint64(1); u <= 25; u++ {
+		f.send(int64(u)*us, u, getattrOp, 100, "ls")
+	}
+	if len(r.reqs) != 15 {
+		t.Fatalf("%d requests given up, want 15", len(r.reqs))
+	}
+	for i, q := range r.reqs {
+		if q.Unique != uint64(i+1) || !q.GivenUp {
+			t.Errorf("given up #%d: unique %d given up %v, want %d, true", i, q.Unique, q.GivenUp, i+1)
+		}
+	}
+	_, _, pending := c.Counts()
+	if pending != 10 {
+		t.Errorf("%d pending, want 10", pending)
+	}
+	c.Flush()
+	if s := c.Summary(); s.GivenUp != 15 || s.Requests != 25 {
+		t.Errorf("summary given up %d requests %d", s.GivenUp, s.Requests)
+	}
+	if !strings.Contains(FormatRequest(r.reqs[0]), "given up waiting") {
+		t.Errorf("line %q", FormatRequest(r.reqs[0]))
+	}
+}
+
+// The trace's own requests (any of its threads) are counted, not shown.
+func TestOwnRequestsFiltered(t *testing.T) {
+	t.Parallel()
+	c, r, f := newTest(Options{})
+	f.request(1*ms, 1, writeOp, traceTid, "mmapfs", 2, 0, 40, traceTid)
+	f.request(2*ms, 2, readOp, tracePid, "mmapfs", 2, 0, 4096, tracePid)
+	// Sent from the daemon's context on the trace's behalf.
+	f.request(3*ms, 3, readOp, daemonTid, "mmapfs", 2, 0, 4096, traceTid)
+	f.request(4*ms, 4, readOp, 100, "cat", 5, 0, 4096, 100)
+	c.Flush()
+	if len(r.reqs) != 1 || r.reqs[0].Unique != 4 {
+		t.Fatalf("emitted %+v, want only request 4", r.reqs)
+	}
+	s := c.Summary()
+	if s.Own != 3 || s.Requests != 1 {
+		t.Errorf("own %d requests %d", s.Own, s.Requests)
+	}
+}
+
+// Other connections' requests and other devices' events are ignored.
+func TestOtherMountsIgnored(t *testing.T) {
+	t.Parallel()
+	c, r, f := newTest(Options{})
+	f.k(ktrace.Event{Kind: ktrace.RequestSend, Time: testStart, Pid: 1, Conn: testConn + 1, Unique: 1, Opcode: readOp})
+	f.k(ktrace.Event{Kind: ktrace.RequestEnd, Time: testStart, Pid: 1, Conn: testConn + 1, Unique: 1})
+	f.k(ktrace.Event{Kind: ktrace.PageAdd, Time: testStart, Pid: 1, Dev: ktrace.KernelDev(9, 9), Ino: 5, Pages: 4})
+	f.k(ktrace.Event{Kind: ktrace.SyncReadahead, Time: testStart, Pid: 1, Dev: ktrace.KernelDev(9, 9), Ino: 5, Size: 32})
+	c.Flush()
+	if len(r.reqs) != 0 || len(r.evs) != 0 {
+		t.Errorf("requests %v events %v", r.reqs, r.evs)
+	}
+	if s := c.Summary(); s.Events != 4 || s.Layers[0].Added != 0 || len(s.Windows) != 0 {
+		t.Errorf("summary %+v", s)
+	}
+}
+
+// Page cache events count per layer and file, and the timeline shows
+// them as one line per interval.
+func TestPageCacheCounts(t *testing.T) {
+	t.Parallel()
+	var tl strings.Builder
+	c, _, f := newTest(Options{Sink: NewTimeline(&tl, 0)})
+	for i := uint64(0); i < 32; i++ {
+		f.k(ktrace.Event{Kind: ktrace.PageAdd, Time: testStart + int64(i)*us, Pid: 100, Dev: testConn, Ino: 5, Index: i, Pages: 1})
+		f.k(ktrace.Event{Kind: ktrace.PageAdd, Time: testStart + int64(i)*us, Pid: daemonTid, Dev: testStoreDev, Ino: 5, Index: i})
+	}
+	f.k(ktrace.Event{Kind: ktrace.PageAdd, Time: testStart + 10*ms, Pid: 100, Dev: testConn, Ino: 7, Index: 0, Pages: 16})
+	f.k(ktrace.Event{Kind: ktrace.PageDelete, Time: testStart + 1500*ms, Pid: 100, Dev: testConn, Ino: 5, Index: 0, Pages: 4})
+	c.Flush()
+	s := c.Summary()
+	m, st := s.Layers[0], s.Layers[1]
+	if m.Layer != "mount" || m.Added != 48 || m.Deleted != 4 || st.Layer != "store" || st.Added != 32 || st.Deleted != 0 {
+		t.Fatalf("layers %+v", s.Layers)
+	}
+	if len(m.Files) != 2 || m.Files[0] != (FileSummary{5, "big.bin", 32, 4}) || m.Files[1] != (FileSummary{7, "mapped.bin", 16, 0}) {
+		t.Errorf("mount files %+v", m.Files)
+	}
+	got := tl.String()
+	if n := strings.Count(got, "CACHE"); n != 2 {
+		t.Errorf("%d CACHE lines, want 2:\n%s", n, got)
+	}
+	if !strings.Contains(got, "mount +48 -0 pages, store +32 -0 pages") || !strings.Contains(got, "mount +0 -4 pages") {
+		t.Errorf("timeline:\n%s", got)
+	}
+	var b strings.Builder
+	if err := s.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"mount 48 added (192KiB), 4 evicted (16KiB)", "big.bin: +32 -4", "store 32 added"} {
+		if !strings.Contains(b.String(), w) {
+			t.Errorf("summary lacks %q:\n%s", w, b.String())
+		}
+	}
+}
+
+// A daemon drop record counts as lost records and shows in the timeline.
+func TestDaemonDropRecord(t *testing.T) {
+	t.Parallel()
+	var tl strings.Builder
+	c, r, f := newTest(Options{Sink: NewTimeline(&tl, 0)})
+	c.Daemon(&wire.TraceRecord{Opcode: 0, Unique: 17, Start: testStart + 5*ms})
+	f.request(6*ms, 1, readOp, 100, "cat", 5, 0, 4096, 100)
+	c.Flush()
+	s := c.Summary()
+	if s.DaemonLost != 17 || s.DaemonDrops != 1 || s.Records != 1 || s.Requests != 1 {
+		t.Errorf("summary %+v", s)
+	}
+	if len(r.reqs) != 1 {
+		t.Errorf("requests %+v", r.reqs)
+	}
+	if !strings.Contains(tl.String(), "LOST     the daemon dropped 17 records") {
+		t.Errorf("timeline:\n%s", tl.String())
+	}
+	if got := Progress(c, 3); got != "events 2, dropped 20, requests 1" {
+		t.Errorf("progress %q", got)
+	}
+}
+
+// Both streams at once, from two goroutines, under -race.
+func TestConcurrentStreams(t *testing.T) {
+	t.Parallel()
+	var tl strings.Builder
+	c, r, f := newTest(Options{Sink: Tee{NewTimeline(&tl, 0), NewJSON(&strings.Builder{}), NewPlot()}})
+	const n = 2000
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for u := uint64(1); u <= n; u++ {
+			f.send(int64(u)*10*us, u, readOp, 100, "cat")
+			f.end(int64(u)*10*us+5*us, u)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for u := uint64(1); u <= n; u++ {
+			f.rec(u, readOp, 5, (u-1)*4096, 4096, 100, int64(u)*10*us+1*us, 2*us)
+			if u%100 == 0 {
+				c.Sample(testStart+int64(u)*10*us, u*4096, 0)
+			}
+		}
+	}()
+	wg.Wait()
+	c.Flush()
+	if len(r.reqs) != n {
+		t.Fatalf("%d requests, want %d", len(r.reqs), n)
+	}
+	for _, q := range r.reqs {
+		if len(q.Missing) != 0 {
+			t.Fatalf("request %d missing %v", q.Unique, q.Missing)
+		}
+	}
+	if got := strings.Count(tl.String(), "\n"); got != n+1 {
+		t.Errorf("%d timeline lines, want %d", got, n+1)
+	}
+	if len(r.samples) != n/100 {
+		t.Errorf("%d samples", len(r.samples))
+	}
+}

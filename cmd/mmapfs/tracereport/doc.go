@@ -1,0 +1,69 @@
+// Package tracereport is the pure half of `mmapfs trace`: it joins the
+// kernel's events of one FUSE mount (ktrace.Event, parsed from a tracefs
+// instance by package ktrace) with the daemon's record of each request it
+// served (wire.TraceRecord, read from the daemon's trace socket), decides
+// why the kernel sent each request, and writes the result as a timeline,
+// JSON lines, a summary or a gnuplot plot.
+//
+// # What it must never do
+//
+// It never reads tracefs, the mount, the store, /proc or a socket: every
+// fact comes in through Collector.Kernel, Collector.Daemon,
+// Collector.Sample and the Mount's callbacks (Names, Comm, Tgid), so that
+// every rule here can be tested with synthetic events. The one outside
+// program it runs is gnuplot, for Plot.WritePNG.
+//
+// # Joining
+//
+// A request is a fuse_request_send event of the mount's connection, its
+// fuse_request_end (same Unique) and the daemon's TraceRecord (same
+// Unique). The two streams arrive independently and the daemon's lags, so
+// the Collector holds each request until its three parts are there, or
+// until Options.Wait of event time (the latest kernel event's time) has
+// passed since its last part, or until Flush; then it hands it to the Sink
+// with Request.Missing naming the parts it never got. At most
+// Options.MaxPending requests are held; past that the oldest is emitted
+// incomplete and counted (Summary.GivenUp). Requests made by the tracing
+// process itself (Mount.TracePid: its control-file requests) are counted
+// (Summary.Own) and never emitted.
+//
+// # Causes
+//
+// The cause of a request is decided when it is emitted, from the kernel's
+// events kept around it (bounded histories per inode and per task):
+//
+//   - READ: the most recent page_cache_sync_ra/async_ra window on the
+//     same inode of the mount, at or before the send, that covers the
+//     request's first page gives "readahead-sync" or "readahead-async";
+//     a mm_filemap_fault on the same inode of the mount by the task that
+//     caused the request, shortly before (FaultNear) and on a page the
+//     window or the request covers, or a fault just before the window's
+//     own readahead event by the same task, gives "fault" (with the
+//     window, when there is one). Otherwise "read".
+//   - WRITE: sent by a flusher (a task inside a writeback_start /
+//     writeback_written pair on the mount's BDI, or a "kworker/" task)
+//     gives "writeback" with the flusher's reason; sent while the causing
+//     task was inside a traced syscall (fsync, fdatasync, msync, close,
+//     sync_file_range, syncfs, sync) gives that syscall's name; otherwise
+//     "write".
+//   - Any other op: the traced syscall the causing task was inside, else
+//     the op's name in lower case ("flush" outside close, ...).
+//
+// The causing task is the task in whose context the kernel sent the
+// request, unless that is the daemon (Mount.DaemonPid) or differs from the
+// requester the kernel put in the request's header (TraceRecord.Pid): then
+// the request is a background one (Request.Background) and the header's
+// task is the cause. The mount's inode numbers are the store's (fs
+// stableAttr), so a kernel event's inode on the mount and the daemon's
+// record name the same file.
+//
+// # Locking
+//
+// Kernel, Daemon, Sample and Flush may be called from different
+// goroutines. Collector.mu guards the join and all state and counters;
+// Collector.outMu serializes the calls to the Sink, so that a sink sees
+// items in the order the collector made them and needs no lock of its
+// own. Lock order: mu before outMu (outMu is taken before mu is released,
+// then the sink is called with outMu alone held). A Sink must not call
+// back into the Collector.
+package tracereport
