@@ -55,9 +55,10 @@ type Event struct {
 	Time int64
 	CPU  int
 	// Pid and Comm are the task (thread) in whose context it happened,
-	// Tgid its process (0 when the kernel did not record it). A Comm
-	// the kernel printed as "<...>" is read from /proc/PID/comm when the
-	// task still exists, else it stays "<...>".
+	// Tgid its process. When the kernel printed the task as "<...>"
+	// (its saved_cmdlines had no entry for it) Comm and Tgid are read
+	// from /proc/PID when the task still exists; else Comm stays
+	// "<...>" and Tgid 0.
 	Pid  int
 	Tgid int
 	Comm string

@@ -347,13 +347,19 @@ func TestPageCacheEvents(t *testing.T) {
 // mountLoopback mounts a go-fuse loopback of a new directory and returns
 // the backing directory, the mount point and the connection number.
 func mountLoopback(t *testing.T) (string, string, uint32) {
+	return mountLoopbackCaps(t, 0)
+}
+
+// mountLoopbackCaps is mountLoopback offering the kernel extra
+// capabilities (fuse.CAP_WRITEBACK_CACHE).
+func mountLoopbackCaps(t *testing.T, caps uint64) (string, string, uint32) {
 	t.Helper()
 	orig, mnt := t.TempDir(), t.TempDir()
 	root, err := gofs.NewLoopbackRoot(orig)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := gofs.Mount(mnt, &noPassthroughNode{root.(*gofs.LoopbackNode)}, &gofs.Options{MountOptions: fuse.MountOptions{DirectMount: true, FsName: "ktrace-test"}})
+	srv, err := gofs.Mount(mnt, &noPassthroughNode{root.(*gofs.LoopbackNode)}, &gofs.Options{MountOptions: fuse.MountOptions{DirectMount: true, FsName: "ktrace-test", ExtraCapabilities: caps}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,6 +470,75 @@ func TestFuseEvents(t *testing.T) {
 	if len(sent) != 0 {
 		t.Errorf("%d requests sent and never ended: %v", len(sent), sent)
 	}
+}
+
+// TestWritebackEvents writes through a FUSE mount with the writeback
+// cache from another process (dd): the pages it dirties count against the
+// mount's bdi, whose strict limit (FUSE's max_ratio 1%) throttles dd and
+// has the flusher write them back.
+func TestWritebackEvents(t *testing.T) {
+	needRoot(t)
+	t.Parallel()
+	_, mnt, conn := mountLoopbackCaps(t, fuse.CAP_WRITEBACK_CACHE)
+	bdi := fmt.Sprintf("0:%d", conn&(1<<20-1))
+	in := openT(t, Config{BDIs: []string{bdi, "no-such-bdi"}, BufferKB: 1024})
+	tr := startTrace(t, in)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dd := exec.CommandContext(ctx, "dd", "if=/dev/zero", "of="+filepath.Join(mnt, "big"), "bs=1M", "count=256", "conv=fsync")
+	if out, err := dd.CombinedOutput(); err != nil {
+		t.Fatalf("dd: %v: %s", err, out)
+	}
+	pid := dd.Process.Pid
+	for _, k := range []Kind{Throttle, WritebackStart, WritebackEnd} {
+		if !tr.waitFor(func(e *Event) bool { return e.Kind == k }) {
+			tr.logLines(t, 30)
+			t.Fatalf("no %v event of bdi %s after dd wrote 256 MiB through the writeback cache", k, bdi)
+		}
+	}
+	events := tr.stop(t)
+	var throttled, paused, written int
+	last := map[int]Event{}
+	for _, e := range events {
+		if e.BDI != bdi {
+			t.Fatalf("event of bdi %q passed the filter for %q: %+v", e.BDI, bdi, e)
+		}
+		switch e.Kind {
+		case Throttle:
+			if e.Pid != pid {
+				continue
+			}
+			throttled++
+			if e.Pause > int64(200*time.Millisecond) || e.Pause < -int64(time.Second) {
+				t.Errorf("pause %v beyond the kernel's 200ms MAX_PAUSE: not converted from ms? %+v", time.Duration(e.Pause), e)
+			}
+			// dd slept Pause before it came back to dirty more: the
+			// next throttle of it is at least that much later.
+			if prev, ok := last[e.Pid]; ok && prev.Pause > 0 {
+				paused++
+				if gap := e.Time - prev.Time; gap < prev.Pause*9/10 {
+					t.Errorf("throttled again %v after a pause of %v: Pause overstated", time.Duration(gap), time.Duration(prev.Pause))
+				}
+			}
+			last[e.Pid] = e
+			if e.Limit == 0 || e.Dirty == 0 {
+				t.Errorf("throttle without limit or dirty pages: %+v", e)
+			}
+		case WritebackEnd:
+			written += int(e.Pages)
+		case WritebackStart:
+			if e.Reason == "" {
+				t.Errorf("writeback without a reason: %+v", e)
+			}
+		}
+	}
+	if throttled == 0 {
+		t.Errorf("dd (pid %d) never throttled", pid)
+	}
+	if written == 0 {
+		t.Errorf("writeback wrote no pages")
+	}
+	t.Logf("throttled %d (%d after a pause), written %d pages", throttled, paused, written)
 }
 
 func TestStaleAndLiveInstances(t *testing.T) {

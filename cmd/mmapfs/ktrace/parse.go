@@ -29,7 +29,7 @@ type parser struct {
 	procRoot  string // "/proc"; where "<...>" comms are looked up
 
 	strs      map[string]string // interned comms, bdi names, reasons, syscall names
-	procComms map[int]string    // pid → comm read from /proc for "<...>"
+	procTasks map[int]task      // pid → what /proc says of a "<...>" task
 	wbStart   map[int]int64     // pid → nr_pages of that task's last writeback_start
 
 	// Set by a lineLost line.
@@ -46,7 +46,7 @@ func newParser() *parser {
 		pageShift: shift,
 		procRoot:  "/proc",
 		strs:      make(map[string]string),
-		procComms: make(map[int]string),
+		procTasks: make(map[int]task),
 		wbStart:   make(map[int]int64),
 	}
 }
@@ -67,24 +67,38 @@ func (p *parser) intern(b []byte) string {
 // unknownComm is how the kernel prints a task whose comm it did not save.
 const unknownComm = "<...>"
 
-// procComm is the comm of task pid from /proc, cached, or "<...>" when
-// the task is gone.
-func (p *parser) procComm(pid int) string {
-	if s, ok := p.procComms[pid]; ok {
-		return s
+// task is what /proc says of a task the kernel printed as "<...>".
+type task struct {
+	comm string
+	tgid int
+}
+
+// procTask is the comm and tgid of task pid from /proc (cached), or
+// "<...>" and 0 when the task is gone.
+func (p *parser) procTask(pid int) task {
+	if t, ok := p.procTasks[pid]; ok {
+		return t
 	}
 	// When the task is gone the kernel's "<...>" is all there is; it
 	// is cached like a name so that a burst of its events does not
 	// each try /proc.
-	s := unknownComm
-	if b, err := os.ReadFile(p.procRoot + "/" + strconv.Itoa(pid) + "/comm"); err == nil {
-		s = p.intern(bytes.TrimSuffix(b, []byte("\n")))
+	t := task{comm: unknownComm}
+	dir := p.procRoot + "/" + strconv.Itoa(pid)
+	if b, err := os.ReadFile(dir + "/comm"); err == nil {
+		t.comm = p.intern(bytes.TrimSuffix(b, []byte("\n")))
+		if b, err := os.ReadFile(dir + "/status"); err == nil {
+			if _, v, ok := bytes.Cut(b, []byte("\nTgid:\t")); ok {
+				if n, _, ok := cutUint(v); ok {
+					t.tgid = int(n)
+				}
+			}
+		}
 	}
-	if len(p.procComms) >= internMax {
-		clear(p.procComms)
+	if len(p.procTasks) >= internMax {
+		clear(p.procTasks)
 	}
-	p.procComms[pid] = s
-	return s
+	p.procTasks[pid] = t
+	return t
 }
 
 // parseLine parses one line of the trace pipe, without its newline, into
@@ -143,9 +157,8 @@ func (p *parser) parseHeader(line []byte, ev *Event) ([]byte, error) {
 		return nil, fmt.Errorf("no pid in trace line %q", line)
 	}
 	ev.Pid = int(pid)
-	if string(comm) == unknownComm {
-		ev.Comm = p.procComm(ev.Pid)
-	} else {
+	unknown := string(comm) == unknownComm
+	if !unknown {
 		ev.Comm = p.intern(comm)
 	}
 	rest = bytes.TrimLeft(rest, " ")
@@ -178,6 +191,13 @@ func (p *parser) parseHeader(line []byte, ev *Event) ([]byte, error) {
 		return nil, fmt.Errorf("no timestamp in trace line %q", line)
 	}
 	ev.Time = t
+	if unknown {
+		pt := p.procTask(ev.Pid)
+		ev.Comm = pt.comm
+		if ev.Tgid == 0 {
+			ev.Tgid = pt.tgid
+		}
+	}
 	return bytes.TrimLeft(after, " "), nil
 }
 
