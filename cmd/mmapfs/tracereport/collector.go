@@ -82,12 +82,26 @@ func (iv *interval) covers(t int64) bool {
 	return iv.start <= t && (iv.end == 0 || iv.end >= t)
 }
 
+// syscallSpan is a task's traced syscall, from its enter to its exit.
+// The kernel traces these syscalls for every process on the machine, so
+// the Collector hands one to the sink only when it concerns the mount:
+// when a request's cause is it (used), or its process caused requests on
+// the mount before (Collector.clients); either way once (emitted).
+type syscallSpan struct {
+	interval
+	pid, tgid     int
+	comm          string
+	arg           uint64
+	ret           int64
+	used, emitted bool
+}
+
 // task is what the collector knows of one thread.
 type task struct {
 	comm     string
 	last     int64
-	syscalls []interval // at most syscallHistory, oldest first
-	wb       []interval // writebacks of the mount's BDI, at most wbHistory
+	syscalls []syscallSpan // at most syscallHistory, oldest first
+	wb       []interval    // writebacks of the mount's BDI, at most wbHistory
 }
 
 // fault is one mm_filemap_fault on a file of the mount.
@@ -132,9 +146,10 @@ type Collector struct {
 	lastScan int64
 	tasks    map[int]*task
 	inodes   map[uint64]*inode
-	tgids    map[int]int // cache of m.Tgid
-	lastWB   *interval   // the latest writeback of the mount's BDI, any task
-	out      []item      // made, not yet handed to the sink
+	tgids    map[int]int  // thread to process: from events' Tgid, and m.Tgid's
+	clients  map[int]bool // processes that caused requests on the mount
+	lastWB   *interval    // the latest writeback of the mount's BDI, any task
+	out      []item       // made, not yet handed to the sink
 	flushed  bool
 	stats    stats
 }
@@ -160,6 +175,7 @@ func NewCollector(m Mount, opts Options) *Collector {
 		tasks:   make(map[int]*task),
 		inodes:  make(map[uint64]*inode),
 		tgids:   make(map[int]int),
+		clients: make(map[int]bool),
 		stats:   newStats(),
 	}
 }
@@ -202,10 +218,16 @@ func (c *Collector) kernelLocked(e *ktrace.Event) {
 	if e.Time > c.now {
 		c.now = e.Time
 	}
-	if e.Pid != 0 && e.Comm != "" {
+	if e.Pid != 0 && knownComm(e.Comm) {
 		t := c.taskLocked(e.Pid)
 		t.comm = e.Comm
 		t.last = e.Time
+	}
+	if e.Pid > 0 && e.Tgid > 0 {
+		if _, ok := c.tgids[e.Pid]; !ok && len(c.tgids) >= maxTasks {
+			clear(c.tgids)
+		}
+		c.tgids[e.Pid] = e.Tgid
 	}
 	switch e.Kind {
 	case ktrace.RequestSend:
@@ -214,7 +236,7 @@ func (c *Collector) kernelLocked(e *ktrace.Event) {
 		}
 		p := c.pendLocked(e.Unique)
 		p.hasSend = true
-		p.send = ktrace.Event{Kind: e.Kind, Time: e.Time, Pid: e.Pid, Comm: e.Comm, Opcode: e.Opcode, Len: e.Len}
+		p.send = ktrace.Event{Kind: e.Kind, Time: e.Time, Pid: e.Pid, Tgid: e.Tgid, Comm: e.Comm, Opcode: e.Opcode, Len: e.Len}
 		c.completeLocked(e.Unique, p)
 	case ktrace.RequestEnd:
 		if e.Conn != c.m.Conn {
@@ -262,7 +284,10 @@ func (c *Collector) kernelLocked(e *ktrace.Event) {
 			return
 		}
 		if e.Pause > 0 {
-			pid := c.tgidLocked(e.Pid)
+			pid := e.Tgid
+			if pid <= 0 {
+				pid = c.tgidLocked(e.Pid)
+			}
 			c.stats.throttle(layer, pid, c.commLocked(pid, e.Comm), e.Pause)
 		}
 		c.eventLocked(EventThrottle, layer, e)
@@ -291,14 +316,47 @@ func (c *Collector) kernelLocked(e *ktrace.Event) {
 		c.eventLocked(typ, layer, e)
 	case ktrace.SyscallEnter:
 		t := c.taskLocked(e.Pid)
-		t.syscalls = appendBounded(t.syscalls, interval{name: e.Syscall, start: e.Time}, syscallHistory)
-		c.eventLocked(EventSyscallEnter, "", e)
+		t.syscalls = appendBounded(t.syscalls, syscallSpan{
+			interval: interval{name: e.Syscall, start: e.Time},
+			pid:      e.Pid, tgid: c.tgidLocked(e.Pid), comm: e.Comm, arg: e.Arg,
+		}, syscallHistory)
 	case ktrace.SyscallExit:
 		t := c.taskLocked(e.Pid)
-		closeLast(t.syscalls, e.Syscall, e.Time)
-		c.eventLocked(EventSyscallExit, "", e)
+		for i := len(t.syscalls) - 1; i >= 0; i-- {
+			sp := &t.syscalls[i]
+			if sp.end == 0 && sp.name == e.Syscall {
+				sp.end, sp.ret = e.Time, e.Ret
+				if sp.used || c.clients[sp.tgid] {
+					c.syscallEventsLocked(sp)
+				}
+				return
+			}
+		}
+		// Entered before the trace began (or the enter was lost).
+		if c.clients[c.tgidLocked(e.Pid)] {
+			c.eventLocked(EventSyscallExit, "", e)
+		}
 	}
 }
+
+// syscallEventsLocked hands a syscall's enter and (when it has ended)
+// exit to the sink, once.
+func (c *Collector) syscallEventsLocked(sp *syscallSpan) {
+	if sp.emitted {
+		return
+	}
+	sp.emitted = true
+	enter := ktrace.Event{Kind: ktrace.SyscallEnter, Time: sp.start, Pid: sp.pid, Tgid: sp.tgid, Comm: sp.comm, Syscall: sp.name, Arg: sp.arg}
+	c.eventLocked(EventSyscallEnter, "", &enter)
+	if sp.end != 0 {
+		exit := ktrace.Event{Kind: ktrace.SyscallExit, Time: sp.end, Pid: sp.pid, Tgid: sp.tgid, Comm: sp.comm, Syscall: sp.name, Ret: sp.ret}
+		c.eventLocked(EventSyscallExit, "", &exit)
+	}
+}
+
+// knownComm says whether an event's comm names the task ("<...>" is the
+// kernel's "I do not know").
+func knownComm(s string) bool { return s != "" && s != "<...>" }
 
 // pagesOf is how many pages a page cache event covers (1 when the
 // kernel's event gives no count).
@@ -415,13 +473,17 @@ func (c *Collector) inodeLocked(ino uint64, now int64) *inode {
 	return in
 }
 
-// tgidLocked is the process of a thread (cached m.Tgid).
+// tgidLocked is the process of a thread: as events gave it, else m.Tgid's
+// (cached), else the thread id itself.
 func (c *Collector) tgidLocked(tid int) int {
-	if c.m.Tgid == nil || tid <= 0 {
+	if tid <= 0 {
 		return tid
 	}
 	if g, ok := c.tgids[tid]; ok {
 		return g
+	}
+	if c.m.Tgid == nil {
+		return tid
 	}
 	if len(c.tgids) >= maxTasks {
 		clear(c.tgids)
@@ -434,7 +496,7 @@ func (c *Collector) tgidLocked(tid int) int {
 // commLocked names a task: seen is the name an event gave (may be ""),
 // else the one events gave it before, else m.Comm's.
 func (c *Collector) commLocked(pid int, seen string) string {
-	if seen != "" {
+	if knownComm(seen) {
 		return seen
 	}
 	if t := c.tasks[pid]; t != nil && t.comm != "" {
@@ -472,7 +534,7 @@ func (c *Collector) daemonLocked(r *wire.TraceRecord) {
 	if end := r.Start + r.Service; end > c.now {
 		c.now = end
 	}
-	if r.Opcode == 0 {
+	if r.Opcode == wire.TraceDropped {
 		n := droppedOf(r)
 		c.stats.daemonLost += n
 		c.stats.daemonDrops++
@@ -486,13 +548,8 @@ func (c *Collector) daemonLocked(r *wire.TraceRecord) {
 	c.completeLocked(r.Unique, p)
 }
 
-// droppedOf is how many records a drop record stands for.
-func droppedOf(r *wire.TraceRecord) uint64 {
-	if r.Unique > 0 {
-		return r.Unique
-	}
-	return 1
-}
+// droppedOf is how many records a drop record stands for (its Result).
+func droppedOf(r *wire.TraceRecord) uint64 { return uint64(r.Result) }
 
 // completeLocked emits p when all its parts are there.
 func (c *Collector) completeLocked(unique uint64, p *pend) {
@@ -648,7 +705,14 @@ func (c *Collector) emitLocked(unique uint64, p *pend, givenUp bool) {
 
 	// Who caused it.
 	r.TaskPid, r.TaskComm = r.Pid, r.Comm
-	sendFromDaemon := p.hasSend && c.m.DaemonPid != 0 && c.tgidLocked(p.send.Pid) == c.m.DaemonPid
+	sendTgid := 0
+	if p.hasSend {
+		sendTgid = p.send.Tgid
+		if sendTgid <= 0 {
+			sendTgid = c.tgidLocked(p.send.Pid)
+		}
+	}
+	sendFromDaemon := p.hasSend && c.m.DaemonPid != 0 && sendTgid == c.m.DaemonPid
 	if p.hasRec && p.rec.Pid != 0 && (!p.hasSend || int(p.rec.Pid) != p.send.Pid) {
 		r.Background = p.hasSend
 		r.TaskPid = int(p.rec.Pid)
@@ -656,13 +720,18 @@ func (c *Collector) emitLocked(unique uint64, p *pend, givenUp bool) {
 	} else if sendFromDaemon {
 		r.Background = true
 	}
-	if c.m.TracePid != 0 && ((p.hasSend && c.tgidLocked(p.send.Pid) == c.m.TracePid) ||
+	if c.m.TracePid != 0 && ((p.hasSend && sendTgid == c.m.TracePid) ||
 		(p.hasRec && p.rec.Pid != 0 && c.tgidLocked(int(p.rec.Pid)) == c.m.TracePid)) {
 		c.stats.own++
 		return
 	}
 
 	c.causeLocked(r, p)
+	if len(c.clients) < maxTasks {
+		if g := c.tgidLocked(r.TaskPid); g > 0 && g != c.m.DaemonPid {
+			c.clients[g] = true
+		}
+	}
 	c.stats.request(r)
 	c.out = append(c.out, item{req: r})
 }
@@ -772,7 +841,8 @@ func (c *Collector) flusherLocked(pid int, t int64) (string, bool) {
 }
 
 // syscallLocked names the traced syscall the request's causing task (or
-// the task that sent it) was in at t, "" when none.
+// the task that sent it) was in at t, "" when none, and marks it used
+// (handing it to the sink if it has ended).
 func (c *Collector) syscallLocked(r *Request, t int64) string {
 	for _, pid := range []int{r.TaskPid, r.Pid} {
 		tk := c.tasks[pid]
@@ -780,8 +850,13 @@ func (c *Collector) syscallLocked(r *Request, t int64) string {
 			continue
 		}
 		for i := len(tk.syscalls) - 1; i >= 0; i-- {
-			if tk.syscalls[i].covers(t) {
-				return tk.syscalls[i].name
+			sp := &tk.syscalls[i]
+			if sp.covers(t) {
+				sp.used = true
+				if sp.end != 0 {
+					c.syscallEventsLocked(sp)
+				}
+				return sp.name
 			}
 		}
 	}

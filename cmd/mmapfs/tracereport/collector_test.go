@@ -453,7 +453,7 @@ func TestDaemonDropRecord(t *testing.T) {
 	t.Parallel()
 	var tl strings.Builder
 	c, r, f := newTest(Options{Sink: NewTimeline(&tl, 0)})
-	c.Daemon(&wire.TraceRecord{Opcode: 0, Unique: 17, Start: testStart + 5*ms})
+	c.Daemon(&wire.TraceRecord{Opcode: wire.TraceDropped, Result: 17, Start: testStart + 5*ms, Service: 1 * ms})
 	f.request(6*ms, 1, readOp, 100, "cat", 5, 0, 4096, 100)
 	c.Flush()
 	s := c.Summary()
@@ -511,4 +511,77 @@ func TestConcurrentStreams(t *testing.T) {
 	if len(r.samples) != n/100 {
 		t.Errorf("%d samples", len(r.samples))
 	}
+}
+
+// The kernel traces the syscalls of every process: only those of
+// processes that caused requests on the mount, or that a request's cause
+// is, reach the sink, each once, even when the request's record comes
+// after the syscall's exit.
+func TestSyscallEventsOfClientsOnly(t *testing.T) {
+	t.Parallel()
+	c, r, f := newTest(Options{})
+	// An unrelated process closes files.
+	f.syscall(1*ms, true, 700, "bash", "close")
+	f.syscall(1*ms+1*us, false, 700, "bash", "close")
+	// A client's msync whose WRITE was sent from the daemon's context and
+	// whose record comes after the exit.
+	f.syscall(2*ms, true, 300, "writer", "msync")
+	f.send(2*ms+10*us, 1, writeOp, daemonTid, "mmapfs")
+	f.end(2*ms+60*us, 1)
+	f.syscall(2*ms+100*us, false, 300, "writer", "msync")
+	if n := countEvents(r, EventSyscallEnter); n != 0 {
+		t.Fatalf("%d syscall events before any request was the client's", n)
+	}
+	f.rec(1, writeOp, 9, 0, 4096, 300, 2*ms+20*us, 30*us)
+	wantCause(t, r.byUnique(t, 1), "msync")
+	// The writer is a client now: its next close shows without a request.
+	f.syscall(3*ms, true, 300, "writer", "close")
+	f.syscall(3*ms+5*us, false, 300, "writer", "close")
+	f.syscall(4*ms, true, 700, "bash", "close")
+	f.syscall(4*ms+1*us, false, 700, "bash", "close")
+	c.Flush()
+	var got []string
+	for _, e := range r.evs {
+		if e.Type == EventSyscallEnter || e.Type == EventSyscallExit {
+			got = append(got, e.Type+" "+e.K.Syscall+" "+e.K.Comm)
+		}
+	}
+	want := "syscall_enter msync writer,syscall_exit msync writer,syscall_enter close writer,syscall_exit close writer"
+	if strings.Join(got, ",") != want {
+		t.Errorf("syscall events %q, want %q", got, want)
+	}
+}
+
+// A thread's process comes from the events' Tgid when the Mount has no
+// Tgid func: a daemon thread's sends are background, the trace's threads'
+// requests its own.
+func TestTgidFromEvents(t *testing.T) {
+	t.Parallel()
+	r := &recorder{}
+	m := testMount()
+	m.Tgid = nil
+	c := NewCollector(m, Options{Sink: r})
+	f := feed{c}
+	f.k(ktrace.Event{Kind: ktrace.RequestSend, Time: testStart + 1*ms, Pid: 905, Tgid: daemonPid, Comm: "mmapfs", Conn: testConn, Unique: 1, Opcode: getattrOp})
+	f.end(1*ms+10*us, 1)
+	f.rec(1, getattrOp, 9, 0, 0, 0, 1*ms+2*us, 3*us)
+	f.k(ktrace.Event{Kind: ktrace.SyscallEnter, Time: testStart + 2*ms, Pid: 955, Tgid: tracePid, Comm: "mmapfs", Syscall: "close"})
+	f.request(2*ms+1*us, 2, writeOp, 955, "mmapfs", 2, 0, 10, 955)
+	c.Flush()
+	if len(r.reqs) != 1 || !r.reqs[0].Background || r.reqs[0].Unique != 1 {
+		t.Fatalf("requests %+v", r.reqs)
+	}
+	if s := c.Summary(); s.Own != 1 {
+		t.Errorf("own %d", s.Own)
+	}
+}
+
+func countEvents(r *recorder, typ string) int {
+	n := 0
+	for _, e := range r.evs {
+		if e.Type == typ {
+			n++
+		}
+	}
+	return n
 }
