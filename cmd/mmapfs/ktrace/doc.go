@@ -23,14 +23,21 @@
 //     close, sync_file_range, syncfs and sync, unfiltered (the caller
 //     filters by pid).
 //
-// Run reads trace_pipe (text, O_NONBLOCK, woken by poll) and parses each
-// line into one reused Event without allocating for the common case:
-// comms, bdi names, reasons and syscall names are interned. A comm the
-// kernel prints as "<...>" (its saved_cmdlines had no room) is read from
-// /proc/PID/comm while the task lives. To stop, Run turns tracing_on off
-// and reads the pipe until it is empty (EAGAIN), twice, 10ms apart, so
-// that nothing recorded is lost. Lost counts what the kernel dropped: the
-// "CPU:N [LOST M EVENTS]" lines and the per_cpu/cpuN/stats counters.
+// Tracing is off until Start (or Run, which calls it). Run reads
+// trace_pipe (text, O_NONBLOCK, woken by poll) and parses each line into
+// one reused Event without allocating for the common case: comms, bdi
+// names, reasons and syscall names are interned. The kernel fills in a
+// line's comm when the line is read, from its saved_cmdlines (so a task
+// that renamed itself shows its new name); a task it has no entry for is
+// printed "<...>", and its comm and tgid are then read from /proc/PID
+// while the task lives. To stop, Run turns tracing_on off and reads the
+// pipe until it is empty (EAGAIN), twice, 10ms apart, so that nothing
+// recorded is lost. The instance keeps the kernel's default overwrite
+// mode: when the reader falls behind, the oldest unread events of a
+// CPU's buffer are overwritten. Lost counts what the kernel dropped: the
+// "CPU:N [LOST M EVENTS]" lines and the per_cpu/cpuN/stats counters
+// (overrun, commit overrun, dropped events), which count the same
+// events, so per CPU the larger of the two.
 //
 // The kernel records balance_dirty_pages' paused, pause, period and think
 // in milliseconds (jiffies * 1000 / HZ, include/trace/events/writeback.h;

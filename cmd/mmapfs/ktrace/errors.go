@@ -29,6 +29,7 @@ type Error struct {
 	Hint string
 }
 
+// Error is Msg, the cause and the hint: "what: cause (hint)".
 func (e *Error) Error() string {
 	s := e.Msg
 	if e.Err != nil {

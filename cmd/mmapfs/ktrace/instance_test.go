@@ -32,6 +32,8 @@ func TestMain(m *testing.M) {
 		_, err := Open(Config{Syscalls: true})
 		fmt.Println(err)
 		os.Exit(0)
+	case "mountns":
+		os.Exit(mountnsHelper())
 	}
 	code := m.Run()
 	if code == 0 && os.Geteuid() == 0 {
@@ -57,6 +59,39 @@ func holdHelper() int {
 	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
 	if err := in.Close(); err != nil {
 		fmt.Println("error:", err)
+		return 1
+	}
+	return 0
+}
+
+// mountnsHelper runs in a mount namespace of its own (private mounts):
+// it unmounts tracefs (and debugfs, which would automount it) and opens
+// an instance, which must mount tracefs again; with KTRACE_TEST_NOSYS
+// it first hides /sys/kernel under an empty tmpfs, so that tracefs
+// cannot be mounted. It prints the notes or the error.
+func mountnsHelper() int {
+	for _, d := range []string{tracefsDir, debugfsDir, "/sys/kernel/debug"} {
+		for unix.Unmount(d, unix.MNT_DETACH) == nil {
+		}
+	}
+	if os.Getenv("KTRACE_TEST_NOSYS") != "" {
+		if err := unix.Mount("tmpfs", "/sys/kernel", "tmpfs", 0, "size=64k"); err != nil {
+			fmt.Println("mount tmpfs:", err)
+			return 1
+		}
+	}
+	if isTracefs(tracefsDir) || isTracefs(debugfsDir) {
+		fmt.Println("tracefs still mounted after unmounting it")
+		return 1
+	}
+	in, err := Open(Config{Syscalls: true, BufferKB: 64})
+	if err != nil {
+		fmt.Println("error:", err)
+		return 0
+	}
+	fmt.Println(strings.Join(in.Notes(), "\n"))
+	if err := in.Close(); err != nil {
+		fmt.Println("close:", err)
 		return 1
 	}
 	return 0
@@ -757,6 +792,66 @@ func TestFilterRefused(t *testing.T) {
 	}
 }
 
+// TestDrainAfterStop: events recorded before Run's context was done are
+// all delivered; Run turns tracing off first.
+func TestDrainAfterStop(t *testing.T) {
+	needRoot(t)
+	t.Parallel()
+	in := openT(t, Config{Syscalls: true, BufferKB: 4096})
+	if err := in.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(t.TempDir(), "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const n = 500
+	for i := 0; i < n; i++ {
+		if err := unix.Fdatasync(int(f.Fd())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	enters, exits := 0, 0
+	if err := in.Run(ctx, func(e *Event) {
+		if e.Tgid != os.Getpid() || e.Syscall != "fdatasync" {
+			return
+		}
+		switch e.Kind {
+		case SyscallEnter:
+			enters++
+		case SyscallExit:
+			exits++
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if enters != n || exits != n {
+		t.Errorf("Run with its context done delivered %d enters and %d exits of %d fdatasyncs (lost %d)", enters, exits, n, in.Lost())
+	}
+	b, err := os.ReadFile(filepath.Join(in.dir, "tracing_on"))
+	if err != nil || strings.TrimSpace(string(b)) != "0" {
+		t.Errorf("tracing_on after Run: %q, %v", b, err)
+	}
+	// Nothing more is recorded once Run has returned.
+	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		t.Fatal(err)
+	}
+	late := 0
+	if err := in.Run(ctx, func(e *Event) {
+		if e.Tgid == os.Getpid() && e.Syscall == "fdatasync" {
+			late++
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if late != 0 {
+		t.Errorf("a fdatasync after Run returned was recorded (%d events)", late)
+	}
+}
+
 func TestLostEvents(t *testing.T) {
 	needRoot(t)
 	t.Parallel()
@@ -784,6 +879,57 @@ func TestLostEvents(t *testing.T) {
 		t.Error("no events seen")
 	}
 	t.Logf("seen %d lost %d", in.Seen(), in.Lost())
+}
+
+// runMountns runs mountnsHelper in a new mount namespace.
+func runMountns(t *testing.T, env ...string) string {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe)
+	cmd.Env = append(append(os.Environ(), helperEnv+"=mountns"), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS} // Go makes / rprivate
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper in a mount namespace: %v: %s", err, out)
+	}
+	return string(out)
+}
+
+func TestMountsTracefs(t *testing.T) {
+	needRoot(t)
+	t.Parallel()
+	if out := runMountns(t); !strings.Contains(out, "mounted tracefs at /sys/kernel/tracing") {
+		t.Errorf("Open without tracefs mounted said %q, want a note that it mounted it", out)
+	}
+	if !isTracefs(tracefsDir) {
+		t.Error("tracefs gone from this namespace after the helper's")
+	}
+}
+
+func TestNoTracefs(t *testing.T) {
+	needRoot(t)
+	t.Parallel()
+	out := runMountns(t, "KTRACE_TEST_NOSYS=1")
+	if !strings.Contains(out, "error: tracefs is not mounted at /sys/kernel/tracing or /sys/kernel/debug/tracing and cannot be mounted") ||
+		!strings.Contains(out, "mount -t tracefs nodev /sys/kernel/tracing") {
+		t.Errorf("Open where tracefs cannot be mounted said %q", out)
+	}
+}
+
+func TestRoot(t *testing.T) {
+	needRoot(t)
+	t.Parallel()
+	_, err := Open(Config{Syscalls: true, Root: t.TempDir()})
+	if !errors.Is(err, ErrNoTracefs) || !strings.Contains(err.Error(), "is not a tracefs mount") {
+		t.Errorf("Open with Root not tracefs: %v", err)
+	}
+	in := openT(t, Config{Syscalls: true, BufferKB: 64, Root: debugfsDir})
+	if _, err := os.Stat(filepath.Join(tracefsDir, "instances", in.Name())); err != nil {
+		t.Errorf("instance opened under %s is not under %s: %v", debugfsDir, tracefsDir, err)
+	}
 }
 
 func TestNotRoot(t *testing.T) {
