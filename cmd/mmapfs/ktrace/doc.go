@@ -8,8 +8,8 @@
 // (START is field 22 of /proc/self/stat, so the name tells a live trace
 // from one whose process is gone or whose pid was reused), sets its
 // trace_clock to "mono" (Event.Time is CLOCK_MONOTONIC ns, comparable
-// with the daemon's clock_gettime(CLOCK_MONOTONIC)), its per-CPU buffer,
-// buffer_percent 0 (poll wakes on any data) and record-tgid, and enables
+// with the daemon's clock_gettime(CLOCK_MONOTONIC)), its per-CPU buffer
+// and record-tgid (the options of an instance are its own), and enables
 // the events a Config selects, each with a kernel filter so that only
 // the mount's events are written at all:
 //

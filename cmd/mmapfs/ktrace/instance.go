@@ -228,7 +228,6 @@ func (in *Instance) setUp(cfg Config) error {
 		{"tracing_on", "0"},
 		{"trace_clock", "mono"},
 		{"buffer_size_kb", strconv.Itoa(kb)},
-		{"buffer_percent", "0"}, // poll wakes on any data, not at 50%
 		{"options/record-tgid", "1"},
 	} {
 		if err := in.write(f.file, f.val); err != nil {
