@@ -294,6 +294,12 @@ func TestPageCacheEvents(t *testing.T) {
 	needRoot(t)
 	t.Parallel()
 	p, dev, ino := coldFile(t, t.TempDir(), 1<<20)
+	if d, err := PathDev(p); err != nil || d != dev {
+		t.Fatalf("PathDev(%s) = %#x, %v, want %#x", p, d, err, dev)
+	}
+	if _, err := PathDev(p + ".missing"); err == nil {
+		t.Error("PathDev of a missing file did not fail")
+	}
 	in := openT(t, Config{Devs: []uint32{dev}, BufferKB: 1024})
 	other := openT(t, Config{Devs: []uint32{KernelDev(0, 1<<20-1)}, BufferKB: 64})
 	if in.Name() == other.Name() {
@@ -515,7 +521,10 @@ func TestWritebackEvents(t *testing.T) {
 	needRoot(t)
 	t.Parallel()
 	_, mnt, conn := mountLoopbackCaps(t, fuse.CAP_WRITEBACK_CACHE)
-	bdi := fmt.Sprintf("0:%d", conn&(1<<20-1))
+	bdi := DevName(conn)
+	if dev, err := PathDev(mnt); err != nil || dev != conn || bdi != fmt.Sprintf("0:%d", conn) {
+		t.Fatalf("PathDev(%s) = %d, %v; DevName %q; connection %d", mnt, dev, err, bdi, conn)
+	}
 	in := openT(t, Config{BDIs: []string{bdi, "no-such-bdi"}, BufferKB: 1024})
 	tr := startTrace(t, in)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -243,3 +243,17 @@ func TestReaderSplitLines(t *testing.T) {
 		t.Errorf("Lost %d with cpu0 stats 4: want 13", in.Lost())
 	}
 }
+
+func TestDevName(t *testing.T) {
+	for _, c := range []struct {
+		dev  uint32
+		want string
+	}{{KernelDev(254, 0), "254:0"}, {KernelDev(0, 52), "0:52"}, {KernelDev(8, 1<<20-1), "8:1048575"}} {
+		if got := DevName(c.dev); got != c.want {
+			t.Errorf("DevName(%#x) = %q, want %q", c.dev, got, c.want)
+		}
+		if d, ok := parseDev([]byte(c.want)); !ok || d != c.dev {
+			t.Errorf("parseDev(%q) = %#x, %v, want %#x", c.want, d, ok, c.dev)
+		}
+	}
+}
