@@ -149,6 +149,7 @@ type Collector struct {
 	tgids    map[int]int  // thread to process: from events' Tgid, and m.Tgid's
 	clients  map[int]bool // processes that caused requests on the mount
 	lastWB   *interval    // the latest writeback of the mount's BDI, any task
+	raPages  uint32       // the latest maximum readahead of a file of the mount
 	out      []item       // made, not yet handed to the sink
 	flushed  bool
 	stats    stats
@@ -250,8 +251,11 @@ func (c *Collector) kernelLocked(e *ktrace.Event) {
 		if layer == "" {
 			return
 		}
-		w := Window{Async: e.Kind == ktrace.AsyncReadahead, Index: e.Index, Pages: e.Size, AsyncPages: e.AsyncSize, Time: e.Time, Pid: e.Pid}
 		if layer == layerMount {
+			w := newWindow(e)
+			if e.RAPages > 0 {
+				c.raPages = e.RAPages
+			}
 			in := c.inodeLocked(e.Ino, e.Time)
 			in.ra = appendBounded(in.ra, w, raHistory)
 			c.stats.window(w)
@@ -771,7 +775,11 @@ func (c *Collector) causeLocked(r *Request, p *pend) {
 }
 
 // readCauseLocked decides a READ's cause from the readahead and fault
-// history of its file, as of t (its send).
+// history of its file, as of t (its send): the latest readahead window
+// that covers its first page, and the latest fault of its task on the
+// file within FaultNear. A fault wins when the window's readahead came
+// from it (same task, within raNear after), or when it is the later of
+// the two and the READ reads its page or its read-around.
 func (c *Collector) readCauseLocked(r *Request, t int64) {
 	in := c.inodes[r.Ino]
 	if in == nil {
@@ -785,38 +793,65 @@ func (c *Collector) readCauseLocked(r *Request, t int64) {
 	var w *Window
 	for i := len(in.ra) - 1; i >= 0; i-- {
 		x := &in.ra[i]
-		if x.Time <= t && x.Index <= first && first < x.Index+uint64(x.Pages) {
+		if x.Time <= t && x.covers(first) {
 			cp := *x
 			w = &cp
 			break
 		}
 	}
+	var f *fault
 	for i := len(in.faults) - 1; i >= 0; i-- {
-		f := &in.faults[i]
-		if f.time > t {
+		x := &in.faults[i]
+		if x.time > t {
 			continue
 		}
-		if t-f.time > c.opts.FaultNear {
+		if t-x.time > c.opts.FaultNear {
 			break
 		}
-		if f.pid != r.TaskPid && f.pid != r.Pid {
-			continue
-		}
-		inRange := f.index >= first && f.index <= lastPage
-		inWindow := w != nil && f.index >= w.Index && f.index < w.Index+uint64(w.Pages)
-		triggered := w != nil && w.Pid == f.pid && f.time <= w.Time && w.Time-f.time <= raNear
-		if inRange || inWindow || triggered {
-			r.Cause, r.HasFault, r.FaultPage, r.Window = "fault", true, f.index, w
-			return
+		if x.pid == r.TaskPid || x.pid == r.Pid {
+			f = x
+			break
 		}
 	}
-	if w != nil {
+	switch {
+	case f != nil && w != nil && w.Pid == f.pid && f.time <= w.Time && w.Time-f.time <= raNear:
+		r.Cause, r.HasFault, r.FaultPage, r.Window = "fault", true, f.index, w
+	case w != nil && (f == nil || w.Time >= f.time):
 		r.Window = w
 		r.Cause = "readahead-sync"
-		if w.Async {
+		if w.Async() {
 			r.Cause = "readahead-async"
 		}
+	case f != nil:
+		ra := c.raPagesLocked(in)
+		around := aroundWindow(f.index, ra, f.time, f.pid)
+		inRange := f.index >= first && f.index <= lastPage
+		inAround := ra > 0 && first < around.Start+uint64(around.Pages) && lastPage >= around.Start
+		if inRange || inAround {
+			r.Cause, r.HasFault, r.FaultPage = "fault", true, f.index
+			if ra > 0 {
+				r.Window = &around
+			}
+		} else if w != nil {
+			r.Window = w
+			r.Cause = "readahead-" + w.Kind
+		}
 	}
+}
+
+// raPagesLocked is the maximum readahead of a file of the mount: as its
+// latest readahead event gave it, else the mount's latest, else
+// Mount.RAPages (0: unknown).
+func (c *Collector) raPagesLocked(in *inode) uint32 {
+	for i := len(in.ra) - 1; i >= 0; i-- {
+		if in.ra[i].RAPages > 0 {
+			return in.ra[i].RAPages
+		}
+	}
+	if c.raPages > 0 {
+		return c.raPages
+	}
+	return c.m.RAPages
 }
 
 // flusherLocked says whether pid was writing back the mount's BDI at t,

@@ -9,48 +9,59 @@ import (
 	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
-// A cold sequential read: a sync window, then async windows growing; the
-// READs the windows cover take their cause and window, background ones
-// (sent from the daemon's context) are the reader's.
+// A cold sequential read by 128 KiB read(2)s, readahead at most 256
+// pages: the sync readahead at the file's start makes the initial window
+// (64 pages: twice the 32 asked), each hit on the marker an async window
+// twice as large up to the maximum; the READs the windows cover take
+// their cause and window, background ones (sent from the daemon's
+// context) are the reader's.
 func TestColdSequentialRead(t *testing.T) {
 	t.Parallel()
 	c, r, f := newTest(Options{})
 	const cat = 100
-	f.ra(1*ms, false, cat, "cat", 5, 0, 32, 24)
+	f.ra(1*ms, false, cat, "cat", 5, 0, 32, 0, 0, 256, -1)
 	f.request(1*ms+5*us, 1, readOp, cat, "cat", 5, 0, 128<<10, cat)
-	f.ra(2*ms, true, cat, "cat", 5, 32, 64, 64)
-	f.request(2*ms+5*us, 2, readOp, daemonTid, "mmapfs", 5, 128<<10, 128<<10, cat)
-	f.request(2*ms+80*us, 3, readOp, daemonTid, "mmapfs", 5, 256<<10, 128<<10, cat)
-	f.ra(3*ms, true, cat, "cat", 5, 96, 128, 128)
-	f.request(3*ms+5*us, 4, readOp, cat, "cat", 5, 384<<10, 128<<10, cat)
+	f.request(1*ms+60*us, 2, readOp, cat, "cat", 5, 128<<10, 128<<10, cat)
+	// The read of pages 32-63 hits the marker at 32 (64-32).
+	f.ra(2*ms, true, cat, "cat", 5, 32, 32, 64, 32, 256, 31*4096)
+	for i := uint64(0); i < 4; i++ {
+		f.request(2*ms+int64(i)*60*us, 3+i, readOp, daemonTid, "mmapfs", 5, (64+32*i)*4096, 128<<10, cat)
+	}
+	// The marker of [64,192) is at 64.
+	f.ra(3*ms, true, cat, "cat", 5, 64, 32, 128, 128, 256, 63*4096)
+	f.request(3*ms+5*us, 7, readOp, cat, "cat", 5, 192*4096, 128<<10, cat)
 	// A READ past every window: a plain read.
-	f.request(4*ms, 5, readOp, cat, "cat", 5, 64<<20, 4096, cat)
+	f.request(4*ms, 8, readOp, cat, "cat", 5, 64<<20, 4096, cat)
 	// Another file with no readahead at all.
-	f.request(5*ms, 6, readOp, cat, "cat", 9, 0, 4096, cat)
+	f.request(5*ms, 9, readOp, cat, "cat", 9, 0, 4096, cat)
 	c.Flush()
 
-	if len(r.reqs) != 6 {
-		t.Fatalf("%d requests, want 6", len(r.reqs))
+	if len(r.reqs) != 9 {
+		t.Fatalf("%d requests, want 9", len(r.reqs))
 	}
 	want := []struct {
 		cause      string
-		index      uint64
+		start      uint64
 		pages      uint32
+		lookahead  uint32
 		background bool
 	}{
-		{"readahead-sync", 0, 32, false},
-		{"readahead-async", 32, 64, true},
-		{"readahead-async", 32, 64, true},
-		{"readahead-async", 96, 128, false},
-		{"read", 0, 0, false},
-		{"read", 0, 0, false},
+		{"readahead-sync", 0, 64, 32, false},
+		{"readahead-sync", 0, 64, 32, false},
+		{"readahead-async", 64, 128, 128, true},
+		{"readahead-async", 64, 128, 128, true},
+		{"readahead-async", 64, 128, 128, true},
+		{"readahead-async", 64, 128, 128, true},
+		{"readahead-async", 192, 256, 256, false},
+		{"read", 0, 0, 0, false},
+		{"read", 0, 0, 0, false},
 	}
 	for i, w := range want {
 		q := r.byUnique(t, uint64(i+1))
 		wantCause(t, q, w.cause)
 		if w.pages != 0 {
-			if q.Window == nil || q.Window.Index != w.index || q.Window.Pages != w.pages {
-				t.Errorf("request %d: window %+v, want %d+%d", q.Unique, q.Window, w.index, w.pages)
+			if q.Window == nil || q.Window.Start != w.start || q.Window.Pages != w.pages || q.Window.Lookahead != w.lookahead {
+				t.Errorf("request %d: window %+v, want %d+%d (async %d)", q.Unique, q.Window, w.start, w.pages, w.lookahead)
 			}
 		} else if q.Window != nil {
 			t.Errorf("request %d: window %+v, want none", q.Unique, q.Window)
@@ -68,12 +79,12 @@ func TestColdSequentialRead(t *testing.T) {
 			t.Errorf("request %d: missing %v", q.Unique, q.Missing)
 		}
 	}
-	if q := r.byUnique(t, 1); q.File != "big.bin" || q.Window.AsyncPages != 24 {
-		t.Errorf("request 1: file %q window %+v", q.File, q.Window)
+	if q := r.byUnique(t, 1); q.File != "big.bin" {
+		t.Errorf("request 1: file %q", q.File)
 	}
 
 	s := c.Summary()
-	wantWindows := []WindowCount{{"sync", 32, 1}, {"async", 64, 1}, {"async", 128, 1}}
+	wantWindows := []WindowCount{{"sync", 64, 1}, {"async", 128, 1}, {"async", 256, 1}}
 	if len(s.Windows) != len(wantWindows) {
 		t.Fatalf("windows %+v, want %+v", s.Windows, wantWindows)
 	}
@@ -86,7 +97,7 @@ func TestColdSequentialRead(t *testing.T) {
 	for _, o := range s.Ops {
 		ops[o.Op+" "+o.Cause] = o
 	}
-	if o := ops["READ readahead-async"]; o.Count != 3 || o.Bytes != 3*128<<10 || o.LatencyP50 != 50*us || o.ServiceP99 != 30*us {
+	if o := ops["READ readahead-async"]; o.Count != 5 || o.Bytes != 5*128<<10 || o.LatencyP50 != 50*us || o.ServiceP99 != 30*us {
 		t.Errorf("READ readahead-async: %+v", o)
 	}
 	if o := ops["READ read"]; o.Count != 2 || o.Bytes != 8192 {
@@ -97,59 +108,100 @@ func TestColdSequentialRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := b.String()
-	for _, w := range []string{"requests 6 over", "readahead-async", "sync  32: 1", "async 64: 1 128: 1", "384KiB", "50µs", "30µs"} {
+	for _, w := range []string{"requests 9 over", "readahead-async", "sync  64: 1", "async 128: 1 256: 1", "640KiB", "50µs", "30µs"} {
 		if !strings.Contains(text, w) {
 			t.Errorf("summary lacks %q:\n%s", w, text)
 		}
 	}
 }
 
-// A client's mapped read: the fault, then the read-around window, then
-// the READ: its cause is the fault, with the window.
+// The windows worked out from the kernel's readahead events.
+func TestWindowFromEvent(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name             string
+		e                ktrace.Event
+		start            uint64
+		pages, lookahead uint32
+	}{
+		{"first read of 1 page", ktrace.Event{Kind: ktrace.SyncReadahead, Index: 0, ReqCount: 1, RAPages: 32, PrevPos: -1}, 0, 4, 3},
+		{"first read of 32 pages, max 32", ktrace.Event{Kind: ktrace.SyncReadahead, Index: 0, ReqCount: 32, RAPages: 32, PrevPos: -1}, 0, 32, 16},
+		{"first read of 8 pages, max 2048", ktrace.Event{Kind: ktrace.SyncReadahead, Index: 0, ReqCount: 8, RAPages: 2048, PrevPos: -1}, 0, 32, 24},
+		{"sequential miss", ktrace.Event{Kind: ktrace.SyncReadahead, Index: 100, ReqCount: 4, RAPages: 32, PrevPos: 99 * 4096}, 100, 8, 4},
+		{"oversized read", ktrace.Event{Kind: ktrace.SyncReadahead, Index: 100, ReqCount: 64, RAPages: 32, PrevPos: -1}, 100, 64, 32},
+		{"random read: the cache decides", ktrace.Event{Kind: ktrace.SyncReadahead, Index: 100, ReqCount: 4, RAPages: 32, PrevPos: 10 * 4096}, 100, 0, 0},
+		{"readahead off", ktrace.Event{Kind: ktrace.SyncReadahead, Index: 7, ReqCount: 3}, 7, 3, 0},
+		{"async ramp x4", ktrace.Event{Kind: ktrace.AsyncReadahead, Index: 1, ReqCount: 1, Size: 4, AsyncSize: 3, RAPages: 2048}, 4, 16, 16},
+		{"async ramp x2", ktrace.Event{Kind: ktrace.AsyncReadahead, Index: 32, ReqCount: 32, Size: 64, AsyncSize: 32, RAPages: 256}, 64, 128, 128},
+		{"async at max", ktrace.Event{Kind: ktrace.AsyncReadahead, Index: 48, ReqCount: 1, Size: 32, AsyncSize: 32, RAPages: 32}, 80, 32, 32},
+		// The kernel's golden line: dev=254:0 index=20 req_count=1 order=4
+		// size=60 async_size=60 ra_pages=2048.
+		{"golden async", ktrace.Event{Kind: ktrace.AsyncReadahead, Index: 20, ReqCount: 1, Order: 4, Size: 60, AsyncSize: 60, RAPages: 2048, PrevPos: 81920}, 80, 240, 240},
+	} {
+		w := newWindow(&tc.e)
+		if w.Start != tc.start || w.Pages != tc.pages || w.Lookahead != tc.lookahead {
+			t.Errorf("%s: window %d+%d (async %d), want %d+%d (async %d)", tc.name, w.Start, w.Pages, w.Lookahead, tc.start, tc.pages, tc.lookahead)
+		}
+	}
+}
+
+// A client's mapped reads. A fault on a mapping reads around the
+// faulting page with no readahead event: the READs of that window are
+// the fault's. A fault on the read-around's marker starts an async
+// readahead in the faulting task: its READs are the fault's too, with the
+// async window. Under MADV_SEQUENTIAL the fault's sync readahead does the
+// same.
 func TestMappedRead(t *testing.T) {
 	t.Parallel()
 	c, r, f := newTest(Options{})
 	const client = 200
-	f.k(ktrace.Event{Kind: ktrace.Fault, Time: testStart + 1*ms, Pid: client, Comm: "mapper", Dev: testConn, Ino: 7, Index: 10})
-	f.ra(1*ms+3*us, false, client, "mapper", 7, 0, 32, 0)
-	f.request(1*ms+6*us, 1, readOp, client, "mapper", 7, 0, 128<<10, client)
-	// A fault with no readahead (a page the window left out): fault.
-	f.k(ktrace.Event{Kind: ktrace.Fault, Time: testStart + 2*ms, Pid: client, Comm: "mapper", Dev: testConn, Ino: 7, Index: 100})
-	f.request(2*ms+4*us, 2, readOp, client, "mapper", 7, 100*4096, 4096, client)
-	// An async readahead the fault on its marker page triggered, its READ
-	// sent from the daemon's context: fault, with the async window.
-	f.k(ktrace.Event{Kind: ktrace.Fault, Time: testStart + 3*ms, Pid: client, Comm: "mapper", Dev: testConn, Ino: 7, Index: 24})
-	f.ra(3*ms+2*us, true, client, "mapper", 7, 32, 32, 32)
-	f.request(3*ms+5*us, 3, readOp, daemonTid, "mmapfs", 7, 32*4096, 128<<10, client)
-	// Another task's read of the same file a while later: the fault was
+	// Read-around of 32 pages around page 100: [84,116), in two READs.
+	f.fault(1*ms, client, "mapper", 7, 100)
+	f.request(1*ms+6*us, 1, readOp, client, "mapper", 7, 84*4096, 64<<10, client)
+	f.request(1*ms+70*us, 2, readOp, client, "mapper", 7, 100*4096, 64<<10, client)
+	// Its marker: 84+32-8.
+	f.fault(2*ms, client, "mapper", 7, 108)
+	f.ra(2*ms+2*us, true, client, "mapper", 7, 108, 32, 32, 8, 32, 107*4096)
+	f.request(2*ms+5*us, 3, readOp, daemonTid, "mmapfs", 7, 116*4096, 128<<10, client)
+	// MADV_SEQUENTIAL: the fault at 0 of another file asks for a sync
+	// readahead of ra_pages.
+	f.fault(3*ms, client, "mapper", 8, 0)
+	f.ra(3*ms+2*us, false, client, "mapper", 8, 0, 32, 0, 0, 32, -1)
+	f.request(3*ms+5*us, 4, readOp, client, "mapper", 8, 0, 128<<10, client)
+	// Another task's read of the first file a while later: the fault was
 	// not its, and long ago.
-	f.ra(500*ms, false, 201, "cat", 7, 200, 32, 16)
-	f.request(500*ms+5*us, 4, readOp, 201, "cat", 7, 200*4096, 128<<10, 201)
+	f.ra(500*ms, false, 201, "cat", 7, 0, 32, 32, 32, 32, -1)
+	f.request(500*ms+5*us, 5, readOp, 201, "cat", 7, 0, 128<<10, 201)
+	// A fault long before (past FaultNear) is not the cause.
+	f.fault(600*ms, 202, "late", 7, 300)
+	f.request(800*ms, 6, readOp, 202, "late", 7, 300*4096, 4096, 202)
 	// A fault on the store's device is the daemon's, not a client's.
-	f.k(ktrace.Event{Kind: ktrace.Fault, Time: testStart + 600*ms, Pid: 202, Comm: "x", Dev: testStoreDev, Ino: 7, Index: 300})
-	f.request(600*ms+5*us, 5, readOp, 202, "x", 7, 300*4096, 4096, 202)
+	f.k(ktrace.Event{Kind: ktrace.Fault, Time: testStart + 900*ms, Pid: 203, Comm: "x", Dev: testStoreDev, Ino: 7, Index: 400})
+	f.request(900*ms+5*us, 7, readOp, 203, "x", 7, 400*4096, 4096, 203)
 	c.Flush()
 
-	q := r.byUnique(t, 1)
-	wantCause(t, q, "fault")
-	if !q.HasFault || q.FaultPage != 10 || q.Window == nil || q.Window.Pages != 32 || q.Window.Async {
-		t.Errorf("request 1: fault %v page %d window %+v", q.HasFault, q.FaultPage, q.Window)
+	for u, want := range map[uint64]string{
+		1: "fault p100 around ra 84+32p (async 8)",
+		2: "fault p100 around ra 84+32p (async 8)",
+		3: "fault p108 async ra 116+32p (async 32)",
+		4: "fault p0 sync ra 0+32p (async 16)",
+		5: "readahead-sync ra 0+32p (async 16)",
+		6: "read",
+		7: "read",
+	} {
+		q := r.byUnique(t, u)
+		if got := describeCause(q); got != want {
+			t.Errorf("request %d: cause %q, want %q", u, got, want)
+		}
 	}
-	q = r.byUnique(t, 2)
-	wantCause(t, q, "fault")
-	if q.FaultPage != 100 || q.Window != nil {
-		t.Errorf("request 2: page %d window %+v", q.FaultPage, q.Window)
+	if q := r.byUnique(t, 3); !q.Background || q.TaskComm != "mapper" {
+		t.Errorf("request 3: background %v task %s", q.Background, q.TaskComm)
 	}
-	q = r.byUnique(t, 3)
-	wantCause(t, q, "fault")
-	if !q.Background || q.FaultPage != 24 || q.Window == nil || !q.Window.Async || q.Window.Index != 32 {
-		t.Errorf("request 3: background %v page %d window %+v", q.Background, q.FaultPage, q.Window)
+	// The read-around is no readahead event: the summary counts the two.
+	s := c.Summary()
+	if len(s.Windows) != 2 || s.Windows[0] != (WindowCount{"sync", 32, 2}) || s.Windows[1] != (WindowCount{"async", 32, 1}) {
+		t.Errorf("windows %+v", s.Windows)
 	}
-	if got := describeCause(q); got != "fault p24 async ra 32+32p (async 32)" {
-		t.Errorf("request 3 described as %q", got)
-	}
-	wantCause(t, r.byUnique(t, 4), "readahead-sync")
-	wantCause(t, r.byUnique(t, 5), "read")
 }
 
 // Writeback: a flusher's WRITEs between its writeback_start and

@@ -32,14 +32,19 @@
 // The cause of a request is decided when it is emitted, from the kernel's
 // events kept around it (bounded histories per inode and per task):
 //
-//   - READ: the most recent page_cache_sync_ra/async_ra window on the
-//     same inode of the mount, at or before the send, that covers the
-//     request's first page gives "readahead-sync" or "readahead-async";
-//     a mm_filemap_fault on the same inode of the mount by the task that
-//     caused the request, shortly before (FaultNear) and on a page the
-//     window or the request covers, or a fault just before the window's
-//     own readahead event by the same task, gives "fault" (with the
-//     window, when there is one). Otherwise "read".
+//   - READ: the latest page_cache_sync_ra/async_ra of the same file of
+//     the mount, at or before the send, whose window covers the READ's
+//     first page gives "readahead-sync" or "readahead-async" with that
+//     window (Window: the kernel's events tell the asking page and the
+//     state before; the window is worked out from them as
+//     mm/readahead.c does). A mm_filemap_fault on the same file by the
+//     task that caused the READ, within FaultNear before it, gives
+//     "fault" when the window's readahead came from that fault (the
+//     same task, within raNear after it: an async readahead on a mapped
+//     marker page, or a sync one under MADV_SEQUENTIAL), or when the
+//     fault is the later and the READ reads its page or its read-around
+//     (the RAPages around the faulting page, which the kernel reads with
+//     no readahead event). Otherwise "read".
 //   - WRITE: sent by a flusher (a task inside a writeback_start /
 //     writeback_written pair on the mount's BDI, or a "kworker/" task)
 //     gives "writeback" with the flusher's reason; sent while the causing
@@ -48,6 +53,10 @@
 //     "write".
 //   - Any other op: the traced syscall the causing task was inside, else
 //     the op's name in lower case ("flush" outside close, ...).
+//
+// The kernel traces the syscalls of every process on the machine; only
+// those of processes that caused requests on the mount, and those a
+// request's cause is, reach the Sink.
 //
 // The causing task is the task in whose context the kernel sent the
 // request, unless that is the daemon (Mount.DaemonPid) or differs from the

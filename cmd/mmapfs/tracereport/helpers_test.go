@@ -47,7 +47,8 @@ func testMount() Mount {
 			}
 			return tid
 		},
-		Start: testStart,
+		RAPages: 32,
+		Start:   testStart,
 	}
 }
 
@@ -103,12 +104,20 @@ func (f feed) request(t int64, unique uint64, op uint32, pid int, comm string, i
 	f.end(t+50*us, unique)
 }
 
-func (f feed) ra(t int64, async bool, pid int, comm string, ino, index uint64, size, asyncSize uint32) {
+// ra is a readahead event as the kernel gives it: the asking page and
+// count, and the file's readahead state before (size, async size, max,
+// previous position).
+func (f feed) ra(t int64, async bool, pid int, comm string, ino, index, req uint64, size, asyncSize, raPages uint32, prevPos int64) {
 	k := ktrace.SyncReadahead
 	if async {
 		k = ktrace.AsyncReadahead
 	}
-	f.k(ktrace.Event{Kind: k, Time: testStart + t, Pid: pid, Comm: comm, Dev: testConn, Ino: ino, Index: index, Size: size, AsyncSize: asyncSize})
+	f.k(ktrace.Event{Kind: k, Time: testStart + t, Pid: pid, Comm: comm, Dev: testConn, Ino: ino, Index: index, ReqCount: req,
+		Size: size, AsyncSize: asyncSize, RAPages: raPages, PrevPos: prevPos})
+}
+
+func (f feed) fault(t int64, pid int, comm string, ino, index uint64) {
+	f.k(ktrace.Event{Kind: ktrace.Fault, Time: testStart + t, Pid: pid, Comm: comm, Dev: testConn, Ino: ino, Index: index, Pages: 1})
 }
 
 func (f feed) syscall(t int64, enter bool, pid int, comm, name string) {

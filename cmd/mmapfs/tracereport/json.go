@@ -79,12 +79,17 @@ type JSONRequest struct {
 	GivenUp     bool     `json:"given_up,omitempty"`
 }
 
-// JSONWindow is a readahead window in JSON.
+// JSONWindow is a readahead window (Window) in JSON.
 type JSONWindow struct {
-	Kind       string `json:"kind"` // "sync" or "async"
-	Index      uint64 `json:"index"`
-	Pages      uint32 `json:"pages"`
-	AsyncPages uint32 `json:"async_pages"`
+	Kind      string `json:"kind"` // "sync", "async" or "around"
+	Index     uint64 `json:"index"`
+	ReqCount  uint64 `json:"req_count"`
+	Size      uint32 `json:"prev_size"`
+	AsyncSize uint32 `json:"prev_async_size"`
+	RAPages   uint32 `json:"ra_pages"`
+	Start     uint64 `json:"start"`
+	Pages     uint32 `json:"pages"`
+	Lookahead uint32 `json:"lookahead"`
 }
 
 // ToJSON returns r's JSON form.
@@ -101,10 +106,8 @@ func (r *Request) ToJSON() JSONRequest {
 		o.Mono = r.Start
 	}
 	if w := r.Window; w != nil {
-		o.Window = &JSONWindow{Kind: "sync", Index: w.Index, Pages: w.Pages, AsyncPages: w.AsyncPages}
-		if w.Async {
-			o.Window.Kind = "async"
-		}
+		o.Window = &JSONWindow{Kind: w.Kind, Index: w.Index, ReqCount: w.ReqCount, Size: w.Size, AsyncSize: w.AsyncSize,
+			RAPages: w.RAPages, Start: w.Start, Pages: w.Pages, Lookahead: w.Lookahead}
 	}
 	if r.HasFault {
 		p := r.FaultPage
@@ -151,8 +154,12 @@ func EventJSON(e *Event) map[string]any {
 		if k.Kind == ktrace.AsyncReadahead {
 			o["kind"] = "async"
 		}
-		o["ino"], o["index"], o["pages"], o["async_pages"] = k.Ino, k.Index, k.Size, k.AsyncSize
-		o["ra_pages"], o["mmap_miss"], o["req_count"] = k.RAPages, k.MmapMiss, k.ReqCount
+		o["ino"], o["index"], o["req_count"], o["prev_size"], o["prev_async_size"] = k.Ino, k.Index, k.ReqCount, k.Size, k.AsyncSize
+		o["ra_pages"], o["mmap_miss"], o["prev_pos"], o["order"] = k.RAPages, k.MmapMiss, k.PrevPos, k.Order
+		if e.Layer == layerMount {
+			w := newWindow(k)
+			o["start"], o["pages"], o["lookahead"] = w.Start, w.Pages, w.Lookahead
+		}
 	case ktrace.Fault:
 		o["ino"], o["index"] = k.Ino, k.Index
 	case ktrace.PageAdd, ktrace.PageDelete:

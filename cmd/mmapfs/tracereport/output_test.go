@@ -19,14 +19,13 @@ import (
 // read, writeback, an msync, a close, throttling, page cache events and
 // dirty samples.
 func scenario(c *Collector, f feed) {
-	f.ra(1*ms, false, 100, "cat", 5, 0, 32, 24)
+	f.ra(1*ms, false, 100, "cat", 5, 0, 32, 0, 0, 32, -1)
 	f.k(ktrace.Event{Kind: ktrace.PageAdd, Time: testStart + 1*ms + 1*us, Pid: 100, Comm: "cat", Dev: testConn, Ino: 5, Index: 0, Pages: 32})
 	f.request(1*ms+5*us, 1, readOp, 100, "cat", 5, 0, 128<<10, 100)
 	f.k(ktrace.Event{Kind: ktrace.PageAdd, Time: testStart + 1*ms + 20*us, Pid: daemonTid, Comm: "mmapfs", Dev: testStoreDev, Ino: 5, Index: 0, Pages: 32})
-	f.ra(2*ms, true, 100, "cat", 5, 32, 64, 64)
-	f.request(2*ms+5*us, 2, readOp, daemonTid, "mmapfs", 5, 128<<10, 256<<10, 100)
-	f.k(ktrace.Event{Kind: ktrace.Fault, Time: testStart + 10*ms, Pid: 200, Comm: "mapper", Dev: testConn, Ino: 7, Index: 3})
-	f.ra(10*ms+2*us, false, 200, "mapper", 7, 0, 32, 0)
+	f.ra(2*ms, true, 100, "cat", 5, 16, 32, 32, 16, 32, 15*4096)
+	f.request(2*ms+5*us, 2, readOp, daemonTid, "mmapfs", 5, 128<<10, 128<<10, 100)
+	f.fault(10*ms, 200, "mapper", 7, 3)
 	f.request(10*ms+5*us, 3, readOp, 200, "mapper", 7, 0, 128<<10, 200)
 	c.Sample(testStart+50*ms, 1<<20, 0)
 	f.syscall(100*ms, true, 300, "writer", "msync")
@@ -93,7 +92,7 @@ func TestJSONLines(t *testing.T) {
 			t.Errorf("readahead: %s", sc.Text())
 		}
 	}
-	want := map[string]int{"request": 7, "readahead": 3, "fault": 1, "page_add": 2, "page_delete": 1, "throttle": 1,
+	want := map[string]int{"request": 7, "readahead": 2, "fault": 1, "page_add": 2, "page_delete": 1, "throttle": 1,
 		"writeback_start": 1, "writeback_end": 1, "syscall_enter": 2, "syscall_exit": 2, "sample": 2}
 	for k, n := range want {
 		if types[k] != n {
@@ -119,9 +118,9 @@ func TestTimelineAndSummaryText(t *testing.T) {
 		t.Errorf("first line %q", lines[0])
 	}
 	wantLines := []string{
-		"  0.001005  READ     cat[100]                     big.bin                  0+128KiB           readahead-sync ra 0+32p (async 24)          50µs       30µs",
-		"  0.002005  READ     cat[100]                     big.bin                  128KiB+256KiB      readahead-async ra 32+64p (async 64)        50µs       30µs  background, sent by mmapfs[901]",
-		"  0.010005  READ     mapper[200]                  mapped.bin               0+128KiB           fault p3 sync ra 0+32p                      50µs       30µs",
+		"  0.001005  READ     cat[100]                     big.bin                  0+128KiB           readahead-sync ra 0+32p (async 16)          50µs       30µs",
+		"  0.002005  READ     cat[100]                     big.bin                  128KiB+128KiB      readahead-async ra 32+32p (async 32)        50µs       30µs  background, sent by mmapfs[901]",
+		"  0.010005  READ     mapper[200]                  mapped.bin               0+128KiB           fault p3 around ra 0+32p (async 8)          50µs       30µs",
 		"  0.100005  WRITE    writer[300]                  out.bin                  0+64KiB            msync                                       50µs       30µs",
 		"  0.150000  THROTTLE dd[500]                      paused 12ms (dirty 2000, limit 1900 pages; bdi 0:52 of the mount)",
 		"  0.200005  WRITE    kworker/u8:2+flush-0:52[50]  out.bin                  64KiB+128KiB       writeback (background)                      50µs       30µs",
@@ -148,16 +147,16 @@ func TestTimelineAndSummaryText(t *testing.T) {
 	}
 	t.Logf("summary:\n%s", b.String())
 	for _, w := range []string{
-		"requests 7 over 1.2s (kernel events 28, daemon records 6)",
+		"requests 7 over 1.2s (kernel events 27, daemon records 6)",
 		"op       cause                   count   bytes  kernel p50   p90   p99   max  daemon p50   p99\n",
-		"READ     readahead-async             1  256KiB        50µs  50µs  50µs  50µs        30µs  30µs\n",
+		"READ     readahead-async             1  128KiB        50µs  50µs  50µs  50µs        30µs  30µs\n",
 		"READ     readahead-sync              1  128KiB",
 		"READ     fault                       1  128KiB",
 		"WRITE    msync                       1   64KiB",
 		"WRITE    writeback (background)      1  128KiB",
 		"FLUSH    close                       1       -",
 		"GETATTR  getattr                     1       -        40µs  40µs  40µs  40µs           -     -\n",
-		"sync  32: 2\n  async 64: 1",
+		"sync  32: 1\n  async 32: 1",
 		"mount 32 added (128KiB), 8 evicted (32KiB)",
 		"store 32 added (128KiB), 0 evicted (0B)",
 		"dd[500] on the mount's bdi: 1 pauses, total 12ms, max 12ms",

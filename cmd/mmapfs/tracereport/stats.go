@@ -59,7 +59,7 @@ type opAgg struct {
 }
 
 type windowKey struct {
-	async bool
+	kind  string
 	pages uint32
 }
 
@@ -154,7 +154,7 @@ func contains(s []string, x string) bool {
 	return false
 }
 
-func (s *stats) window(w Window) { s.windows[windowKey{w.Async, w.Pages}]++ }
+func (s *stats) window(w Window) { s.windows[windowKey{w.Kind, w.Pages}]++ }
 
 func (s *stats) pages(layer string, ino uint64, add bool, n uint64) {
 	l := s.layers[layer]

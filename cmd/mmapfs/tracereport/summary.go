@@ -69,9 +69,10 @@ type OpSummary struct {
 	ServiceP99 int64 `json:"service_p99_ns"`
 }
 
-// WindowCount is how many readahead windows of the mount had Pages pages.
+// WindowCount is how many readahead windows of the mount had Pages pages
+// (Window.Pages: 0 when it cannot be told).
 type WindowCount struct {
-	Kind  string `json:"kind"` // "sync" or "async"
+	Kind  string `json:"kind"` // WindowSync or WindowAsync
 	Pages uint32 `json:"pages"`
 	Count uint64 `json:"count"`
 }
@@ -139,11 +140,7 @@ func (c *Collector) Summary() Summary {
 		return a.Cause < b.Cause
 	})
 	for k, n := range s.windows {
-		kind := "sync"
-		if k.async {
-			kind = "async"
-		}
-		out.Windows = append(out.Windows, WindowCount{Kind: kind, Pages: k.pages, Count: n})
+		out.Windows = append(out.Windows, WindowCount{Kind: k.kind, Pages: k.pages, Count: n})
 	}
 	sort.Slice(out.Windows, func(i, j int) bool {
 		a, b := out.Windows[i], out.Windows[j]
@@ -236,7 +233,11 @@ func (s *Summary) WriteText(w io.Writer) error {
 			kind = x.Kind
 			fmt.Fprintf(&b, "\n  %-5s", kind)
 		}
-		fmt.Fprintf(&b, " %d: %d", x.Pages, x.Count)
+		if x.Pages == 0 {
+			fmt.Fprintf(&b, " ?: %d", x.Count)
+		} else {
+			fmt.Fprintf(&b, " %d: %d", x.Pages, x.Count)
+		}
 	}
 	b.WriteString("\npage cache (pages): added, evicted\n")
 	for _, l := range s.Layers {

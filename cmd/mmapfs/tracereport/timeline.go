@@ -152,16 +152,16 @@ func describeCause(r *Request) string {
 		s += " p" + strconv.FormatUint(r.FaultPage, 10)
 	}
 	if w := r.Window; w != nil {
-		kind := "sync"
-		if w.Async {
-			kind = "async"
-		}
 		if r.HasFault {
-			s += " " + kind
+			s += " " + w.Kind
 		}
-		s += fmt.Sprintf(" ra %d+%dp", w.Index, w.Pages)
-		if w.AsyncPages > 0 {
-			s += fmt.Sprintf(" (async %d)", w.AsyncPages)
+		if w.Pages > 0 {
+			s += fmt.Sprintf(" ra %d+%dp", w.Start, w.Pages)
+			if w.Lookahead > 0 {
+				s += fmt.Sprintf(" (async %d)", w.Lookahead)
+			}
+		} else {
+			s += fmt.Sprintf(" ra @%d req %dp", w.Index, w.ReqCount)
 		}
 	}
 	return s

@@ -40,22 +40,14 @@ type Mount struct {
 	// it cannot tell. Nil: every thread is taken as its own process (so
 	// only the main threads of DaemonPid and TracePid are recognised).
 	Tgid func(tid int) int
+	// RAPages is the mount's maximum readahead in pages (its bdi's
+	// read_ahead_kb / 4), for the read-around window of a fault before
+	// any readahead event has told it. 0: until then, a fault causes
+	// only the READs of its own page.
+	RAPages uint32
 	// Start is when the trace began, CLOCK_MONOTONIC ns: times are shown
 	// relative to it.
 	Start int64
-}
-
-// Window is a readahead window: pages [Index, Index+Pages) of a file,
-// the last AsyncPages of which carry the marker for the next async
-// readahead.
-type Window struct {
-	Async      bool
-	Index      uint64
-	Pages      uint32
-	AsyncPages uint32
-	// Time is the readahead event's (mono ns); Pid its task.
-	Time int64
-	Pid  int
 }
 
 // Part names, as Request.Missing lists them.
