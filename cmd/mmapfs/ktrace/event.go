@@ -1,5 +1,7 @@
 package ktrace
 
+import "strconv"
+
 // Kind is what a kernel event is.
 type Kind int
 
@@ -46,6 +48,22 @@ const (
 	SyscallExit
 )
 
+var kindNames = [...]string{
+	RequestSend: "RequestSend", RequestEnd: "RequestEnd",
+	SyncReadahead: "SyncReadahead", AsyncReadahead: "AsyncReadahead",
+	Fault: "Fault", PageAdd: "PageAdd", PageDelete: "PageDelete",
+	Throttle: "Throttle", WritebackStart: "WritebackStart", WritebackEnd: "WritebackEnd",
+	SyscallEnter: "SyscallEnter", SyscallExit: "SyscallExit",
+}
+
+// String is the Kind's name ("PageAdd").
+func (k Kind) String() string {
+	if k > 0 && int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return "Kind(" + strconv.Itoa(int(k)) + ")"
+}
+
 // Event is one kernel event, as parsed from the instance's trace pipe.
 // Only the fields its Kind names are set.
 type Event struct {
@@ -55,7 +73,8 @@ type Event struct {
 	Time int64
 	CPU  int
 	// Pid and Comm are the task (thread) in whose context it happened,
-	// Tgid its process. When the kernel printed the task as "<...>"
+	// Tgid its process. The kernel names the task when the line is read
+	// (from its saved_cmdlines), not when the event happened. When the kernel printed the task as "<...>"
 	// (its saved_cmdlines had no entry for it) Comm and Tgid are read
 	// from /proc/PID when the task still exists; else Comm stays
 	// "<...>" and Tgid 0.

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -293,7 +294,7 @@ func (in *Instance) Name() string { return in.name }
 
 // Notes are what Open did that the user should know: mounting tracefs,
 // removing stale instances (or failing to).
-func (in *Instance) Notes() []string { return in.notes }
+func (in *Instance) Notes() []string { return slices.Clone(in.notes) }
 
 // Seen is the number of events parsed so far. Safe from any goroutine.
 func (in *Instance) Seen() uint64 { return in.seen.Load() }

@@ -257,3 +257,9 @@ func TestDevName(t *testing.T) {
 		}
 	}
 }
+
+func TestKindString(t *testing.T) {
+	if RequestSend.String() != "RequestSend" || SyscallExit.String() != "SyscallExit" || Kind(99).String() != "Kind(99)" {
+		t.Errorf("Kind names: %v %v %v", RequestSend, SyscallExit, Kind(99))
+	}
+}
