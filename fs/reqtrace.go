@@ -48,6 +48,11 @@ const traceRing = 8192
 // at once: the copy it makes with the ring locked stays short.
 const traceBatch = 256
 
+// traceFlushDelay is how long a tracer's drainer lets records gather
+// before it sends them, unless its ring is half full: a write to the
+// socket per request would cost the traced requests more than they cost.
+const traceFlushDelay = 10 * time.Millisecond
+
 // traceIOTimeout bounds the connect and the hello to a new tracer, and
 // the last flush to a tracer at unmount.
 const traceIOTimeout = 2 * time.Second
@@ -303,8 +308,9 @@ type tracer struct {
 	closing, flush bool
 	sent, dropped  uint64
 
-	wake chan struct{} // cap 1: records (or closing) for drain
-	once sync.Once     // drops the tracer
+	wake   chan struct{} // cap 1: a first record in the empty ring (or closing), for drain
+	urgent chan struct{} // cap 1: the ring is half full (or closing): drain now
+	once   sync.Once     // drops the tracer
 }
 
 // traceSlot is a record and the records dropped right after it.
@@ -326,6 +332,7 @@ func (tr *tracer) push(rec *wire.TraceRecord) {
 		return
 	}
 	wake := tr.n == 0 // else drain is awake, or woken already
+	urgent := tr.n == len(tr.ring)/2
 	if tr.n == len(tr.ring) {
 		s := &tr.ring[(tr.head+tr.n-1)%len(tr.ring)]
 		if s.drops == 0 {
@@ -340,10 +347,18 @@ func (tr *tracer) push(rec *wire.TraceRecord) {
 	}
 	tr.mu.Unlock()
 	if wake {
-		select {
-		case tr.wake <- struct{}{}:
-		default:
-		}
+		signal(tr.wake)
+	}
+	if urgent {
+		signal(tr.urgent)
+	}
+}
+
+// signal sends on c, a channel of capacity 1, unless it is full.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
 	}
 }
 
@@ -366,15 +381,24 @@ func (tr *tracer) take(batch []traceSlot) (n int, done, flush bool) {
 }
 
 // drain sends the ring's records to the socket, in batches, until the
-// tracer is dropped; a write that fails drops it.
+// tracer is dropped; a write that fails drops it. Once the ring is empty
+// it waits for a record, then traceFlushDelay more (or until the ring is
+// half full) for others to gather.
 func (tr *tracer) drain() {
 	defer tr.t.wg.Done()
 	batch := make([]traceSlot, traceBatch)
 	buf := make([]byte, 0, 2*traceBatch*wire.TraceRecordSize)
+	gather := time.NewTimer(traceFlushDelay)
+	defer gather.Stop()
 	for {
 		n, done, flush := tr.take(batch)
 		if n == 0 && !done {
 			<-tr.wake
+			gather.Reset(traceFlushDelay)
+			select {
+			case <-gather.C:
+			case <-tr.urgent:
+			}
 			continue
 		}
 		buf = buf[:0]
@@ -470,10 +494,8 @@ func (tr *tracer) drop(why error, flush bool) {
 		tr.closing, tr.flush = true, flush
 		sent, dropped := tr.sent, tr.dropped
 		tr.mu.Unlock()
-		select {
-		case tr.wake <- struct{}{}:
-		default:
-		}
+		signal(tr.wake)
+		signal(tr.urgent)
 		t.log.Printf("trace: tracer at %s gone (%v) after %d records (and %d dropped while it did not keep up)", tr.path, why, sent, dropped)
 	})
 }
@@ -517,7 +539,7 @@ func (t *reqTracer) connect(path string, hello wire.TraceHello) error {
 	if err != nil {
 		return &requestError{fmt.Sprintf("trace: sending the hello to socket %s: %v", path, err), errors.Join(err, conn.Close()), errnoOf(err, syscall.EIO)}
 	}
-	tr := &tracer{t: t, conn: conn, path: path, ring: make([]traceSlot, t.ring), wake: make(chan struct{}, 1)}
+	tr := &tracer{t: t, conn: conn, path: path, ring: make([]traceSlot, t.ring), wake: make(chan struct{}, 1), urgent: make(chan struct{}, 1)}
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()

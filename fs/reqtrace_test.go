@@ -19,6 +19,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
+	"github.com/mmapfs/mmapfs/backing"
 	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
@@ -269,7 +270,7 @@ func newBareTracer(t *testing.T, rt *reqTracer, ring int) (*tracer, *net.UnixCon
 		conns[i] = c.(*net.UnixConn)
 	}
 	t.Cleanup(func() { conns[1].Close() })
-	tr := &tracer{t: rt, conn: conns[0], path: "socketpair", ring: make([]traceSlot, ring), wake: make(chan struct{}, 1)}
+	tr := &tracer{t: rt, conn: conns[0], path: "socketpair", ring: make([]traceSlot, ring), wake: make(chan struct{}, 1), urgent: make(chan struct{}, 1)}
 	rt.mu.Lock()
 	var list []*tracer
 	if old := rt.tracers.Load(); old != nil {
@@ -512,4 +513,78 @@ func TestTracePath(t *testing.T) {
 			t.Errorf("tracePath(%q) = %q, a trace request; want none", in, got)
 		}
 	}
+}
+
+// BenchmarkTreeRead is a 4 KiB READ served by the node tree (no kernel,
+// no mount), with no tracer ("off") and with one connected that discards
+// the records ("on"): the daemon's own cost of recording a request.
+func BenchmarkTreeRead(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		b.Run(map[bool]string{false: "off", true: "on"}[on], func(b *testing.B) {
+			store := b.TempDir()
+			st, err := backing.Open(store, backing.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			opts := DefaultOptions()
+			opts.Logger = log.New(io.Discard, "", 0)
+			m, err := newMountState(st, opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer func() {
+				m.trace.close()
+				if err := errors.Join(m.dirs.close(), st.Close()); err != nil {
+					b.Error(err)
+				}
+			}()
+			raw := m.rawFS()
+			if err := os.WriteFile(filepath.Join(store, "f"), make([]byte, 1<<20), 0o644); err != nil {
+				b.Fatal(err)
+			}
+			var e fuse.EntryOut
+			h := header(fuse.FUSE_ROOT_ID)
+			if s := raw.Lookup(nil, &h, "f", &e); s != fuse.OK {
+				b.Fatal(s)
+			}
+			var oout fuse.OpenOut
+			if s := raw.Open(nil, &fuse.OpenIn{InHeader: header(e.NodeId), Flags: uint32(os.O_RDONLY)}, &oout); s != fuse.OK {
+				b.Fatal(s)
+			}
+			if on {
+				ln, path := listenBench(b)
+				if _, err := m.traceRequest("trace", path); err != nil {
+					b.Fatal(err)
+				}
+				conn, err := ln.Accept()
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer conn.Close()
+				go io.Copy(io.Discard, conn)
+			}
+			cancel := make(chan struct{})
+			buf := make([]byte, 4096)
+			in := &fuse.ReadIn{InHeader: traced(e.NodeId, 1, opcodeRead), Fh: oout.Fh, Size: 4096}
+			i := 0
+			for b.Loop() {
+				in.Offset = uint64(i%256) * 4096
+				if _, s := raw.Read(cancel, in, buf); s != fuse.OK {
+					b.Fatal(s)
+				}
+				i++
+			}
+		})
+	}
+}
+
+// listenBench listens on a unix socket in a new temporary directory.
+func listenBench(b *testing.B) (*net.UnixListener, string) {
+	path := filepath.Join(b.TempDir(), "trace.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { ln.Close() })
+	return ln, path
 }

@@ -66,8 +66,9 @@ type TraceRecord struct {
 	// Service how long serving took, ns.
 	Start   int64
 	Service int64
-	// Pid is the process that made the request, as the kernel gave it (0
-	// for the kernel's own, e.g. a forget).
+	// Pid is the thread that made the request, as the kernel gave it:
+	// its task id, which is the process id for a process's first
+	// thread only (0 for the kernel's own requests, e.g. a forget).
 	Pid uint32
 	// Errno is the answer's error, 0 for success.
 	Errno int32
