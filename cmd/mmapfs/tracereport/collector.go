@@ -130,29 +130,32 @@ type item struct {
 // events to a Sink, and keeps the Summary. Safe for concurrent use (see
 // the package doc, Locking).
 type Collector struct {
-	m    Mount // read only
-	opts Options
+	m       Mount // read only
+	opts    Options
+	discard bool // opts.Sink is Discard: make no Events
 
 	// outMu serializes the calls to opts.Sink; taken while mu is held
 	// (lock order: mu, then outMu), held alone while the sink runs.
 	outMu sync.Mutex
 
 	// mu guards every field below.
-	mu       sync.Mutex
-	pending  map[uint64]*pend
-	order    []uint64 // uniques in arrival order (some already gone)
-	seq      uint64
-	now      int64 // latest event time seen, mono ns
-	lastScan int64
-	tasks    map[int]*task
-	inodes   map[uint64]*inode
-	tgids    map[int]int  // thread to process: from events' Tgid, and m.Tgid's
-	clients  map[int]bool // processes that caused requests on the mount
-	lastWB   *interval    // the latest writeback of the mount's BDI, any task
-	raPages  uint32       // the latest maximum readahead of a file of the mount
-	out      []item       // made, not yet handed to the sink
-	flushed  bool
-	stats    stats
+	mu        sync.Mutex
+	pending   map[uint64]*pend
+	order     []uint64 // uniques in arrival order (some already gone)
+	seq       uint64
+	now       int64 // latest event time seen, mono ns
+	lastScan  int64
+	tasks     map[int]*task
+	inodes    map[uint64]*inode
+	tgids     map[int]int  // thread to process: from events' Tgid, and m.Tgid's
+	clients   map[int]bool // processes that caused requests on the mount
+	lastWB    *interval    // the latest writeback of the mount's BDI, any task
+	lastWBPid int          // its task
+	raPages   uint32       // the latest maximum readahead of a file of the mount
+	openSync  map[int]bool // tasks inside a traced syncSyscalls syscall
+	out       []item       // made, not yet handed to the sink
+	flushed   bool
+	stats     stats
 }
 
 // NewCollector returns a Collector for the mount m.
@@ -160,6 +163,7 @@ func NewCollector(m Mount, opts Options) *Collector {
 	if opts.Sink == nil {
 		opts.Sink = Discard{}
 	}
+	_, discard := opts.Sink.(Discard)
 	if opts.Wait <= 0 {
 		opts.Wait = defaultWait
 	}
@@ -170,14 +174,16 @@ func NewCollector(m Mount, opts Options) *Collector {
 		opts.FaultNear = defaultFaultNear
 	}
 	return &Collector{
-		m:       m,
-		opts:    opts,
-		pending: make(map[uint64]*pend),
-		tasks:   make(map[int]*task),
-		inodes:  make(map[uint64]*inode),
-		tgids:   make(map[int]int),
-		clients: make(map[int]bool),
-		stats:   newStats(),
+		m:        m,
+		opts:     opts,
+		discard:  discard,
+		pending:  make(map[uint64]*pend),
+		tasks:    make(map[int]*task),
+		inodes:   make(map[uint64]*inode),
+		tgids:    make(map[int]int),
+		clients:  make(map[int]bool),
+		openSync: make(map[int]bool),
+		stats:    newStats(),
 	}
 }
 
@@ -306,11 +312,11 @@ func (c *Collector) kernelLocked(e *ktrace.Event) {
 			if e.Kind == ktrace.WritebackStart {
 				t.wb = appendBounded(t.wb, interval{name: e.Reason, start: e.Time}, wbHistory)
 				iv := t.wb[len(t.wb)-1]
-				c.lastWB = &iv
+				c.lastWB, c.lastWBPid = &iv, e.Pid
 			} else {
 				typ = EventWritebackEnd
 				closeLast(t.wb, "", e.Time)
-				if c.lastWB != nil && c.lastWB.end == 0 {
+				if c.lastWB != nil && c.lastWB.end == 0 && c.lastWBPid == e.Pid {
 					c.lastWB.end = e.Time
 				}
 			}
@@ -324,8 +330,14 @@ func (c *Collector) kernelLocked(e *ktrace.Event) {
 			interval: interval{name: e.Syscall, start: e.Time},
 			pid:      e.Pid, tgid: c.tgidLocked(e.Pid), comm: e.Comm, arg: e.Arg,
 		}, syscallHistory)
+		if syncSyscalls[e.Syscall] && len(c.openSync) < maxTasks {
+			c.openSync[e.Pid] = true
+		}
 	case ktrace.SyscallExit:
 		t := c.taskLocked(e.Pid)
+		if syncSyscalls[e.Syscall] {
+			delete(c.openSync, e.Pid)
+		}
 		for i := len(t.syscalls) - 1; i >= 0; i-- {
 			sp := &t.syscalls[i]
 			if sp.end == 0 && sp.name == e.Syscall {
@@ -420,6 +432,9 @@ func (c *Collector) bdiLayer(bdi string) string {
 }
 
 func (c *Collector) eventLocked(typ, layer string, e *ktrace.Event) {
+	if c.discard {
+		return
+	}
 	ev := &Event{Type: typ, Rel: e.Time - c.m.Start, Layer: layer, K: *e}
 	if layer == layerMount && e.Ino != 0 && c.m.Names != nil {
 		ev.File = c.m.Names(e.Ino)
@@ -450,6 +465,7 @@ func (c *Collector) pruneTasksLocked() {
 	for pid, t := range c.tasks {
 		if t.last <= cut {
 			delete(c.tasks, pid)
+			delete(c.openSync, pid)
 		}
 	}
 }
@@ -764,6 +780,10 @@ func (c *Collector) causeLocked(r *Request, p *pend) {
 			r.Cause = sc
 			return
 		}
+		if p.hasRec && p.rec.Pid == 0 {
+			c.kernelWriteCauseLocked(r, t)
+			return
+		}
 		r.Cause = "write"
 	default:
 		if sc := c.syscallLocked(r, t); sc != "" {
@@ -772,6 +792,41 @@ func (c *Collector) causeLocked(r *Request, p *pend) {
 		}
 		r.Cause = strings.ToLower(r.Op)
 	}
+}
+
+// kernelWriteCauseLocked decides the cause of a WRITE the kernel made on
+// its own behalf (no requester in its header: page writeback) and sent
+// from a task that tells nothing (the daemon's, flushing the background
+// queue): a client inside a traced sync syscall then (its msync or fsync
+// waits for this writeback), else the flusher writing the mount's BDI
+// back then, else plain "writeback".
+func (c *Collector) kernelWriteCauseLocked(r *Request, t int64) {
+	r.Cause = "writeback"
+	if r.Background {
+		for tid := range c.openSync {
+			tk := c.tasks[tid]
+			if tk == nil {
+				continue
+			}
+			for i := len(tk.syscalls) - 1; i >= 0; i-- {
+				sp := &tk.syscalls[i]
+				if sp.covers(t) && syncSyscalls[sp.name] && c.clients[sp.tgid] {
+					sp.used = true
+					r.Cause, r.TaskPid, r.TaskComm = sp.name, tid, c.commLocked(tid, sp.comm)
+					return
+				}
+			}
+		}
+	}
+	if c.lastWB != nil && c.lastWB.covers(t) {
+		r.Reason = c.lastWB.name
+		r.TaskPid, r.TaskComm = c.lastWBPid, c.commLocked(c.lastWBPid, "")
+	}
+}
+
+// syncSyscalls are the traced syscalls that wait for a file's writeback.
+var syncSyscalls = map[string]bool{
+	"fsync": true, "fdatasync": true, "msync": true, "sync_file_range": true, "syncfs": true, "sync": true,
 }
 
 // readCauseLocked decides a READ's cause from the readahead and fault

@@ -223,9 +223,30 @@ func TestWriteback(t *testing.T) {
 	f.k(ktrace.Event{Kind: ktrace.WritebackEnd, Time: testStart + 5*ms, Pid: kworkerPid, Comm: flusher, BDI: "0:52", Reason: "periodic", Pages: 1})
 	f.request(6*ms, 4, writeOp, 52, "kworker/1:1", 9, 0, 4096, 52)
 	f.request(7*ms, 5, writeOp, 300, "writer", 9, 0, 100, 300)
+	// The kernel's own WRITEs (page writeback: no requester in the header,
+	// record Pid 0) sent from the daemon's context while the flusher writes
+	// back, or while a client (300 made request 5) waits in msync; and one
+	// of each outside both, in the daemon's and in a client's context.
+	f.k(ktrace.Event{Kind: ktrace.WritebackStart, Time: testStart + 8*ms, Pid: kworkerPid, Comm: flusher, BDI: "0:52", Reason: "background"})
+	f.request(8*ms+10*us, 11, writeOp, daemonTid, "mmapfs", 9, 0, 4096, 0)
+	f.k(ktrace.Event{Kind: ktrace.WritebackEnd, Time: testStart + 9*ms, Pid: kworkerPid, Comm: flusher, BDI: "0:52", Reason: "background"})
+	f.syscall(10*ms, true, 300, "writer", "msync")
+	f.request(10*ms+10*us, 12, writeOp, daemonTid, "mmapfs", 9, 0, 4096, 0)
+	f.syscall(10*ms+100*us, false, 300, "writer", "msync")
+	f.request(11*ms, 13, writeOp, daemonTid, "mmapfs", 9, 0, 4096, 0)
+	f.request(12*ms, 14, writeOp, 301, "other", 9, 0, 4096, 0)
 	c.Flush()
 
 	wantCause(t, r.byUnique(t, 1), "writeback (background)")
+	for u, want := range map[uint64]string{11: "writeback (background)", 12: "msync", 13: "writeback", 14: "writeback"} {
+		wantCause(t, r.byUnique(t, u), want)
+	}
+	if q := r.byUnique(t, 11); q.TaskPid != kworkerPid || q.TaskComm != flusher || !q.Background {
+		t.Errorf("request 11: task %s[%d] background %v, want the flusher's", q.TaskComm, q.TaskPid, q.Background)
+	}
+	if q := r.byUnique(t, 12); q.TaskPid != 300 || q.TaskComm != "writer" {
+		t.Errorf("request 12: task %s[%d], want the msync's writer[300]", q.TaskComm, q.TaskPid)
+	}
 	q := r.byUnique(t, 2)
 	wantCause(t, q, "writeback (background)")
 	if !q.Background || q.TaskComm != flusher {
@@ -243,8 +264,8 @@ func TestWriteback(t *testing.T) {
 			}
 		}
 	}
-	if n != 4 {
-		t.Errorf("%d writeback events of the mount, want 4", n)
+	if n != 6 {
+		t.Errorf("%d writeback events of the mount, want 6", n)
 	}
 }
 
@@ -381,7 +402,7 @@ func TestLateAndMissingParts(t *testing.T) {
 		t.Errorf("sink flushed %d times", r.flushes)
 	}
 	s := c.Summary()
-	if s.MissingSend != 1 || s.MissingEnd != 2 || s.MissingDaemon != 2 || s.Requests != 4 {
+	if s.Incomplete != 3 || s.MissingSend != 1 || s.MissingEnd != 2 || s.MissingDaemon != 2 || s.Requests != 4 {
 		t.Errorf("summary: %+v", s)
 	}
 	var b strings.Builder
@@ -636,4 +657,24 @@ func countEvents(r *recorder, typ string) int {
 		}
 	}
 	return n
+}
+
+// With the Discard sink (--summary) the Collector makes no events but
+// keeps the same summary.
+func TestDiscardKeepsSummary(t *testing.T) {
+	t.Parallel()
+	c := NewCollector(testMount(), Options{})
+	f := feed{c}
+	f.ra(1*ms, false, 100, "cat", 5, 0, 32, 0, 0, 32, -1)
+	f.k(ktrace.Event{Kind: ktrace.PageAdd, Time: testStart + 1*ms, Pid: 100, Dev: testConn, Ino: 5, Pages: 32})
+	f.k(ktrace.Event{Kind: ktrace.Throttle, Time: testStart + 2*ms, Pid: 500, Comm: "dd", BDI: "0:52", Pause: 4 * ms})
+	f.request(1*ms+5*us, 1, readOp, 100, "cat", 5, 0, 128<<10, 100)
+	c.Flush()
+	if len(c.out) != 0 {
+		t.Errorf("%d items made for the Discard sink", len(c.out))
+	}
+	s := c.Summary()
+	if s.Requests != 1 || s.Ops[0].Cause != "readahead-sync" || s.Layers[0].Added != 32 || len(s.Throttled) != 1 || len(s.Windows) != 1 {
+		t.Errorf("summary %+v", s)
+	}
 }

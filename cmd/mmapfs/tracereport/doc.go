@@ -49,8 +49,12 @@
 //     writeback_written pair on the mount's BDI, or a "kworker/" task)
 //     gives "writeback" with the flusher's reason; sent while the causing
 //     task was inside a traced syscall (fsync, fdatasync, msync, close,
-//     sync_file_range, syncfs, sync) gives that syscall's name; otherwise
-//     "write".
+//     sync_file_range, syncfs, sync) gives that syscall's name. A WRITE
+//     the kernel made on its own behalf (page writeback: the daemon's
+//     record has Pid 0) sent from the daemon's context (its background
+//     queue) is the traced sync syscall a client was inside then, else
+//     the writeback the mount's flusher was doing then, else plain
+//     "writeback". Otherwise "write" (a write(2) sent write-through).
 //   - Any other op: the traced syscall the causing task was inside, else
 //     the op's name in lower case ("flush" outside close, ...).
 //

@@ -85,7 +85,7 @@ type throttleAgg struct {
 // stats is the Collector's running summary; guarded by Collector.mu.
 type stats struct {
 	events, records, requests uint64
-	own, givenUp              uint64
+	own, givenUp, incomplete  uint64
 	missing                   map[string]uint64
 	daemonLost, daemonDrops   uint64
 	ops                       map[opKey]*opAgg
@@ -109,6 +109,9 @@ func newStats() stats {
 
 func (s *stats) request(r *Request) {
 	s.requests++
+	if len(r.Missing) > 0 {
+		s.incomplete++
+	}
 	for _, m := range r.Missing {
 		s.missing[m]++
 	}

@@ -23,8 +23,9 @@ type Summary struct {
 	// requests emitted early because MaxPending were pending.
 	Own     uint64 `json:"own_requests"`
 	GivenUp uint64 `json:"given_up"`
-	// Missing counts requests by the part they lacked (a request may lack
-	// several).
+	// Incomplete is the requests that lacked a part; Missing* count
+	// them by the part they lacked (a request may lack several).
+	Incomplete    uint64 `json:"incomplete"`
 	MissingSend   uint64 `json:"missing_send"`
 	MissingEnd    uint64 `json:"missing_end"`
 	MissingDaemon uint64 `json:"missing_daemon"`
@@ -115,7 +116,7 @@ func (c *Collector) Summary() Summary {
 	s := &c.stats
 	out := Summary{
 		Events: s.events, Records: s.records, Requests: s.requests,
-		Own: s.own, GivenUp: s.givenUp,
+		Own: s.own, GivenUp: s.givenUp, Incomplete: s.incomplete,
 		MissingSend: s.missing[PartSend], MissingEnd: s.missing[PartEnd], MissingDaemon: s.missing[PartDaemon],
 		DaemonLost: s.daemonLost, DaemonDrops: s.daemonDrops,
 		Samples: s.samples, MaxDirty: s.maxDirty, MaxWriteback: s.maxWriteback,
@@ -266,8 +267,8 @@ func (s *Summary) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "lost: kernel events %d, daemon records %d (%d drop records)\n",
 		s.KernelLost, s.DaemonLost, s.DaemonDrops)
-	fmt.Fprintf(&b, "incomplete requests: no send %d, no end %d, no daemon record %d; given up (too many pending) %d\n",
-		s.MissingSend, s.MissingEnd, s.MissingDaemon, s.GivenUp)
+	fmt.Fprintf(&b, "incomplete requests %d: no send %d, no end %d, no daemon record %d; given up (too many pending) %d\n",
+		s.Incomplete, s.MissingSend, s.MissingEnd, s.MissingDaemon, s.GivenUp)
 	if s.Own > 0 {
 		fmt.Fprintf(&b, "the trace's own requests, not shown: %d\n", s.Own)
 	}
