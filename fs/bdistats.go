@@ -243,3 +243,20 @@ func (p bdiPaths) measureBDIs(f *wire.Values, mountDev, storeDev string, pageSiz
 	}
 	return &src
 }
+
+// ReadBDIDirty returns the bytes of the page cache of the backing device
+// dev (major:minor, its name in /sys/class/bdi) that are dirty and under
+// writeback now, from debugfs (/sys/kernel/debug/bdi/DEV/stats), for
+// tools that sample them (mmapfs trace). It does not mount debugfs.
+func ReadBDIDirty(dev string) (dirty, writeback int64, err error) {
+	path := filepath.Join(livePaths.debugfs, "bdi", dev, "stats")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return 0, 0, fmt.Errorf("the dirty pages of bdi %s: %w", dev, err)
+	}
+	b, err := parseBDIStats(bytes.NewReader(raw))
+	if err != nil {
+		return 0, 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return b.reclaimable, b.writeback, nil
+}

@@ -60,6 +60,7 @@ const (
 	roleFsxClient       = "fsx-client"       // one client of TestFsx's multi-client run (fsxClient)
 	roleManyFilesClient = "manyfiles-client" // hold a share of TestManyFilesOpen's files (manyFilesClient)
 	roleModesClient     = "modes-client"     // the client of the modes tests (modesClient)
+	roleTraceClient     = "trace-client"     // the command mmapfs trace runs in the trace tests (traceClient)
 )
 
 // roles maps every role to what plays it: a function of the process's
@@ -70,6 +71,7 @@ var roles = map[string]func(args []string) int{
 	roleFsxClient:       fsxClient,
 	roleManyFilesClient: manyFilesClient,
 	roleModesClient:     modesClient,
+	roleTraceClient:     traceClient,
 }
 
 // runRole plays role with args and returns the exit status.

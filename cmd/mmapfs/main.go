@@ -12,6 +12,10 @@ func main() {
 	setDaemonProcs()
 	cmd := NewRootCommand()
 	if err := cmd.Execute(); err != nil {
+		var st *exitStatus
+		if errors.As(err, &st) {
+			os.Exit(st.code) // a traced command's failure, told by it
+		}
 		fmt.Fprintln(os.Stderr, "mmapfs:", err)
 		var ue *usageError
 		if errors.As(err, &ue) {

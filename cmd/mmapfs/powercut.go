@@ -80,13 +80,19 @@ could lose (but cannot simulate the cut).`,
 	return cmd
 }
 
-// control sends one request to the mount's control file and returns the
-// answer.
+// control sends one request of mmapfs powercut to the mount's control
+// file and returns the answer.
 func control(mnt, req string) (*wire.ControlReply, []byte, error) {
+	return controlAs("powercut", mnt, req)
+}
+
+// controlAs sends one request to the mount's control file and returns the
+// answer; cmd names the command in errors.
+func controlAs(cmd, mnt, req string) (*wire.ControlReply, []byte, error) {
 	path := filepath.Join(mnt, fs.ControlName)
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return nil, nil, mountError("powercut", mnt, err)
+		return nil, nil, mountError(cmd, mnt, err)
 	}
 	_, werr := f.Write([]byte(req))
 	// The answer is there even when the request failed: it says why.
@@ -102,11 +108,11 @@ func control(mnt, req string) (*wire.ControlReply, []byte, error) {
 	case werr != nil && reply.Error != "":
 		return nil, nil, fmt.Errorf("%s on %s: %s", req, mnt, reply.Error)
 	case werr != nil:
-		return nil, nil, mountError("powercut", mnt, fmt.Errorf("request %q: %w", req, werr))
+		return nil, nil, mountError(cmd, mnt, fmt.Errorf("request %q: %w", req, werr))
 	case rerr != nil:
-		return nil, nil, mountError("powercut", mnt, fmt.Errorf("request %q: reading the answer: %w", req, rerr))
+		return nil, nil, mountError(cmd, mnt, fmt.Errorf("request %q: reading the answer: %w", req, rerr))
 	case cerr != nil:
-		return nil, nil, mountError("powercut", mnt, fmt.Errorf("request %q: closing the control file: %w", req, cerr))
+		return nil, nil, mountError(cmd, mnt, fmt.Errorf("request %q: closing the control file: %w", req, cerr))
 	}
 	return &reply, raw, nil
 }
