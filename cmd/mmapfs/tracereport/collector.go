@@ -1,6 +1,7 @@
 package tracereport
 
 import (
+	"container/heap"
 	"sort"
 	"strings"
 	"sync"
@@ -22,12 +23,20 @@ type Options struct {
 	// FaultNear is how long before a READ's send a fault on its file by
 	// its task still counts as its cause. Default 100 ms.
 	FaultNear int64
+	// Reorder is how long (event time, ns) every request and event is
+	// held before it goes to the Sink, so that the Sink sees them in time
+	// order although a request's parts come late. Default 100 ms; a
+	// request that waited longer for its parts comes out of order.
+	Reorder int64
 }
 
 const (
 	defaultWait       = int64(1e9)
 	defaultMaxPending = 4096
 	defaultFaultNear  = int64(100e6)
+	defaultReorder    = int64(100e6)
+	// maxHeld bounds the items held for ordering.
+	maxHeld = 1 << 16
 	// raNear is how soon after a fault a readahead of the same task on
 	// the same file counts as triggered by it (both happen in one call
 	// of the kernel's fault handler).
@@ -44,6 +53,7 @@ const (
 	maxTasks       = 8192
 	maxFiles       = 4096 // per layer, in the summary
 	maxThrottled   = 1024 // processes, in the summary
+	maxBlobs       = 1 << 16
 )
 
 // pend is a request being joined.
@@ -118,11 +128,38 @@ type inode struct {
 	faults []fault  // at most faultHistory, oldest first
 }
 
-// item is one thing for the sink.
+// item is one thing for the sink, at time t (mono ns); seq keeps the
+// order of items of the same time.
 type item struct {
+	t      int64
+	seq    uint64
 	req    *Request
 	ev     *Event
 	sample *Sample
+}
+
+// itemHeap is a min-heap of items by time (container/heap).
+type itemHeap []item
+
+func (h itemHeap) Len() int { return len(h) }
+func (h itemHeap) Less(i, j int) bool {
+	if h[i].t != h[j].t {
+		return h[i].t < h[j].t
+	}
+	return h[i].seq < h[j].seq
+}
+func (h itemHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+
+// Push implements heap.Interface.
+func (h *itemHeap) Push(x any) { *h = append(*h, x.(item)) }
+
+// Pop implements heap.Interface.
+func (h *itemHeap) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	old[len(old)-1] = item{}
+	*h = old[:len(old)-1]
+	return it
 }
 
 // Collector joins the kernel's events and the daemon's records of one
@@ -147,14 +184,15 @@ type Collector struct {
 	lastScan  int64
 	tasks     map[int]*task
 	inodes    map[uint64]*inode
-	tgids     map[int]int  // thread to process: from events' Tgid, and m.Tgid's
-	clients   map[int]bool // processes that caused requests on the mount
-	lastWB    *interval    // the latest writeback of the mount's BDI, any task
-	lastWBPid int          // its task
-	raPages   uint32       // the latest maximum readahead of a file of the mount
-	openSync  map[int]bool // tasks inside a traced syncSyscalls syscall
-	out       []item       // made, not yet handed to the sink
-	flushed   bool
+	tgids     map[int]int     // thread to process: from events' Tgid, and m.Tgid's
+	clients   map[int]bool    // processes that caused requests on the mount
+	lastWB    *interval       // the latest writeback of the mount's BDI, any task
+	lastWBPid int             // its task
+	raPages   uint32          // the latest maximum readahead of a file of the mount
+	openSync  map[int]bool    // tasks inside a traced syncSyscalls syscall
+	blobs     map[uint64]bool // inodes of the store's files (daemon records, Names)
+	held      itemHeap        // made, held for Reorder (oldest first)
+	out       []item          // released, not yet handed to the sink
 	stats     stats
 }
 
@@ -173,6 +211,9 @@ func NewCollector(m Mount, opts Options) *Collector {
 	if opts.FaultNear <= 0 {
 		opts.FaultNear = defaultFaultNear
 	}
+	if opts.Reorder <= 0 {
+		opts.Reorder = defaultReorder
+	}
 	return &Collector{
 		m:        m,
 		opts:     opts,
@@ -183,13 +224,35 @@ func NewCollector(m Mount, opts Options) *Collector {
 		tgids:    make(map[int]int),
 		clients:  make(map[int]bool),
 		openSync: make(map[int]bool),
+		blobs:    make(map[uint64]bool),
 		stats:    newStats(),
 	}
 }
 
-// deliverLocked hands c.out to the sink; it is called with c.mu held and
-// returns with it released.
+// holdLocked keeps an item for the sink until Options.Reorder has passed
+// since its time t (mono ns), so that items whose parts came late are
+// still handed over in time order.
+func (c *Collector) holdLocked(it item) {
+	c.seq++
+	it.seq = c.seq
+	heap.Push(&c.held, it)
+	if c.held.Len() > maxHeld {
+		c.out = append(c.out, heap.Pop(&c.held).(item))
+	}
+}
+
+// releaseLocked moves the held items whose time is up (all, when all is
+// set) to c.out, oldest first.
+func (c *Collector) releaseLocked(all bool) {
+	for c.held.Len() > 0 && (all || c.held[0].t+c.opts.Reorder <= c.now) {
+		c.out = append(c.out, heap.Pop(&c.held).(item))
+	}
+}
+
+// deliverLocked hands the items whose time is up to the sink; it is
+// called with c.mu held and returns with it released.
 func (c *Collector) deliverLocked() {
+	c.releaseLocked(false)
 	out := c.out
 	c.out = nil
 	if len(out) == 0 {
@@ -253,7 +316,7 @@ func (c *Collector) kernelLocked(e *ktrace.Event) {
 		p.hasEnd, p.endTime, p.endErr = true, e.Time, e.Error
 		c.completeLocked(e.Unique, p)
 	case ktrace.SyncReadahead, ktrace.AsyncReadahead:
-		layer := c.layer(e.Dev)
+		layer := c.fileLayerLocked(e.Dev, e.Ino)
 		if layer == "" {
 			return
 		}
@@ -268,7 +331,7 @@ func (c *Collector) kernelLocked(e *ktrace.Event) {
 		}
 		c.eventLocked(EventReadahead, layer, e)
 	case ktrace.Fault:
-		layer := c.layer(e.Dev)
+		layer := c.fileLayerLocked(e.Dev, e.Ino)
 		if layer == "" {
 			return
 		}
@@ -278,7 +341,7 @@ func (c *Collector) kernelLocked(e *ktrace.Event) {
 		}
 		c.eventLocked(EventFault, layer, e)
 	case ktrace.PageAdd, ktrace.PageDelete:
-		layer := c.layer(e.Dev)
+		layer := c.fileLayerLocked(e.Dev, e.Ino)
 		if layer == "" {
 			return
 		}
@@ -420,6 +483,34 @@ func (c *Collector) layer(dev uint32) string {
 	return ""
 }
 
+// fileLayerLocked names the layer of a page cache, readahead or fault
+// event on file ino of device dev, "" when it is not the mount's: the
+// store's device holds other files than the store's (the store may be a
+// directory of /tmp), so a store event counts only for a file the daemon
+// served or Mount.Names knows.
+func (c *Collector) fileLayerLocked(dev uint32, ino uint64) string {
+	layer := c.layer(dev)
+	if layer != layerStore || c.m.Names == nil || c.blobs[ino] {
+		return layer
+	}
+	if c.m.Names(ino) == "" {
+		return ""
+	}
+	c.addBlobLocked(ino)
+	return layer
+}
+
+// addBlobLocked notes ino as a file of the store.
+func (c *Collector) addBlobLocked(ino uint64) {
+	if ino == 0 {
+		return
+	}
+	if len(c.blobs) >= maxBlobs {
+		clear(c.blobs)
+	}
+	c.blobs[ino] = true
+}
+
 // bdiLayer names the layer of a BDI, "" when it is neither.
 func (c *Collector) bdiLayer(bdi string) string {
 	switch {
@@ -439,7 +530,7 @@ func (c *Collector) eventLocked(typ, layer string, e *ktrace.Event) {
 	if layer == layerMount && e.Ino != 0 && c.m.Names != nil {
 		ev.File = c.m.Names(e.Ino)
 	}
-	c.out = append(c.out, item{ev: ev})
+	c.holdLocked(item{t: e.Time, ev: ev})
 }
 
 func (c *Collector) taskLocked(pid int) *task {
@@ -559,10 +650,11 @@ func (c *Collector) daemonLocked(r *wire.TraceRecord) {
 		c.stats.daemonLost += n
 		c.stats.daemonDrops++
 		ev := &Event{Type: EventDaemonDropped, Rel: r.Start - c.m.Start, K: ktrace.Event{Time: r.Start, ReqCount: n}}
-		c.out = append(c.out, item{ev: ev})
+		c.holdLocked(item{t: r.Start, ev: ev})
 		return
 	}
 	c.stats.records++
+	c.addBlobLocked(r.Ino)
 	p := c.pendLocked(r.Unique)
 	p.hasRec, p.rec = true, *r
 	c.completeLocked(r.Unique, p)
@@ -637,8 +729,25 @@ func (c *Collector) Sample(t int64, dirty, writeback uint64) {
 	c.mu.Lock()
 	s := &Sample{Time: t, Rel: t - c.m.Start, Dirty: dirty, Writeback: writeback}
 	c.stats.sample(s)
-	c.out = append(c.out, item{sample: s})
+	c.holdLocked(item{t: t, sample: s})
+	c.tickLocked(t)
 	c.deliverLocked()
+}
+
+// Tick tells the Collector that the time (mono ns) is now: what it holds
+// for its missing parts or for ordering is emitted when its wait is over
+// even if no event comes. Sample does the same.
+func (c *Collector) Tick(now int64) {
+	c.mu.Lock()
+	c.tickLocked(now)
+	c.deliverLocked()
+}
+
+func (c *Collector) tickLocked(now int64) {
+	if now > c.now {
+		c.now = now
+	}
+	c.maintainLocked()
 }
 
 // Flush emits every pending request with what is known, then calls the
@@ -652,7 +761,7 @@ func (c *Collector) Flush() {
 	}
 	c.emitAllLocked(done)
 	c.order = nil
-	c.flushed = true
+	c.releaseLocked(true)
 	c.outMu.Lock()
 	out := c.out
 	c.out = nil
@@ -753,7 +862,7 @@ func (c *Collector) emitLocked(unique uint64, p *pend, givenUp bool) {
 		}
 	}
 	c.stats.request(r)
-	c.out = append(c.out, item{req: r})
+	c.holdLocked(item{t: r.Rel + c.m.Start, req: r})
 }
 
 // causeLocked decides r's cause from the histories (see the package doc).
