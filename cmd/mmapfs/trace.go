@@ -311,6 +311,13 @@ func openDaemonFeed(mnt string) (*daemonFeed, error) {
 		d.close()
 		return nil, fmt.Errorf("trace: the daemon of %s did not connect to %s: %w", mnt, sock, err)
 	}
+	// Connected: the socket's name is not needed any more, and removed
+	// now nothing is left behind even if the trace is killed.
+	d.ln.SetUnlinkOnClose(false)
+	if err := os.RemoveAll(dir); err != nil {
+		d.close()
+		return nil, fmt.Errorf("trace: removing the daemon's socket: %w", err)
+	}
 	return d, nil
 }
 
