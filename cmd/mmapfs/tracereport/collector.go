@@ -45,10 +45,7 @@ const (
 	// is held, at least (its end event may have been lost).
 	inFlightWait = int64(60e9)
 	// Bounds of the histories kept for causes.
-	raHistory      = 32
-	faultHistory   = 32
 	syscallHistory = 8
-	wbHistory      = 4
 	maxInodes      = 4096
 	maxTasks       = 8192
 	maxFiles       = 4096 // per layer, in the summary
@@ -111,21 +108,6 @@ type task struct {
 	comm     string
 	last     int64
 	syscalls []syscallSpan // at most syscallHistory, oldest first
-	wb       []interval    // writebacks of the mount's BDI, at most wbHistory
-}
-
-// fault is one mm_filemap_fault on a file of the mount.
-type fault struct {
-	index uint64
-	time  int64
-	pid   int
-}
-
-// inode is the readahead and fault history of one file of the mount.
-type inode struct {
-	last   int64
-	ra     []Window // at most raHistory, oldest first
-	faults []fault  // at most faultHistory, oldest first
 }
 
 // item is one thing for the sink, at time t (mono ns); seq keeps the
@@ -176,24 +158,24 @@ type Collector struct {
 	outMu sync.Mutex
 
 	// mu guards every field below.
-	mu        sync.Mutex
-	pending   map[uint64]*pend
-	order     []uint64 // uniques in arrival order (some already gone)
-	seq       uint64
-	now       int64 // latest event time seen, mono ns
-	lastScan  int64
-	tasks     map[int]*task
-	inodes    map[uint64]*inode
-	tgids     map[int]int     // thread to process: from events' Tgid, and m.Tgid's
-	clients   map[int]bool    // processes that caused requests on the mount
-	lastWB    *interval       // the latest writeback of the mount's BDI, any task
-	lastWBPid int             // its task
-	raPages   uint32          // the latest maximum readahead of a file of the mount
-	openSync  map[int]bool    // tasks inside a traced syncSyscalls syscall
-	blobs     map[uint64]bool // inodes of the store's files (daemon records, Names)
-	held      itemHeap        // made, held for Reorder (oldest first)
-	out       []item          // released, not yet handed to the sink
-	stats     stats
+	mu       sync.Mutex
+	pending  map[uint64]*pend
+	order    []uint64 // uniques in arrival order (some already gone)
+	seq      uint64
+	now      int64 // latest event time seen, mono ns
+	lastScan int64
+	tasks    map[int]*task
+	inodes   map[uint64]*inode
+	tgids    map[int]int     // thread to process: from events' Tgid, and m.Tgid's
+	clients  map[int]bool    // processes that caused requests on the mount
+	wbAll    []wbSpan        // writebacks of the mount's BDI (history.go), in time order
+	histLen  int             // entries of the histories (inodes, wbAll)
+	raPages  uint32          // the latest maximum readahead of a file of the mount
+	openSync map[int]bool    // tasks inside a traced syncSyscalls syscall
+	blobs    map[uint64]bool // inodes of the store's files (daemon records, Names)
+	held     itemHeap        // made, held for Reorder (oldest first)
+	out      []item          // released, not yet handed to the sink
+	stats    stats
 }
 
 // NewCollector returns a Collector for the mount m.
@@ -325,8 +307,7 @@ func (c *Collector) kernelLocked(e *ktrace.Event) {
 			if e.RAPages > 0 {
 				c.raPages = e.RAPages
 			}
-			in := c.inodeLocked(e.Ino, e.Time)
-			in.ra = appendBounded(in.ra, w, raHistory)
+			c.addRALocked(e.Ino, w)
 			c.stats.window(w)
 		}
 		c.eventLocked(EventReadahead, layer, e)
@@ -336,8 +317,7 @@ func (c *Collector) kernelLocked(e *ktrace.Event) {
 			return
 		}
 		if layer == layerMount {
-			in := c.inodeLocked(e.Ino, e.Time)
-			in.faults = appendBounded(in.faults, fault{index: e.Index, time: e.Time, pid: e.Pid}, faultHistory)
+			c.addFaultLocked(e.Ino, fault{index: e.Index, time: e.Time, pid: e.Pid})
 		}
 		c.eventLocked(EventFault, layer, e)
 	case ktrace.PageAdd, ktrace.PageDelete:
@@ -371,17 +351,11 @@ func (c *Collector) kernelLocked(e *ktrace.Event) {
 		}
 		typ := EventWritebackStart
 		if layer == layerMount {
-			t := c.taskLocked(e.Pid)
 			if e.Kind == ktrace.WritebackStart {
-				t.wb = appendBounded(t.wb, interval{name: e.Reason, start: e.Time}, wbHistory)
-				iv := t.wb[len(t.wb)-1]
-				c.lastWB, c.lastWBPid = &iv, e.Pid
+				c.wbStartLocked(e.Pid, e.Reason, e.Time)
 			} else {
 				typ = EventWritebackEnd
-				closeLast(t.wb, "", e.Time)
-				if c.lastWB != nil && c.lastWB.end == 0 && c.lastWBPid == e.Pid {
-					c.lastWB.end = e.Time
-				}
+				c.wbEndLocked(e.Pid, e.Time)
 			}
 		} else if e.Kind == ktrace.WritebackEnd {
 			typ = EventWritebackEnd
@@ -453,17 +427,6 @@ func appendBounded[T any](s []T, v T, n int) []T {
 		s = s[:len(s)-1]
 	}
 	return append(s, v)
-}
-
-// closeLast ends the latest open interval (of that name, when name is
-// not "") at t.
-func closeLast(s []interval, name string, t int64) {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i].end == 0 && (name == "" || s[i].name == name) {
-			s[i].end = t
-			return
-		}
-	}
 }
 
 // The layers.
@@ -559,29 +522,6 @@ func (c *Collector) pruneTasksLocked() {
 			delete(c.openSync, pid)
 		}
 	}
-}
-
-func (c *Collector) inodeLocked(ino uint64, now int64) *inode {
-	in := c.inodes[ino]
-	if in == nil {
-		if len(c.inodes) >= maxInodes {
-			lasts := make([]int64, 0, len(c.inodes))
-			for _, x := range c.inodes {
-				lasts = append(lasts, x.last)
-			}
-			sort.Slice(lasts, func(i, j int) bool { return lasts[i] < lasts[j] })
-			cut := lasts[len(lasts)/2]
-			for k, x := range c.inodes {
-				if x.last <= cut {
-					delete(c.inodes, k)
-				}
-			}
-		}
-		in = &inode{}
-		c.inodes[ino] = in
-	}
-	in.last = now
-	return in
 }
 
 // tgidLocked is the process of a thread: as events gave it, else m.Tgid's
@@ -688,7 +628,11 @@ func (c *Collector) maintainLocked() {
 	}
 	c.lastScan = c.now
 	var done []*pendU
+	horizon := c.now - c.historyKeep()
 	for u, p := range c.pending {
+		if p.hasSend && p.send.Time-c.opts.FaultNear-raNear < horizon {
+			horizon = p.send.Time - c.opts.FaultNear - raNear
+		}
 		wait := c.opts.Wait
 		if p.hasSend && !p.hasEnd && wait < inFlightWait {
 			wait = inFlightWait
@@ -698,6 +642,7 @@ func (c *Collector) maintainLocked() {
 		}
 	}
 	c.emitAllLocked(done)
+	c.pruneHistoryLocked(horizon)
 	// Drop the queue's entries already gone (keep it bounded).
 	if len(c.order) > 2*len(c.pending)+64 {
 		kept := c.order[:0]
@@ -927,9 +872,9 @@ func (c *Collector) kernelWriteCauseLocked(r *Request, t int64) {
 			}
 		}
 	}
-	if c.lastWB != nil && c.lastWB.covers(t) {
-		r.Reason = c.lastWB.name
-		r.TaskPid, r.TaskComm = c.lastWBPid, c.commLocked(c.lastWBPid, "")
+	if wb := c.writebackAtLocked(0, t); wb != nil {
+		r.Reason = wb.name
+		r.TaskPid, r.TaskComm = wb.pid, c.commLocked(wb.pid, "")
 	}
 }
 
@@ -954,29 +899,8 @@ func (c *Collector) readCauseLocked(r *Request, t int64) {
 	if r.Length > 0 {
 		lastPage = (r.Offset + uint64(r.Length) - 1) / pageSize
 	}
-	var w *Window
-	for i := len(in.ra) - 1; i >= 0; i-- {
-		x := &in.ra[i]
-		if x.Time <= t && x.covers(first) {
-			cp := *x
-			w = &cp
-			break
-		}
-	}
-	var f *fault
-	for i := len(in.faults) - 1; i >= 0; i-- {
-		x := &in.faults[i]
-		if x.time > t {
-			continue
-		}
-		if t-x.time > c.opts.FaultNear {
-			break
-		}
-		if x.pid == r.TaskPid || x.pid == r.Pid {
-			f = x
-			break
-		}
-	}
+	w := in.windowAt(t, first)
+	f := in.faultAt(t, c.opts.FaultNear, r.TaskPid, r.Pid)
 	switch {
 	case f != nil && w != nil && w.Pid == f.pid && f.time <= w.Time && w.Time-f.time <= raNear:
 		r.Cause, r.HasFault, r.FaultPage, r.Window = "fault", true, f.index, w
@@ -1007,10 +931,8 @@ func (c *Collector) readCauseLocked(r *Request, t int64) {
 // latest readahead event gave it, else the mount's latest, else
 // Mount.RAPages (0: unknown).
 func (c *Collector) raPagesLocked(in *inode) uint32 {
-	for i := len(in.ra) - 1; i >= 0; i-- {
-		if in.ra[i].RAPages > 0 {
-			return in.ra[i].RAPages
-		}
+	if in.raPages > 0 {
+		return in.raPages
 	}
 	if c.raPages > 0 {
 		return c.raPages
@@ -1021,18 +943,12 @@ func (c *Collector) raPagesLocked(in *inode) uint32 {
 // flusherLocked says whether pid was writing back the mount's BDI at t,
 // and why.
 func (c *Collector) flusherLocked(pid int, t int64) (string, bool) {
-	tk := c.tasks[pid]
-	if tk == nil {
-		return "", false
+	if wb := c.writebackAtLocked(pid, t); wb != nil {
+		return wb.name, true
 	}
-	for i := len(tk.wb) - 1; i >= 0; i-- {
-		if tk.wb[i].covers(t) {
-			return tk.wb[i].name, true
-		}
-	}
-	if isFlusherComm(tk.comm) {
-		if c.lastWB != nil && c.lastWB.covers(t) {
-			return c.lastWB.name, true
+	if tk := c.tasks[pid]; tk != nil && isFlusherComm(tk.comm) {
+		if wb := c.writebackAtLocked(0, t); wb != nil {
+			return wb.name, true
 		}
 		return "", true
 	}

@@ -757,3 +757,85 @@ func TestStoreLayerOnlyStoreFiles(t *testing.T) {
 		t.Errorf("%d page_add events, want 2", n)
 	}
 }
+
+// A request's cause is decided when its last part comes, which may be
+// after many more events (a client writing through a mapping faults on
+// every page once its READ is answered, before the daemon's record of it
+// arrives): the history the cause needs must still be there.
+func TestCauseAfterManyLaterEvents(t *testing.T) {
+	t.Parallel()
+	c, r, f := newTest(Options{})
+	f.fault(1*ms, 200, "mapper", 7, 0)
+	f.send(1*ms+70*us, 1, readOp, 200, "mapper")
+	f.end(1*ms+800*us, 1)
+	for i := uint64(1); i <= 300; i++ {
+		f.fault(1*ms+800*us+int64(i)*us, 200, "mapper", 7, i%32)
+	}
+	// The flusher starts and ends many writebacks meanwhile too.
+	f.k(ktrace.Event{Kind: ktrace.WritebackStart, Time: testStart + 2*ms, Pid: kworkerPid, Comm: "kworker/u8:2", BDI: "0:52", Reason: "background"})
+	f.send(2*ms+10*us, 2, writeOp, daemonTid, "mmapfs")
+	f.end(2*ms+50*us, 2)
+	for i := int64(0); i < 40; i++ {
+		f.k(ktrace.Event{Kind: ktrace.WritebackEnd, Time: testStart + 3*ms + 2*i*us, Pid: kworkerPid, Comm: "kworker/u8:2", BDI: "0:52", Reason: "background"})
+		f.k(ktrace.Event{Kind: ktrace.WritebackStart, Time: testStart + 3*ms + (2*i+1)*us, Pid: kworkerPid, Comm: "kworker/u8:2", BDI: "0:52", Reason: "periodic"})
+	}
+	f.rec(1, readOp, 7, 0, 128<<10, 200, 1*ms+80*us, 600*us)
+	f.rec(2, writeOp, 7, 0, 4096, 0, 2*ms+20*us, 10*us)
+	c.Flush()
+	if q := r.byUnique(t, 1); describeCause(q) != "fault p0 around ra 0+32p (async 8)" {
+		t.Errorf("request 1: cause %q, want the fault at page 0", describeCause(q))
+	}
+	if q := r.byUnique(t, 2); q.CauseLabel() != "writeback (background)" || q.TaskPid != kworkerPid {
+		t.Errorf("request 2: cause %q task %d, want the flusher's background writeback", q.CauseLabel(), q.TaskPid)
+	}
+}
+
+// The histories are bounded: by time when nothing pending needs them,
+// by maxHistory entries in a flood (counted as dropped).
+func TestHistoryBounds(t *testing.T) {
+	t.Parallel()
+	c, _, f := newTest(Options{})
+	for i := 0; i < maxHistory+1000; i++ {
+		f.fault(int64(i), 200, "mapper", 7, uint64(i))
+	}
+	c.mu.Lock()
+	n, dropped := c.histLen, c.stats.historyDropped
+	c.mu.Unlock()
+	if n > maxHistory || dropped == 0 {
+		t.Errorf("after a flood: %d entries (bound %d), %d dropped", n, maxHistory, dropped)
+	}
+	// 2 s later, with nothing pending, all of it is past the horizon.
+	c.Tick(testStart + 2100*ms)
+	c.mu.Lock()
+	n, inodes := c.histLen, len(c.inodes)
+	c.mu.Unlock()
+	if n != 0 || inodes != 0 {
+		t.Errorf("2 s later: %d entries of %d files kept", n, inodes)
+	}
+	var b strings.Builder
+	s := c.Summary()
+	if err := s.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "history full: ") {
+		t.Errorf("summary does not say the history was full:\n%s", b.String())
+	}
+}
+
+// A request pending for long keeps the history from its send on.
+func TestHistoryKeptForPending(t *testing.T) {
+	t.Parallel()
+	c, r, f := newTest(Options{})
+	f.fault(1*ms, 200, "mapper", 7, 5)
+	f.send(1*ms+10*us, 1, readOp, 200, "mapper")
+	// A slow daemon: the answer comes 5 s later, with events meanwhile.
+	for i := int64(1); i <= 50; i++ {
+		f.k(ktrace.Event{Kind: ktrace.SyscallEnter, Time: testStart + i*100*ms, Pid: 7, Comm: "x", Syscall: "sync"})
+	}
+	f.end(5*1000*ms, 1)
+	f.rec(1, readOp, 7, 0, 128<<10, 200, 1*ms+20*us, 5*1000*ms)
+	c.Flush()
+	if q := r.byUnique(t, 1); q.Cause != "fault" || q.FaultPage != 5 {
+		t.Errorf("request 1: cause %q page %d, want the fault at page 5", q.Cause, q.FaultPage)
+	}
+}

@@ -86,6 +86,7 @@ type throttleAgg struct {
 type stats struct {
 	events, records, requests uint64
 	own, givenUp, incomplete  uint64
+	historyDropped            uint64
 	missing                   map[string]uint64
 	daemonLost, daemonDrops   uint64
 	ops                       map[opKey]*opAgg

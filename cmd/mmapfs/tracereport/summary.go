@@ -35,6 +35,10 @@ type Summary struct {
 	// DaemonDrops drop records.
 	DaemonLost  uint64 `json:"daemon_lost"`
 	DaemonDrops uint64 `json:"daemon_drop_records"`
+	// HistoryDropped is the kernel events forgotten before the requests
+	// they may have caused were decided, because the history was full
+	// (see history.go): those requests may show a plainer cause.
+	HistoryDropped uint64 `json:"history_dropped"`
 
 	Ops       []OpSummary       `json:"ops"`
 	Windows   []WindowCount     `json:"readahead_windows"`
@@ -118,7 +122,7 @@ func (c *Collector) Summary() Summary {
 		Events: s.events, Records: s.records, Requests: s.requests,
 		Own: s.own, GivenUp: s.givenUp, Incomplete: s.incomplete,
 		MissingSend: s.missing[PartSend], MissingEnd: s.missing[PartEnd], MissingDaemon: s.missing[PartDaemon],
-		DaemonLost: s.daemonLost, DaemonDrops: s.daemonDrops,
+		DaemonLost: s.daemonLost, DaemonDrops: s.daemonDrops, HistoryDropped: s.historyDropped,
 		Samples: s.samples, MaxDirty: s.maxDirty, MaxWriteback: s.maxWriteback,
 	}
 	if s.last > s.first {
@@ -269,6 +273,9 @@ func (s *Summary) WriteText(w io.Writer) error {
 		s.KernelLost, s.DaemonLost, s.DaemonDrops)
 	fmt.Fprintf(&b, "incomplete requests %d: no send %d, no end %d, no daemon record %d; given up (too many pending) %d\n",
 		s.Incomplete, s.MissingSend, s.MissingEnd, s.MissingDaemon, s.GivenUp)
+	if s.HistoryDropped > 0 {
+		fmt.Fprintf(&b, "history full: %d kernel events forgotten before their requests were decided (their causes may be plainer)\n", s.HistoryDropped)
+	}
 	if s.Own > 0 {
 		fmt.Fprintf(&b, "the trace's own requests, not shown: %d\n", s.Own)
 	}
