@@ -852,8 +852,8 @@ func (c *Collector) causeLocked(r *Request, p *pend) {
 // its own behalf (no requester in its header: page writeback) and sent
 // from a task that tells nothing (the daemon's, flushing the background
 // queue): a client inside a traced sync syscall then (its msync or fsync
-// waits for this writeback), else the flusher writing the mount's BDI
-// back then, else plain "writeback".
+// waits for this writeback), else the flusher's writeback of the mount's
+// BDI then or latest before, else plain "writeback".
 func (c *Collector) kernelWriteCauseLocked(r *Request, t int64) {
 	r.Cause = "writeback"
 	if r.Background {
@@ -872,7 +872,7 @@ func (c *Collector) kernelWriteCauseLocked(r *Request, t int64) {
 			}
 		}
 	}
-	if wb := c.writebackAtLocked(0, t); wb != nil {
+	if wb := c.writebackBeforeLocked(t); wb != nil {
 		r.Reason = wb.name
 		r.TaskPid, r.TaskComm = wb.pid, c.commLocked(wb.pid, "")
 	}
@@ -881,6 +881,9 @@ func (c *Collector) kernelWriteCauseLocked(r *Request, t int64) {
 // syncSyscalls are the traced syscalls that wait for a file's writeback.
 var syncSyscalls = map[string]bool{
 	"fsync": true, "fdatasync": true, "msync": true, "sync_file_range": true, "syncfs": true, "sync": true,
+	// A FUSE file's mapping is written back when it is unmapped
+	// (fuse_vma_close), should the trace follow munmap.
+	"munmap": true,
 }
 
 // readCauseLocked decides a READ's cause from the readahead and fault
@@ -947,7 +950,7 @@ func (c *Collector) flusherLocked(pid int, t int64) (string, bool) {
 		return wb.name, true
 	}
 	if tk := c.tasks[pid]; tk != nil && isFlusherComm(tk.comm) {
-		if wb := c.writebackAtLocked(0, t); wb != nil {
+		if wb := c.writebackBeforeLocked(t); wb != nil {
 			return wb.name, true
 		}
 		return "", true

@@ -227,7 +227,9 @@ func TestWriteback(t *testing.T) {
 	// The kernel's own WRITEs (page writeback: no requester in the header,
 	// record Pid 0) sent from the daemon's context while the flusher writes
 	// back, or while a client (300 made request 5) waits in msync; and one
-	// of each outside both, in the daemon's and in a client's context.
+	// of each after both, in the daemon's and in a client's context (the
+	// kernel sends a pass's WRITEs as the daemon answers: the pass that
+	// started last).
 	f.k(ktrace.Event{Kind: ktrace.WritebackStart, Time: testStart + 8*ms, Pid: kworkerPid, Comm: flusher, BDI: "0:52", Reason: "background"})
 	f.request(8*ms+10*us, 11, writeOp, daemonTid, "mmapfs", 9, 0, 4096, 0)
 	f.k(ktrace.Event{Kind: ktrace.WritebackEnd, Time: testStart + 9*ms, Pid: kworkerPid, Comm: flusher, BDI: "0:52", Reason: "background"})
@@ -239,7 +241,7 @@ func TestWriteback(t *testing.T) {
 	c.Flush()
 
 	wantCause(t, r.byUnique(t, 1), "writeback (background)")
-	for u, want := range map[uint64]string{11: "writeback (background)", 12: "msync", 13: "writeback", 14: "writeback"} {
+	for u, want := range map[uint64]string{11: "writeback (background)", 12: "msync", 13: "writeback (background)", 14: "writeback (background)"} {
 		wantCause(t, r.byUnique(t, u), want)
 	}
 	if q := r.byUnique(t, 11); q.TaskPid != kworkerPid || q.TaskComm != flusher || !q.Background {
@@ -254,7 +256,8 @@ func TestWriteback(t *testing.T) {
 		t.Errorf("request 2: background %v task %s", q.Background, q.TaskComm)
 	}
 	wantCause(t, r.byUnique(t, 3), "writeback (periodic)")
-	wantCause(t, r.byUnique(t, 4), "writeback")
+	// A kworker's WRITE after the pass ended: the pass started last.
+	wantCause(t, r.byUnique(t, 4), "writeback (periodic)")
 	wantCause(t, r.byUnique(t, 5), "write")
 	n := 0
 	for _, e := range r.evs {
@@ -837,5 +840,21 @@ func TestHistoryKeptForPending(t *testing.T) {
 	c.Flush()
 	if q := r.byUnique(t, 1); q.Cause != "fault" || q.FaultPage != 5 {
 		t.Errorf("request 1: cause %q page %d, want the fault at page 5", q.Cause, q.FaultPage)
+	}
+}
+
+// The kernel's own WRITEs with no writeback of the mount's BDI in the
+// history (long before, or never seen) are plain writeback.
+func TestWritebackWithoutPass(t *testing.T) {
+	t.Parallel()
+	c, r, f := newTest(Options{})
+	f.request(1*ms, 1, writeOp, daemonTid, "mmapfs", 9, 0, 4096, 0)
+	f.request(2*ms, 2, writeOp, 300, "writer", 9, 0, 4096, 0)
+	f.k(ktrace.Event{Kind: ktrace.WritebackStart, Time: testStart + 3*ms, Pid: kworkerPid, Comm: "kworker/u8:2", BDI: "0:52", Reason: "background"})
+	f.k(ktrace.Event{Kind: ktrace.WritebackEnd, Time: testStart + 4*ms, Pid: kworkerPid, Comm: "kworker/u8:2", BDI: "0:52", Reason: "background"})
+	f.request(3*1000*ms, 3, writeOp, daemonTid, "mmapfs", 9, 0, 4096, 0)
+	c.Flush()
+	for u := uint64(1); u <= 3; u++ {
+		wantCause(t, r.byUnique(t, u), "writeback")
 	}
 }

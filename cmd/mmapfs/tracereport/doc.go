@@ -53,8 +53,9 @@
 //     the kernel made on its own behalf (page writeback: the daemon's
 //     record has Pid 0) sent from the daemon's context (its background
 //     queue) is the traced sync syscall a client was inside then, else
-//     the writeback the mount's flusher was doing then, else plain
-//     "writeback". Otherwise "write" (a write(2) sent write-through).
+//     the writeback the mount's flusher was doing then (or started last
+//     before: the kernel sends a pass's WRITEs as the daemon answers,
+//     often after the pass), else plain "writeback". Otherwise "write" (a write(2) sent write-through).
 //   - Any other op: the traced syscall the causing task was inside, else
 //     the op's name in lower case ("flush" outside close, ...).
 //

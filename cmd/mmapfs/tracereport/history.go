@@ -171,6 +171,27 @@ func (c *Collector) writebackAtLocked(pid int, t int64) *wbSpan {
 	return nil
 }
 
+// writebackBeforeLocked returns the writeback of the mount's BDI that
+// covers t or, when none does, the latest that started within
+// historyKeep before t: the kernel queues the WRITEs of a writeback
+// pass and sends them as the daemon answers earlier ones, often after
+// the pass has ended.
+func (c *Collector) writebackBeforeLocked(t int64) *wbSpan {
+	if s := c.writebackAtLocked(0, t); s != nil {
+		return s
+	}
+	for i := len(c.wbAll) - 1; i >= 0; i-- {
+		s := &c.wbAll[i]
+		if s.start <= t {
+			if t-s.start <= c.historyKeep() {
+				return s
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
 // windowAtLocked returns the latest readahead window of in at or before
 // t that covers page first.
 func (in *inode) windowAt(t int64, first uint64) *Window {

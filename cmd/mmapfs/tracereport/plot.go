@@ -204,9 +204,13 @@ func (p *Plot) writeData(dir, out string) error {
 	fmt.Fprintf(&s, "set xrange [0:%.3f]\nset key outside right\nset grid\nset xlabel 'time (s)'\n"+
 		"set lmargin at screen 0.08\nset rmargin at screen 0.72\nset yrange [0:*]\n", float64(span)/1e9)
 	fmt.Fprintf(&s, "set ylabel %s\n", gpQuote(fmt.Sprintf("requests/s (%s bins)", Duration(bin))))
-	if len(cols) > 0 {
+	switch {
+	case len(cols) > 0 && cols[len(cols)-1] == "other":
+		// The palette has 8 colours: "other" is grey.
+		fmt.Fprintf(&s, "plot for [i=2:%d] 'requests.dat' using 1:i with lines lw 2 title columnhead(i), '' using 1:%d with lines lw 2 lc rgb 'gray50' title 'other'\n", len(cols), len(cols)+1)
+	case len(cols) > 0:
 		fmt.Fprintf(&s, "plot for [i=2:%d] 'requests.dat' using 1:i with lines lw 2 title columnhead(i)\n", len(cols)+1)
-	} else {
+	default:
 		s.WriteString("set label 1 'no requests' at graph 0.5,0.5 center\nset yrange [0:1]\nplot -1 notitle\nunset label 1\nset yrange [0:*]\n")
 	}
 	s.WriteString("set ylabel 'MiB'\n")
