@@ -250,27 +250,24 @@ func dropPageCache(t testing.TB, path string) {
 	}
 }
 
-// newBareTracer is a tracer of t, listed as connected, whose ring no
-// goroutine drains: what is pushed stays there. conn is its socket; the
-// peer's end is returned.
+// newBareTracer is a tracer of rt, listed as connected, whose goroutines
+// do not run until startBare: what is pushed stays in its ring. The
+// peer's end of its socket is returned.
 func newBareTracer(t *testing.T, rt *reqTracer, ring int) (*tracer, *net.UnixConn) {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	conns := make([]*net.UnixConn, 2)
-	for i, fd := range fds {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		c, err := net.FileConn(f)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns[i] = c.(*net.UnixConn)
+	f := os.NewFile(uintptr(fds[1]), "socketpair")
+	c, err := net.FileConn(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Cleanup(func() { conns[1].Close() })
-	tr := &tracer{t: rt, conn: conns[0], path: "socketpair", ring: make([]traceSlot, ring), wake: make(chan struct{}, 1), urgent: make(chan struct{}, 1)}
+	peer := c.(*net.UnixConn)
+	t.Cleanup(func() { peer.Close() })
+	tr := newTracer(rt, fds[0], "socketpair", ring)
 	rt.mu.Lock()
 	var list []*tracer
 	if old := rt.tracers.Load(); old != nil {
@@ -279,10 +276,11 @@ func newBareTracer(t *testing.T, rt *reqTracer, ring int) (*tracer, *net.UnixCon
 	list = append(list, tr)
 	rt.tracers.Store(&list)
 	rt.mu.Unlock()
-	return tr, conns[1]
+	return tr, peer
 }
 
-// startBare starts the goroutines a connect starts for tr.
+// startBare starts the goroutines a connect starts for tr; they close
+// its socket once it is dropped.
 func startBare(rt *reqTracer, tr *tracer) {
 	rt.wg.Add(2)
 	go tr.drain()
@@ -333,9 +331,12 @@ func TestTraceRecordingAllocatesNothing(t *testing.T) {
 	tr.mu.Lock()
 	n, dropped := tr.n, tr.dropped
 	tr.mu.Unlock()
-	if n != 1000 || dropped == 0 {
-		t.Errorf("ring of 1000 after %d requests: %d records, %d dropped", 1+500+1+1000+1, n, dropped)
+	if n != 1000 || dropped != 502 {
+		t.Errorf("ring of 1000 after 1502 records: %d kept, %d dropped; want 1000, 502", n, dropped)
 	}
+	startBare(rt, tr)
+	tr.drop(errors.New("test over"), false)
+	rt.wg.Wait()
 }
 
 // TestTraceDropsCounted: a tracer's ring that is full drops records and
