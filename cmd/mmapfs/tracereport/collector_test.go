@@ -349,7 +349,7 @@ func TestThrottle(t *testing.T) {
 	if lines != 4 {
 		t.Errorf("%d THROTTLE lines, want 4 (the pauses):\n%s", lines, tl.String())
 	}
-	if !strings.Contains(tl.String(), "dd[500]") || !strings.Contains(tl.String(), "paused 20ms") {
+	if !strings.Contains(tl.String(), "dd[500]") || !strings.Contains(tl.String(), "paused 20ms: bdi 0:52 of the mount") {
 		t.Errorf("timeline:\n%s", tl.String())
 	}
 	var b strings.Builder

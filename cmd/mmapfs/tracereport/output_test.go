@@ -31,7 +31,7 @@ func scenario(c *Collector, f feed) {
 	f.syscall(100*ms, true, 300, "writer", "msync")
 	f.request(100*ms+5*us, 4, writeOp, 300, "writer", 9, 0, 64<<10, 300)
 	f.syscall(101*ms, false, 300, "writer", "msync")
-	f.k(ktrace.Event{Kind: ktrace.Throttle, Time: testStart + 150*ms, Pid: 500, Comm: "dd", BDI: "0:52", Pause: 12 * ms, Dirty: 2000, Limit: 1900})
+	f.k(ktrace.Event{Kind: ktrace.Throttle, Time: testStart + 150*ms, Pid: 500, Comm: "dd", BDI: "0:52", Pause: 12 * ms, Dirty: 2000, Limit: 1900, WBDirty: 300, WBSetpoint: 250})
 	f.k(ktrace.Event{Kind: ktrace.WritebackStart, Time: testStart + 200*ms, Pid: kworkerPid, Comm: "kworker/u8:2+flush-0:52", BDI: "0:52", Reason: "background"})
 	f.request(200*ms+5*us, 5, writeOp, kworkerPid, "kworker/u8:2+flush-0:52", 9, 64<<10, 128<<10, kworkerPid)
 	f.k(ktrace.Event{Kind: ktrace.WritebackEnd, Time: testStart + 201*ms, Pid: kworkerPid, Comm: "kworker/u8:2+flush-0:52", BDI: "0:52", Reason: "background", Pages: 32})
@@ -122,7 +122,7 @@ func TestTimelineAndSummaryText(t *testing.T) {
 		"  0.002005  READ     cat[100]                     big.bin                  128KiB+128KiB      readahead-async ra 32+32p (async 32)        50µs       30µs  background, sent by mmapfs[901]",
 		"  0.010005  READ     mapper[200]                  mapped.bin               0+128KiB           fault p3 around ra 0+32p (async 8)          50µs       30µs",
 		"  0.100005  WRITE    writer[300]                  out.bin                  0+64KiB            msync                                       50µs       30µs",
-		"  0.150000  THROTTLE dd[500]                      paused 12ms (dirty 2000, limit 1900 pages; bdi 0:52 of the mount)",
+		"  0.150000  THROTTLE dd[500]                      paused 12ms: bdi 0:52 of the mount 300 pages dirty, its setpoint 250; all 2000 dirty, limit 1900",
 		"  0.200005  WRITE    kworker/u8:2+flush-0:52[50]  out.bin                  64KiB+128KiB       writeback (background)                      50µs       30µs",
 		"  0.300005  FLUSH    sh[400]                      out.bin                  -                  close                                       50µs       30µs",
 		"  1.000000  CACHE    mount +32 -0 pages, store +32 -0 pages (since 0.000000 s)",

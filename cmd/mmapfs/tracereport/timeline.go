@@ -193,8 +193,8 @@ func (t *Timeline) Event(e *Event) {
 		if k.Pause <= 0 {
 			return
 		}
-		t.line(fmt.Sprintf("%s  %-8s %-28s paused %s (dirty %d, limit %d pages; bdi %s of the %s)",
-			seconds(e.Rel), "THROTTLE", fmt.Sprintf("%s[%d]", k.Comm, k.Pid), Duration(k.Pause), k.Dirty, k.Limit, k.BDI, e.Layer))
+		t.line(fmt.Sprintf("%s  %-8s %-28s paused %s: bdi %s of the %s %d pages dirty, its setpoint %d; all %d dirty, limit %d",
+			seconds(e.Rel), "THROTTLE", fmt.Sprintf("%s[%d]", k.Comm, k.Pid), Duration(k.Pause), k.BDI, e.Layer, k.WBDirty, k.WBSetpoint, k.Dirty, k.Limit))
 	case EventDaemonDropped:
 		t.line(fmt.Sprintf("%s  %-8s the daemon dropped %d records here (its tracer queue was full)", seconds(e.Rel), "LOST", e.K.ReqCount))
 	case EventPageAdd, EventPageDelete:
