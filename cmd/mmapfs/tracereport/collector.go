@@ -123,13 +123,17 @@ type item struct {
 // itemHeap is a min-heap of items by time (container/heap).
 type itemHeap []item
 
+// Len implements heap.Interface.
 func (h itemHeap) Len() int { return len(h) }
+
+// Less implements heap.Interface: by time, then by order made.
 func (h itemHeap) Less(i, j int) bool {
 	if h[i].t != h[j].t {
 		return h[i].t < h[j].t
 	}
 	return h[i].seq < h[j].seq
 }
+// Swap implements heap.Interface.
 func (h itemHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
 
 // Push implements heap.Interface.

@@ -9,9 +9,25 @@
 //
 // It never reads tracefs, the mount, the store, /proc or a socket: every
 // fact comes in through Collector.Kernel, Collector.Daemon,
-// Collector.Sample and the Mount's callbacks (Names, Comm, Tgid), so that
-// every rule here can be tested with synthetic events. The one outside
-// program it runs is gnuplot, for Plot.WritePNG.
+// Collector.Sample, Collector.Tick and the Mount's callbacks (Names,
+// Comm, Tgid), so that every rule here can be tested with synthetic
+// events. The one outside program it runs is gnuplot, for Plot.WritePNG.
+// Kernel and Daemon work in the caller's goroutine, on bounded tables;
+// what may make a stream's reader wait is the Sink's writing (a slow
+// terminal) and the Mount's callbacks (which may read /proc or walk the
+// store), each called under the locks below.
+//
+// # Use
+//
+//	c := tracereport.NewCollector(tracereport.Mount{...}, tracereport.Options{
+//		Sink: tracereport.NewTimeline(os.Stdout, 0), // or NewJSON, NewPlot, Tee{...}, nil for --summary
+//	})
+//	go inst.Run(ctx, c.Kernel)      // the kernel's events
+//	go feed.records(r, c.Daemon)    // the daemon's records
+//	every 100 ms: c.Sample(now, dirty, writeback) (or c.Tick(now))
+//	every second on a terminal: tracereport.Progress(c, inst.Lost())
+//	at the end: c.Flush(); s := c.Summary(); s.KernelLost = inst.Lost(); s.WriteText(os.Stdout)
+//	plot.WritePNG(path)
 //
 // # Joining
 //
@@ -21,7 +37,13 @@
 // the Collector holds each request until its three parts are there, or
 // until Options.Wait of event time (the latest kernel event's time) has
 // passed since its last part, or until Flush; then it hands it to the Sink
-// with Request.Missing naming the parts it never got. At most
+// with Request.Missing naming the parts it never got. Every request and
+// event is then held Options.Reorder (100 ms) more, so that the Sink gets
+// them in time order (a request that waited for a late part comes later
+// than events after it; its times are its own). Event time advances with
+// the kernel's events, the daemon's records, and Sample and Tick: call
+// one of them regularly so that the last items go out while the mount is
+// idle. At most
 // Options.MaxPending requests are held; past that the oldest is emitted
 // incomplete and counted (Summary.GivenUp). Requests made by the tracing
 // process itself (Mount.TracePid: its control-file requests) are counted
@@ -30,7 +52,7 @@
 // # Causes
 //
 // The cause of a request is decided when it is emitted, from the kernel's
-// events kept around it (bounded histories per inode and per task):
+// events kept around it (history.go: kept by time, bounded in size):
 //
 //   - READ: the latest page_cache_sync_ra/async_ra of the same file of
 //     the mount, at or before the send, whose window covers the READ's
