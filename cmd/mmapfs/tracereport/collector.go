@@ -133,6 +133,7 @@ func (h itemHeap) Less(i, j int) bool {
 	}
 	return h[i].seq < h[j].seq
 }
+
 // Swap implements heap.Interface.
 func (h itemHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
 
