@@ -142,6 +142,9 @@ func EventJSON(e *Event) map[string]any {
 		return o
 	}
 	o["pid"], o["comm"] = k.Pid, k.Comm
+	if k.Tgid > 0 {
+		o["tgid"] = k.Tgid
+	}
 	if e.Layer != "" {
 		o["layer"] = e.Layer
 	}

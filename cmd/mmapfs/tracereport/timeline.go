@@ -105,6 +105,8 @@ func FormatRequest(r *Request) string {
 		switch {
 		case r.Ino != 0:
 			file = "ino " + strconv.FormatUint(r.Ino, 10)
+		case r.NodeID == 1:
+			file = "/" // FUSE_ROOT_ID
 		case r.NodeID != 0:
 			file = "node " + strconv.FormatUint(r.NodeID, 10)
 		default:
