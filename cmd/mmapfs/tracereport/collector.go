@@ -754,6 +754,9 @@ func (c *Collector) emitLocked(unique uint64, p *pend, givenUp bool) {
 	}
 	if p.hasEnd {
 		r.End, r.Error = p.endTime, p.endErr
+		if !p.hasSend {
+			r.Rel = p.endTime - c.m.Start // replaced by the record's start, if any
+		}
 	} else {
 		r.Missing = append(r.Missing, PartEnd)
 	}

@@ -858,3 +858,15 @@ func TestWritebackWithoutPass(t *testing.T) {
 		wantCause(t, r.byUnique(t, u), "writeback")
 	}
 }
+
+// A request the trace saw only the end of (sent before it began) is
+// shown at its end.
+func TestEndOnly(t *testing.T) {
+	t.Parallel()
+	c, r, f := newTest(Options{})
+	f.end(7*ms, 1)
+	c.Flush()
+	if q := r.byUnique(t, 1); q.Rel != 7*ms || strings.Join(q.Missing, ",") != "send,daemon" {
+		t.Errorf("request 1: at %d, missing %v", q.Rel, q.Missing)
+	}
+}
