@@ -34,12 +34,22 @@ type tracerConn struct {
 	hello   wire.TraceHello
 	records chan wire.TraceRecord // closed at the end of the stream
 	err     chan error            // why the stream ended (nil: EOF)
+	resume  chan struct{}         // closed: read the records
 }
 
 // askTrace listens on a new unix socket, asks the mount at mnt for a
 // trace on it through the control file, accepts the daemon's connection
 // and reads its hello; a goroutine then reads the records.
 func askTrace(t testing.TB, mnt string) *tracerConn {
+	t.Helper()
+	tc := askTracePaused(t, mnt)
+	close(tc.resume)
+	return tc
+}
+
+// askTracePaused is askTrace with a goroutine that reads no record
+// before resume is closed.
+func askTracePaused(t testing.TB, mnt string) *tracerConn {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "trace.sock")
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
@@ -58,7 +68,7 @@ func askTrace(t testing.TB, mnt string) *tracerConn {
 		t.Fatalf("accepting the daemon's connection: %v", err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	tc := &tracerConn{conn: conn, records: make(chan wire.TraceRecord, 1<<16), err: make(chan error, 1)}
+	tc := &tracerConn{conn: conn, records: make(chan wire.TraceRecord, 1<<16), err: make(chan error, 1), resume: make(chan struct{})}
 	r := bufio.NewReaderSize(conn, 1<<16)
 	if err := conn.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
 		t.Fatal(err)
@@ -75,6 +85,7 @@ func askTrace(t testing.TB, mnt string) *tracerConn {
 	}
 	go func() {
 		defer close(tc.records)
+		<-tc.resume
 		b := make([]byte, wire.TraceRecordSize)
 		for {
 			if _, err := io.ReadFull(r, b); err != nil {
@@ -277,5 +288,69 @@ func dropStoreCache(t testing.TB, path string) {
 	}
 	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
 		t.Fatalf("fadvise DONTNEED %s: %v", path, err)
+	}
+}
+
+// TestTraceDaemonDropsCounted: a tracer that reads nothing for a while
+// loses records, never silently: the daemon serves on at its pace, and
+// once the tracer reads, drop records say how many it lost, so that the
+// preads it got and those it was told it lost add up to all of them.
+func TestTraceDaemonDropsCounted(t *testing.T) {
+	t.Parallel()
+	m := startMount(t, "--direct-io")
+	path := filepath.Join(m.mnt, "f")
+	if err := os.WriteFile(path, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tc := askTracePaused(t, m.mnt)
+	// More than the daemon's ring (8192) and the socket's buffer hold.
+	const preads = 20000
+	buf := make([]byte, 4096)
+	for i := range preads {
+		if _, err := f.ReadAt(buf, int64(i%256)*4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(tc.resume)
+	time.Sleep(200 * time.Millisecond) // the ring drains: there is room again
+	const more = 100
+	for i := range more {
+		if _, err := f.ReadAt(buf, int64(i)*4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const marker = 12345
+	if _, err := f.ReadAt(buf[:1], marker); err != nil {
+		t.Fatal(err)
+	}
+	var reads, dropped, dropRecords, afterDrop int
+	tc.find(t, "the marker pread", func(r wire.TraceRecord) bool {
+		switch {
+		case r.Opcode == wire.TraceDropped:
+			dropped += int(r.Result)
+			dropRecords++
+			afterDrop = 0
+			if r.Result == 0 || r.Service < 0 {
+				t.Errorf("drop record %+v", r)
+			}
+		case r.Opcode == fuseRead && r.Offset == marker:
+			return true
+		case r.Opcode == fuseRead && r.Length == 4096:
+			reads++
+			afterDrop++
+		}
+		return false
+	})
+	t.Logf("%d preads: %d recorded, %d dropped in %d drop records", preads+more, reads, dropped, dropRecords)
+	if dropped == 0 || reads+dropped < preads+more || reads >= preads+more {
+		t.Errorf("%d preads: %d recorded, %d dropped; want some dropped, and the two adding up to all", preads+more, reads, dropped)
+	}
+	if afterDrop < more {
+		t.Errorf("%d preads recorded after the last drop record, want the %d made once the tracer read again", afterDrop, more)
 	}
 }
