@@ -337,6 +337,30 @@ func TestTraceRecordingAllocatesNothing(t *testing.T) {
 	startBare(rt, tr)
 	tr.drop(errors.New("test over"), false)
 	rt.wg.Wait()
+
+	// A whole READ through the tree allocates what go-fuse's bridge
+	// does (its Context, the ReadResult), no more when traced.
+	e := lookup(t, tt.raw, "f")
+	var oout fuse.OpenOut
+	if s := tt.raw.Open(nil, &fuse.OpenIn{InHeader: header(e.NodeId), Flags: uint32(os.O_RDONLY)}, &oout); s != fuse.OK {
+		t.Fatalf("OPEN f: %v", s)
+	}
+	buf := make([]byte, 4096)
+	in := &fuse.ReadIn{InHeader: traced(e.NodeId, 2, opcodeRead), Fh: oout.Fh, Size: 4096}
+	read := func() {
+		if _, s := tt.raw.Read(cancel, in, buf); s != fuse.OK {
+			t.Fatalf("READ f: %v", s)
+		}
+	}
+	untraced := testing.AllocsPerRun(100, read)
+	ttr, _ := newBareTracer(t, tt.m.trace, 1000)
+	if a := testing.AllocsPerRun(500, read); a != untraced {
+		t.Errorf("a READ through the tree allocates %.1f times traced, %.1f untraced", a, untraced)
+	}
+	startBare(tt.m.trace, ttr)
+	ttr.drop(errors.New("test over"), false)
+	tt.m.trace.wg.Wait()
+	tt.raw.Release(nil, &fuse.ReleaseIn{InHeader: header(e.NodeId), Fh: oout.Fh})
 }
 
 // TestTraceDropsCounted: a tracer's ring that is full drops records and
