@@ -187,9 +187,10 @@ type storeNames struct {
 }
 
 const (
-	walkEvery = 50 * time.Millisecond
-	missRetry = 2 * time.Second
-	maxMissed = 1 << 16
+	walkEvery       = 50 * time.Millisecond
+	servedWalkEvery = 5 * time.Millisecond
+	missRetry       = 2 * time.Second
+	maxMissed       = 1 << 16
 )
 
 func newStoreNames(root string, dev uint64) *storeNames {
@@ -239,8 +240,21 @@ func (n *storeNames) refresh() {
 	n.walk()
 }
 
-// name returns the path of the store's inode ino, "" if unknown.
+// name returns the path of the store's inode ino, a file the mount
+// served, "" if unknown.
 func (n *storeNames) name(ino uint64) string {
+	return n.lookup(ino, servedWalkEvery, servedWalkEvery)
+}
+
+// storeName returns the path of inode ino of the store's device, "" if
+// it is not a file of the store (or not known yet: it walks less often
+// for these, most of which are other files of that filesystem).
+func (n *storeNames) storeName(ino uint64) string { return n.lookup(ino, walkEvery, missRetry) }
+
+// lookup returns the path of ino, walking the store again when the last
+// walk is older than every (and twenty times its cost) and none missed
+// ino in the last retry.
+func (n *storeNames) lookup(ino uint64, every, retry time.Duration) string {
 	if ino == 0 {
 		return ""
 	}
@@ -249,10 +263,10 @@ func (n *storeNames) name(ino uint64) string {
 	if p, ok := n.paths[ino]; ok {
 		return p
 	}
-	if at, ok := n.missed[ino]; ok && time.Since(at) < missRetry {
+	if at, ok := n.missed[ino]; ok && time.Since(at) < retry {
 		return ""
 	}
-	if time.Since(n.walked) < max(walkEvery, 20*n.walkCost) {
+	if time.Since(n.walked) < max(every, 20*n.walkCost) {
 		return ""
 	}
 	n.walk()
@@ -492,6 +506,14 @@ func runTrace(out, errOut io.Writer, f traceFlags, mnt string, command []string)
 	}
 
 	status, waitErr := waitTraced(errOut, m.dir, f.duration, command, sigs)
+	// The kernel answers some requests of a command after it exited (the
+	// RELEASE of its last files is sent in the background): give them a
+	// moment to end, and the daemon's records to come.
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if _, _, pending := col.col.Counts(); pending == 0 {
+			break
+		}
+	}
 
 	// Stop: the kernel's side first (it drains what its buffer holds),
 	// then the daemon's records of the last requests, then the output.
@@ -579,6 +601,8 @@ func sampleDirty(bdi string, col *traceCollector, stop <-chan struct{}) {
 	for {
 		if dirty, wb, err := fs.ReadBDIDirty(bdi); err == nil {
 			col.Sample(monoNow(), uint64(dirty), uint64(wb))
+		} else {
+			col.col.Tick(monoNow()) // what is held is emitted in time
 		}
 		select {
 		case <-stop:
@@ -635,18 +659,19 @@ func newTraceCollector(out io.Writer, f traceFlags, m *traceMount, names *storeN
 		sink = sinks
 	}
 	tc.col = tracereport.NewCollector(tracereport.Mount{
-		Conn:      m.conn,
-		MountDev:  m.mountDev,
-		StoreDev:  m.storeDev,
-		BDI:       m.mountBDI,
-		StoreBDI:  m.storeBDI,
-		DaemonPid: daemonPid,
-		TracePid:  os.Getpid(),
-		Names:     names.name,
-		Comm:      commOf,
-		Tgid:      tgidOf,
-		RAPages:   readAheadPages(m.mountBDI),
-		Start:     start,
+		Conn:       m.conn,
+		MountDev:   m.mountDev,
+		StoreDev:   m.storeDev,
+		BDI:        m.mountBDI,
+		StoreBDI:   m.storeBDI,
+		DaemonPid:  daemonPid,
+		TracePid:   os.Getpid(),
+		Names:      names.name,
+		StoreNames: names.storeName,
+		Comm:       commOf,
+		Tgid:       tgidOf,
+		RAPages:    readAheadPages(m.mountBDI),
+		Start:      start,
 	}, tracereport.Options{Sink: sink})
 	return tc, nil
 }

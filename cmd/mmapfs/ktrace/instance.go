@@ -54,8 +54,10 @@ type Config struct {
 // for some 100000 events per CPU between two reads.
 const defaultBufferKB = 8192
 
-// syncSyscalls are the system calls Config.Syscalls traces.
-var syncSyscalls = []string{"fsync", "fdatasync", "msync", "close", "sync_file_range", "syncfs", "sync"}
+// syncSyscalls are the system calls Config.Syscalls traces: those that
+// make the kernel write a file's dirty pages back on the caller's behalf
+// (munmap: FUSE writes a shared mapping's pages back as it goes).
+var syncSyscalls = []string{"fsync", "fdatasync", "msync", "close", "sync_file_range", "syncfs", "sync", "munmap"}
 
 // eventSpec is one tracepoint to enable, with its filter.
 type eventSpec struct {

@@ -461,7 +461,11 @@ func (c *Collector) fileLayerLocked(dev uint32, ino uint64) string {
 	if layer != layerStore || c.m.Names == nil || c.blobs[ino] {
 		return layer
 	}
-	if c.m.Names(ino) == "" {
+	names := c.m.Names
+	if c.m.StoreNames != nil {
+		names = c.m.StoreNames
+	}
+	if names(ino) == "" {
 		return ""
 	}
 	c.addBlobLocked(ino)

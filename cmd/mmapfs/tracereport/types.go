@@ -32,6 +32,10 @@ type Mount struct {
 	// Names returns the path, relative to the mount, of a file by inode
 	// number, or "" when it does not know it. Nil: no names.
 	Names func(ino uint64) string
+	// StoreNames is Names for an inode of the store's device that may not
+	// be the store's at all (the page-cache events of its other files):
+	// it may answer "" sooner rather than look harder. Nil: Names.
+	StoreNames func(ino uint64) string
 	// Comm returns a process's command name, or "" when it does not know
 	// it; used for tasks no event has named. Nil: none.
 	Comm func(pid int) string
