@@ -20,9 +20,10 @@ import (
 
 // ControlName is the name of the control file at the root of every mount:
 // a client writes a request into it (wire.ControlPowerCut,
-// wire.ControlPowerCutDryRun, wire.ControlTrace) and reads the answer (a wire.ControlReply,
-// as JSON) back from the same descriptor. Like the stats file it is not in the store and readdir
-// does not list it. Only root and the user running the daemon may open it.
+// wire.ControlPowerCutDryRun, wire.ControlTrace) and reads the answer (a
+// wire.ControlReply, as JSON) back from the same descriptor. Like the
+// stats file it is not in the store and readdir does not list it. Only
+// root and the user running the daemon may open it.
 const ControlName = ".mmapfs-control"
 
 // requestError is a refused control request: msg is the answer's error
