@@ -162,7 +162,7 @@ func (m *mountState) control(req string) (wire.ControlReply, error) {
 			time.AfterFunc(cutGrace, m.cut.drop)
 		}
 	default:
-		return r, &requestError{fmt.Sprintf("unknown request %q (want %q or %q)", req, wire.ControlPowerCut, wire.ControlPowerCutDryRun), nil, syscall.EINVAL}
+		return r, &requestError{fmt.Sprintf("unknown request %q (want %q, %q or %q)", req, wire.ControlPowerCut, wire.ControlPowerCutDryRun, wire.ControlTrace+" /path/to/socket"), nil, syscall.EINVAL}
 	}
 	if r.Report != nil {
 		sum := wire.Summarize(r.Report)

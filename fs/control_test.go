@@ -96,7 +96,7 @@ func TestControlRequests(t *testing.T) {
 		"stats":                "stats",
 	} {
 		_, errno, r := ask(t, m, req)
-		want := fmt.Sprintf("unknown request %q (want %q or %q)", norm, "powercut", "powercut --dry-run")
+		want := fmt.Sprintf("unknown request %q (want %q, %q or %q)", norm, "powercut", "powercut --dry-run", "trace /path/to/socket")
 		if errno != syscall.EINVAL || r.Error != want || r.Request != norm || r.Report != nil {
 			t.Errorf("%q: errno %v, answer %+v; want EINVAL and %q", req, errno, r, want)
 		}

@@ -98,9 +98,26 @@
 // GB/s (0.75 to 0.86 of ext4) and 4 KiB random reads from 0.81 to 0.86,
 // same run, alternating.
 //
+// # The request record (mmapfs trace)
+//
+// A tracer (mmapfs trace) writes "trace SOCKET" to the control file; the
+// daemon connects to that socket and sends it a wire.TraceRecord of every
+// request it serves from then on (reqtrace.go): countingFS, which already
+// wraps every request to count it, fills the record, and the handle
+// methods add what the daemon did for it (the blob's pages not in the
+// page cache before the copy, the msyncs made while serving it), finding
+// their request by the cancel channel go-fuse gives each one. With no
+// tracer connected a request pays one atomic load; with one, recording
+// allocates nothing and never waits for the tracer: a ring per tracer,
+// drained by a goroutine, drops what a slow tracer cannot take and says
+// so in the stream.
+//
 // # Locking
 //
-// The package keeps no locks of its own on the data path; a handle's Blob
+// The package keeps no locks of its own on the data path but the
+// request record's, taken only while a tracer is connected and never
+// across a system call: reqTracer.mu (the in-flight slots) and each
+// tracer's mu (its ring); a handle's Blob
 // does its own locking (see package backing). mountState is read only after
 // Mount returns. Off the data path: dirCache.mu guards the directory
 // descriptor cache and is never held across a system call (dircache.go),

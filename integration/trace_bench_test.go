@@ -25,6 +25,55 @@ func BenchmarkTraceOff(b *testing.B) { benchTracePread(b, false) }
 
 func BenchmarkTraceOn(b *testing.B) { benchTracePread(b, true) }
 
+// BenchmarkTraceKernel is the same preads under a whole mmapfs trace of
+// the mount (the kernel's events through its tracefs instance and the
+// daemon's records, joined into a summary): what a user pays while
+// watching.
+func BenchmarkTraceKernel(b *testing.B) {
+	m := startMount(b, "--direct-io")
+	path := filepath.Join(m.mnt, "f")
+	const size = 1 << 20
+	if err := os.WriteFile(path, make([]byte, size), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	var stderr syncBuffer
+	tr := daemonCommand("trace", m.mnt, "--summary")
+	tr.Stderr = &stderr
+	d := startDaemon(b, tr)
+	defer func() {
+		if !d.exited() {
+			tr.Process.Kill()
+			d.waitExit(killTimeout)
+		}
+	}()
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(m.out.String(), "trace: recording every request"); time.Sleep(20 * time.Millisecond) {
+		if d.exited() || time.Now().After(deadline) {
+			b.Fatalf("mmapfs trace did not start: %s", stderr.String())
+		}
+	}
+	buf := make([]byte, 4096)
+	i := 0
+	for b.Loop() {
+		if _, err := f.ReadAt(buf, int64(i%(size/4096))*4096); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	tr.Process.Signal(unix.SIGINT)
+	if !d.waitExit(30 * time.Second) {
+		b.Fatalf("mmapfs trace did not end after SIGINT: %s", stderr.String())
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+	m.stop(b)
+}
+
 func benchTracePread(b *testing.B, trace bool) {
 	m := startMount(b, "--direct-io")
 	path := filepath.Join(m.mnt, "f")
