@@ -21,60 +21,24 @@ import (
 // reads and discards the records (BenchmarkTraceOn, which also reports
 // the records it got and dropped per op).
 
-func BenchmarkTraceOff(b *testing.B) { benchTracePread(b, false) }
+func BenchmarkTraceOff(b *testing.B) { benchTracePread(b, traceNone) }
 
-func BenchmarkTraceOn(b *testing.B) { benchTracePread(b, true) }
+func BenchmarkTraceOn(b *testing.B) { benchTracePread(b, traceRecord) }
 
 // BenchmarkTraceKernel is the same preads under a whole mmapfs trace of
 // the mount (the kernel's events through its tracefs instance and the
 // daemon's records, joined into a summary): what a user pays while
 // watching.
-func BenchmarkTraceKernel(b *testing.B) {
-	m := startMount(b, "--direct-io")
-	path := filepath.Join(m.mnt, "f")
-	const size = 1 << 20
-	if err := os.WriteFile(path, make([]byte, size), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	var stderr syncBuffer
-	tr := daemonCommand("trace", m.mnt, "--summary")
-	tr.Stderr = &stderr
-	d := startDaemon(b, tr)
-	defer func() {
-		if !d.exited() {
-			tr.Process.Kill()
-			d.waitExit(killTimeout)
-		}
-	}()
-	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(m.out.String(), "trace: recording every request"); time.Sleep(20 * time.Millisecond) {
-		if d.exited() || time.Now().After(deadline) {
-			b.Fatalf("mmapfs trace did not start: %s", stderr.String())
-		}
-	}
-	buf := make([]byte, 4096)
-	i := 0
-	for b.Loop() {
-		if _, err := f.ReadAt(buf, int64(i%(size/4096))*4096); err != nil {
-			b.Fatal(err)
-		}
-		i++
-	}
-	tr.Process.Signal(unix.SIGINT)
-	if !d.waitExit(30 * time.Second) {
-		b.Fatalf("mmapfs trace did not end after SIGINT: %s", stderr.String())
-	}
-	if err := f.Close(); err != nil {
-		b.Fatal(err)
-	}
-	m.stop(b)
-}
+func BenchmarkTraceKernel(b *testing.B) { benchTracePread(b, traceKernel) }
 
-func benchTracePread(b *testing.B, trace bool) {
+// The tracing a benchmark runs under.
+const (
+	traceNone   = iota // no tracer
+	traceRecord        // the daemon's record, to a tracer that discards it
+	traceKernel        // mmapfs trace --summary
+)
+
+func benchTracePread(b *testing.B, trace int) {
 	m := startMount(b, "--direct-io")
 	path := filepath.Join(m.mnt, "f")
 	const size = 1 << 20
@@ -87,8 +51,12 @@ func benchTracePread(b *testing.B, trace bool) {
 	}
 	defer f.Close()
 	var sink *discardTracer
-	if trace {
+	stopTrace := func() {}
+	switch trace {
+	case traceRecord:
 		sink = discardTrace(b, m.mnt)
+	case traceKernel:
+		stopTrace = startBenchTrace(b, m)
 	}
 	buf := make([]byte, 4096)
 	i := 0
@@ -98,6 +66,7 @@ func benchTracePread(b *testing.B, trace bool) {
 		}
 		i++
 	}
+	stopTrace()
 	if sink != nil {
 		// Let the daemon's last batch arrive before counting.
 		time.Sleep(50 * time.Millisecond)
@@ -203,4 +172,27 @@ func (d *discardTracer) counts() (records, dropped uint64) {
 	})
 	<-d.done
 	return d.records, d.dropped
+}
+
+// startBenchTrace starts mmapfs trace --summary of m, waits until it
+// traces, and returns what ends it.
+func startBenchTrace(b *testing.B, m *mount) (stop func()) {
+	var stderr syncBuffer
+	tr := daemonCommand("trace", m.mnt, "--summary")
+	tr.Stderr = &stderr
+	d := startDaemon(b, tr)
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(m.out.String(), "trace: recording every request"); time.Sleep(20 * time.Millisecond) {
+		if d.exited() || time.Now().After(deadline) {
+			tr.Process.Kill()
+			b.Fatalf("mmapfs trace did not start: %s", stderr.String())
+		}
+	}
+	return func() {
+		tr.Process.Signal(unix.SIGINT)
+		if !d.waitExit(30 * time.Second) {
+			tr.Process.Kill()
+			d.waitExit(killTimeout)
+			b.Errorf("mmapfs trace did not end after SIGINT: %s", stderr.String())
+		}
+	}
 }
