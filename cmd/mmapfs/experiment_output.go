@@ -1,0 +1,355 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mmapfs/mmapfs/fs/wire"
+)
+
+// experimentResult is what an experiment found: results.json.
+type experimentResult struct {
+	Workload     string       `json:"workload"`
+	CutAt        string       `json:"cut_at"` // "end" or a duration
+	DurationSecs float64      `json:"duration_seconds"`
+	Interrupted  bool         `json:"interrupted"` // stopped by a signal: Runs are the runs done
+	Runs         []*runResult `json:"runs"`
+}
+
+// sample is one reading of a run's stats.
+type sample struct {
+	T        float64 `json:"t"` // seconds since the workload began
+	Unsynced int64   `json:"unsynced_bytes"`
+	Oldest   float64 `json:"oldest_unsynced_seconds"`
+}
+
+// runResult is one run of an experiment: a row of the table.
+type runResult struct {
+	Policy   string `json:"policy"`
+	Switches string `json:"switches"`
+	Run      int    `json:"run"`
+	Workload string `json:"workload"`
+	// Seconds is the time from the workload's start to the cut; CutEarly
+	// says the cut came at --cut-at, before the workload ended.
+	Seconds  float64 `json:"seconds"`
+	CutEarly bool    `json:"cut_before_end"`
+	// Unit is what Done counts (records, rows, B written); Acked the
+	// part acknowledged (synced records, committed rows).
+	Unit       string  `json:"unit"`
+	Done       int64   `json:"done"`
+	Acked      int64   `json:"acknowledged"`
+	Throughput float64 `json:"throughput_per_second"` // Done per second
+
+	FsyncCount int64   `json:"fsync_count"` // FUSE fsync requests
+	FsyncP50Us float64 `json:"fsync_p50_us"`
+	FsyncP99Us float64 `json:"fsync_p99_us"`
+	MsyncCount int64   `json:"msync_count"` // the daemon's msync(MS_SYNC) and fdatasync calls
+	MsyncP50Us float64 `json:"msync_p50_us"`
+	MsyncP99Us float64 `json:"msync_p99_us"`
+
+	MeanAtRisk int64   `json:"mean_at_risk_bytes"` // unsynced bytes, mean of the samples
+	PeakAtRisk int64   `json:"peak_at_risk_bytes"`
+	OldestSecs float64 `json:"oldest_unsynced_seconds"` // the oldest unsynced write any sample saw
+
+	LostBytes    int64 `json:"lost_bytes"`     // what the cut put back or cut off
+	PutBackBytes int64 `json:"put_back_bytes"` // put back to their last synced content
+	CutOffBytes  int64 `json:"cut_off_bytes"`  // past the last synced size
+
+	Kept          int64  `json:"kept"`            // acknowledged units found after the remount
+	AckedLost     int64  `json:"acknowledged_lost"`
+	Torn          int64  `json:"torn"` // damaged records after the last intact one (loggers)
+	Check         string `json:"check"`
+	OK            bool   `json:"ok"`                       // what the workload promises held
+	WorkloadError string `json:"workload_error,omitempty"` // how the workload failed before the cut
+
+	Samples []sample `json:"samples"`
+}
+
+// summarize fills r's figures from its samples and last, the snapshot
+// read at the moment of the cut.
+func (r *runResult) summarize(last *wire.Snapshot, unit string) {
+	var sum int64
+	for _, s := range r.Samples {
+		sum += s.Unsynced
+		r.PeakAtRisk = max(r.PeakAtRisk, s.Unsynced)
+		r.OldestSecs = max(r.OldestSecs, s.Oldest)
+	}
+	if len(r.Samples) > 0 {
+		r.MeanAtRisk = sum / int64(len(r.Samples))
+	}
+	if last == nil {
+		return
+	}
+	if o, ok := last.Ops["fsync"]; ok {
+		r.FsyncCount, r.FsyncP50Us, r.FsyncP99Us = o.Count, o.P50Us, o.P99Us
+	}
+	r.MsyncCount = last.Figures.Get(wire.MsyncCalls)
+	r.MsyncP50Us, r.MsyncP99Us = last.MsyncLatency.P50Us, last.MsyncLatency.P99Us
+	if unit == unitBytes {
+		// For fio and commands the work done is the bytes written.
+		r.Done = last.Figures.Get(wire.BytesWritten)
+	}
+	if r.Seconds > 0 {
+		r.Throughput = float64(r.Done) / r.Seconds
+	}
+}
+
+// throughputStr renders a throughput with its unit.
+func throughputStr(v float64, unit string) string {
+	if unit == unitBytes {
+		return wire.BinarySize(int64(v)) + "/s"
+	}
+	return fmt.Sprintf("%.0f %s/s", v, unit)
+}
+
+// printResults prints the table: one row per run.
+func printResults(w io.Writer, res *experimentResult) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	cut := "at the end of the workload"
+	if res.CutAt != "end" {
+		cut = res.CutAt + " after the workload began"
+	}
+	fmt.Fprintf(tw, "workload %s, power cut %s\n\n", res.Workload, cut)
+	fmt.Fprintf(tw, "policy\tswitches\trun\tthroughput\tfsyncs\tfsync p50/p99\tmsyncs\tmsync p50/p99\tat risk mean/peak\toldest unsynced\tlost in cut\tcheck\n")
+	for _, r := range res.Runs {
+		sw := r.Switches
+		if sw == "" {
+			sw = "-"
+		}
+		check := r.Check
+		if r.WorkloadError != "" {
+			check += " (workload failed: " + r.WorkloadError + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s/%s\t%d\t%s/%s\t%s/%s\t%.1fs\t%s\t%s\n",
+			r.Policy, sw, r.Run, throughputStr(r.Throughput, r.Unit),
+			r.FsyncCount, boundStr(r.FsyncP50Us), boundStr(r.FsyncP99Us),
+			r.MsyncCount, boundStr(r.MsyncP50Us), boundStr(r.MsyncP99Us),
+			wire.BinarySize(r.MeanAtRisk), wire.BinarySize(r.PeakAtRisk), r.OldestSecs,
+			wire.BinarySize(r.LostBytes), check)
+	}
+	if res.Interrupted {
+		fmt.Fprintf(tw, "\n(interrupted: %s done)\n", wire.Plural(len(res.Runs), "run", "runs"))
+	}
+	return tw.Flush()
+}
+
+// csvHeader are the columns of results.csv.
+var csvHeader = []string{"policy", "switches", "run", "workload", "seconds", "cut_before_end", "unit", "done", "acknowledged", "throughput_per_second",
+	"fsync_count", "fsync_p50_us", "fsync_p99_us", "msync_count", "msync_p50_us", "msync_p99_us",
+	"mean_at_risk_bytes", "peak_at_risk_bytes", "oldest_unsynced_seconds", "lost_bytes", "put_back_bytes", "cut_off_bytes",
+	"kept", "acknowledged_lost", "torn", "ok", "check", "workload_error"}
+
+// csvRow is r's row of results.csv, in csvHeader's order.
+func (r *runResult) csvRow() []string {
+	i := func(n int64) string { return strconv.FormatInt(n, 10) }
+	f := func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+	return []string{r.Policy, r.Switches, strconv.Itoa(r.Run), r.Workload, f(r.Seconds), strconv.FormatBool(r.CutEarly), r.Unit, i(r.Done), i(r.Acked), f(r.Throughput),
+		i(r.FsyncCount), f(r.FsyncP50Us), f(r.FsyncP99Us), i(r.MsyncCount), f(r.MsyncP50Us), f(r.MsyncP99Us),
+		i(r.MeanAtRisk), i(r.PeakAtRisk), f(r.OldestSecs), i(r.LostBytes), i(r.PutBackBytes), i(r.CutOffBytes),
+		i(r.Kept), i(r.AckedLost), i(r.Torn), strconv.FormatBool(r.OK), r.Check, r.WorkloadError}
+}
+
+// writeResults writes results.csv, results.json and the plots into dir.
+func writeResults(dir string, res *experimentResult) error {
+	var c bytes.Buffer
+	cw := csv.NewWriter(&c)
+	if err := cw.Write(csvHeader); err != nil {
+		return err
+	}
+	for _, r := range res.Runs {
+		if err := cw.Write(r.csvRow()); err != nil {
+			return err
+		}
+	}
+	cw.Flush()
+	if err := cw.Error(); err != nil {
+		return err
+	}
+	if res.Runs == nil {
+		res.Runs = []*runResult{}
+	}
+	j, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	for name, data := range map[string][]byte{"results.csv": c.Bytes(), "results.json": append(j, '\n')} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			return fmt.Errorf("--out: %w", err)
+		}
+	}
+	if len(res.Runs) == 0 {
+		return nil
+	}
+	return plotResults(dir, res)
+}
+
+// plotWait bounds gnuplot.
+const plotWait = time.Minute
+
+// plotResults draws at-risk.png and throughput-lost.png into dir with
+// gnuplot, from data files it writes into a temporary directory.
+func plotResults(dir string, res *experimentResult) error {
+	gp, err := exec.LookPath("gnuplot")
+	if err != nil {
+		return fmt.Errorf("--out: the plots need gnuplot (Debian: apt-get install gnuplot-nox): %w", err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "mmapfs-experiment-plot-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+
+	label := func(r *runResult) string {
+		l := r.Policy
+		if r.Switches != "" {
+			l += " " + r.Switches
+		}
+		if r.Run > 1 || len(res.Runs) > 1 && res.Runs[len(res.Runs)-1].Run > 1 {
+			l += fmt.Sprintf(" #%d", r.Run)
+		}
+		return l
+	}
+	var risk, points strings.Builder
+	for i, r := range res.Runs {
+		if i > 0 {
+			risk.WriteString("\n\n") // a gnuplot data block per run
+		}
+		for _, s := range r.Samples {
+			fmt.Fprintf(&risk, "%.3f %.3f\n", s.T, float64(s.Unsynced)/1024)
+		}
+		fmt.Fprintf(&points, "%.3f %.3f %s\n", float64(r.LostBytes)/1024, r.Throughput, gpQuote(label(r)))
+	}
+	for name, data := range map[string]string{"risk.dat": risk.String(), "points.dat": points.String()} {
+		if err := os.WriteFile(filepath.Join(tmp, name), []byte(data), 0o600); err != nil {
+			return err
+		}
+	}
+	unit := res.Runs[0].Unit
+	if unit == unitBytes {
+		unit = "bytes written"
+	}
+	var s strings.Builder
+	title := fmt.Sprintf("%s, power cut %s", res.Workload, res.CutAt)
+	fmt.Fprintf(&s, "set terminal pngcairo size 1200,700 noenhanced\nset grid\nset key outside right\n")
+	fmt.Fprintf(&s, "set output %s\nset title %s\nset xlabel 'time since the workload began (s)'\nset ylabel 'bytes at risk (KiB)'\nset yrange [0:*]\n",
+		gpQuote(filepath.Join(abs, "at-risk.png")), gpQuote("bytes at risk: "+title))
+	s.WriteString("plot ")
+	for i, r := range res.Runs {
+		if i > 0 {
+			s.WriteString(", ")
+		}
+		fmt.Fprintf(&s, "'risk.dat' index %d using 1:2 with steps lw 2 title %s", i, gpQuote(label(r)))
+	}
+	s.WriteString("\n")
+	fmt.Fprintf(&s, "set output %s\nset title %s\nset xlabel 'bytes lost in the cut (KiB)'\nset ylabel %s\nset xrange [0:*]\nset yrange [0:*]\nset offsets 0.05, 0.05, 0.05, 0.05\n",
+		gpQuote(filepath.Join(abs, "throughput-lost.png")), gpQuote("throughput against bytes lost: "+title), gpQuote(unit+" per second"))
+	s.WriteString("plot 'points.dat' using 1:2 with points pt 7 ps 1.5 notitle, '' using 1:2:3 with labels offset char 1,1 left notitle\n")
+	if err := os.WriteFile(filepath.Join(tmp, "plot.gp"), []byte(s.String()), 0o600); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), plotWait)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, gp, "plot.gp")
+	cmd.Dir = tmp
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("--out: gnuplot: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	return nil
+}
+
+// gpQuote quotes s as a gnuplot single-quoted string.
+func gpQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// progress shows the run under way and an estimate of the time left on
+// a terminal (and nothing elsewhere).
+type progress struct {
+	tty      *os.File // nil: not a terminal
+	total    int
+	runs     int           // runs done
+	spent    time.Duration // by the runs done
+	runBegan time.Time     // of the run under way
+	current  string
+	stop     chan struct{} // closed by done: the line's goroutine ends
+	stopped  chan struct{}
+	guess    time.Duration // a run's length before one is done
+}
+
+func newProgress(w io.Writer, plan *experimentPlan) *progress {
+	p := &progress{total: plan.total(), guess: plan.duration + 2*time.Second}
+	if plan.cutAt > 0 {
+		p.guess = plan.cutAt + 2*time.Second
+	}
+	if f, ok := w.(*os.File); ok && isTerminal(f) {
+		p.tty = f
+	}
+	return p
+}
+
+// start shows run i of the plan as under way.
+func (p *progress) start(i int, spec runSpec) {
+	if p.tty == nil {
+		return
+	}
+	sw := strings.Join(spec.switches, " ")
+	if sw != "" {
+		sw = " " + sw
+	}
+	p.current = fmt.Sprintf("run %d/%d: %s%s #%d", i, p.total, spec.policy, sw, spec.run)
+	p.stop, p.stopped = make(chan struct{}), make(chan struct{})
+	p.runBegan = time.Now()
+	runBegan := p.runBegan
+	go func() {
+		defer close(p.stopped)
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			per := p.guess
+			if p.runs > 0 {
+				per = p.spent / time.Duration(p.runs)
+			}
+			left := time.Duration(p.total-p.runs)*per - time.Since(runBegan)
+			fmt.Fprintf(p.tty, "\r\033[K%s, about %v left", p.current, max(left, 0).Round(time.Second))
+			select {
+			case <-p.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
+
+// done ends the line of the run under way.
+func (p *progress) done() {
+	if p.tty == nil || p.stop == nil {
+		return
+	}
+	close(p.stop)
+	<-p.stopped
+	p.stop = nil
+	p.runs++
+	p.spent += time.Since(p.runBegan)
+}
+
+// finish clears the progress line.
+func (p *progress) finish() {
+	if p.tty != nil {
+		fmt.Fprint(p.tty, "\r\033[K")
+	}
+}

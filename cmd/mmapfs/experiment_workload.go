@@ -1,0 +1,866 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sys/unix"
+)
+
+// validWorkloads names the workloads an experiment takes, for errors.
+const validWorkloads = "valid workloads: logger-pwrite[:sync=N], logger-mmap[:sync=N], " +
+	"sqlite-wal[:synchronous=FULL|NORMAL|OFF], sqlite-rollback[:synchronous=FULL|NORMAL|OFF], " +
+	"bbolt, fio:JOBFILE, or -- COMMAND [ARGS...] (with --check COMMAND)"
+
+// What a workload's Done counts.
+const (
+	unitRecords = "records"
+	unitRows    = "rows"
+	unitBytes   = "B" // bytes written through the mount, from its stats
+)
+
+// A workload is what an experiment runs on each run's mount, and the
+// check of what survived the cut.
+type workload interface {
+	// Name is the workload as the command line names it.
+	Name() string
+	// Unit is what Progress's done counts.
+	Unit() string
+	// Prepare checks, before the first run, what every run needs (a
+	// tool on the PATH).
+	Prepare() error
+	// Start starts the workload on the mount mnt, which writes for d
+	// (if the workload has a length of its own, it ignores d). scratch
+	// is a directory of the run outside the mount.
+	Start(mnt, scratch string, d time.Duration) (running, error)
+	// Check judges what survived in the remounted mnt, given the run
+	// (r, after Kill) and what it acknowledged.
+	Check(ctx context.Context, mnt string, r running, acked int64) (checkResult, error)
+}
+
+// running is a workload under way.
+type running interface {
+	// Done is closed when the workload ends on its own.
+	Done() <-chan struct{}
+	// Freeze is the moment of the cut: the workload makes no more
+	// progress, and closes nothing (a crash closes nothing).
+	Freeze()
+	// Progress is the work done and the part of it acknowledged (synced
+	// records, committed rows), read after Freeze.
+	Progress() (done, acked int64)
+	// Kill ends what is left of the workload after the cut (processes,
+	// descriptors, mappings) and returns the error it failed with before
+	// the cut, if it did.
+	Kill() error
+}
+
+// checkResult is a workload's verdict on what survived a cut.
+type checkResult struct {
+	kept      int64  // acknowledged units found again
+	ackedLost int64  // acknowledged units not found
+	torn      int64  // damaged records after the last intact one (loggers)
+	text      string // the check column
+	ok        bool   // what the workload promises held
+}
+
+// parseWorkload parses a built-in workload: NAME or NAME:PARAMS.
+func parseWorkload(s string) (workload, error) {
+	name, param, hasParam := strings.Cut(s, ":")
+	switch name {
+	case "logger-pwrite", "logger-mmap":
+		l := &loggerWorkload{mmap: name == "logger-mmap", every: 16}
+		err := parseParams(name, param, map[string]func(string) error{
+			"sync": func(v string) error {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1 {
+					return fmt.Errorf("sync=%s: want a number of records, 1 or more", v)
+				}
+				l.every = n
+				return nil
+			},
+		})
+		return l, err
+	case "sqlite-wal", "sqlite-rollback":
+		q := &sqliteWorkload{wal: name == "sqlite-wal", sync: "FULL"}
+		err := parseParams(name, param, map[string]func(string) error{
+			"synchronous": func(v string) error {
+				switch u := strings.ToUpper(v); u {
+				case "FULL", "NORMAL", "OFF":
+					q.sync = u
+					return nil
+				}
+				return fmt.Errorf("synchronous=%s: want FULL, NORMAL or OFF", v)
+			},
+		})
+		return q, err
+	case "bbolt":
+		if hasParam {
+			return nil, fmt.Errorf("workload %s: bbolt takes no parameters; %s", s, validWorkloads)
+		}
+		return &bboltWorkload{}, nil
+	case "fio":
+		if param == "" {
+			return nil, fmt.Errorf("workload %s: name the fio job file (fio:JOBFILE); %s", s, validWorkloads)
+		}
+		abs, err := filepath.Abs(param)
+		if err != nil {
+			return nil, fmt.Errorf("workload %s: %w", s, err)
+		}
+		st, err := os.Stat(abs)
+		if err != nil {
+			return nil, fmt.Errorf("workload %s: the fio job file: %w", s, err)
+		}
+		if !st.Mode().IsRegular() {
+			return nil, fmt.Errorf("workload %s: the fio job file %s is not a regular file", s, param)
+		}
+		return &fioWorkload{job: abs, name: s}, nil
+	}
+	return nil, fmt.Errorf("unknown workload %q; %s", s, validWorkloads)
+}
+
+// parseParams applies a workload's comma-separated KEY=VALUE parameters.
+func parseParams(name, params string, keys map[string]func(string) error) error {
+	if params == "" {
+		return nil
+	}
+	for _, kv := range strings.Split(params, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		set, known := keys[k]
+		if !ok || !known {
+			var valid []string
+			for k := range keys {
+				valid = append(valid, k+"=VALUE")
+			}
+			return fmt.Errorf("workload %s:%s: unknown parameter %q (%s takes %s); %s", name, params, kv, name, strings.Join(valid, ","), validWorkloads)
+		}
+		if err := set(v); err != nil {
+			return fmt.Errorf("workload %s:%s: %w", name, params, err)
+		}
+	}
+	return nil
+}
+
+// freezeWait bounds how long Freeze waits for a workload to stop: one
+// blocked in a slow sync (an injected delay) is cut where it is.
+const freezeWait = 5 * time.Second
+
+// goRun runs a workload's loop in a goroutine of the experiment.
+type goRun struct {
+	stop     atomic.Bool // set by Freeze: the loop returns before its next step
+	n, acked atomic.Int64
+	done     chan struct{} // closed when the loop has returned
+	err      error         // the loop's error (a failure before the cut); read after done
+	release  func() error  // closes what the loop used, after the cut
+}
+
+// startGo runs loop in a goroutine. A fault on a mapping in the loop is
+// its error, not the experiment's death.
+func startGo(loop func(g *goRun) error, release func() error) *goRun {
+	g := &goRun{done: make(chan struct{}), release: release}
+	go func() {
+		defer close(g.done)
+		debug.SetPanicOnFault(true)
+		defer func() {
+			if p := recover(); p != nil {
+				g.err = fmt.Errorf("fault on a mapping of the mount: %v", p)
+			}
+		}()
+		if err := loop(g); err != nil && !g.stop.Load() {
+			g.err = err
+		}
+	}()
+	return g
+}
+
+func (g *goRun) Done() <-chan struct{} { return g.done }
+
+func (g *goRun) Freeze() {
+	g.stop.Store(true)
+	t := time.NewTimer(freezeWait)
+	defer t.Stop()
+	select {
+	case <-g.done:
+	case <-t.C:
+	}
+}
+
+func (g *goRun) Progress() (int64, int64) { return g.n.Load(), g.acked.Load() }
+
+func (g *goRun) Kill() error {
+	g.stop.Store(true)
+	// A loop still blocked in a system call on the mount gets its error
+	// now that the mount is gone.
+	<-g.done
+	var rerr error
+	if g.release != nil {
+		rerr = g.release()
+	}
+	if g.err != nil {
+		return g.err
+	}
+	_ = rerr // closing descriptors of a dropped mount fails: not the workload's failure
+	return nil
+}
+
+// The logger's records: 512 bytes, the literature's size.
+const (
+	recordSize  = 512
+	recordMagic = "MLOG"
+	// mmapLogSize is the pre-grown size of logger-mmap's file: the
+	// logger stops when it is full.
+	mmapLogSize = 64 << 20
+	// logName is the loggers' file in the mount.
+	logName = "log"
+)
+
+// makeRecord returns record seq: the magic, its sequence number, bytes
+// that depend on it, and the CRC-32 of all that in its last 4 bytes.
+func makeRecord(seq uint64) []byte {
+	r := make([]byte, recordSize)
+	copy(r, recordMagic)
+	binary.LittleEndian.PutUint64(r[4:], seq)
+	for i := 12; i < recordSize-4; i++ {
+		r[i] = byte(seq*131 + uint64(i))
+	}
+	binary.LittleEndian.PutUint32(r[recordSize-4:], crc32.ChecksumIEEE(r[:recordSize-4]))
+	return r
+}
+
+// validRecord reports whether r is record seq, whole.
+func validRecord(r []byte, seq uint64) bool {
+	return len(r) == recordSize && string(r[:4]) == recordMagic &&
+		binary.LittleEndian.Uint64(r[4:]) == seq &&
+		binary.LittleEndian.Uint32(r[recordSize-4:]) == crc32.ChecksumIEEE(r[:recordSize-4])
+}
+
+// scanLog counts the records at the start of log that are whole and in
+// order (kept), and the slots after them that hold something but not a
+// record in its place (torn: a partial write, a stale page, garbage).
+func scanLog(log []byte) (kept, torn int64) {
+	for ; int(kept+1)*recordSize <= len(log) && validRecord(log[kept*recordSize:(kept+1)*recordSize], uint64(kept)); kept++ {
+	}
+	for off := kept * recordSize; off < int64(len(log)); off += recordSize {
+		end := min(off+recordSize, int64(len(log)))
+		if !allZero(log[off:end]) {
+			torn++
+		}
+	}
+	return kept, torn
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// loggerWorkload is logger-pwrite and logger-mmap.
+type loggerWorkload struct {
+	mmap  bool
+	every int // records between syncs
+}
+
+func (l *loggerWorkload) Name() string {
+	if l.mmap {
+		return fmt.Sprintf("logger-mmap:sync=%d", l.every)
+	}
+	return fmt.Sprintf("logger-pwrite:sync=%d", l.every)
+}
+
+func (l *loggerWorkload) Unit() string   { return unitRecords }
+func (l *loggerWorkload) Prepare() error { return nil }
+
+func (l *loggerWorkload) Start(mnt, _ string, d time.Duration) (running, error) {
+	path := filepath.Join(mnt, logName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if !l.mmap {
+		return startGo(func(g *goRun) error { return l.pwriteLoop(g, f, d) }, f.Close), nil
+	}
+	// The file is laid out and its size synced first: what the log
+	// risks is then its records only.
+	if err := f.Truncate(mmapLogSize); err != nil {
+		return nil, errors.Join(err, f.Close())
+	}
+	if err := f.Sync(); err != nil {
+		return nil, errors.Join(err, f.Close())
+	}
+	mem, err := unix.Mmap(int(f.Fd()), 0, mmapLogSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("mmap of %s: %w", path, err), f.Close())
+	}
+	release := func() error { return errors.Join(unix.Munmap(mem), f.Close()) }
+	return startGo(func(g *goRun) error { return l.mmapLoop(g, mem, d) }, release), nil
+}
+
+// pwriteLoop appends records with pwrite and fsyncs every l.every.
+func (l *loggerWorkload) pwriteLoop(g *goRun, f *os.File, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for seq := uint64(0); !g.stop.Load() && time.Now().Before(deadline); seq++ {
+		if _, err := f.WriteAt(makeRecord(seq), int64(seq)*recordSize); err != nil {
+			return fmt.Errorf("pwrite of record %d: %w", seq, err)
+		}
+		g.n.Store(int64(seq) + 1)
+		if (seq+1)%uint64(l.every) == 0 {
+			if err := f.Sync(); err != nil {
+				return fmt.Errorf("fsync after record %d: %w", seq, err)
+			}
+			g.acked.Store(int64(seq) + 1)
+		}
+	}
+	return nil
+}
+
+// mmapLoop writes records through the mapping and msyncs (MS_SYNC) what
+// it wrote since the last msync every l.every records.
+func (l *loggerWorkload) mmapLoop(g *goRun, mem []byte, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	page := int64(os.Getpagesize())
+	var synced int64 // bytes covered by the last msync
+	for seq := uint64(0); !g.stop.Load() && time.Now().Before(deadline); seq++ {
+		off := int64(seq) * recordSize
+		if off+recordSize > int64(len(mem)) {
+			return nil // full
+		}
+		copy(mem[off:], makeRecord(seq))
+		g.n.Store(int64(seq) + 1)
+		if (seq+1)%uint64(l.every) == 0 {
+			from := synced / page * page
+			if err := unix.Msync(mem[from:off+recordSize], unix.MS_SYNC); err != nil {
+				return fmt.Errorf("msync after record %d: %w", seq, err)
+			}
+			synced = off + recordSize
+			g.acked.Store(int64(seq) + 1)
+		}
+	}
+	return nil
+}
+
+func (l *loggerWorkload) Check(_ context.Context, mnt string, _ running, acked int64) (checkResult, error) {
+	data, err := os.ReadFile(filepath.Join(mnt, logName))
+	if errors.Is(err, os.ErrNotExist) {
+		data, err = nil, nil // created and never synced: nothing survived
+	}
+	if err != nil {
+		return checkResult{}, err
+	}
+	kept, torn := scanLog(data)
+	c := checkResult{kept: min(kept, acked), ackedLost: max(acked-kept, 0), torn: torn}
+	c.ok = c.ackedLost == 0
+	c.text = fmt.Sprintf("records %d/%d acked kept, %d in order, %d torn", c.kept, acked, kept, torn)
+	if !c.ok {
+		c.text += fmt.Sprintf(": %d ACKNOWLEDGED LOST", c.ackedLost)
+	}
+	return c, nil
+}
+
+// bboltWorkload puts one key per bbolt transaction.
+type bboltWorkload struct{}
+
+const (
+	bboltName   = "bbolt.db"
+	bboltBucket = "t"
+)
+
+func (*bboltWorkload) Name() string   { return "bbolt" }
+func (*bboltWorkload) Unit() string   { return unitRows }
+func (*bboltWorkload) Prepare() error { return nil }
+
+func bboltKey(i uint64) []byte { return binary.BigEndian.AppendUint64(nil, i) }
+
+func (*bboltWorkload) Start(mnt, _ string, d time.Duration) (running, error) {
+	db, err := bolt.Open(filepath.Join(mnt, bboltName), 0o644, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("bbolt: %w", err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists([]byte(bboltBucket))
+		return err
+	}); err != nil {
+		return nil, errors.Join(fmt.Errorf("bbolt: creating the bucket: %w", err), db.Close())
+	}
+	val := bytes.Repeat([]byte("mmapfs-experiment "), 56) // about 1000 bytes, as SQLite's rows
+	loop := func(g *goRun) error {
+		deadline := time.Now().Add(d)
+		for i := uint64(1); !g.stop.Load() && time.Now().Before(deadline); i++ {
+			if err := db.Update(func(tx *bolt.Tx) error {
+				return tx.Bucket([]byte(bboltBucket)).Put(bboltKey(i), val)
+			}); err != nil {
+				return fmt.Errorf("bbolt: transaction %d: %w", i, err)
+			}
+			g.n.Store(int64(i))
+			g.acked.Store(int64(i))
+		}
+		return nil
+	}
+	return startGo(loop, db.Close), nil
+}
+
+func (*bboltWorkload) Check(_ context.Context, mnt string, _ running, acked int64) (checkResult, error) {
+	path := filepath.Join(mnt, bboltName)
+	c := checkResult{ackedLost: acked}
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		c.text = fmt.Sprintf("keys 0/%d kept, no database", acked)
+		c.ok = acked == 0
+		return c, nil
+	}
+	db, err := bolt.Open(path, 0o444, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
+	if err != nil {
+		c.text = fmt.Sprintf("keys 0/%d kept, open: %v", acked, err)
+		return c, nil
+	}
+	var problems []string
+	verr := db.View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			problems = append(problems, err.Error())
+		}
+		b := tx.Bucket([]byte(bboltBucket))
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, _ []byte) error {
+			if len(k) == 8 && binary.BigEndian.Uint64(k) <= uint64(acked) {
+				c.kept++
+			}
+			return nil
+		})
+	})
+	if cerr := db.Close(); verr == nil {
+		verr = cerr
+	}
+	if verr != nil {
+		problems = append(problems, verr.Error())
+	}
+	c.ackedLost = acked - c.kept
+	integrity := "check ok"
+	if len(problems) > 0 {
+		integrity = fmt.Sprintf("check: %d problems, first: %s", len(problems), problems[0])
+	}
+	c.ok = len(problems) == 0 && c.ackedLost == 0
+	c.text = fmt.Sprintf("keys %d/%d kept, %s", c.kept, acked, integrity)
+	return c, nil
+}
+
+// procRun is a workload run by a process of its own (in its own process
+// group, killed should the experiment die).
+type procRun struct {
+	cmd         *exec.Cmd
+	done        chan struct{} // closed once the process has been waited for
+	frozen      atomic.Bool
+	exitedOnOwn atomic.Bool // it had ended when Freeze came
+	err    error // what Wait returned; read after done
+
+	n, acked atomic.Int64
+	mu       sync.Mutex // guards fail
+	fail     error      // the driver's own error before the cut
+}
+
+// startProc starts cmd as a workload process.
+func startProc(cmd *exec.Cmd) (*procRun, error) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	p := &procRun{cmd: cmd, done: make(chan struct{})}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", cmd.Path, err)
+	}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func (p *procRun) Done() <-chan struct{} { return p.done }
+
+// Freeze stops the process group where it is (SIGSTOP), and gives the
+// acknowledgements it wrote before a moment to be read.
+func (p *procRun) Freeze() {
+	p.frozen.Store(true)
+	select {
+	case <-p.done:
+		p.exitedOnOwn.Store(true)
+		return
+	default:
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGSTOP)
+	time.Sleep(50 * time.Millisecond)
+}
+
+func (p *procRun) Progress() (int64, int64) { return p.n.Load(), p.acked.Load() }
+
+// setFail keeps the driver's first error, unless the process was frozen
+// (then it is the cut's doing).
+func (p *procRun) setFail(err error) {
+	if p.frozen.Load() {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fail == nil {
+		p.fail = err
+	}
+}
+
+// Kill kills the process group and returns the workload's failure
+// before the cut: the driver's error, or the process's exit status if it
+// ended on its own with one.
+func (p *procRun) Kill() error {
+	exitedBefore := false
+	select {
+	case <-p.done:
+		exitedBefore = true
+	default:
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fail != nil {
+		return p.fail
+	}
+	if exitedBefore && p.err != nil {
+		return fmt.Errorf("%s: %w", filepath.Base(p.cmd.Path), p.err)
+	}
+	return nil
+}
+
+// sqliteWorkload commits one row per transaction with the sqlite3 CLI.
+type sqliteWorkload struct {
+	wal  bool
+	sync string // FULL, NORMAL, OFF
+	bin  string // the sqlite3 CLI, found by Prepare
+}
+
+const sqliteName = "db.sqlite"
+
+func (q *sqliteWorkload) Name() string {
+	if q.wal {
+		return "sqlite-wal:synchronous=" + q.sync
+	}
+	return "sqlite-rollback:synchronous=" + q.sync
+}
+
+func (q *sqliteWorkload) Unit() string { return unitRows }
+
+func (q *sqliteWorkload) Prepare() error {
+	bin, err := exec.LookPath("sqlite3")
+	if err != nil {
+		return fmt.Errorf("workload %s needs the sqlite3 CLI (Debian: apt-get install sqlite3): %w", q.Name(), err)
+	}
+	q.bin = bin
+	return nil
+}
+
+// sqliteRun is a running sqliteWorkload; stderr holds the CLI's errors.
+type sqliteRun struct {
+	*procRun
+	stderr *bytes.Buffer
+}
+
+func (q *sqliteWorkload) Start(mnt, _ string, d time.Duration) (running, error) {
+	cmd := exec.Command(q.bin, "-batch", "-bail", filepath.Join(mnt, sqliteName))
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	stderr := &bytes.Buffer{}
+	cmd.Stderr = &lockedWriter{w: stderr}
+	p, err := startProc(cmd)
+	if err != nil {
+		return nil, err
+	}
+	mode := "DELETE"
+	if q.wal {
+		mode = "WAL"
+	}
+	go func() {
+		defer in.Close()
+		rd := bufio.NewReader(out)
+		say := func(format string, a ...any) bool {
+			if _, err := fmt.Fprintf(in, format, a...); err != nil {
+				p.setFail(fmt.Errorf("sqlite3: writing to it: %w", err))
+				return false
+			}
+			return true
+		}
+		// Each transaction is followed by a SELECT that prints its
+		// number: the CLI prints it once COMMIT has returned.
+		expect := func(want string) bool {
+			line, err := rd.ReadString('\n')
+			if got := strings.TrimSpace(line); got != want {
+				if err == nil {
+					err = fmt.Errorf("it printed %q, want %q", got, want)
+				}
+				p.setFail(fmt.Errorf("sqlite3: %w", err))
+				return false
+			}
+			return true
+		}
+		if !say(".timeout 5000\nPRAGMA journal_mode=%s;\nPRAGMA synchronous=%s;\nCREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB);\nSELECT 'ready';\n", mode, q.sync) ||
+			!expect(strings.ToLower(mode)) || !expect("ready") {
+			return
+		}
+		deadline := time.Now().Add(d)
+		for i := int64(1); !p.frozen.Load() && time.Now().Before(deadline); i++ {
+			if !say("BEGIN; INSERT INTO t VALUES(%d, randomblob(1000)); COMMIT; SELECT 'ack %d';\n", i, i) || !expect(fmt.Sprintf("ack %d", i)) {
+				return
+			}
+			p.n.Store(i)
+			p.acked.Store(i)
+		}
+		// Closing stdin ends the CLI.
+	}()
+	return &sqliteRun{procRun: p, stderr: stderr}, nil
+}
+
+func (r *sqliteRun) Kill() error {
+	err := r.procRun.Kill()
+	if err != nil {
+		if msg := firstLine(r.stderr.String()); msg != "" {
+			err = fmt.Errorf("%w: %s", err, msg)
+		}
+	}
+	return err
+}
+
+func (q *sqliteWorkload) Check(ctx context.Context, mnt string, _ running, acked int64) (checkResult, error) {
+	c := checkResult{ackedLost: acked}
+	cmd := exec.CommandContext(ctx, q.bin, "-batch", filepath.Join(mnt, sqliteName))
+	cmd.Stdin = strings.NewReader(fmt.Sprintf("PRAGMA integrity_check;\nSELECT 'rows', count(*) FROM t WHERE id <= %d;\n", acked))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		return c, ctx.Err()
+	}
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		return c, fmt.Errorf("sqlite3: %w", err)
+	}
+	var integrity []string
+	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+		if n, ok := strings.CutPrefix(line, "rows|"); ok {
+			c.kept, _ = strconv.ParseInt(n, 10, 64)
+			continue
+		}
+		if line != "" {
+			integrity = append(integrity, line)
+		}
+	}
+	verdict := strings.Join(integrity, "; ")
+	switch {
+	case len(integrity) == 1 && integrity[0] == "ok":
+		verdict = "integrity ok"
+	case len(integrity) == 0 && stderr.Len() > 0:
+		verdict = "integrity: " + firstLine(stderr.String())
+	default:
+		verdict = "integrity: " + verdict
+	}
+	if e := firstLine(stderr.String()); e != "" && strings.Contains(e, "no such table") {
+		verdict += " (no table: nothing was synced)"
+	}
+	c.ackedLost = acked - c.kept
+	// Under synchronous=OFF, and NORMAL in WAL mode, SQLite does not
+	// promise that a commit survives a power cut; the database must
+	// still be intact.
+	mayLose := q.sync == "OFF" || (q.wal && q.sync == "NORMAL")
+	c.ok = verdict == "integrity ok" || strings.HasPrefix(verdict, "integrity ok ")
+	if !mayLose && c.ackedLost > 0 {
+		c.ok = false
+	}
+	c.text = fmt.Sprintf("rows %d/%d kept, %s", c.kept, acked, verdict)
+	return c, nil
+}
+
+// fioWorkload runs a fio job file in the mount.
+type fioWorkload struct {
+	job  string // absolute
+	name string
+	bin  string
+}
+
+func (w *fioWorkload) Name() string { return w.name }
+func (w *fioWorkload) Unit() string { return unitBytes }
+
+func (w *fioWorkload) Prepare() error {
+	bin, err := exec.LookPath("fio")
+	if err != nil {
+		return fmt.Errorf("workload %s needs fio (Debian: apt-get install fio): %w", w.name, err)
+	}
+	w.bin = bin
+	return nil
+}
+
+// fioRun is a running fio; out is its JSON output file.
+type fioRun struct {
+	*procRun
+	out    string
+	stderr *bytes.Buffer
+}
+
+func (w *fioWorkload) Start(mnt, scratch string, _ time.Duration) (running, error) {
+	out := filepath.Join(scratch, "fio.json")
+	cmd := exec.Command(w.bin, "--output-format=json", "--output="+out, w.job)
+	cmd.Dir = mnt // fio makes its files in the mount
+	stderr := &bytes.Buffer{}
+	cmd.Stderr = &lockedWriter{w: stderr}
+	p, err := startProc(cmd)
+	if err != nil {
+		return nil, err
+	}
+	return &fioRun{procRun: p, out: out, stderr: stderr}, nil
+}
+
+func (r *fioRun) Kill() error {
+	err := r.procRun.Kill()
+	if err != nil {
+		if msg := firstLine(r.stderr.String()); msg != "" {
+			err = fmt.Errorf("%w: %s", err, msg)
+		}
+	}
+	return err
+}
+
+func (w *fioWorkload) Check(_ context.Context, _ string, r running, _ int64) (checkResult, error) {
+	fr, ok := r.(*fioRun)
+	if !ok {
+		return checkResult{}, fmt.Errorf("fio check of a run that is not fio's")
+	}
+	c := checkResult{ok: true}
+	switch {
+	case !fr.exitedOnOwn.Load():
+		c.text = "cut before fio ended"
+	case fr.err != nil:
+		c.ok = false
+		c.text = fmt.Sprintf("fio: %v: %s", fr.err, firstLine(fr.stderr.String()))
+	default:
+		c.text = "fio ok"
+	}
+	return c, nil
+}
+
+// commandWorkload runs a user's command, and --check after the remount.
+type commandWorkload struct {
+	argv  []string
+	check string // a shell command; "" for none
+}
+
+func (w *commandWorkload) Name() string   { return strings.Join(w.argv, " ") }
+func (w *commandWorkload) Unit() string   { return unitBytes }
+func (w *commandWorkload) Prepare() error { return nil }
+
+// commandRun is a running command; its output goes to log.
+type commandRun struct {
+	*procRun
+	log string
+}
+
+func (w *commandWorkload) Start(mnt, scratch string, _ time.Duration) (running, error) {
+	logPath := filepath.Join(scratch, "command.log")
+	log, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer log.Close() // the child has its own descriptor
+	cmd := exec.Command(w.argv[0], w.argv[1:]...)
+	cmd.Env = append(os.Environ(), "MMAPFS_MNT="+mnt)
+	cmd.Stdout, cmd.Stderr = log, log
+	p, err := startProc(cmd)
+	if err != nil {
+		return nil, err
+	}
+	return &commandRun{procRun: p, log: logPath}, nil
+}
+
+func (r *commandRun) Kill() error {
+	err := r.procRun.Kill()
+	if err != nil {
+		if out, rerr := os.ReadFile(r.log); rerr == nil {
+			if last := lastLine(string(out)); last != "" {
+				err = fmt.Errorf("%w: %s", err, last)
+			}
+		}
+	}
+	return err
+}
+
+func (w *commandWorkload) Check(ctx context.Context, mnt string, _ running, _ int64) (checkResult, error) {
+	if w.check == "" {
+		return checkResult{ok: true, text: "-"}, nil
+	}
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", w.check)
+	cmd.Env = append(os.Environ(), "MMAPFS_MNT="+mnt)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		return checkResult{}, ctx.Err()
+	}
+	status := 0
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		status = ee.ExitCode()
+	case err != nil:
+		return checkResult{}, fmt.Errorf("--check %s: %w", w.check, err)
+	}
+	text := fmt.Sprintf("exit %d", status)
+	if l := firstLine(out.String()); l != "" {
+		text += ": " + l
+	}
+	return checkResult{ok: status == 0, text: text}, nil
+}
+
+// firstLine is the first line of s that is not blank, trimmed.
+func firstLine(s string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			return l
+		}
+	}
+	return ""
+}
+
+// lastLine is the last line of s that is not blank, trimmed.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
+}
+
+// lockedWriter serializes writes to w (a process's stderr, read while it
+// runs).
+type lockedWriter struct {
+	mu sync.Mutex // guards w
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
