@@ -65,6 +65,14 @@ type experimentPlan struct {
 func (p *experimentPlan) total() int { return len(p.policies) * len(p.switches) * p.runs }
 
 func newExperimentCommand() *cobra.Command {
+	return experimentCommand(func(cmd *cobra.Command, plan *experimentPlan) error {
+		return runExperiment(cmd.OutOrStdout(), cmd.ErrOrStderr(), plan)
+	})
+}
+
+// experimentCommand is the experiment command, with run called on the
+// checked command line.
+func experimentCommand(run func(cmd *cobra.Command, plan *experimentPlan) error) *cobra.Command {
 	var f experimentFlags
 	cmd := &cobra.Command{
 		Use:   "experiment [flags] WORKLOAD | experiment [flags] -- COMMAND [ARGS...]",
@@ -122,7 +130,7 @@ at-risk.png (bytes at risk over time per run) and throughput-lost.png
 			if err != nil {
 				return err
 			}
-			return runExperiment(cmd.OutOrStdout(), cmd.ErrOrStderr(), plan)
+			return run(cmd, plan)
 		},
 	}
 	fl := cmd.Flags()

@@ -66,7 +66,7 @@ type runResult struct {
 	PutBackBytes int64 `json:"put_back_bytes"` // put back to their last synced content
 	CutOffBytes  int64 `json:"cut_off_bytes"`  // past the last synced size
 
-	Kept          int64  `json:"kept"`            // acknowledged units found after the remount
+	Kept          int64  `json:"kept"` // acknowledged units found after the remount
 	AckedLost     int64  `json:"acknowledged_lost"`
 	Torn          int64  `json:"torn"` // damaged records after the last intact one (loggers)
 	Check         string `json:"check"`
@@ -113,6 +113,17 @@ func throughputStr(v float64, unit string) string {
 	return fmt.Sprintf("%.0f %s/s", v, unit)
 }
 
+// secondsStr renders an age: in ms below a second, "0" for none.
+func secondsStr(s float64) string {
+	switch {
+	case s == 0:
+		return "0"
+	case s < 1:
+		return fmt.Sprintf("%.0fms", s*1000)
+	}
+	return fmt.Sprintf("%.1fs", s)
+}
+
 // printResults prints the table: one row per run.
 func printResults(w io.Writer, res *experimentResult) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
@@ -131,11 +142,11 @@ func printResults(w io.Writer, res *experimentResult) error {
 		if r.WorkloadError != "" {
 			check += " (workload failed: " + r.WorkloadError + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s/%s\t%d\t%s/%s\t%s/%s\t%.1fs\t%s\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s/%s\t%d\t%s/%s\t%s/%s\t%s\t%s\t%s\n",
 			r.Policy, sw, r.Run, throughputStr(r.Throughput, r.Unit),
 			r.FsyncCount, boundStr(r.FsyncP50Us), boundStr(r.FsyncP99Us),
 			r.MsyncCount, boundStr(r.MsyncP50Us), boundStr(r.MsyncP99Us),
-			wire.BinarySize(r.MeanAtRisk), wire.BinarySize(r.PeakAtRisk), r.OldestSecs,
+			wire.BinarySize(r.MeanAtRisk), wire.BinarySize(r.PeakAtRisk), secondsStr(r.OldestSecs),
 			wire.BinarySize(r.LostBytes), check)
 	}
 	if res.Interrupted {

@@ -358,7 +358,7 @@ func (l *loggerWorkload) mmapLoop(g *goRun, mem []byte, d time.Duration) error {
 	return nil
 }
 
-func (l *loggerWorkload) Check(_ context.Context, mnt string, _ running, acked int64) (checkResult, error) {
+func (l *loggerWorkload) Check(_ context.Context, mnt string, r running, acked int64) (checkResult, error) {
 	data, err := os.ReadFile(filepath.Join(mnt, logName))
 	if errors.Is(err, os.ErrNotExist) {
 		data, err = nil, nil // created and never synced: nothing survived
@@ -369,7 +369,8 @@ func (l *loggerWorkload) Check(_ context.Context, mnt string, _ running, acked i
 	kept, torn := scanLog(data)
 	c := checkResult{kept: min(kept, acked), ackedLost: max(acked-kept, 0), torn: torn}
 	c.ok = c.ackedLost == 0
-	c.text = fmt.Sprintf("records %d/%d acked kept, %d in order, %d torn", c.kept, acked, kept, torn)
+	written, _ := r.Progress()
+	c.text = fmt.Sprintf("records %d/%d acked kept, %d/%d written intact, %d torn", c.kept, acked, kept, written, torn)
 	if !c.ok {
 		c.text += fmt.Sprintf(": %d ACKNOWLEDGED LOST", c.ackedLost)
 	}
@@ -470,7 +471,7 @@ type procRun struct {
 	done        chan struct{} // closed once the process has been waited for
 	frozen      atomic.Bool
 	exitedOnOwn atomic.Bool // it had ended when Freeze came
-	err    error // what Wait returned; read after done
+	err         error       // what Wait returned; read after done
 
 	n, acked atomic.Int64
 	mu       sync.Mutex // guards fail

@@ -1,0 +1,198 @@
+package main
+
+import (
+	"bytes"
+	"encoding/csv"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mmapfs/mmapfs/fs/wire"
+)
+
+// parseExperiment parses an experiment command line as the command does
+// and returns the plan it would run.
+func parseExperiment(args ...string) (*experimentPlan, error) {
+	var plan *experimentPlan
+	cmd := experimentCommand(func(_ *cobra.Command, p *experimentPlan) error {
+		plan = p
+		return nil
+	})
+	cmd.SetArgs(args)
+	cmd.SetOut(&bytes.Buffer{})
+	cmd.SetErr(&bytes.Buffer{})
+	cmd.SilenceErrors, cmd.SilenceUsage = true, true
+	err := cmd.Execute()
+	return plan, err
+}
+
+func TestExperimentArgs(t *testing.T) {
+	p, err := parseExperiment("logger-pwrite")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(p.policies, ",") != strings.Join(defaultPolicies, ",") || len(p.switches) != 1 || len(p.switches[0]) != 0 ||
+		p.runs != 1 || p.cutAt != 0 || p.duration != 3*time.Second || p.work.Name() != "logger-pwrite:sync=16" || p.total() != 6 {
+		t.Errorf("defaults: %+v (workload %s)", p, p.work.Name())
+	}
+
+	p, err = parseExperiment("--policy", "fsync, none", "--switches", "--writeback-cache --keep-cache", "--switches", "", "--runs", "3", "--cut-at", "2s", "--duration", "1s", "sqlite-wal:synchronous=normal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(p.policies, ",") != "fsync,none" || len(p.switches) != 2 || strings.Join(p.switches[0], " ") != "--writeback-cache --keep-cache" ||
+		p.runs != 3 || p.cutAt != 2*time.Second || p.duration != time.Second || p.work.Name() != "sqlite-wal:synchronous=NORMAL" || p.total() != 12 {
+		t.Errorf("plan: %+v (workload %s)", p, p.work.Name())
+	}
+
+	p, err = parseExperiment("--check", "test -s $MMAPFS_MNT/f", "--", "sh", "-c", "echo x > $MMAPFS_MNT/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, ok := p.work.(*commandWorkload); !ok || strings.Join(c.argv, "|") != "sh|-c|echo x > $MMAPFS_MNT/f" || c.check != "test -s $MMAPFS_MNT/f" {
+		t.Errorf("command workload: %#v", p.work)
+	}
+}
+
+func TestExperimentArgsRefused(t *testing.T) {
+	job := filepath.Join(t.TempDir(), "job.fio")
+	if err := os.WriteFile(job, []byte("[w]\nrw=write\nsize=1m\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := parseExperiment("fio:" + job); err != nil || p.work.Name() != "fio:"+job {
+		t.Errorf("fio:%s: %v", job, err)
+	}
+	for _, c := range []struct {
+		args []string
+		want string // in the error
+	}{
+		{nil, "name a workload; valid workloads: logger-pwrite[:sync=N]"},
+		{[]string{"nosuch"}, `unknown workload "nosuch"; valid workloads:`},
+		{[]string{"logger-pwrite:sync=0"}, "sync=0: want a number of records, 1 or more"},
+		{[]string{"logger-mmap:every=3"}, `unknown parameter "every=3" (logger-mmap takes sync=VALUE)`},
+		{[]string{"sqlite-rollback:synchronous=EXTRA"}, "synchronous=EXTRA: want FULL, NORMAL or OFF"},
+		{[]string{"bbolt:x=1"}, "bbolt takes no parameters"},
+		{[]string{"fio"}, "name the fio job file (fio:JOBFILE)"},
+		{[]string{"fio:/nonexistent/job.fio"}, "the fio job file: stat /nonexistent/job.fio: no such file or directory"},
+		{[]string{"fio:" + filepath.Dir(job)}, "is not a regular file"},
+		{[]string{"logger-pwrite", "bbolt"}, "one workload, not 2"},
+		{[]string{"logger-pwrite", "--", "true"}, "a workload (logger-pwrite) or a command after --, not both"},
+		{[]string{"--"}, "nothing after --"},
+		{[]string{"--check", "true", "bbolt"}, "--check judges a command's run"},
+		{[]string{"--runs", "0", "bbolt"}, "--runs 0: out of range"},
+		{[]string{"--duration", "0s", "bbolt"}, "--duration 0s: must be more than 0"},
+		{[]string{"--cut-at", "soon", "bbolt"}, "--cut-at soon: want a duration after the workload began (e.g. 2s, 500ms) or end"},
+		{[]string{"--cut-at", "-1s", "bbolt"}, "--cut-at -1s"},
+		{[]string{"--policy", "fsync,sometimes", "bbolt"}, "--policy fsync,sometimes:"},
+		{[]string{"--switches", "--no-such-flag", "bbolt"}, `--switches "--no-such-flag": unknown flag: --no-such-flag`},
+		{[]string{"--switches", "--writeback none", "bbolt"}, "--writeback is not a switch of an experiment (the policy is --policy's)"},
+		{[]string{"--switches", "--powercut-sim", "bbolt"}, "--powercut-sim is not a switch of an experiment"},
+		{[]string{"--switches", "--max-write 12", "bbolt"}, "--max-write 12: out of range"},
+		{[]string{"--switches", "keep-cache", "bbolt"}, `"keep-cache" is not a flag`},
+	} {
+		_, err := parseExperiment(c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("experiment %q: error %v, want one with %q", c.args, err, c.want)
+		}
+	}
+}
+
+func TestRecords(t *testing.T) {
+	r := makeRecord(7)
+	if len(r) != recordSize || string(r[:4]) != recordMagic || !validRecord(r, 7) {
+		t.Fatalf("record 7 is not valid: %x", r[:16])
+	}
+	if validRecord(r, 8) {
+		t.Errorf("record 7 passes as record 8")
+	}
+	for _, at := range []int{0, 5, 100, recordSize - 1} {
+		bad := append([]byte(nil), r...)
+		bad[at] ^= 1
+		if validRecord(bad, 7) {
+			t.Errorf("a record with byte %d flipped passes", at)
+		}
+	}
+	if validRecord(r[:recordSize-1], 7) {
+		t.Errorf("a short record passes")
+	}
+
+	var log []byte
+	for i := uint64(0); i < 10; i++ {
+		log = append(log, makeRecord(i)...)
+	}
+	if kept, torn := scanLog(log); kept != 10 || torn != 0 {
+		t.Errorf("10 whole records: kept %d, torn %d", kept, torn)
+	}
+	// A pre-grown log: zeros after the records are no damage.
+	if kept, torn := scanLog(append(append([]byte(nil), log...), make([]byte, 4*recordSize)...)); kept != 10 || torn != 0 {
+		t.Errorf("10 records and zeros: kept %d, torn %d", kept, torn)
+	}
+	// Record 4 torn (its last half zero), the rest after it intact.
+	torn4 := append([]byte(nil), log...)
+	clear(torn4[4*recordSize+recordSize/2 : 5*recordSize])
+	if kept, torn := scanLog(torn4); kept != 4 || torn != 6 {
+		t.Errorf("record 4 torn: kept %d, torn %d; want 4 and 6", kept, torn)
+	}
+	// A partial record at the end.
+	if kept, torn := scanLog(log[:10*recordSize-100]); kept != 9 || torn != 1 {
+		t.Errorf("a partial last record: kept %d, torn %d; want 9 and 1", kept, torn)
+	}
+	// Out of order: record 3 where 2 belongs.
+	swapped := append([]byte(nil), log...)
+	copy(swapped[2*recordSize:], makeRecord(3))
+	if kept, _ := scanLog(swapped); kept != 2 {
+		t.Errorf("record 3 in slot 2: kept %d, want 2", kept)
+	}
+	if kept, torn := scanLog(nil); kept != 0 || torn != 0 {
+		t.Errorf("empty log: kept %d, torn %d", kept, torn)
+	}
+}
+
+func TestExperimentResults(t *testing.T) {
+	r := &runResult{Policy: "periodic:1s", Switches: "--keep-cache", Run: 1, Workload: "bbolt", Unit: unitRows, Seconds: 2, Done: 100, Acked: 100,
+		Samples: []sample{{T: 0, Unsynced: 0}, {T: 0.1, Unsynced: 8192, Oldest: 0.05}, {T: 0.2, Unsynced: 4096, Oldest: 0.25}}}
+	last := &wire.Snapshot{Ops: map[string]wire.OpStats{"fsync": {Count: 200, Latency: wire.Latency{P50Us: 512, P99Us: 4096}}}, MsyncLatency: wire.Latency{P50Us: 256, P99Us: 1024}}
+	last.Figures.Set(wire.MsyncCalls, 300)
+	r.summarize(last, unitRows)
+	if r.MeanAtRisk != 4096 || r.PeakAtRisk != 8192 || r.OldestSecs != 0.25 || r.Throughput != 50 ||
+		r.FsyncCount != 200 || r.FsyncP99Us != 4096 || r.MsyncCount != 300 || r.MsyncP50Us != 256 {
+		t.Errorf("summarize: %+v", r)
+	}
+	r.Check, r.OK, r.Kept = "keys 100/100 kept, check ok", true, 100
+	res := &experimentResult{Workload: "bbolt", CutAt: "end", Runs: []*runResult{r}}
+	var out bytes.Buffer
+	if err := printResults(&out, res); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"policy", "throughput", "fsync p50/p99", "msync p50/p99", "at risk mean/peak", "oldest unsynced", "lost in cut", "check",
+		"periodic:1s", "--keep-cache", "50 rows/s", "<512µs/<4.1ms", "4.0 KiB/8.0 KiB", "250ms", "keys 100/100 kept, check ok"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, out.String())
+		}
+	}
+	dir := t.TempDir()
+	if err := writeResults(dir, res); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(dir, "results.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 2 || len(rows[0]) != len(csvHeader) || len(rows[1]) != len(csvHeader) || rows[1][0] != "periodic:1s" {
+		t.Errorf("results.csv: %q", rows)
+	}
+	for _, name := range []string{"results.json", "at-risk.png", "throughput-lost.png"} {
+		if st, err := os.Stat(filepath.Join(dir, name)); err != nil || st.Size() == 0 {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
