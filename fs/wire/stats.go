@@ -31,7 +31,22 @@ type Snapshot struct {
 	PowerCut     *PowerCutStats
 	MsyncLatency Latency
 	Ops          map[string]OpStats // by FUSE op, lower case; ops never served are left out
-	Figures      Values
+	// Inject lists the mount's fault-injection rules with their
+	// counters; empty (and left out of the stats file) without rules.
+	Inject  []InjectRule
+	Figures Values
+}
+
+// InjectRule is one fault-injection rule of a mount (mmapfs mount
+// --inject, mmapfs inject) and what it has done.
+type InjectRule struct {
+	ID       int        `json:"id"`
+	Rule     string     `json:"rule"`           // as given
+	Seed     int64      `json:"seed,omitempty"` // the seed prob= draws with (seed=, or the mount's)
+	Calls    int64      `json:"calls"`          // calls that matched op= and path=
+	Hits     int64      `json:"hits"`           // calls the rule acted on
+	LastHit  *time.Time `json:"last_hit,omitempty"`
+	LastPath string     `json:"last_path,omitempty"` // the file of the last hit
 }
 
 // AtRiskListed bounds the files the stats list as at risk.
@@ -146,6 +161,8 @@ func (s *Snapshot) part(k string) (any, bool) {
 		return s.MsyncLatency, true
 	case "ops":
 		return s.Ops, true
+	case "inject":
+		return s.Inject, len(s.Inject) > 0
 	}
 	panic("wire: no part " + k)
 }
@@ -213,7 +230,7 @@ func (s Snapshot) MarshalJSON() ([]byte, error) {
 	if group != "" {
 		b.WriteByte('}')
 	}
-	parts("ops")
+	parts("ops", "inject")
 	b.WriteByte('}')
 	return b.Bytes(), err
 }
@@ -229,6 +246,7 @@ type snapshotParts struct {
 	PowerCut     *PowerCutStats     `json:"powercut_sim"`
 	MsyncLatency Latency            `json:"msync_latency"`
 	Ops          map[string]OpStats `json:"ops"`
+	Inject       []InjectRule       `json:"inject"`
 }
 
 // UnmarshalJSON reads a stats file. A figure the file lacks (from a
@@ -239,7 +257,7 @@ func (s *Snapshot) UnmarshalJSON(data []byte) error {
 		return err
 	}
 	*s = Snapshot{Policy: p.Policy, Switches: p.Switches, BDI: p.BDI, BDISources: p.BDISources, Store: p.Store, AtRisk: p.AtRisk,
-		PowerCut: p.PowerCut, MsyncLatency: p.MsyncLatency, Ops: p.Ops}
+		PowerCut: p.PowerCut, MsyncLatency: p.MsyncLatency, Ops: p.Ops, Inject: p.Inject}
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(data, &top); err != nil {
 		return err
