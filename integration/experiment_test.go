@@ -436,3 +436,39 @@ func TestExperimentInterrupt(t *testing.T) {
 	}
 	// experimentTmp's cleanup checks the mounts, processes and files.
 }
+
+// TestExperimentInject passes --inject rules to each run's mount: the
+// third fsync fails with EIO, the logger stops there and says so, and
+// what the two before it acknowledged survives the cut. A bad rule is
+// refused before anything is mounted.
+func TestExperimentInject(t *testing.T) {
+	t.Parallel()
+	if help := runBinary(t, 10*time.Second, nil, "mount", "--help"); !strings.Contains(help.stdout+help.stderr, "--inject") {
+		t.Skip("this mmapfs mount has no --inject")
+	}
+	tmp := experimentTmp(t)
+	out := t.TempDir()
+	r := runExperiment(t, tmp, 60*time.Second, "--policy", "fsync", "--duration", "1s", "--out", out, "--inject", "op=fsync,nth=3,errno=EIO,times=1", "logger-pwrite")
+	if r.exitCode != 0 {
+		t.Fatalf("exit %d:\n%s\n%s", r.exitCode, r.stdout, r.stderr)
+	}
+	_, rows := readResultsCSV(t, out)
+	if len(rows) != 1 {
+		t.Fatalf("%d runs, want 1", len(rows))
+	}
+	row := rows[0]
+	if e := row["workload_error"]; !strings.Contains(e, "fsync after record 47") || !strings.Contains(e, "input/output error") {
+		t.Errorf("workload error %q: want the third fsync (after record 47) failed with EIO", e)
+	}
+	if row.int(t, "acknowledged") != 32 || row.int(t, "kept") != 32 || row["ok"] != "true" {
+		t.Errorf("want the 32 records of the two fsyncs before acknowledged and kept: %v", row)
+	}
+	if !strings.Contains(r.stdout, "workload failed: fsync after record 47") {
+		t.Errorf("the table does not say the workload failed:\n%s", r.stdout)
+	}
+
+	r = runExperiment(t, tmp, 30*time.Second, "--inject", "op=bogus", "logger-pwrite")
+	if r.exitCode != 1 || !strings.Contains(r.stderr, `--inject "op=bogus"`) {
+		t.Errorf("a bad rule: exit %d:\n%s", r.exitCode, r.stderr)
+	}
+}

@@ -205,7 +205,10 @@ func experimentArgs(cmd *cobra.Command, f *experimentFlags, args []string) (*exp
 	}
 	for _, r := range f.inject {
 		if err := checkMountFlags(nil, []string{r}); err != nil {
-			return nil, usage("--inject %q: %v", r, err)
+			if !strings.Contains(err.Error(), "--inject") {
+				err = fmt.Errorf("--inject %q: %w", r, err)
+			}
+			return nil, usage("%v", err)
 		}
 		p.inject = append(p.inject, r)
 	}
@@ -224,20 +227,19 @@ var ownedFlags = map[string]string{
 }
 
 // checkMountFlags checks a switch set (flags of mmapfs mount) and --inject
-// rules as the mount command would take them, so that a wrong one is
-// refused before the first run.
+// rules as the mount command of a run would take them (with
+// --powercut-sim), so that a wrong one is refused before the first run.
 func checkMountFlags(flags, rules []string) error {
-	var c mountConfig
-	set := pflag.NewFlagSet("mount", pflag.ContinueOnError)
-	set.SetOutput(io.Discard)
-	addMountFlags(set, &c)
-	addOptionFlag(set, &c)
-	if len(rules) > 0 && set.Lookup("inject") == nil {
-		return errors.New("this mmapfs mount has no --inject flag (no fault injection in this build)")
+	newSet := func() (*pflag.FlagSet, *mountConfig) {
+		c := &mountConfig{}
+		set := pflag.NewFlagSet("mount", pflag.ContinueOnError)
+		set.SetOutput(io.Discard)
+		addMountFlags(set, c)
+		addOptionFlag(set, c)
+		return set, c
 	}
-	for _, r := range rules {
-		flags = append(flags, "--inject", r)
-	}
+	// The switch set alone: flags only, none of those the experiment sets.
+	set, _ := newSet()
 	if err := set.Parse(flags); err != nil {
 		return err
 	}
@@ -252,6 +254,18 @@ func checkMountFlags(flags, rules []string) error {
 	})
 	if bad != nil {
 		return bad
+	}
+	// The whole mount command line of a run.
+	set, c := newSet()
+	if len(rules) > 0 && set.Lookup("inject") == nil {
+		return errors.New("this mmapfs mount has no --inject flag (no fault injection in this build)")
+	}
+	args := append([]string{"--powercut-sim"}, flags...)
+	for _, r := range rules {
+		args = append(args, "--inject", r)
+	}
+	if err := set.Parse(args); err != nil {
+		return err
 	}
 	_, err := c.options(set)
 	return err

@@ -614,7 +614,10 @@ func (q *sqliteWorkload) Start(mnt, _ string, d time.Duration) (running, error) 
 		expect := func(want string) bool {
 			line, err := rd.ReadString('\n')
 			if got := strings.TrimSpace(line); got != want {
-				if err == nil {
+				switch {
+				case errors.Is(err, io.EOF):
+					err = errors.New("it ended")
+				case err == nil:
 					err = fmt.Errorf("it printed %q, want %q", got, want)
 				}
 				p.setFail(fmt.Errorf("sqlite3: %w", err))
