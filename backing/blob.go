@@ -133,6 +133,10 @@ func (b *Blob) ReadAt(p []byte, off int64) (int, error) {
 		return 0, nil
 	}
 	end := min(b.size, off+int64(len(p)))
+	if err := b.injectFault("read", int(end-off)); err != nil {
+		b.mu.RUnlock()
+		return 0, err
+	}
 	n, err := copyGuarded(p, b.data[off:end], off)
 	b.mu.RUnlock()
 	if err == nil {

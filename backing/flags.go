@@ -218,6 +218,9 @@ func (b *Blob) AppendAt(p []byte, off int64) (int, error) {
 	if end := off + int64(len(p)); end > MaxFileSize || end < off {
 		return 0, b.pathErr("write", fmt.Errorf("offset %d + %d bytes is past the maximum file size %d: %w", off, len(p), MaxFileSize, syscall.EFBIG))
 	}
+	if err := b.injectFault("write", len(p)); err != nil {
+		return 0, err
+	}
 	return b.writeFlagged(p, off, true)
 }
 

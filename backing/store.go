@@ -63,6 +63,17 @@ type Options struct {
 	// page of memory and a copy at the first change of each page after
 	// a sync, and makes syncs exclusive of writes to the same file.
 	PowerCutSim bool
+	// Inject, if set, is asked before the store's own work on a file
+	// (fault injection; the rules are the caller's): op "msync" before a
+	// sync writes a blob's pages (n: their bytes), "fault" before a copy
+	// to or from its mapping (n: the bytes asked for); name is the
+	// blob's name. An error fails that work as the store's device
+	// failing would: the sync or the copy does not happen, and the error
+	// is returned, wrapped. From "msync", a *WritebackLost also loses
+	// the pages (see WritebackLost). It is called with the blob's lock
+	// held (shared, or exclusive for a sync under the simulation), so it
+	// must not call into the store.
+	Inject func(op, name string, n int64) error
 }
 
 // DefaultMaxResident keeps the daemon well inside a 20,000-descriptor

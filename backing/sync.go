@@ -1,6 +1,7 @@
 package backing
 
 import (
+	"errors"
 	"fmt"
 	"syscall"
 	"time"
@@ -116,12 +117,29 @@ func (b *Blob) Sync() error {
 // does. On success the power-cut journal forgets what became durable; on
 // failure nothing is known to be durable, and it all goes back into the
 // ledger for the next try. b.mu must be held as syncLock takes it.
+//
+// Fault injection (Options.Inject, inject.go) may fail the sync before it
+// starts, or lose its pages (a *WritebackLost, under the simulation).
 func (b *Blob) syncTakenLocked(pages *pageSet, meta, whole bool) error {
-	err := b.syncLocked(pages, meta, whole)
+	err := b.injectSyncLocked(pages, whole)
+	var lost *WritebackLost
+	if err != nil && b.sim != nil && errors.As(err, &lost) {
+		return b.loseWritebackLocked(pages, meta, whole, err)
+	}
+	if err == nil {
+		err = b.syncLocked(pages, meta, whole)
+	}
 	if err == nil {
 		b.simSynced(pages, meta, whole)
 		return nil
 	}
+	b.requeueLocked(pages, meta, whole)
+	return err
+}
+
+// requeueLocked puts pages (and meta, whole) of a failed sync back into
+// the ledger for the next try. b.mu must be held as syncLock takes it.
+func (b *Blob) requeueLocked(pages *pageSet, meta, whole bool) {
 	b.dmu.Lock()
 	if b.dirty.empty() && !pages.empty() {
 		b.dirtySince = time.Now()
@@ -130,7 +148,6 @@ func (b *Blob) syncTakenLocked(pages *pageSet, meta, whole bool) error {
 	b.metaDirty = b.metaDirty || meta
 	b.wholeSync = b.wholeSync || whole
 	b.dmu.Unlock()
-	return err
 }
 
 // syncLocked makes dirty durable: msync(MS_SYNC) of each run of its

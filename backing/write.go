@@ -92,6 +92,9 @@ func (b *Blob) WriteAt(p []byte, off int64) (int, error) {
 	if end > MaxFileSize || end < off {
 		return 0, b.pathErr("write", fmt.Errorf("offset %d + %d bytes is past the maximum file size %d: %w", off, len(p), MaxFileSize, syscall.EFBIG))
 	}
+	if err := b.injectFault("write", len(p)); err != nil {
+		return 0, err
+	}
 	if b.flags.Load() != 0 {
 		return b.writeFlagged(p, off, false)
 	}
