@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,12 +16,15 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/mmapfs/mmapfs/backing"
+	"github.com/mmapfs/mmapfs/fs/inject"
 	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 // ControlName is the name of the control file at the root of every mount:
 // a client writes a request into it (wire.ControlPowerCut,
-// wire.ControlPowerCutDryRun, wire.ControlTrace) and reads the answer (a
+// wire.ControlPowerCutDryRun, wire.ControlTrace, and the fault-injection
+// requests wire.ControlInjectAdd, ControlInjectList and
+// ControlInjectClear) and reads the answer (a
 // wire.ControlReply, as JSON) back from the same descriptor. Like the
 // stats file it is not in the store and readdir does not list it. Only
 // root and the user running the daemon may open it.
@@ -140,6 +144,9 @@ func (h *controlHandle) Write(ctx context.Context, data []byte, off int64) (uint
 func (m *mountState) control(req string) (wire.ControlReply, error) {
 	st := m.store
 	r := wire.ControlReply{Request: req, Simulation: st.Options().PowerCutSim}
+	if args, ok := cutWord(req, "inject"); ok {
+		return m.injectRequest(r, args)
+	}
 	var err error
 	switch req {
 	case wire.ControlPowerCutDryRun:
@@ -162,7 +169,8 @@ func (m *mountState) control(req string) (wire.ControlReply, error) {
 			time.AfterFunc(cutGrace, m.cut.drop)
 		}
 	default:
-		return r, &requestError{fmt.Sprintf("unknown request %q (want %q, %q or %q)", req, wire.ControlPowerCut, wire.ControlPowerCutDryRun, wire.ControlTrace+" /path/to/socket"), nil, syscall.EINVAL}
+		return r, &requestError{fmt.Sprintf("unknown request %q (want %q, %q, %q, %q, %q or %q)", req, wire.ControlPowerCut, wire.ControlPowerCutDryRun, wire.ControlTrace+" /path/to/socket",
+			wire.ControlInjectAdd+" RULE...", wire.ControlInjectList, wire.ControlInjectClear+" [ID]"), nil, syscall.EINVAL}
 	}
 	if r.Report != nil {
 		sum := wire.Summarize(r.Report)
@@ -203,4 +211,77 @@ func (h *controlHandle) Release(ctx context.Context) syscall.Errno {
 		h.m.cut.drop()
 	}
 	return 0
+}
+
+// cutWord returns the words of req after its first word, if that is word.
+func cutWord(req, word string) ([]string, bool) {
+	f := strings.Fields(req)
+	if len(f) == 0 || f[0] != word {
+		return nil, false
+	}
+	return f[1:], true
+}
+
+// injectRequest serves the fault-injection requests (wire.ControlInjectAdd,
+// ControlInjectList, ControlInjectClear; args are the words after
+// "inject"). Every answer lists the rules as they are after it.
+func (m *mountState) injectRequest(r wire.ControlReply, args []string) (wire.ControlReply, error) {
+	usage := fmt.Sprintf("want %q, %q or %q", wire.ControlInjectAdd+" RULE...", wire.ControlInjectList, wire.ControlInjectClear+" [ID]")
+	verb := ""
+	if len(args) > 0 {
+		verb, args = args[0], args[1:]
+	}
+	var err error
+	switch verb {
+	case "add":
+		if len(args) == 0 {
+			return r, &requestError{"inject add: no rule given; " + usage, nil, syscall.EINVAL}
+		}
+		rules := make([]*inject.Rule, len(args))
+		for i, text := range args {
+			if rules[i], err = inject.Parse(text); err != nil {
+				return r, &requestError{"inject add: " + err.Error() + "; nothing was added", err, syscall.EINVAL}
+			}
+			if rules[i].Fsyncgate && !r.Simulation {
+				return r, &requestError{fmt.Sprintf("inject add: rule %q: fsyncgate: %v; nothing was added", text, inject.ErrNeedsSim), inject.ErrNeedsSim, syscall.EINVAL}
+			}
+		}
+		for _, rule := range rules {
+			id, aerr := m.inj.Add(rule)
+			if aerr != nil {
+				// Checked above: only a mount without the simulation
+				// refuses a rule, and fsyncgate was refused then.
+				return r, &requestError{"inject add: " + aerr.Error(), aerr, syscall.EINVAL}
+			}
+			r.InjectAdded = append(r.InjectAdded, id)
+			m.log.Printf("inject: rule #%d %q added", id, rule.Text)
+		}
+	case "list":
+		if len(args) > 0 {
+			return r, &requestError{"inject list takes nothing after it; " + usage, nil, syscall.EINVAL}
+		}
+	case "clear":
+		id := 0
+		switch {
+		case len(args) > 1:
+			return r, &requestError{"inject clear takes at most one id; " + usage, nil, syscall.EINVAL}
+		case len(args) == 1:
+			if id, err = strconv.Atoi(args[0]); err != nil || id < 1 {
+				return r, &requestError{fmt.Sprintf("inject clear %s: not a rule id (a whole number from inject list)", args[0]), nil, syscall.EINVAL}
+			}
+		}
+		n, cerr := m.inj.Clear(id)
+		if cerr != nil {
+			return r, &requestError{"inject clear: " + cerr.Error(), cerr, syscall.ENOENT}
+		}
+		r.InjectCleared = n
+		m.log.Printf("inject: %s cleared", wire.Plural(n, "rule", "rules"))
+	default:
+		return r, &requestError{fmt.Sprintf("unknown inject request %q; %s", strings.Join(append([]string{"inject", verb}, args...), " "), usage), nil, syscall.EINVAL}
+	}
+	r.Inject = m.inj.List()
+	if r.Inject == nil {
+		r.Inject = []wire.InjectRule{}
+	}
+	return r, nil
 }

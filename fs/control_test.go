@@ -14,6 +14,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/mmapfs/mmapfs/backing"
+	"github.com/mmapfs/mmapfs/fs/inject"
 	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
@@ -96,7 +97,7 @@ func TestControlRequests(t *testing.T) {
 		"stats":                "stats",
 	} {
 		_, errno, r := ask(t, m, req)
-		want := fmt.Sprintf("unknown request %q (want %q, %q or %q)", norm, "powercut", "powercut --dry-run", "trace /path/to/socket")
+		want := fmt.Sprintf("unknown request %q (want %q, %q, %q, %q, %q or %q)", norm, "powercut", "powercut --dry-run", "trace /path/to/socket", "inject add RULE...", "inject list", "inject clear [ID]")
 		if errno != syscall.EINVAL || r.Error != want || r.Request != norm || r.Report != nil {
 			t.Errorf("%q: errno %v, answer %+v; want EINVAL and %q", req, errno, r, want)
 		}
@@ -215,5 +216,57 @@ func TestControlFileAccess(t *testing.T) {
 		if errno := cn.Setattr(context.Background(), nil, in, &out); errno != syscall.EPERM {
 			t.Errorf("%s: %v, want EPERM", name, errno)
 		}
+	}
+}
+
+// TestControlInject: the inject requests add rules (all or none), list
+// them with their counters and clear one or all; bad requests and bad
+// rules are refused with EINVAL (an unknown id with ENOENT) and an answer
+// that says what is wrong, changing nothing.
+func TestControlInject(t *testing.T) {
+	t.Parallel()
+	m := testMountState(t, backing.Options{})
+	m.inj = inject.NewSet(0, false)
+	_, errno, r := ask(t, m, "inject add op=fsync,errno=EIO,times=1   op=write,torn=10\n")
+	if errno != 0 || r.Error != "" || fmt.Sprint(r.InjectAdded) != "[1 2]" || len(r.Inject) != 2 || r.Inject[1].Rule != "op=write,torn=10" {
+		t.Fatalf("add: errno %v, answer %+v", errno, r)
+	}
+	m.inj.Decide("fsync", "f", 0)
+	_, errno, r = ask(t, m, "inject list")
+	if errno != 0 || len(r.Inject) != 2 || r.Inject[0].Hits != 1 || r.Inject[0].LastPath != "f" || r.Inject[1].Hits != 0 {
+		t.Fatalf("list: errno %v, answer %+v", errno, r)
+	}
+	for req, want := range map[string]string{
+		"inject add op=fsync,errno=EIO op=wrte,errno=EIO": `inject add: rule "op=wrte,errno=EIO": op "wrte": want one of read, write`,
+		"inject add op=msync,errno=EIO,fsyncgate":         `inject add: rule "op=msync,errno=EIO,fsyncgate": fsyncgate: fsyncgate puts the lost pages back to their last synced content, which only the power-cut simulation keeps: mount with --powercut-sim; nothing was added`,
+		"inject add":       "inject add: no rule given",
+		"inject":           `unknown inject request "inject "`,
+		"inject remove 1":  `unknown inject request "inject remove 1"`,
+		"inject list 1":    "inject list takes nothing after it",
+		"inject clear x":   "inject clear x: not a rule id",
+		"inject clear 1 2": "inject clear takes at most one id",
+		"inject clear 9":   "inject clear: no rule 9: the mount's rules are 1, 2",
+	} {
+		_, errno, r := ask(t, m, req)
+		if errno == 0 || !strings.HasPrefix(r.Error, want) {
+			t.Errorf("%q: errno %v, error %q; want one starting %q", req, errno, r.Error, want)
+		}
+	}
+	if l := m.inj.List(); len(l) != 2 {
+		t.Fatalf("a refused request changed the rules: %+v", l)
+	}
+	_, errno, r = ask(t, m, "inject clear 1")
+	if errno != 0 || r.InjectCleared != 1 || len(r.Inject) != 1 || r.Inject[0].ID != 2 {
+		t.Fatalf("clear 1: errno %v, answer %+v", errno, r)
+	}
+	_, errno, r = ask(t, m, "inject clear")
+	if errno != 0 || r.InjectCleared != 1 || len(r.Inject) != 0 || m.inj.Active() {
+		t.Fatalf("clear: errno %v, answer %+v", errno, r)
+	}
+	// With the simulation, fsyncgate is taken.
+	sm := testMountState(t, backing.Options{PowerCutSim: true})
+	sm.inj = inject.NewSet(0, true)
+	if _, errno, r := ask(t, sm, "inject add op=msync,errno=EIO,fsyncgate"); errno != 0 || len(r.InjectAdded) != 1 {
+		t.Fatalf("fsyncgate with the simulation: errno %v, answer %+v", errno, r)
 	}
 }

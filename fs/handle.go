@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mmapfs/mmapfs/backing"
+	"github.com/mmapfs/mmapfs/fs/inject"
 )
 
 // handle is one open of a regular file. It holds a reference to the file's
@@ -43,9 +44,18 @@ var _ = (gofs.FileReader)((*handle)(nil))
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	rq := h.m.trace.current(ctx)
 	rq.enter(h.m.trace, h.blob, off, int64(len(dest)))
+	if h.m.inj.Active() {
+		d, errno := h.m.inject(ctx, "read", h.blob.Name(), int64(len(dest)))
+		if errno != 0 {
+			return nil, errno
+		}
+		if d.Short >= 0 && int64(len(dest)) > d.Short {
+			dest = dest[:d.Short]
+		}
+	}
 	n, err := h.blob.ReadAt(dest, off)
 	if err != nil {
-		return nil, h.m.errno("read", h.blob.Name(), err)
+		return nil, h.errno("read", err)
 	}
 	h.m.stats.bytesRead.Add(int64(n))
 	return fuse.ReadResultData(dest[:n]), 0
@@ -57,13 +67,38 @@ var _ = (gofs.FileWriter)((*handle)(nil))
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	rq := h.m.trace.current(ctx)
 	rq.enter(h.m.trace, h.blob, off, int64(len(data)))
+	var torn inject.Decision
+	if h.m.inj.Active() {
+		d, errno := h.m.inject(ctx, "write", h.blob.Name(), int64(len(data)))
+		if errno != 0 {
+			return 0, errno
+		}
+		if d.Torn >= 0 && int64(len(data)) > d.Torn {
+			data, torn = data[:d.Torn], d
+		}
+	}
 	n, err := h.writeAt(data, off)
 	rq.leave() // a policy may sync as it writes
 	h.m.stats.bytesWritten.Add(int64(n))
 	if err != nil {
-		return 0, h.m.errno("write", h.blob.Name(), err)
+		return 0, h.errno("write", err)
+	}
+	if torn.TornErrno != 0 {
+		// The first bytes reached the file; the client is told the
+		// write failed, as a device failing mid-write would.
+		return 0, torn.TornErrno
 	}
 	return uint32(n), 0
+}
+
+// errno is m.errno for an operation on the handle's file, except that an
+// error a fault-injection rule made (by the store's hooks) is returned
+// as it is: injecthooks.go logged it, rate-limited.
+func (h *handle) errno(op string, err error) syscall.Errno {
+	if e, ok := injectedErrno(err); ok {
+		return e
+	}
+	return h.m.errno(op, h.blob.Name(), err)
 }
 
 var _ = (gofs.FileFsyncer)((*handle)(nil))
@@ -72,10 +107,15 @@ var _ = (gofs.FileFsyncer)((*handle)(nil))
 func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	rq := h.m.trace.current(ctx)
 	rq.enter(h.m.trace, h.blob, 0, 0)
+	if h.m.inj.Active() {
+		if _, errno := h.m.inject(ctx, "fsync", h.blob.Name(), 0); errno != 0 {
+			return errno
+		}
+	}
 	err := h.blob.Fsync()
 	rq.leave()
 	if err != nil {
-		return h.m.errno("fsync", h.blob.Name(), err)
+		return h.errno("fsync", err)
 	}
 	return 0
 }
@@ -87,10 +127,15 @@ var _ = (gofs.FileFlusher)((*handle)(nil))
 func (h *handle) Flush(ctx context.Context) syscall.Errno {
 	rq := h.m.trace.current(ctx)
 	rq.enter(h.m.trace, h.blob, 0, 0)
+	if h.m.inj.Active() {
+		if _, errno := h.m.inject(ctx, "flush", h.blob.Name(), 0); errno != 0 {
+			return errno
+		}
+	}
 	err := h.blob.Flush()
 	rq.leave()
 	if err != nil {
-		return h.m.errno("flush", h.blob.Name(), err)
+		return h.errno("flush", err)
 	}
 	return 0
 }
@@ -115,6 +160,11 @@ var _ = (gofs.FileGetattrer)((*handle)(nil))
 // Getattr is fstat of the Blob, with the mtime of its last write applied.
 func (h *handle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 	h.m.trace.current(ctx).enter(h.m.trace, h.blob, 0, 0)
+	if h.m.inj.Active() {
+		if _, errno := h.m.inject(ctx, "getattr", h.blob.Name(), 0); errno != 0 {
+			return errno
+		}
+	}
 	var st syscall.Stat_t
 	if err := h.blob.Fd(func(fd int) error { return syscall.Fstat(fd, &st) }); err != nil {
 		return h.m.errno("getattr", h.blob.Name(), err)
@@ -145,6 +195,11 @@ var _ = (gofs.FileLseeker)((*handle)(nil))
 // kernel handles the other whences itself).
 func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
 	h.m.trace.current(ctx).enter(h.m.trace, h.blob, 0, 0)
+	if h.m.inj.Active() {
+		if _, errno := h.m.inject(ctx, "lseek", h.blob.Name(), 0); errno != 0 {
+			return 0, errno
+		}
+	}
 	n, err := h.blob.Seek(int64(off), int(whence))
 	if err != nil {
 		return 0, h.m.errno("lseek", h.blob.Name(), err)
@@ -159,10 +214,15 @@ var _ = (gofs.FileAllocater)((*handle)(nil))
 func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uint32) syscall.Errno {
 	rq := h.m.trace.current(ctx)
 	rq.enter(h.m.trace, h.blob, 0, 0)
+	if h.m.inj.Active() {
+		if _, errno := h.m.inject(ctx, "fallocate", h.blob.Name(), 0); errno != 0 {
+			return errno
+		}
+	}
 	err := h.blob.Allocate(int64(off), int64(size), mode)
 	rq.leave()
 	if err != nil {
-		return h.m.errno("fallocate", h.blob.Name(), err)
+		return h.errno("fallocate", err)
 	}
 	return 0
 }

@@ -74,6 +74,7 @@ var (
 	descRequests      = desc("fuse_requests_total", "FUSE requests served, by op.", "op")
 	descRequestErrors = desc("fuse_request_errors_total", "FUSE requests answered with an error, by op.", "op")
 	descRequestDur    = desc("fuse_request_duration_seconds", "Latency of FUSE requests, by op.", "op")
+	descInjectHits    = desc("inject_hits_total", "Calls a fault-injection rule acted on (failed, delayed, tore, shortened), by rule: its id and text.", "id", "rule")
 	// descFigures are the descriptors of the figures with a Metric, by
 	// ID (nil for the others); figures that share a Metric share one.
 	descFigures = figureDescs()
@@ -139,6 +140,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descRequests, prometheus.CounterValue, float64(h.Count), opNames[i])
 		ch <- prometheus.MustNewConstMetric(descRequestErrors, prometheus.CounterValue, float64(oc.errors.Load()), opNames[i])
 		ch <- histogram(descRequestDur, h, opNames[i])
+	}
+	for _, r := range s.Inject {
+		ch <- prometheus.MustNewConstMetric(descInjectHits, prometheus.CounterValue, float64(r.Hits), strconv.Itoa(r.ID), r.Rule)
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mmapfs/mmapfs/backing"
+	"github.com/mmapfs/mmapfs/fs/inject"
 	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
@@ -78,6 +79,10 @@ type Options struct {
 	SharedStore bool
 	// BDI changes the mount's backing-device limits (as root): see bdi.go.
 	BDI BDISettings
+	// Inject are fault-injection rules (fs/inject's language, one per
+	// string), in force from the start; the control file adds and clears
+	// rules while mounted. A bad rule refuses the mount.
+	Inject []string
 	// Debug logs every FUSE request and reply (go-fuse's request log).
 	Debug bool
 	// Logger receives the daemon's log lines; nil means stderr.
@@ -102,8 +107,9 @@ type mountState struct {
 	log       *log.Logger
 	started   time.Time
 	stats     counters
-	cut       powerCut   // safe for concurrent use
-	trace     *reqTracer // the request record for mmapfs trace (reqtrace.go); safe for concurrent use
+	cut       powerCut    // safe for concurrent use
+	trace     *reqTracer  // the request record for mmapfs trace (reqtrace.go); safe for concurrent use
+	inj       *inject.Set // fault-injection rules (injecthooks.go); safe for concurrent use
 }
 
 // stableAttr computes a node's identity from the statx of its store
@@ -263,6 +269,10 @@ func Mount(store, mountpoint string, opts Options) (*Server, error) {
 	if logger == nil {
 		logger = log.New(os.Stderr, "mmapfs: ", log.LstdFlags)
 	}
+	inj, err := newInjectSet(opts, time.Now().UnixNano())
+	if err != nil {
+		return nil, err
+	}
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		return nil, fmt.Errorf("no FUSE device /dev/fuse (load the fuse module, or give the container the device): %w", err)
 	}
@@ -287,6 +297,7 @@ func Mount(store, mountpoint string, opts Options) (*Server, error) {
 		}
 		return nil
 	}
+	opts.Store.Inject = storeInject(inj, logger.Printf)
 	st, err := backing.Open(root, opts.Store)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("store %s: %w", root, err), unlock())
@@ -295,6 +306,10 @@ func Mount(store, mountpoint string, opts Options) (*Server, error) {
 	m, err := newMountState(st, opts)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("store %s: %w", root, err), st.Close(), unlock())
+	}
+	m.inj = inj
+	for _, r := range inj.List() {
+		logger.Printf("inject: rule #%d %q in force", r.ID, r.Rule)
 	}
 	server, fdMount, err := m.serve(mnt, root)
 	if err != nil {
@@ -328,6 +343,7 @@ func newMountState(st *backing.Store, opts Options) (*mountState, error) {
 		dirs:    newDirCache(dirCacheSize),
 		cut:     powerCut{done: make(chan struct{})},
 		trace:   newReqTracer(opts.Logger, traceRing),
+		inj:     inject.NewSet(time.Now().UnixNano(), opts.Store.PowerCutSim), // Mount gives it the store's
 	}
 	if opts.KeepCache {
 		m.openFlags |= fuse.FOPEN_KEEP_CACHE

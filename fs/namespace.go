@@ -216,6 +216,9 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 			return n.controlInode(ctx, out), 0
 		}
 	}
+	if errno := n.injectNode(ctx, "lookup", name); errno != 0 {
+		return nil, errno
+	}
 	var ch *gofs.Inode
 	errno := n.withDir("lookup", name, func(dirfd int) error {
 		var err error
@@ -229,6 +232,9 @@ var _ = (gofs.NodeMkdirer)((*Node)(nil))
 
 // Mkdir makes a directory.
 func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if errno := n.injectNode(ctx, "mkdir", name); errno != 0 {
+		return nil, errno
+	}
 	return n.createAt(ctx, "mkdir", name, true, out, func(dirfd int) error {
 		return unix.Mkdirat(dirfd, name, mode)
 	})
@@ -238,6 +244,9 @@ var _ = (gofs.NodeMknoder)((*Node)(nil))
 
 // Mknod makes a regular file, device, fifo or socket node.
 func (n *Node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if errno := n.injectNode(ctx, "mknod", name); errno != 0 {
+		return nil, errno
+	}
 	return n.createAt(ctx, "mknod", name, false, out, func(dirfd int) error {
 		return unix.Mknodat(dirfd, name, mode, int(rdev))
 	})
@@ -248,6 +257,9 @@ var _ = (gofs.NodeSymlinker)((*Node)(nil))
 // Symlink makes a symlink. Its target is stored as given: the daemon never
 // follows it; a client does, on its own side of the mount.
 func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if errno := n.injectNode(ctx, "symlink", name); errno != 0 {
+		return nil, errno
+	}
 	return n.createAt(ctx, "symlink", name, false, out, func(dirfd int) error {
 		return unix.Symlinkat(target, dirfd, name)
 	})
@@ -261,6 +273,9 @@ var _ = (gofs.NodeLinker)((*Node)(nil))
 // has the file open; the kernel itself refuses a file made O_TMPFILE|O_EXCL
 // or one whose last name was removed (ENOENT), as for a local filesystem.
 func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if errno := n.injectNode(ctx, "link", name); errno != 0 {
+		return nil, errno
+	}
 	t, ok := target.(*Node)
 	if !ok || t.m != n.m {
 		return nil, syscall.EXDEV
@@ -330,6 +345,9 @@ func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
 	if n.IsRoot() && isVirtual(name) {
 		return syscall.EPERM
 	}
+	if errno := n.injectNode(ctx, "unlink", name); errno != 0 {
+		return errno
+	}
 	return n.withDir("unlink", name, func(dirfd int) error {
 		st, last := lastLink(dirfd, name)
 		if err := unix.Unlinkat(dirfd, name, 0); err != nil {
@@ -359,6 +377,9 @@ var _ = (gofs.NodeRmdirer)((*Node)(nil))
 
 // Rmdir removes an empty directory.
 func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if errno := n.injectNode(ctx, "rmdir", name); errno != 0 {
+		return errno
+	}
 	return n.withDir("rmdir", name, func(dirfd int) error {
 		return unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR)
 	})
@@ -377,6 +398,9 @@ func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	}
 	if (n.IsRoot() && isVirtual(name)) || (np.IsRoot() && isVirtual(newName)) {
 		return syscall.EPERM
+	}
+	if errno := n.injectNode(ctx, "rename", name); errno != 0 {
+		return errno
 	}
 	ndir, ndone, err := np.dir()
 	if err != nil {
@@ -415,6 +439,9 @@ var _ = (gofs.NodeReadlinker)((*Node)(nil))
 
 // Readlink reads a symlink's target.
 func (n *Node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	if errno := n.injectNode(ctx, "readlink", ""); errno != 0 {
+		return nil, errno
+	}
 	var target []byte
 	errno := n.withParent("readlink", func(dirfd int, name string) error {
 		for size := 256; ; size *= 2 {
@@ -436,6 +463,9 @@ var _ = (gofs.NodeOpendirHandler)((*Node)(nil))
 
 // OpendirHandle opens the directory for reading.
 func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if errno := n.injectNode(ctx, "readdir", ""); errno != 0 {
+		return nil, 0, errno
+	}
 	ds, errno := n.dirStream()
 	return ds, 0, errno
 }
@@ -444,6 +474,9 @@ var _ = (gofs.NodeReaddirer)((*Node)(nil))
 
 // Readdir lists the directory.
 func (n *Node) Readdir(ctx context.Context) (gofs.DirStream, syscall.Errno) {
+	if errno := n.injectNode(ctx, "readdir", ""); errno != 0 {
+		return nil, errno
+	}
 	return n.dirStream()
 }
 
@@ -468,6 +501,9 @@ var _ = (gofs.NodeStatfser)((*Node)(nil))
 
 // Statfs reports the store's filesystem.
 func (n *Node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	if errno := n.injectNode(ctx, "statfs", ""); errno != 0 {
+		return errno
+	}
 	var st syscall.Statfs_t
 	if err := syscall.Fstatfs(n.m.store.RootFd(), &st); err != nil {
 		return n.m.errno("statfs", "", pathErr("statfs", n.m.store.Root(), err))
@@ -482,6 +518,9 @@ var _ = (gofs.NodeStatxer)((*Node)(nil))
 func (n *Node) Statx(ctx context.Context, f gofs.FileHandle, flags uint32, mask uint32, out *fuse.StatxOut) syscall.Errno {
 	if h, ok := f.(*handle); ok {
 		return h.Statx(ctx, flags, mask, out)
+	}
+	if errno := n.injectNode(ctx, "getattr", ""); errno != 0 {
+		return errno
 	}
 	return n.withParent("statx", func(dirfd int, name string) error {
 		var st unix.Statx_t
@@ -569,6 +608,9 @@ var _ = (gofs.NodeGetxattrer)((*Node)(nil))
 
 // Getxattr reads an extended attribute.
 func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	if errno := n.injectNode(ctx, "getxattr", ""); errno != 0 {
+		return 0, errno
+	}
 	var sz int
 	errno := n.withProcPath("getxattr", func(q procPath) error {
 		var err error
@@ -582,6 +624,9 @@ var _ = (gofs.NodeListxattrer)((*Node)(nil))
 
 // Listxattr lists the extended attributes.
 func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	if errno := n.injectNode(ctx, "listxattr", ""); errno != 0 {
+		return 0, errno
+	}
 	var sz int
 	errno := n.withProcPath("listxattr", func(q procPath) error {
 		var err error
@@ -596,6 +641,9 @@ var _ = (gofs.NodeSetxattrer)((*Node)(nil))
 // Setxattr sets an extended attribute. File capabilities set on a file
 // open on the mount are noted by its Blob, whose next write removes them.
 func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	if errno := n.injectNode(ctx, "setxattr", ""); errno != 0 {
+		return errno
+	}
 	var st syscall.Stat_t
 	errno := n.withProcPath("setxattr", func(q procPath) error {
 		if err := q.setxattr(attr, data, int(flags)); err != nil {
@@ -616,6 +664,9 @@ var _ = (gofs.NodeRemovexattrer)((*Node)(nil))
 
 // Removexattr removes an extended attribute.
 func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	if errno := n.injectNode(ctx, "removexattr", ""); errno != 0 {
+		return errno
+	}
 	return n.withProcPath("removexattr", func(q procPath) error {
 		return q.removexattr(attr)
 	})

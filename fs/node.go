@@ -74,6 +74,9 @@ var _ = (gofs.NodeOpener)((*Node)(nil))
 // Open opens the node's Blob; a file with no name yet (O_TMPFILE,
 // reopened through /proc/self/fd) has its Blob held already.
 func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if errno := n.injectNode(ctx, "open", ""); errno != 0 {
+		return nil, 0, errno
+	}
 	if b := n.unnamedBlob(); b != nil {
 		return n.openUnnamed(b, flags)
 	}
@@ -119,6 +122,9 @@ var _ = (gofs.NodeCreater)((*Node)(nil))
 
 // Create creates and opens a regular file, as the caller (see asCaller).
 func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	if errno := n.injectNode(ctx, "create", name); errno != 0 {
+		return nil, nil, 0, errno
+	}
 	rel := filepath.Join(n.rel(), name)
 	flags &^= fuse.FMODE_EXEC
 	var b *backing.Blob
@@ -146,6 +152,9 @@ var _ = (gofs.NodeTmpfiler)((*Node)(nil))
 // Tmpfile creates an unnamed regular file in the directory (O_TMPFILE),
 // as the caller. Link gives it a name, unless it was made O_EXCL.
 func (n *Node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	if errno := n.injectNode(ctx, "tmpfile", ""); errno != 0 {
+		return nil, nil, 0, errno
+	}
 	rel := n.rel()
 	flags &^= fuse.FMODE_EXEC
 	var b *backing.Blob
@@ -204,6 +213,9 @@ func (n *Node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 	if h, ok := f.(*handle); ok {
 		return h.Getattr(ctx, out)
 	}
+	if errno := n.injectNode(ctx, "getattr", ""); errno != 0 {
+		return errno
+	}
 	var st syscall.Stat_t
 	errno := n.withParent("getattr", func(dirfd int, name string) error {
 		var x unix.Statx_t
@@ -237,6 +249,15 @@ var _ = (gofs.NodeSetattrer)((*Node)(nil))
 // agree; with a Blob at hand every attribute is set through its
 // descriptor; without one, setattrAt sets them by name in the parent.
 func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if n.m.inj.Active() {
+		op := "setattr"
+		if _, ok := in.GetSize(); ok {
+			op = "truncate"
+		}
+		if errno := n.injectNode(ctx, op, ""); errno != 0 {
+			return errno
+		}
+	}
 	rel := n.rel()
 	var b *backing.Blob
 	release := false
@@ -328,6 +349,11 @@ func (n *Node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn ui
 	hout, ok2 := fhOut.(*handle)
 	if !ok1 || !ok2 || flags != 0 {
 		return 0, syscall.EINVAL
+	}
+	if n.m.inj.Active() {
+		if _, errno := n.m.inject(ctx, "copy_file_range", hin.blob.Name(), 0); errno != 0 {
+			return 0, errno
+		}
 	}
 	length = min(length, 1<<30)
 	buf := make([]byte, min(length, copyChunk))

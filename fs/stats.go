@@ -76,6 +76,7 @@ func (m *mountState) snapshot() (*wire.Snapshot, error) {
 		PowerCut:     bs.PowerCut,
 		MsyncLatency: summarize(bs.SyncLatency),
 		Ops:          make(map[string]wire.OpStats),
+		Inject:       m.inj.List(),
 		Figures:      bs.Figures,
 	}
 	f := &s.Figures

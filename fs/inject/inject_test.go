@@ -157,8 +157,8 @@ func TestMatching(t *testing.T) {
 		{"op=fsync,errno=EIO", "write", "a", 0, 3, "[]"},
 		{"op=fsync,errno=EIO,nth=2", "fsync", "a", 0, 4, "[2]"},
 		{"op=fsync,errno=EIO,times=2", "fsync", "a", 0, 4, "[1 2]"},
-		{"op=write,errno=EIO,after=10", "write", "a", 4, 5, "[4 5]"},   // 12 bytes have passed before the 4th
-		{"op=write,errno=EIO,after=8", "write", "a", 4, 4, "[3 4]"},    // exactly 8 before the 3rd
+		{"op=write,errno=EIO,after=10", "write", "a", 4, 5, "[4 5]"}, // 12 bytes have passed before the 4th
+		{"op=write,errno=EIO,after=8", "write", "a", 4, 4, "[3 4]"},  // exactly 8 before the 3rd
 		{"op=write,errno=EIO,after=8,times=1", "write", "a", 4, 4, "[3]"},
 		{"op=write,path=db/*-wal,errno=EIO", "write", "db/x-wal", 1, 1, "[1]"},
 		{"op=write,path=db/*-wal,errno=EIO", "write", "db/sub/x-wal", 1, 1, "[]"},

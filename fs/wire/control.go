@@ -17,6 +17,14 @@ const (
 	ControlPowerCut = "powercut"
 	// ControlPowerCutDryRun says what a power cut now would lose.
 	ControlPowerCutDryRun = "powercut --dry-run"
+	// ControlInjectAdd, then one or more fault-injection rules separated
+	// by spaces, adds the rules (all, or none if one is bad).
+	ControlInjectAdd = "inject add"
+	// ControlInjectList lists the rules with their counters.
+	ControlInjectList = "inject list"
+	// ControlInjectClear, alone, removes every rule; with an id after it,
+	// that rule.
+	ControlInjectClear = "inject clear"
 )
 
 // ControlReply is the answer to a control request.
@@ -33,6 +41,12 @@ type ControlReply struct {
 	// simulation: what a real power cut could lose; their synced content
 	// is not kept, so the cut itself cannot be simulated).
 	AtRisk []RiskFile `json:"at_risk,omitempty"`
+	// Inject lists the fault-injection rules after an inject request.
+	Inject []InjectRule `json:"inject,omitempty"`
+	// InjectAdded are the ids of the rules an inject add added.
+	InjectAdded []int `json:"inject_added,omitempty"`
+	// InjectCleared counts the rules an inject clear removed.
+	InjectCleared int `json:"inject_cleared,omitempty"`
 }
 
 // RiskRange is a byte range of a file written and not yet synced.
