@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/mmapfs/mmapfs/backing"
 	"github.com/mmapfs/mmapfs/fs"
+	"github.com/mmapfs/mmapfs/fs/inject"
 )
 
 // mountConfig is what the flags (and -o options) of a mount set, before
@@ -59,6 +61,7 @@ func addMountFlags(f *pflag.FlagSet, c *mountConfig) {
 	f.IntVar(&opts.BDI.MaxRatio, "bdi-max-ratio", -1, "percent of the kernel's dirty page budget the mount may use, 0 to 100 (its bdi max_ratio; the kernel gives FUSE 1); -1: leave it")
 	f.IntVar(&opts.BDI.StrictLimit, "bdi-strict-limit", -1, "1: hold the mount to its bdi share strictly (the kernel's FUSE default), 0: let it use the global budget; -1: leave it")
 	f.IntVar(&opts.BDI.ReadaheadKB, "readahead-kb", -1, "the mount's bdi readahead in KiB, 0 or more; -1: leave it")
+	f.StringArrayVar(&opts.Inject, "inject", nil, "fault-injection RULE, repeatable: op=OP[,path=GLOB][,nth=N|after=BYTES|prob=P[,seed=S]][,times=K],ACTION with ACTION errno=NAME, delay=D[-D2], torn=K[:ERRNO] (write), short=K (read), or errno=NAME,fsyncgate (op=msync, needs --powercut-sim); as -o inject=RULE, the rule's commas need no escaping (see 'mmapfs inject --help')")
 	f.BoolVar(&opts.Debug, "debug", false, "log every FUSE request and reply")
 	f.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics at ADDR (host:port or port; loopback unless a host is named)")
 	f.BoolVar(&opts.SharedStore, "unsafe-shared-store", false, "serve the store even if another mmapfs daemon serves it, and let others serve it too (unsafe: each daemon's unsynced-bytes figures, fsync accounting and power-cut simulation miss the other's writes, and each mount's kernel caches go stale behind the other's); a daemon without the flag is still refused while this one runs")
@@ -112,7 +115,7 @@ refused (see --unsafe-shared-store).`,
 // only once the store is mounted.
 func (c *mountConfig) options(f *pflag.FlagSet) (fs.Options, error) {
 	for _, arg := range c.o {
-		for _, o := range splitOptions(arg) {
+		for _, o := range joinInjectRules(splitOptions(arg)) {
 			if err := c.applyOption(f, o); err != nil {
 				return fs.Options{}, err
 			}
@@ -155,6 +158,9 @@ func (c *mountConfig) options(f *pflag.FlagSet) (fs.Options, error) {
 			return fs.Options{}, fmt.Errorf("%s %v: must not be negative; accepted: 0 (no caching) or a duration such as 1s", d.flag, d.v)
 		}
 	}
+	if err := checkInjectRules(opts.Inject, opts.Store.PowerCutSim); err != nil {
+		return fs.Options{}, err
+	}
 	if c.metrics != "" {
 		if _, err := loopbackAddr(c.metrics); err != nil {
 			return fs.Options{}, err
@@ -188,6 +194,48 @@ func splitOptions(s string) []string {
 		}
 	}
 	return append(out, b.String())
+}
+
+// joinInjectRules puts the parts of an -o inject=RULE option back
+// together: the options after inject=... whose names are keys of the rule
+// language (op, errno, times, fsyncgate, ...; no mount option has one) are
+// the rule's, split off at its commas.
+func joinInjectRules(opts []string) []string {
+	var out []string
+	for i := 0; i < len(opts); i++ {
+		o := opts[i]
+		if strings.HasPrefix(o, "inject=") {
+			for i+1 < len(opts) {
+				name, _, _ := strings.Cut(opts[i+1], "=")
+				if !slices.Contains(inject.Keys, name) {
+					break
+				}
+				i++
+				o += "," + opts[i]
+			}
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
+// checkInjectRules refuses a bad --inject rule before anything is
+// mounted, naming the rule, the part that is wrong and the valid forms.
+func checkInjectRules(rules []string, sim bool) error {
+	for _, text := range rules {
+		r, err := inject.Parse(text)
+		var re *inject.RuleError
+		if errors.As(err, &re) {
+			return fmt.Errorf("--inject %q: %s (valid: %s)", text, re.Detail(), inject.Forms)
+		}
+		if err != nil {
+			return fmt.Errorf("--inject %q: %w", text, err)
+		}
+		if r.Fsyncgate && !sim {
+			return fmt.Errorf("--inject %q: fsyncgate: %v", text, inject.ErrNeedsSim)
+		}
+	}
+	return nil
 }
 
 // ignoredOptions are the fstab options that are not for the filesystem:

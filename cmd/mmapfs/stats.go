@@ -237,7 +237,13 @@ func printStats(w io.Writer, s *wire.Snapshot) error {
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\n", op, o.Count, o.Errors, durStr(o.MeanUs), boundStr(o.P50Us), boundStr(o.P90Us), boundStr(o.P99Us))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(s.Inject) > 0 {
+		fmt.Fprintf(w, "\nfault injection\n")
+	}
+	return printInjectRules(w, s.Inject, false)
 }
 
 // figureRows returns the table's rows of wire's figures, in the order in
