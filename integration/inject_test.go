@@ -1,0 +1,560 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/fs/inject"
+	"github.com/mmapfs/mmapfs/fs/wire"
+)
+
+// Fault injection (--inject, mmapfs inject): each rule kind on a real
+// mount, the client's view of it, the store's file after it, and the
+// daemon's log line naming the rule.
+
+// injectLogged waits for the daemon's log line of a hit of rule (given
+// as --inject had it) on op of the file rel with what it did.
+func injectLogged(t *testing.T, m *mount, rule, op, rel, what string) {
+	t.Helper()
+	want := fmt.Sprintf("%q: %s %q: %s", rule, op, rel, what)
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(m.out.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon did not log %s; its log:\n%s", want, m.out.String())
+		}
+		time.Sleep(pollInterval)
+	}
+}
+
+// storeWrite makes the file rel of the store with data (before the mount
+// sees it).
+func storeWrite(t *testing.T, store, rel string, data []byte) {
+	t.Helper()
+	p := filepath.Join(store, rel)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// injectCLI runs mmapfs inject with args and returns its result.
+func injectCLI(t *testing.T, args ...string) runResult {
+	t.Helper()
+	return runBinary(t, cliTimeout, nil, append([]string{"inject"}, args...)...)
+}
+
+// TestInjectErrno: a rule with errno= fails the op it names, on the file
+// it names only, with that errno, and the store's file is unchanged.
+func TestInjectErrno(t *testing.T) {
+	t.Parallel()
+	type errCase struct {
+		op, rel string
+		errno   syscall.Errno
+		call    func(mnt string) error
+	}
+	cases := []errCase{
+		{"write", "e/write", syscall.ENOSPC, func(mnt string) error {
+			f, err := os.OpenFile(filepath.Join(mnt, "e/write"), os.O_WRONLY, 0)
+			if err != nil {
+				return fmt.Errorf("open: %w", err)
+			}
+			defer f.Close()
+			_, err = f.WriteAt([]byte("new"), 0)
+			return err
+		}},
+		{"fsync", "e/fsync", syscall.EIO, func(mnt string) error {
+			f, err := os.OpenFile(filepath.Join(mnt, "e/fsync"), os.O_WRONLY, 0)
+			if err != nil {
+				return fmt.Errorf("open: %w", err)
+			}
+			defer f.Close()
+			return f.Sync()
+		}},
+		{"read", "e/read", syscall.EIO, func(mnt string) error {
+			_, err := os.ReadFile(filepath.Join(mnt, "e/read"))
+			return err
+		}},
+		{"open", "e/open", syscall.EACCES, func(mnt string) error {
+			f, err := os.Open(filepath.Join(mnt, "e/open"))
+			if err == nil {
+				f.Close()
+			}
+			return err
+		}},
+		{"create", "e/create", syscall.EDQUOT, func(mnt string) error {
+			f, err := os.OpenFile(filepath.Join(mnt, "e/create"), os.O_CREATE|os.O_WRONLY, 0o644)
+			if err == nil {
+				f.Close()
+			}
+			return err
+		}},
+		{"unlink", "e/unlink", syscall.EBUSY, func(mnt string) error { return os.Remove(filepath.Join(mnt, "e/unlink")) }},
+		{"rename", "e/rename", syscall.EROFS, func(mnt string) error {
+			return os.Rename(filepath.Join(mnt, "e/rename"), filepath.Join(mnt, "e/renamed"))
+		}},
+		{"mkdir", "e/mkdir", syscall.ENOSPC, func(mnt string) error { return os.Mkdir(filepath.Join(mnt, "e/mkdir"), 0o755) }},
+		{"setxattr", "e/xattr", syscall.E2BIG, func(mnt string) error {
+			return unix.Setxattr(filepath.Join(mnt, "e/xattr"), "user.k", []byte("v"), 0)
+		}},
+		{"truncate", "e/trunc", syscall.EFBIG, func(mnt string) error { return os.Truncate(filepath.Join(mnt, "e/trunc"), 1) }},
+		{"fallocate", "e/falloc", syscall.ENOSPC, func(mnt string) error {
+			f, err := os.OpenFile(filepath.Join(mnt, "e/falloc"), os.O_WRONLY, 0)
+			if err != nil {
+				return fmt.Errorf("open: %w", err)
+			}
+			defer f.Close()
+			return unix.Fallocate(int(f.Fd()), 0, 0, 1<<20)
+		}},
+	}
+	store := t.TempDir()
+	var flags []string
+	rules := map[string]string{}
+	for _, c := range cases {
+		if c.op != "create" && c.op != "mkdir" {
+			storeWrite(t, store, c.rel, []byte("old content"))
+		}
+		rule := fmt.Sprintf("op=%s,path=%s,errno=%s", c.op, c.rel, unix.ErrnoName(c.errno))
+		rules[c.op] = rule
+		flags = append(flags, "--inject", rule)
+	}
+	// The same ops on other files are served.
+	storeWrite(t, store, "e/other", []byte("old content"))
+	m := startMountAt(t, store, t.TempDir(), flags...)
+	for _, c := range cases {
+		t.Run(c.op, func(t *testing.T) {
+			err := c.call(m.mnt)
+			if !errors.Is(err, c.errno) {
+				t.Fatalf("%s of %s: %v, want %v", c.op, c.rel, err, c.errno)
+			}
+			injectLogged(t, m, rules[c.op], c.op, c.rel, unix.ErrnoName(c.errno))
+			if c.op == "create" || c.op == "mkdir" {
+				if _, err := os.Lstat(filepath.Join(store, c.rel)); !errors.Is(err, os.ErrNotExist) {
+					t.Fatalf("%s failed, yet the store has %s: %v", c.op, c.rel, err)
+				}
+				return
+			}
+			got, err := os.ReadFile(filepath.Join(store, c.rel))
+			if err != nil || string(got) != "old content" {
+				t.Fatalf("the store's %s after a failed %s: %q, %v; want it unchanged", c.rel, c.op, got, err)
+			}
+		})
+	}
+	t.Run("other files", func(t *testing.T) {
+		p := filepath.Join(m.mnt, "e/other")
+		f, err := os.OpenFile(p, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt([]byte("NEW"), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Fallocate(int(f.Fd()), 0, 0, 4096); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Mkdir(filepath.Join(m.mnt, "e/otherdir"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestInjectDelay: delay=200ms holds an fsync for at least 200ms; other
+// files' fsyncs are not held.
+func TestInjectDelay(t *testing.T) {
+	t.Parallel()
+	const rule = "op=fsync,path=slow,delay=200ms"
+	m := startMount(t, "--inject", rule)
+	timeFsync := func(name string) time.Duration {
+		f, err := os.Create(filepath.Join(m.mnt, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if err := f.Sync(); err != nil {
+			t.Fatalf("fsync %s: %v", name, err)
+		}
+		return time.Since(start)
+	}
+	if d := timeFsync("slow"); d < 200*time.Millisecond {
+		t.Fatalf("fsync under %s took %v", rule, d)
+	}
+	injectLogged(t, m, rule, "fsync", "slow", "delayed 200ms")
+	if d := timeFsync("fast"); d >= 200*time.Millisecond {
+		t.Fatalf("fsync of another file took %v", d)
+	}
+}
+
+// TestInjectTornWrite: torn=K lets only the first K bytes of the write
+// reach the file; the client sees a short count, or with torn=K:ERRNO the
+// errno.
+func TestInjectTornWrite(t *testing.T) {
+	t.Parallel()
+	const short, failed = "op=write,path=torn,torn=512", "op=write,path=tornerr,torn=100:EIO"
+	m := startMount(t, "--inject", short, "--inject", failed)
+	data := bytes.Repeat([]byte("abcdefgh"), 512) // 4 KiB
+	for _, c := range []struct {
+		name, rule string
+		keep       int
+		errno      syscall.Errno
+	}{{"torn", short, 512, 0}, {"tornerr", failed, 100, syscall.EIO}} {
+		f, err := os.Create(filepath.Join(m.mnt, c.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := unix.Pwrite(int(f.Fd()), data, 0)
+		f.Close()
+		if c.errno != 0 {
+			if !errors.Is(err, c.errno) {
+				t.Fatalf("%s: pwrite = %d, %v; want %v", c.rule, n, err, c.errno)
+			}
+			injectLogged(t, m, c.rule, "write", c.name, "torn after 100 bytes, then EIO")
+		} else {
+			if err != nil || n != c.keep {
+				t.Fatalf("%s: pwrite = %d, %v; want the short count %d", c.rule, n, err, c.keep)
+			}
+			injectLogged(t, m, c.rule, "write", c.name, "torn after 512 bytes")
+		}
+		got, err := os.ReadFile(filepath.Join(m.store, c.name))
+		if err != nil || !bytes.Equal(got, data[:c.keep]) {
+			t.Fatalf("%s: the store's file holds %d bytes (%v), want exactly the first %d of the write", c.rule, len(got), err, c.keep)
+		}
+	}
+}
+
+// TestInjectShortRead: short=K returns at most K bytes of a read.
+func TestInjectShortRead(t *testing.T) {
+	t.Parallel()
+	const rule = "op=read,path=s,short=100"
+	store := t.TempDir()
+	data := bytes.Repeat([]byte("0123456789"), 1000)
+	storeWrite(t, store, "s", data)
+	m := startMountAt(t, store, t.TempDir(), "--inject", rule)
+	f, err := os.Open(filepath.Join(m.mnt, "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	n, err := f.Read(buf)
+	if err != nil || n != 100 || !bytes.Equal(buf[:n], data[:100]) {
+		t.Fatalf("read under %s: %d bytes (%q...), %v; want the first 100", rule, n, buf[:min(n, 20)], err)
+	}
+	injectLogged(t, m, rule, "read", "s", "short read of at most 100 bytes")
+}
+
+// TestInjectMsyncErrno: op=msync fails the sync the daemon makes for an
+// fsync: the client's fsync gets the errno, the pages stay owed, and once
+// the rule is spent the next fsync syncs them.
+func TestInjectMsyncErrno(t *testing.T) {
+	t.Parallel()
+	const rule = "op=msync,path=m,errno=EIO,times=1"
+	m := startMount(t, "--inject", rule)
+	f, err := os.Create(filepath.Join(m.mnt, "m"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write([]byte("written")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("fsync under %s: %v, want EIO", rule, err)
+	}
+	injectLogged(t, m, rule, "msync", "m", "EIO")
+	if s := bdiSnapshot(t, m); s.Figures.Get(wire.UnsyncedBytes) == 0 {
+		t.Fatalf("after the failed msync nothing is unsynced; the pages must stay owed")
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatalf("the second fsync: %v", err)
+	}
+	if s := bdiSnapshot(t, m); s.Figures.Get(wire.UnsyncedBytes) != 0 {
+		t.Fatalf("after the second fsync %d bytes are unsynced", s.Figures.Get(wire.UnsyncedBytes))
+	}
+}
+
+// TestInjectFsyncgate: the PostgreSQL surprise. Under
+// op=msync,errno=EIO,fsyncgate a failed fsync reports EIO once; the pages
+// it could not write are lost (put back to their last synced content) and
+// no longer dirty, so the next fsync succeeds, and the file holds what was
+// last synced, not what was written and acknowledged by write(2).
+func TestInjectFsyncgate(t *testing.T) {
+	t.Parallel()
+	m := startMount(t, "--powercut-sim")
+	synced := bytes.Repeat([]byte("A"), 8192)
+	lost := bytes.Repeat([]byte("B"), 4096)
+	f, err := os.Create(filepath.Join(m.mnt, "g"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(synced); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	const rule = "op=msync,path=g,errno=EIO,fsyncgate,times=1"
+	if r := injectCLI(t, m.mnt, rule); r.exitCode != 0 {
+		t.Fatalf("mmapfs inject: exit %d\n%s", r.exitCode, r.stderr)
+	}
+	// The second page rewritten, and the file extended by a page.
+	if _, err := f.WriteAt(lost, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(lost, 8192); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("fsync under %s: %v, want EIO", rule, err)
+	}
+	injectLogged(t, m, rule, "msync", "g", "EIO, and the pages are lost (fsyncgate)")
+	if err := f.Sync(); err != nil {
+		t.Fatalf("the fsync after the failed one: %v, want success (the error is reported once)", err)
+	}
+	// The rewritten page has its synced content back; the page past the
+	// synced size reads as the disk has it, zeros (the size stays).
+	want := append(append([]byte{}, synced...), make([]byte, 4096)...)
+	got, err := os.ReadFile(filepath.Join(m.store, "g"))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("the store's file after fsyncgate: %d bytes (%v), first of page 2 %q, of page 3 %q; want the synced 8 KiB then a page of zeros",
+			len(got), err, got[4096:4097], got[8192:8193])
+	}
+	// Through the mount, opened again (which drops the kernel's cache
+	// of the file): the same.
+	got, err = os.ReadFile(filepath.Join(m.mnt, "g"))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("the file read through the mount after fsyncgate: %d bytes, %v; want the synced content", len(got), err)
+	}
+	// And it stays so: a power cut now loses nothing more.
+	if s := bdiSnapshot(t, m); s.PowerCut == nil || s.PowerCut.SavedBytes != 0 {
+		t.Fatalf("power-cut journal after fsyncgate and a good fsync: %+v, want nothing saved", s.PowerCut)
+	}
+}
+
+// TestInjectFsyncgateNeedsSim: fsyncgate without --powercut-sim is
+// refused at mount and through mmapfs inject, naming the flag.
+func TestInjectFsyncgateNeedsSim(t *testing.T) {
+	t.Parallel()
+	const rule = "op=msync,errno=EIO,fsyncgate"
+	mnt := t.TempDir()
+	r := runBinary(t, cliTimeout, []string{mnt}, "mount", "--inject", rule, t.TempDir(), mnt)
+	if r.exitCode != 1 || !strings.Contains(r.stderr, fmt.Sprintf("--inject %q: fsyncgate:", rule)) || !strings.Contains(r.stderr, "--powercut-sim") {
+		t.Fatalf("mount --inject %s without --powercut-sim: exit %d\n%s", rule, r.exitCode, r.stderr)
+	}
+	m := startMount(t)
+	r = injectCLI(t, m.mnt, rule)
+	if r.exitCode != 1 || !strings.Contains(r.stderr, "--powercut-sim") {
+		t.Fatalf("mmapfs inject %s on a mount without the simulation: exit %d\n%s", rule, r.exitCode, r.stderr)
+	}
+}
+
+// TestInjectFault: op=fault makes the copy out of the mapping fail as the
+// store's device would: the client's read gets EIO; the daemon keeps
+// serving the file's neighbours, and the file itself once the rule is
+// cleared.
+func TestInjectFault(t *testing.T) {
+	t.Parallel()
+	const rule = "op=fault,path=big,errno=EIO"
+	store := t.TempDir()
+	storeWrite(t, store, "big", bytes.Repeat([]byte("b"), 1<<20))
+	storeWrite(t, store, "small", []byte("small"))
+	m := startMountAt(t, store, t.TempDir(), "--inject", rule)
+	if _, err := os.ReadFile(filepath.Join(m.mnt, "big")); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("read of big under %s: %v, want EIO", rule, err)
+	}
+	injectLogged(t, m, rule, "fault", "big", "EIO")
+	if got, err := os.ReadFile(filepath.Join(m.mnt, "small")); err != nil || string(got) != "small" {
+		t.Fatalf("read of another file: %q, %v", got, err)
+	}
+	if r := injectCLI(t, m.mnt, "--clear"); r.exitCode != 0 {
+		t.Fatalf("mmapfs inject --clear: exit %d\n%s", r.exitCode, r.stderr)
+	}
+	if got, err := os.ReadFile(filepath.Join(m.mnt, "big")); err != nil || len(got) != 1<<20 {
+		t.Fatalf("read of big after clearing the rule: %d bytes, %v", len(got), err)
+	}
+}
+
+// TestInjectWhen: nth=, times=, after= and prob= with seed= pick the
+// calls on a real mount as they do in the rules' own tests: which of ten
+// 4 KiB writes fail.
+func TestInjectWhen(t *testing.T) {
+	t.Parallel()
+	rules := map[string]string{
+		"nth":   "op=write,path=nth,nth=3,errno=EIO",
+		"times": "op=write,path=times,times=2,errno=EIO",
+		"after": "op=write,path=after,after=16KiB,errno=EIO",
+		"prob":  "op=write,path=prob,prob=0.5,seed=7,errno=EIO",
+	}
+	want := map[string]string{"nth": "[3]", "times": "[1 2]", "after": "[5 6 7 8 9 10]"}
+	// prob: the calls the same rule picks in the rule language itself.
+	r, err := inject.Parse(rules["prob"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := inject.NewSet(0, false)
+	if _, err := set.Add(r); err != nil {
+		t.Fatal(err)
+	}
+	var picked []int
+	for i := 1; i <= 10; i++ {
+		if set.Decide("write", "prob", 4096).Errno != 0 {
+			picked = append(picked, i)
+		}
+	}
+	want["prob"] = fmt.Sprint(picked)
+	var flags []string
+	for _, rule := range rules {
+		flags = append(flags, "--inject", rule)
+	}
+	m := startMount(t, flags...)
+	for name := range rules {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			f, err := os.Create(filepath.Join(m.mnt, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			var failed []int
+			for i := 1; i <= 10; i++ {
+				_, err := f.WriteAt(make([]byte, 4096), int64(i-1)*4096)
+				switch {
+				case errors.Is(err, syscall.EIO):
+					failed = append(failed, i)
+				case err != nil:
+					t.Fatalf("write %d: %v", i, err)
+				}
+			}
+			if got := fmt.Sprint(failed); got != want[name] {
+				t.Fatalf("%s: writes %s failed, want %s", rules[name], got, want[name])
+			}
+		})
+	}
+}
+
+// TestInjectCLI: rules added, listed and cleared while mounted through
+// mmapfs inject, their hits in mmapfs stats (--json and the table), bad
+// rules refused with the rule, the part that is wrong and the forms.
+func TestInjectCLI(t *testing.T) {
+	t.Parallel()
+	m := startMount(t)
+	r := injectCLI(t, m.mnt, "op=unlink,path=keep,errno=EPERM", "op=fsync,path=nothing,delay=1ms")
+	if r.exitCode != 0 || !strings.Contains(r.stdout, "added #1, #2 on "+m.mnt) || !strings.Contains(r.stdout, "op=unlink,path=keep,errno=EPERM") {
+		t.Fatalf("inject add: exit %d\n%s%s", r.exitCode, r.stdout, r.stderr)
+	}
+	if err := os.WriteFile(filepath.Join(m.mnt, "keep"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := os.Remove(filepath.Join(m.mnt, "keep")); !errors.Is(err, syscall.EPERM) {
+			t.Fatalf("unlink under the rule: %v, want EPERM", err)
+		}
+	}
+	r = injectCLI(t, m.mnt, "--list")
+	if r.exitCode != 0 || !strings.Contains(r.stdout, "#1  op=unlink,path=keep,errno=EPERM  2      2     ") {
+		t.Fatalf("inject --list: exit %d\n%s%s", r.exitCode, r.stdout, r.stderr)
+	}
+	s := bdiSnapshot(t, m)
+	if len(s.Inject) != 2 || s.Inject[0].Hits != 2 || s.Inject[0].LastPath != "keep" || s.Inject[0].LastHit == nil || s.Inject[1].Hits != 0 {
+		t.Fatalf("stats --json inject: %+v", s.Inject)
+	}
+	r = runBinary(t, cliTimeout, nil, "stats", m.mnt)
+	if r.exitCode != 0 || !strings.Contains(r.stdout, "fault injection") || !strings.Contains(r.stdout, "op=fsync,path=nothing,delay=1ms") {
+		t.Fatalf("stats: exit %d\n%s%s", r.exitCode, r.stdout, r.stderr)
+	}
+	r = injectCLI(t, "--json", m.mnt, "--list")
+	var reply wire.ControlReply
+	if err := json.Unmarshal([]byte(r.stdout), &reply); r.exitCode != 0 || err != nil || len(reply.Inject) != 2 {
+		t.Fatalf("inject --list --json: exit %d, %v\n%s%s", r.exitCode, err, r.stdout, r.stderr)
+	}
+	// Bad rules: refused by the command before asking the daemon, and by
+	// the daemon (through the control file) if asked.
+	for _, c := range []struct{ rule, want string }{
+		{"op=wrte,errno=EIO", `rule "op=wrte,errno=EIO": op "wrte": want one of read, write,`},
+		{"op=read,torn=5", `rule "op=read,torn=5": torn=5: torn= is for op=write only`},
+		{"op=fsync,errno=EIO,delay=1s", "two actions: errno and delay"},
+	} {
+		r := injectCLI(t, m.mnt, "op=read,errno=EIO", c.rule)
+		if r.exitCode != 1 || !strings.Contains(r.stderr, c.want) || !strings.Contains(r.stderr, "valid: op=OP (required)") {
+			t.Errorf("inject %s: exit %d\n%s", c.rule, r.exitCode, r.stderr)
+		}
+	}
+	ctl := filepath.Join(m.mnt, ".mmapfs-control")
+	if err := os.WriteFile(ctl, []byte("inject add op=bogus,errno=EIO"), 0o600); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("inject add of a bad rule through the control file: %v, want EINVAL", err)
+	}
+	if s := bdiSnapshot(t, m); len(s.Inject) != 2 {
+		t.Fatalf("refused rules changed the rules: %+v", s.Inject)
+	}
+	r = injectCLI(t, m.mnt, "--clear", "7")
+	if r.exitCode != 1 || !strings.Contains(r.stderr, "no rule 7: the mount's rules are 1, 2") {
+		t.Fatalf("inject --clear 7: exit %d\n%s", r.exitCode, r.stderr)
+	}
+	r = injectCLI(t, m.mnt, "--clear", "1")
+	if r.exitCode != 0 || !strings.Contains(r.stdout, "cleared 1 rule") || strings.Contains(r.stdout, "op=unlink") {
+		t.Fatalf("inject --clear 1: exit %d\n%s%s", r.exitCode, r.stdout, r.stderr)
+	}
+	if err := os.Remove(filepath.Join(m.mnt, "keep")); err != nil {
+		t.Fatalf("unlink after the rule was cleared: %v", err)
+	}
+	r = injectCLI(t, m.mnt, "--clear")
+	if r.exitCode != 0 || !strings.Contains(r.stdout, "cleared 1 rule") || !strings.Contains(r.stdout, "no fault-injection rules") {
+		t.Fatalf("inject --clear: exit %d\n%s%s", r.exitCode, r.stdout, r.stderr)
+	}
+	if s := bdiSnapshot(t, m); len(s.Inject) != 0 {
+		t.Fatalf("rules left after --clear: %+v", s.Inject)
+	}
+}
+
+// TestInjectBadRulesAtMount: a bad --inject (or -o inject=) refuses the
+// mount before anything is mounted: exit 1, the rule, the part that is
+// wrong and the valid forms. -o inject= takes the rule's commas as they
+// are.
+func TestInjectBadRulesAtMount(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--inject", "op=wrte,errno=EIO"}, `--inject "op=wrte,errno=EIO": op "wrte": want one of read, write, fsync`},
+		{[]string{"--inject", "op=fsync,errno=EIO,delay=1s"}, `--inject "op=fsync,errno=EIO,delay=1s": two actions: errno and delay`},
+		{[]string{"--inject", "op=read,torn=512"}, `--inject "op=read,torn=512": torn=512: torn= is for op=write only`},
+		{[]string{"-o", "inject=op=write,torn=5,short=3"}, `--inject "op=write,torn=5,short=3": two actions: torn and short`},
+	} {
+		mnt := t.TempDir()
+		r := runBinary(t, cliTimeout, []string{mnt}, append(append([]string{"mount"}, c.args...), t.TempDir(), mnt)...)
+		if r.exitCode != 1 || !strings.Contains(r.stderr, c.want) || !strings.Contains(r.stderr, "valid: op=OP (required)") {
+			t.Errorf("mount %s: exit %d\n%s", strings.Join(c.args, " "), r.exitCode, r.stderr)
+		}
+	}
+	// A good -o inject= is in force, next to other options.
+	m := startMount(t, "-o", "inject=op=mkdir,errno=ENOSPC,times=1,keep-cache")
+	if err := os.Mkdir(filepath.Join(m.mnt, "d"), 0o755); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("mkdir under -o inject=op=mkdir,errno=ENOSPC,times=1: %v", err)
+	}
+	if err := os.Mkdir(filepath.Join(m.mnt, "d"), 0o755); err != nil {
+		t.Fatalf("the second mkdir (times=1): %v", err)
+	}
+	if s := bdiSnapshot(t, m); !s.Switches.KeepCache || len(s.Inject) != 1 || s.Inject[0].Rule != "op=mkdir,errno=ENOSPC,times=1" {
+		t.Fatalf("-o inject=...,keep-cache: keep_cache %v, rules %+v", s.Switches.KeepCache, s.Inject)
+	}
+}
