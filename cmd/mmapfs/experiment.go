@@ -380,9 +380,14 @@ func runOne(ctx context.Context, spec runSpec) (r *runResult, err error) {
 		}
 	}
 	var children []*mountChild
+	stuck := false // the workload did not stop: its mount cannot be unmounted cleanly
 	defer func() {
 		for _, c := range children {
-			if cerr := c.stop(); cerr != nil {
+			end := c.stop
+			if stuck {
+				end = c.kill
+			}
+			if cerr := end(); cerr != nil {
 				err = errors.Join(err, cerr)
 			}
 		}
@@ -427,7 +432,7 @@ func runOne(ctx context.Context, spec runSpec) (r *runResult, err error) {
 	killed := false
 	defer func() {
 		if !killed {
-			w.Kill()
+			stuck = errors.Is(w.Kill(), errStuck)
 		}
 	}()
 	if err := sample(t0); err != nil {

@@ -151,8 +151,20 @@ func (c *mountChild) wait(limit time.Duration) bool {
 // detaches the mountpoint if it is still mounted (a dead mount). It is a
 // no-op for a child that has exited and left nothing mounted.
 func (c *mountChild) stop() error {
+	return c.end(syscall.SIGINT, syscall.SIGINT, syscall.SIGKILL)
+}
+
+// kill ends the child at once (SIGKILL) and detaches its mountpoint: for
+// a mount a stuck workload holds busy, which no unmount can end.
+func (c *mountChild) kill() error {
+	return c.end(syscall.SIGKILL)
+}
+
+// end sends the child each of sigs in turn until it exits, then detaches
+// the mountpoint if it is still mounted.
+func (c *mountChild) end(sigs ...syscall.Signal) error {
 	var errs []error
-	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGINT, syscall.SIGKILL} {
+	for _, sig := range sigs {
 		select {
 		case <-c.exited:
 		default:

@@ -203,20 +203,31 @@ func (g *goRun) Freeze() {
 
 func (g *goRun) Progress() (int64, int64) { return g.n.Load(), g.acked.Load() }
 
+// errStuck is Kill's error for a workload that did not stop.
+var errStuck = fmt.Errorf("the workload was still in a system call on the mount %v after it was told to stop", killWait)
+
+// killWait bounds how long Kill waits for a loop blocked in a system
+// call on the mount (after a cut it fails at once; on Ctrl-C one stuck in
+// an injected delay is left to the mount's end).
+const killWait = 10 * time.Second
+
 func (g *goRun) Kill() error {
 	g.stop.Store(true)
-	// A loop still blocked in a system call on the mount gets its error
-	// now that the mount is gone.
-	<-g.done
-	var rerr error
+	t := time.NewTimer(killWait)
+	defer t.Stop()
+	select {
+	case <-g.done:
+	case <-t.C:
+		// Its descriptors stay open (it uses them) until the mount
+		// ends and the call fails; the mount's end is forced then.
+		return errStuck
+	}
 	if g.release != nil {
-		rerr = g.release()
+		// Closing descriptors of a dropped mount fails: that is the
+		// cut's doing, not the workload's failure.
+		_ = g.release()
 	}
-	if g.err != nil {
-		return g.err
-	}
-	_ = rerr // closing descriptors of a dropped mount fails: not the workload's failure
-	return nil
+	return g.err
 }
 
 // The logger's records: 512 bytes, the literature's size.
