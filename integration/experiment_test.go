@@ -290,7 +290,7 @@ func TestExperimentWorkloads(t *testing.T) {
 		{"logger-mmap:sync=8", "", []string{"--cut-at", "400ms"}, "records "},
 		{"sqlite-wal", "sqlite3", nil, "rows "},
 		{"sqlite-rollback:synchronous=NORMAL", "sqlite3", nil, "rows "},
-		{"bbolt", "", nil, "keys "},
+		{"bbolt", "", []string{"--switches", "--writeback-cache --keep-cache"}, "keys "},
 		{"fio:" + job, "fio", nil, "fio ok"},
 	} {
 		name := strings.SplitN(c.workload, ":", 2)[0]
@@ -321,8 +321,11 @@ func TestExperimentWorkloads(t *testing.T) {
 			} else if row.int(t, "acknowledged") == 0 {
 				t.Errorf("nothing acknowledged: %v", row)
 			}
-			if len(c.args) > 0 && row["cut_before_end"] != "true" {
+			switch {
+			case len(c.args) > 0 && c.args[0] == "--cut-at" && row["cut_before_end"] != "true":
 				t.Errorf("--cut-at 400ms with --duration 700ms: the cut came at the end: %v", row)
+			case len(c.args) > 0 && c.args[0] == "--switches" && row["switches"] != c.args[1]:
+				t.Errorf("switches %q, want %q", row["switches"], c.args[1])
 			}
 			if strings.HasPrefix(c.workload, "sqlite") && !strings.Contains(row["check"], "integrity ok") {
 				t.Errorf("integrity: %s", row["check"])

@@ -75,7 +75,7 @@ func newExperimentCommand() *cobra.Command {
 func experimentCommand(run func(cmd *cobra.Command, plan *experimentPlan) error) *cobra.Command {
 	var f experimentFlags
 	cmd := &cobra.Command{
-		Use:   "experiment [flags] WORKLOAD | experiment [flags] -- COMMAND [ARGS...]",
+		Use:   "experiment [flags] {WORKLOAD | -- COMMAND [ARGS...]}",
 		Short: "Run a workload under each writeback policy, cut the power, and check what survived",
 		Long: `Run one workload under each writeback policy (--policy, default all six) and
 each switch set (--switches, repeatable; default none), --runs times each.
