@@ -81,6 +81,11 @@ type Blob struct {
 	dirtySince time.Time // when dirty last went from empty to non-empty
 	metaDirty  bool      // size or allocation changed since the last fdatasync
 	wholeSync  bool      // the next Sync must fdatasync the whole file
+	// lostErr is a lost writeback (fault injection's WritebackLost,
+	// inject.go) that no fsync has reported yet: a sync the daemon made
+	// on its own (the periodic pass) lost the pages; the next fsync
+	// reports it, once.
+	lostErr error
 
 	// sim is the power-cut simulation's record of the file (see
 	// journal.go); nil when the simulation is off. The pointer is read

@@ -17,8 +17,9 @@ import (
 
 // WritebackLost is the error an Options.Inject hook returns from "msync"
 // to make the failed sync lose its pages, as Linux does when writeback
-// fails ("fsyncgate"): the error is reported once, to the sync that made
-// it, the pages it was to write get their last synced content back (the
+// fails ("fsyncgate"): the error is reported once (to the fsync that made
+// it; after a sync of the daemon's own, the periodic pass, to the next
+// fsync: lostErr), the pages it was to write get their last synced content back (the
 // power-cut journal's; past the last synced size, zeros, as a file's
 // unwritten blocks read) and are no longer dirty, so the next sync
 // succeeds without them. It needs Options.PowerCutSim; without it the
@@ -123,12 +124,28 @@ func (b *Blob) loseWritebackLocked(pages *pageSet, meta, whole bool, err error) 
 	b.dmu.Lock()
 	b.metaDirty = b.metaDirty || meta
 	b.wholeSync = b.wholeSync || whole
+	b.lostErr = err
 	b.dmu.Unlock()
 	if len(errs) > 0 {
 		// The pages could not all be put back: keep them owed, as
 		// after any failed sync, and say why.
 		b.requeueLocked(pages, meta, whole)
 		return errors.Join(append([]error{err}, errs...)...)
+	}
+	return err
+}
+
+// reported returns the error of a sync a client asked for (fsync, or the
+// close policy's flush): err, or else a lost writeback not reported yet
+// (lostErr). Either way a lost writeback counts as reported: Linux
+// reports a writeback error to the next fsync, once.
+func (b *Blob) reported(err error) error {
+	b.dmu.Lock()
+	lost := b.lostErr
+	b.lostErr = nil
+	b.dmu.Unlock()
+	if err == nil {
+		return lost
 	}
 	return err
 }

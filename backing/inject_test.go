@@ -138,3 +138,30 @@ func TestInjectWritebackLost(t *testing.T) {
 }
 
 func isErrno(err error, e syscall.Errno) bool { return errors.Is(err, e) }
+
+// TestInjectWritebackLostBackground: pages lost by a sync no client asked
+// for (the periodic pass: Sync) are reported by the next fsync, once.
+func TestInjectWritebackLostBackground(t *testing.T) {
+	t.Parallel()
+	h := &hookOf{}
+	s := newStoreWith(t, t.TempDir(), Options{Inject: h.hook, PowerCutSim: true})
+	b := openBlob(t, s, "f")
+	defer release(t, s, b)
+	mustWrite(t, b, pattern(1, 0, 100), 0)
+	if err := b.Fsync(); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, b, pattern(2, 0, 100), 0)
+	h.set("msync", &WritebackLost{Err: syscall.EIO})
+	if err := b.Sync(); !isErrno(err, syscall.EIO) {
+		t.Fatalf("the background sync: %v", err)
+	}
+	h.set("", nil)
+	checkBytes(t, "after the lost writeback", mustRead(t, b, 0, 100, 100), pattern(1, 0, 100))
+	if err := b.Fsync(); !isErrno(err, syscall.EIO) {
+		t.Fatalf("the fsync after a lost background writeback: %v, want EIO", err)
+	}
+	if err := b.Fsync(); err != nil {
+		t.Fatalf("the fsync after that: %v, want success (reported once)", err)
+	}
+}

@@ -32,7 +32,12 @@ func (b *Blob) syncRange(off, end int64, meta bool) error {
 	b.dmu.Unlock()
 	var pages pageSet
 	pages.addRange(first, last)
-	return b.syncTakenLocked(&pages, meta, false)
+	err = b.syncTakenLocked(&pages, meta, false)
+	var lost *WritebackLost
+	if errors.As(err, &lost) {
+		b.reported(err) // the write that made it reports it
+	}
+	return err
 }
 
 // startWriteback schedules writeback of [off, end) and does not wait
@@ -57,7 +62,7 @@ func (b *Blob) startWriteback(off, end int64) error {
 // under the close policy it syncs the blob.
 func (b *Blob) Flush() error {
 	if b.store.opts.Policy.Kind == PolicyClose {
-		return b.Sync() // applies the mtime too
+		return b.reported(b.Sync()) // applies the mtime too
 	}
 	if b.mtime.Load() == 0 {
 		return nil // nothing pending (an evicted blob applied it)
@@ -76,7 +81,7 @@ func (b *Blob) Fsync() error {
 		b.store.stats.add(wire.IgnoredFsyncs, 1)
 		return nil
 	}
-	return b.Sync()
+	return b.reported(b.Sync())
 }
 
 // Sync makes everything written to the blob durable: msync(MS_SYNC) of
