@@ -177,6 +177,11 @@ func (s *Server) Drop() error {
 func (s *Server) Wait() error {
 	s.server.Wait()
 	s.m.trace.close()
+	// No client is left to see what a rule does: the store's last sync
+	// is a real one, so that the store is left as the mount wrote it.
+	if n, _ := s.m.inj.Clear(0); n > 0 {
+		s.m.log.Printf("inject: the mount is gone; %s cleared before the store's last sync", wire.Plural(n, "rule", "rules"))
+	}
 	errs := []error{s.m.dirs.close()}
 	if err := s.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("closing store %s: %w", s.store.Root(), err))

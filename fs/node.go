@@ -111,7 +111,13 @@ func (n *Node) openUnnamed(b *backing.Blob, flags uint32) (gofs.FileHandle, uint
 // descriptor has nothing to flush under any policy (writes through
 // others are theirs to flush). Under CAP_WRITEBACK_CACHE the kernel
 // flushes its dirty pages at close regardless of FOPEN_NOFLUSH.
+//
+// A file opened while a fault-injection rule names flush gets FLUSH at
+// every close, so that the rule can fail the close(2).
 func (m *mountState) openFlagsFor(flags uint32) uint32 {
+	if m.inj.Has("flush") {
+		return m.openFlags
+	}
 	if flags&syscall.O_ACCMODE == syscall.O_RDONLY || m.opts.Store.Policy.Kind != backing.PolicyClose {
 		return m.openFlags | fuse.FOPEN_NOFLUSH
 	}

@@ -242,8 +242,8 @@ func TestFsyncgateNeedsSim(t *testing.T) {
 
 func TestAddClearList(t *testing.T) {
 	s := newSet(t, false, "op=read,errno=EIO", "op=write,errno=EIO", "op=fsync,errno=EIO")
-	if !s.Active() {
-		t.Fatal("not active with rules")
+	if !s.Active() || !s.Has("write") || s.Has("flush") {
+		t.Fatal("not active with rules, or Has wrong")
 	}
 	if n, err := s.Clear(2); n != 1 || err != nil {
 		t.Fatalf("Clear(2) = %d, %v", n, err)

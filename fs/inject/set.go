@@ -113,6 +113,21 @@ func (s *Set) Clear(id int) (int, error) {
 	return 0, fmt.Errorf("no rule %d: the mount's rules are %s", id, strings.Join(ids, ", "))
 }
 
+// Has reports whether a rule names op.
+func (s *Set) Has(op string) bool {
+	if !s.Active() {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.rules {
+		if e.Op == op {
+			return true
+		}
+	}
+	return false
+}
+
 // List returns the rules with their counters, in id order.
 func (s *Set) List() []wire.InjectRule {
 	if s == nil {
