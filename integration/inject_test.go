@@ -558,3 +558,106 @@ func TestInjectBadRulesAtMount(t *testing.T) {
 		t.Fatalf("-o inject=...,keep-cache: keep_cache %v, rules %+v", s.Switches.KeepCache, s.Inject)
 	}
 }
+
+// TestInjectFlush: a rule on flush fails close(2): a file opened while
+// the rule is in force gets FLUSH at its close even under a policy that
+// otherwise opens with FOPEN_NOFLUSH.
+func TestInjectFlush(t *testing.T) {
+	t.Parallel()
+	const rule = "op=flush,path=fl,errno=EIO"
+	m := startMount(t, "--inject", rule)
+	f, err := os.Create(filepath.Join(m.mnt, "fl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("close under %s: %v, want EIO", rule, err)
+	}
+	injectLogged(t, m, rule, "flush", "fl", "EIO")
+}
+
+// TestInjectFsyncgateBackground: pages lost by the daemon's own sync (the
+// periodic policy's pass) are reported by the next fsync, once, as Linux
+// reports a failed background writeback; the file then holds its last
+// synced content.
+func TestInjectFsyncgateBackground(t *testing.T) {
+	t.Parallel()
+	m := startMount(t, "--powercut-sim", "--writeback", "periodic:50ms")
+	synced := bytes.Repeat([]byte("A"), 4096)
+	f, err := os.Create(filepath.Join(m.mnt, "pg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(synced); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	const rule = "op=msync,path=pg,errno=EIO,fsyncgate,times=1"
+	if r := injectCLI(t, m.mnt, rule); r.exitCode != 0 {
+		t.Fatalf("mmapfs inject: exit %d\n%s", r.exitCode, r.stderr)
+	}
+	if _, err := f.WriteAt(bytes.Repeat([]byte("B"), 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the periodic pass to hit the rule", func() bool {
+		s := bdiSnapshot(t, m)
+		return len(s.Inject) == 1 && s.Inject[0].Hits == 1
+	})
+	if err := f.Sync(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("the fsync after a lost background writeback: %v, want EIO", err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatalf("the next fsync: %v, want success", err)
+	}
+	if got, err := os.ReadFile(filepath.Join(m.store, "pg")); err != nil || !bytes.Equal(got, synced) {
+		t.Fatalf("the store's file: %.8q..., %v; want the synced content", got, err)
+	}
+}
+
+// TestInjectFaultAfter: op=fault with after= lets the first bytes of a
+// file be read and fails what comes later, as a bad stretch of the
+// store's device would.
+func TestInjectFaultAfter(t *testing.T) {
+	t.Parallel()
+	const rule = "op=fault,path=big,errno=EIO,after=1MiB"
+	store := t.TempDir()
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1<<17) // 2 MiB
+	storeWrite(t, store, "big", data)
+	m := startMountAt(t, store, t.TempDir(), "--inject", rule)
+	f, err := os.Open(filepath.Join(m.mnt, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	if n, err := f.ReadAt(buf, 0); err != nil || !bytes.Equal(buf[:n], data[:1<<20]) {
+		t.Fatalf("read of the first MiB under %s: %d bytes, %v", rule, n, err)
+	}
+	if _, err := f.ReadAt(buf[:4096], 2<<20-4096); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("read of the last page under %s: %v, want EIO", rule, err)
+	}
+}
+
+// TestInjectUnmount: rules end with the mount: its last sync is a real
+// one, so that a rule failing every msync does not fail the unmount, and
+// the store holds what was written.
+func TestInjectUnmount(t *testing.T) {
+	t.Parallel()
+	m := startMount(t, "--inject", "op=msync,errno=EIO")
+	if err := os.WriteFile(filepath.Join(m.mnt, "u"), []byte("kept"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m.stop(t) // requires exit 0
+	if !strings.Contains(m.out.String(), "inject: the mount is gone; 1 rule cleared before the store's last sync") {
+		t.Fatalf("the daemon did not say it cleared the rules:\n%s", m.out.String())
+	}
+	if got, err := os.ReadFile(filepath.Join(m.store, "u")); err != nil || string(got) != "kept" {
+		t.Fatalf("the store's file: %q, %v", got, err)
+	}
+}
