@@ -73,8 +73,13 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 		if errno != 0 {
 			return 0, errno
 		}
-		if d.Torn >= 0 && int64(len(data)) > d.Torn {
-			data, torn = data[:d.Torn], d
+		if d.Torn >= 0 {
+			// A write no longer than Torn reaches the file whole
+			// (then fails, with torn=K:ERRNO).
+			torn = d
+			if int64(len(data)) > d.Torn {
+				data = data[:d.Torn]
+			}
 		}
 	}
 	n, err := h.writeAt(data, off)

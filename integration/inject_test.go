@@ -238,6 +238,21 @@ func TestInjectTornWrite(t *testing.T) {
 			t.Fatalf("%s: the store's file holds %d bytes (%v), want exactly the first %d of the write", c.rule, len(got), err, c.keep)
 		}
 	}
+	// A write shorter than K reaches the file whole, then gets the errno.
+	f, err := os.Create(filepath.Join(m.mnt, "tornerr2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if r := injectCLI(t, m.mnt, "op=write,path=tornerr2,torn=100:EIO"); r.exitCode != 0 {
+		t.Fatalf("mmapfs inject: exit %d\n%s", r.exitCode, r.stderr)
+	}
+	if n, err := unix.Pwrite(int(f.Fd()), data[:50], 0); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("a 50-byte pwrite under torn=100:EIO: %d, %v; want EIO", n, err)
+	}
+	if got, err := os.ReadFile(filepath.Join(m.store, "tornerr2")); err != nil || !bytes.Equal(got, data[:50]) {
+		t.Fatalf("the store's file holds %d bytes (%v), want the 50 written", len(got), err)
+	}
 }
 
 // TestInjectShortRead: short=K returns at most K bytes of a read.
