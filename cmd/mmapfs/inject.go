@@ -49,16 +49,23 @@ and exactly one action:
   errno=NAME     fail with that errno (EIO, ENOSPC, EDQUOT, EROFS, ...)
   delay=D        wait D (200ms), or a uniform time in D1-D2 (5ms-50ms)
   torn=K         write: only the first K bytes reach the file, the client
-                 sees a short count; torn=K:ERRNO: then that errno
+                 sees a short count; torn=K:ERRNO: then that errno (a
+                 write of K bytes or fewer reaches the file whole, then
+                 gets the errno)
   short=K        read: return at most K bytes
   fsyncgate      with op=msync,errno=NAME, on a mount with --powercut-sim:
                  the failed sync reports the error once and its pages are
                  lost, put back to their last synced content; the next
                  fsync succeeds (Linux's writeback-error behaviour)
 
+Several rules may match a call: each counts it, their delays add up, and
+the lowest-numbered one with another action decides it. A rule on flush
+makes the files opened while it is in force send FLUSH at every close(2).
 Every injected error is logged by the daemon with its rule (the first 10
 hits of each rule, then at 100, 1000, ... hits); 'mmapfs stats' lists the
-rules with their hits.`,
+rules with their hits. The mount's own files (.mmapfs-stats,
+.mmapfs-control) are never affected, and the rules end with the mount: the
+store's last sync at unmount is a real one.`,
 		Example: `  mmapfs inject /mnt op=fsync,errno=EIO,times=1
   mmapfs inject /mnt 'op=write,path=db/*-wal,nth=3,torn=512'
   mmapfs inject /mnt op=msync,errno=EIO,fsyncgate

@@ -28,6 +28,11 @@
 // pages it was to write; the store must keep their synced content
 // (--powercut-sim), which NewSet is told.
 //
+// torn=K lets only the first K bytes of a longer write reach the file and
+// answers with that short count; torn=K:ERRNO answers with the errno
+// instead (a write of K bytes or fewer reaches the file whole, then gets
+// the errno). short=K answers a read with at most K bytes.
+//
 // Several rules may match one call: each counts it; the delays of all that
 // fire add up, and the first (lowest id) that fires with another action
 // decides that action.
