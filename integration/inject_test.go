@@ -118,12 +118,55 @@ func TestInjectErrno(t *testing.T) {
 			return unix.Fallocate(int(f.Fd()), 0, 0, 1<<20)
 		}},
 	}
+	// More ops, on nodes made in the store by prepare (nil: a file).
+	more := []struct {
+		errCase
+		prepare func(store, p string) error
+	}{
+		{errCase{"lookup", "e/lookup", syscall.EACCES, func(mnt string) error {
+			_, err := os.Stat(filepath.Join(mnt, "e/lookup"))
+			return err
+		}}, nil},
+		{errCase{"readdir", "e/dir", syscall.EIO, func(mnt string) error {
+			_, err := os.ReadDir(filepath.Join(mnt, "e/dir"))
+			return err
+		}}, func(store, p string) error { return os.Mkdir(p, 0o755) }},
+		{errCase{"rmdir", "e/rmdir", syscall.ENOTEMPTY, func(mnt string) error { return os.Remove(filepath.Join(mnt, "e/rmdir")) }},
+			func(store, p string) error { return os.Mkdir(p, 0o755) }},
+		{errCase{"symlink", "e/symlink", syscall.ENOSPC, func(mnt string) error {
+			return os.Symlink("target", filepath.Join(mnt, "e/symlink"))
+		}}, func(store, p string) error { return nil }},
+		{errCase{"link", "e/link", syscall.EMLINK, func(mnt string) error {
+			return os.Link(filepath.Join(mnt, "e/other"), filepath.Join(mnt, "e/link"))
+		}}, func(store, p string) error { return nil }},
+		{errCase{"readlink", "e/readlink", syscall.EIO, func(mnt string) error {
+			_, err := os.Readlink(filepath.Join(mnt, "e/readlink"))
+			return err
+		}}, func(store, p string) error { return os.Symlink("target", p) }},
+		{errCase{"getxattr", "e/getxattr", syscall.EIO, func(mnt string) error {
+			_, err := unix.Getxattr(filepath.Join(mnt, "e/getxattr"), "user.k", make([]byte, 64))
+			return err
+		}}, nil},
+		{errCase{"setattr", "e/chmod", syscall.EPERM, func(mnt string) error { return os.Chmod(filepath.Join(mnt, "e/chmod"), 0o600) }}, nil},
+	}
 	store := t.TempDir()
+	for _, c := range more {
+		if c.prepare == nil {
+			storeWrite(t, store, c.rel, []byte("old content"))
+		} else if err := c.prepare(store, filepath.Join(store, c.rel)); err != nil {
+			t.Fatal(err)
+		}
+		cases = append(cases, c.errCase)
+	}
 	var flags []string
 	rules := map[string]string{}
 	for _, c := range cases {
-		if c.op != "create" && c.op != "mkdir" {
-			storeWrite(t, store, c.rel, []byte("old content"))
+		switch c.op {
+		case "create", "mkdir", "symlink", "link", "readdir", "rmdir", "readlink":
+		default:
+			if _, err := os.Lstat(filepath.Join(store, c.rel)); err != nil {
+				storeWrite(t, store, c.rel, []byte("old content"))
+			}
 		}
 		rule := fmt.Sprintf("op=%s,path=%s,errno=%s", c.op, c.rel, unix.ErrnoName(c.errno))
 		rules[c.op] = rule
@@ -139,11 +182,21 @@ func TestInjectErrno(t *testing.T) {
 				t.Fatalf("%s of %s: %v, want %v", c.op, c.rel, err, c.errno)
 			}
 			injectLogged(t, m, rules[c.op], c.op, c.rel, unix.ErrnoName(c.errno))
-			if c.op == "create" || c.op == "mkdir" {
+			switch c.op {
+			case "create", "mkdir", "symlink", "link":
 				if _, err := os.Lstat(filepath.Join(store, c.rel)); !errors.Is(err, os.ErrNotExist) {
 					t.Fatalf("%s failed, yet the store has %s: %v", c.op, c.rel, err)
 				}
 				return
+			case "readdir", "rmdir", "readlink":
+				if _, err := os.Lstat(filepath.Join(store, c.rel)); err != nil {
+					t.Fatalf("after a failed %s: %v", c.op, err)
+				}
+				return
+			case "setattr":
+				if st, err := os.Stat(filepath.Join(store, c.rel)); err != nil || st.Mode().Perm() != 0o644 {
+					t.Fatalf("after a failed chmod the store's file is %v, %v; want 0644", st.Mode(), err)
+				}
 			}
 			got, err := os.ReadFile(filepath.Join(store, c.rel))
 			if err != nil || string(got) != "old content" {
