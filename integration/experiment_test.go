@@ -287,7 +287,7 @@ func TestExperimentWorkloads(t *testing.T) {
 		args           []string
 		check          string // the check column starts so
 	}{
-		{"logger-mmap:sync=8", "", []string{"--cut-at", "400ms"}, "records "},
+		{"logger-mmap:sync=8", "", []string{"--cut-at", "300ms", "--duration", "5s"}, "records "},
 		{"sqlite-wal", "sqlite3", nil, "rows "},
 		{"sqlite-rollback:synchronous=NORMAL", "sqlite3", nil, "rows "},
 		{"bbolt", "", []string{"--switches", "--writeback-cache --keep-cache"}, "keys "},
@@ -323,7 +323,9 @@ func TestExperimentWorkloads(t *testing.T) {
 			}
 			switch {
 			case len(c.args) > 0 && c.args[0] == "--cut-at" && row["cut_before_end"] != "true":
-				t.Errorf("--cut-at 400ms with --duration 700ms: the cut came at the end: %v", row)
+				t.Errorf("--cut-at 300ms with --duration 5s: the cut came at the end: %v", row)
+			case len(c.args) > 0 && c.args[0] == "--cut-at" && (row.int(t, "lost_bytes") > row.int(t, "peak_at_risk_bytes")):
+				t.Errorf("the cut lost more than was at risk: %v", row)
 			case len(c.args) > 0 && c.args[0] == "--switches" && row["switches"] != c.args[1]:
 				t.Errorf("switches %q, want %q", row["switches"], c.args[1])
 			}

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -412,18 +413,6 @@ func runOne(ctx context.Context, spec runSpec) (r *runResult, err error) {
 	children = append(children, first)
 
 	r = &runResult{Policy: spec.policy, Switches: strings.Join(spec.switches, " "), Run: spec.run, Workload: spec.plan.work.Name(), Unit: spec.plan.work.Unit()}
-	statsPath := filepath.Join(mnt, fs.StatsName)
-	var last *wire.Snapshot
-	sample := func(t0 time.Time) error {
-		s, _, err := readStats(statsPath)
-		if err != nil {
-			return err
-		}
-		last = s
-		r.Samples = append(r.Samples, sample{T: time.Since(t0).Seconds(), Unsynced: s.Figures.Get(wire.UnsyncedBytes), Oldest: s.Figures.Float(wire.OldestUnsynced)})
-		return nil
-	}
-
 	t0 := time.Now()
 	w, err := spec.plan.work.Start(mnt, dir, spec.plan.duration)
 	if err != nil {
@@ -435,14 +424,13 @@ func runOne(ctx context.Context, spec runSpec) (r *runResult, err error) {
 			stuck = errors.Is(w.Kill(), errStuck)
 		}
 	}()
-	if err := sample(t0); err != nil {
-		return nil, err
-	}
-	tick := time.NewTicker(sampleEvery)
-	defer tick.Stop()
+	// The samples are taken beside the wait, so that a slow read of the
+	// stats does not delay the cut.
+	smp := startSampler(filepath.Join(mnt, fs.StatsName), t0)
+	defer smp.finish()
 	var cut <-chan time.Time
 	if spec.plan.cutAt > 0 {
-		t := time.NewTimer(spec.plan.cutAt)
+		t := time.NewTimer(spec.plan.cutAt - time.Since(t0))
 		defer t.Stop()
 		cut = t.C
 	}
@@ -453,24 +441,25 @@ wait:
 			return nil, errInterrupted
 		case <-first.exited:
 			return nil, fmt.Errorf("the mount's daemon ended during the workload: %s", first.tail())
+		case <-smp.failed:
+			_, _, err := smp.finish()
+			return nil, err
 		case <-w.Done():
 			break wait
 		case <-cut:
 			r.CutEarly = true
 			break wait
-		case <-tick.C:
-			if err := sample(t0); err != nil {
-				return nil, err
-			}
 		}
 	}
 	// The moment of the cut: the workload makes no more progress (but
 	// closes nothing: a crash closes nothing), the last sample, the cut.
 	w.Freeze()
 	r.Seconds = time.Since(t0).Seconds()
-	if err := sample(t0); err != nil {
+	samples, last, err := smp.finish()
+	if err != nil {
 		return nil, err
 	}
+	r.Samples = samples
 	r.Done, r.Acked = w.Progress()
 	reply, err := cutPower(mnt)
 	if err != nil {
@@ -505,6 +494,75 @@ wait:
 		return nil, errInterrupted
 	}
 	return r, nil
+}
+
+// sampler reads a mount's stats every sampleEvery until finish.
+type sampler struct {
+	path   string
+	t0     time.Time     // the samples' time 0: the workload's start
+	stop   chan struct{} // closed by finish
+	done   chan struct{} // closed when the goroutine has returned
+	failed chan struct{} // closed when a read failed (the goroutine returns)
+
+	mu      sync.Mutex // guards samples, last, err
+	samples []sample
+	last    *wire.Snapshot
+	err     error
+	once    sync.Once // closes stop
+}
+
+// startSampler takes a first sample now and one every sampleEvery after.
+func startSampler(path string, t0 time.Time) *sampler {
+	s := &sampler{path: path, t0: t0, stop: make(chan struct{}), done: make(chan struct{}), failed: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(sampleEvery)
+		defer t.Stop()
+		for {
+			if err := s.take(); err != nil {
+				close(s.failed)
+				return
+			}
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+// take reads the stats once and keeps the sample.
+func (s *sampler) take() error {
+	snap, _, err := readStats(s.path)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.err = err
+		return err
+	}
+	s.last = snap
+	s.samples = append(s.samples, sample{T: time.Since(s.t0).Seconds(), Unsynced: snap.Figures.Get(wire.UnsyncedBytes), Oldest: snap.Figures.Float(wire.OldestUnsynced)})
+	return nil
+}
+
+// finish stops the sampling, takes a last sample (unless one failed)
+// and returns them all with the last snapshot, or the read that failed.
+// Calls after the first return the same.
+func (s *sampler) finish() ([]sample, *wire.Snapshot, error) {
+	first := false
+	s.once.Do(func() { first = true; close(s.stop) })
+	<-s.done
+	s.mu.Lock()
+	failed := s.err != nil
+	s.mu.Unlock()
+	if first && !failed {
+		s.take()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.samples, s.last, s.err
 }
 
 // cutPower cuts the power of the mount at mnt as mmapfs powercut does:
