@@ -231,42 +231,38 @@ var ownedFlags = map[string]string{
 // rules as the mount command of a run would take them (with
 // --powercut-sim), so that a wrong one is refused before the first run.
 func checkMountFlags(flags, rules []string) error {
-	newSet := func() (*pflag.FlagSet, *mountConfig) {
-		c := &mountConfig{}
-		set := pflag.NewFlagSet("mount", pflag.ContinueOnError)
-		set.SetOutput(io.Discard)
-		addMountFlags(set, c)
-		addOptionFlag(set, c)
-		return set, c
+	var c mountConfig
+	set := pflag.NewFlagSet("mount", pflag.ContinueOnError)
+	set.SetOutput(io.Discard)
+	addMountFlags(set, &c)
+	addOptionFlag(set, &c)
+	if len(rules) > 0 && set.Lookup("inject") == nil {
+		return errors.New("this mmapfs mount has no --inject flag (no fault injection in this build)")
 	}
-	// The switch set alone: flags only, none of those the experiment sets.
-	set, _ := newSet()
-	if err := set.Parse(flags); err != nil {
+	// Every run has --powercut-sim (rules may need it); marked as not
+	// given, so that a switch set that gives it is told.
+	if err := set.Set("powercut-sim", "true"); err != nil {
+		return err
+	}
+	set.Lookup("powercut-sim").Changed = false
+	args := append([]string(nil), flags...)
+	for _, r := range rules {
+		args = append(args, "--inject", r)
+	}
+	if err := set.Parse(args); err != nil {
 		return err
 	}
 	if set.NArg() > 0 {
 		return fmt.Errorf("%q is not a flag: a switch set is mount flags only, e.g. \"--writeback-cache --keep-cache\"", set.Arg(0))
 	}
 	var bad error
-	set.Visit(func(fl *pflag.Flag) {
-		if why, ok := ownedFlags[fl.Name]; ok && bad == nil {
+	set.VisitAll(func(fl *pflag.Flag) {
+		if why, ok := ownedFlags[fl.Name]; ok && fl.Changed && bad == nil {
 			bad = fmt.Errorf("--%s is not a switch of an experiment (%s)", fl.Name, why)
 		}
 	})
 	if bad != nil {
 		return bad
-	}
-	// The whole mount command line of a run.
-	set, c := newSet()
-	if len(rules) > 0 && set.Lookup("inject") == nil {
-		return errors.New("this mmapfs mount has no --inject flag (no fault injection in this build)")
-	}
-	args := append([]string{"--powercut-sim"}, flags...)
-	for _, r := range rules {
-		args = append(args, "--inject", r)
-	}
-	if err := set.Parse(args); err != nil {
-		return err
 	}
 	_, err := c.options(set)
 	return err
