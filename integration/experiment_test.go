@@ -291,13 +291,18 @@ func TestExperimentWorkloads(t *testing.T) {
 		{"sqlite-wal", "sqlite3", nil, "rows "},
 		{"sqlite-rollback:synchronous=NORMAL", "sqlite3", nil, "rows "},
 		{"bbolt", "", []string{"--switches", "--writeback-cache --keep-cache"}, "keys "},
+		{"lmdb", "mdb_load", nil, "keys "},
 		{"fio:" + job, "fio", nil, "fio ok"},
 	} {
 		name := strings.SplitN(c.workload, ":", 2)[0]
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			if c.tool != "" {
-				needTool(t, c.tool, c.tool)
+				pkg := map[string]string{"mdb_load": "lmdb-utils"}[c.tool]
+				if pkg == "" {
+					pkg = c.tool
+				}
+				needTool(t, c.tool, pkg)
 			}
 			tmp := experimentTmp(t)
 			out := t.TempDir()

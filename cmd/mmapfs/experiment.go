@@ -102,6 +102,9 @@ Workloads:
                            of rows committed
   bbolt                    one key per transaction (go.etcd.io/bbolt);
                            check: bbolt's consistency check, keys kept
+  lmdb                     one key per transaction, each a run of
+                           lmdb-utils' mdb_load; check: mdb_dump reads the
+                           database, keys kept
   fio:JOBFILE              fio runs JOBFILE in the mount (leave directory=
                            out of the job); check: fio's exit status (its
                            verify, if the job has one)
@@ -109,7 +112,7 @@ Workloads:
                            $MMAPFS_MNT; --check COMMAND (a shell command,
                            $MMAPFS_MNT set) judges what survived: its exit
                            status and first line of output are the check
-The loggers, SQLite and bbolt run for --duration (default 3s).
+The loggers, SQLite, bbolt and lmdb run for --duration (default 3s).
 
 Acknowledged means: records covered by a completed fsync/msync, committed
 transactions. Every policy honours fsync, so no acknowledged record or
@@ -140,7 +143,7 @@ at-risk.png (bytes at risk over time per run) and throughput-lost.png
 	fl.StringArrayVar(&f.inject, "inject", nil, "a fault injection `RULE` for each run's mount (repeatable; as mmapfs mount --inject)")
 	fl.IntVar(&f.runs, "runs", 1, "runs of each policy and switch set, 1 or more")
 	fl.StringVar(&f.cutAt, "cut-at", "end", "when to cut the power: a `DURATION` after the workload began (e.g. 2s), or end (right after it finished)")
-	fl.DurationVar(&f.duration, "duration", 3*time.Second, "how long the loggers, SQLite and bbolt write")
+	fl.DurationVar(&f.duration, "duration", 3*time.Second, "how long the loggers, SQLite, bbolt and lmdb write")
 	fl.StringVar(&f.out, "out", "", "write results.csv, results.json and the plots into `DIR` (created if missing)")
 	fl.StringVar(&f.check, "check", "", "with -- COMMAND: a shell `COMMAND` that judges what survived, run after the remount with $MMAPFS_MNT set")
 	return cmd

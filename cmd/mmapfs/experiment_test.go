@@ -76,6 +76,7 @@ func TestExperimentArgsRefused(t *testing.T) {
 		{[]string{"logger-mmap:every=3"}, `unknown parameter "every=3" (logger-mmap takes sync=VALUE)`},
 		{[]string{"sqlite-rollback:synchronous=EXTRA"}, "synchronous=EXTRA: want FULL, NORMAL or OFF"},
 		{[]string{"bbolt:x=1"}, "bbolt takes no parameters"},
+		{[]string{"lmdb:writemap=1"}, "lmdb takes no parameters (its transactions are lmdb-utils' mdb_load, which has no MDB_WRITEMAP)"},
 		{[]string{"fio"}, "name the fio job file (fio:JOBFILE)"},
 		{[]string{"fio:/nonexistent/job.fio"}, "the fio job file: stat /nonexistent/job.fio: no such file or directory"},
 		{[]string{"fio:" + filepath.Dir(job)}, "is not a regular file"},

@@ -27,7 +27,7 @@ import (
 // validWorkloads names the workloads an experiment takes, for errors.
 const validWorkloads = "valid workloads: logger-pwrite[:sync=N], logger-mmap[:sync=N], " +
 	"sqlite-wal[:synchronous=FULL|NORMAL|OFF], sqlite-rollback[:synchronous=FULL|NORMAL|OFF], " +
-	"bbolt, fio:JOBFILE, or -- COMMAND [ARGS...] (with --check COMMAND)"
+	"bbolt, lmdb, fio:JOBFILE, or -- COMMAND [ARGS...] (with --check COMMAND)"
 
 // What a workload's Done counts.
 const (
@@ -115,6 +115,11 @@ func parseWorkload(s string) (workload, error) {
 			return nil, fmt.Errorf("workload %s: bbolt takes no parameters; %s", s, validWorkloads)
 		}
 		return &bboltWorkload{}, nil
+	case "lmdb":
+		if hasParam {
+			return nil, fmt.Errorf("workload %s: lmdb takes no parameters (its transactions are lmdb-utils' mdb_load, which has no MDB_WRITEMAP); %s", s, validWorkloads)
+		}
+		return &lmdbWorkload{}, nil
 	case "fio":
 		if param == "" {
 			return nil, fmt.Errorf("workload %s: name the fio job file (fio:JOBFILE); %s", s, validWorkloads)
@@ -472,6 +477,107 @@ func (*bboltWorkload) Check(_ context.Context, mnt string, _ running, acked int6
 	}
 	c.ok = len(problems) == 0 && c.ackedLost == 0
 	c.text = fmt.Sprintf("keys %d/%d kept, %s", c.kept, acked, integrity)
+	return c, nil
+}
+
+// lmdbWorkload commits one key per LMDB transaction: each is a run of
+// lmdb-utils' mdb_load (which opens the environment, puts the key,
+// commits with its sync, and exits), acknowledged when it exits 0.
+type lmdbWorkload struct {
+	load, dump string // the tools, found by Prepare
+}
+
+const (
+	lmdbDir     = "lmdb"
+	lmdbMapSize = 256 << 20
+)
+
+func (*lmdbWorkload) Name() string { return "lmdb" }
+func (*lmdbWorkload) Unit() string { return unitRows }
+
+func (w *lmdbWorkload) Prepare() error {
+	for _, t := range []struct {
+		name string
+		path *string
+	}{{"mdb_load", &w.load}, {"mdb_dump", &w.dump}} {
+		p, err := exec.LookPath(t.name)
+		if err != nil {
+			return fmt.Errorf("workload lmdb needs %s (Debian: apt-get install lmdb-utils): %w", t.name, err)
+		}
+		*t.path = p
+	}
+	return nil
+}
+
+// lmdbKey is the key of transaction i: keys sort as their numbers do.
+func lmdbKey(i int64) string { return fmt.Sprintf("k%010d", i) }
+
+func (w *lmdbWorkload) Start(mnt, _ string, d time.Duration) (running, error) {
+	env := filepath.Join(mnt, lmdbDir)
+	if err := os.Mkdir(env, 0o755); err != nil {
+		return nil, err
+	}
+	val := strings.Repeat("mmapfs-experiment-", 56) // about 1000 bytes, as SQLite's rows
+	loop := func(g *goRun) error {
+		deadline := time.Now().Add(d)
+		for i := int64(1); !g.stop.Load() && time.Now().Before(deadline); i++ {
+			cmd := exec.Command(w.load, env)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			cmd.Stdin = strings.NewReader(fmt.Sprintf("VERSION=3\nformat=print\ntype=btree\nmapsize=%d\nHEADER=END\n %s\n %s\nDATA=END\n", lmdbMapSize, lmdbKey(i), val))
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("mdb_load of transaction %d: %w: %s", i, err, firstLine(string(out)))
+			}
+			g.n.Store(i)
+			g.acked.Store(i)
+		}
+		return nil
+	}
+	return startGo(loop, nil), nil
+}
+
+func (w *lmdbWorkload) Check(ctx context.Context, mnt string, _ running, acked int64) (checkResult, error) {
+	c := checkResult{ackedLost: acked}
+	env := filepath.Join(mnt, lmdbDir)
+	if _, err := os.Stat(filepath.Join(env, "data.mdb")); errors.Is(err, os.ErrNotExist) {
+		c.text = fmt.Sprintf("keys 0/%d kept, no database", acked)
+		c.ok = acked == 0
+		return c, nil
+	}
+	cmd := exec.CommandContext(ctx, w.dump, "-p", env)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		return c, ctx.Err()
+	}
+	if err != nil {
+		c.text = fmt.Sprintf("keys 0/%d kept, mdb_dump: %v: %s", acked, err, firstLine(stderr.String()))
+		return c, nil
+	}
+	// After HEADER=END, a key line and a value line per record, each
+	// indented by a space, until DATA=END.
+	data, inData, isKey := 0, false, true
+	for _, line := range strings.Split(stdout.String(), "\n") {
+		switch {
+		case line == "HEADER=END":
+			inData = true
+		case line == "DATA=END":
+			inData = false
+		case inData && isKey:
+			if k := strings.TrimPrefix(line, " "); len(k) == 11 && k[0] == 'k' {
+				if n, err := strconv.ParseInt(k[1:], 10, 64); err == nil && n <= acked {
+					c.kept++
+				}
+			}
+			data++
+			isKey = false
+		case inData:
+			isKey = true
+		}
+	}
+	c.ackedLost = acked - c.kept
+	c.ok = c.ackedLost == 0
+	c.text = fmt.Sprintf("keys %d/%d kept, %d in the database, mdb_dump ok", c.kept, acked, data)
 	return c, nil
 }
 
