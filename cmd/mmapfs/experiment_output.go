@@ -243,7 +243,8 @@ func plotResults(dir string, res *experimentResult) error {
 		for _, s := range r.Samples {
 			fmt.Fprintf(&risk, "%.3f %.3f\n", s.T, float64(s.Unsynced)/1024)
 		}
-		fmt.Fprintf(&points, "%.3f %.3f %s\n", float64(r.LostBytes)/1024, r.Throughput, gpQuote(label(r)))
+		// A string in a gnuplot data file is in double quotes.
+		fmt.Fprintf(&points, "%.3f %.3f \"%s\"\n", float64(r.LostBytes)/1024, r.Throughput, strings.ReplaceAll(label(r), `"`, "'"))
 	}
 	for name, data := range map[string]string{"risk.dat": risk.String(), "points.dat": points.String()} {
 		if err := os.WriteFile(filepath.Join(tmp, name), []byte(data), 0o600); err != nil {
@@ -255,7 +256,10 @@ func plotResults(dir string, res *experimentResult) error {
 		unit = "bytes written"
 	}
 	var s strings.Builder
-	title := fmt.Sprintf("%s, power cut %s", res.Workload, res.CutAt)
+	title := res.Workload + ", power cut at the end"
+	if res.CutAt != "end" {
+		title = fmt.Sprintf("%s, power cut %s after the start", res.Workload, res.CutAt)
+	}
 	fmt.Fprintf(&s, "set terminal pngcairo size 1200,700 noenhanced\nset grid\nset key outside right\n")
 	fmt.Fprintf(&s, "set output %s\nset title %s\nset xlabel 'time since the workload began (s)'\nset ylabel 'bytes at risk (KiB)'\nset yrange [0:*]\n",
 		gpQuote(filepath.Join(abs, "at-risk.png")), gpQuote("bytes at risk: "+title))
@@ -267,7 +271,7 @@ func plotResults(dir string, res *experimentResult) error {
 		fmt.Fprintf(&s, "'risk.dat' index %d using 1:2 with steps lw 2 title %s", i, gpQuote(label(r)))
 	}
 	s.WriteString("\n")
-	fmt.Fprintf(&s, "set output %s\nset title %s\nset xlabel 'bytes lost in the cut (KiB)'\nset ylabel %s\nset xrange [0:*]\nset yrange [0:*]\nset offsets 0.05, 0.05, 0.05, 0.05\n",
+	fmt.Fprintf(&s, "set output %s\nset title %s\nset xlabel 'bytes lost in the cut (KiB)'\nset ylabel %s\nset xrange [0:*]\nset yrange [0:*]\nset offsets graph 0.02, graph 0.3, graph 0.1, 0\n",
 		gpQuote(filepath.Join(abs, "throughput-lost.png")), gpQuote("throughput against bytes lost: "+title), gpQuote(unit+" per second"))
 	s.WriteString("plot 'points.dat' using 1:2 with points pt 7 ps 1.5 notitle, '' using 1:2:3 with labels offset char 1,1 left notitle\n")
 	if err := os.WriteFile(filepath.Join(tmp, "plot.gp"), []byte(s.String()), 0o600); err != nil {
