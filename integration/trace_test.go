@@ -257,7 +257,7 @@ func TestTraceMappedWrite(t *testing.T) {
 			for _, r := range writes {
 				written += uint64(r.Result)
 				if r.File != "mapped" {
-					t.Errorf("WRITE %d names file %q, want mapped", r.Unique, r.File)
+					t.Errorf("WRITE %d names file %q, want mapped: %+v", r.Unique, r.File, r)
 				}
 			}
 			if written != size {

@@ -44,9 +44,19 @@ func startTrace(t *testing.T, m *mount, args ...string) *bgTrace {
 			tr.d.waitExit(killTimeout)
 		}
 	})
+	// Tracing: its instance is there, the daemon has connected to it,
+	// and it has removed its socket's name (as soon as the daemon
+	// connected).
+	tracing := func() bool {
+		if len(traceInstances(tr.cmd.Process.Pid)) == 0 || strings.Count(m.out.String(), "trace: recording every request for the tracer") <= before {
+			return false
+		}
+		_, err := os.Stat(filepath.Dir(lastTracer(t, m)))
+		return os.IsNotExist(err)
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if len(traceInstances(tr.cmd.Process.Pid)) > 0 && strings.Count(m.out.String(), "trace: recording every request for the tracer") > before {
+		if tracing() {
 			return tr
 		}
 		if tr.d.exited() || time.Now().After(deadline) {

@@ -13,7 +13,7 @@ import (
 // traceClient plays roleTraceClient: the program that mmapfs trace runs
 // in the trace tests, one action on one file of the mount:
 //
-//	read FILE            read it to its end in 1 MiB reads
+//	read FILE            read it to its end in 4 KiB reads
 //	mapread FILE         map it (MAP_SHARED, read only) and load a byte of each page, in order
 //	mapwrite FILE SIZE   make it SIZE bytes, map it shared, store into every page, msync(MS_SYNC)
 //	write FILE SIZE      write SIZE bytes to it in 1 MiB writes, then close it (no fsync)
@@ -51,7 +51,20 @@ func traceClientAct(action, path string, size int64) (int64, error) {
 			return 0, err
 		}
 		defer f.Close()
-		return io.CopyBuffer(io.Discard, struct{ io.Reader }{f}, make([]byte, 1<<20))
+		// 4 KiB reads, so that readahead's windows grow from their
+		// smallest (a window starts at a few times the read's size).
+		buf := make([]byte, 4096)
+		var n int64
+		for {
+			r, err := f.Read(buf)
+			n += int64(r)
+			if err == io.EOF {
+				return n, nil
+			}
+			if err != nil {
+				return n, err
+			}
+		}
 	case "mapread":
 		f, err := os.Open(path)
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -297,8 +298,9 @@ type daemonFeed struct {
 	conn  *net.UnixConn
 	hello wire.TraceHello
 
-	mu   sync.Mutex // guards last
-	last time.Time  // when the last record arrived
+	// reading is when records began waiting on the socket (mono ns), 0
+	// while it is not waiting; drained is when a read last emptied it.
+	reading, drained atomic.Int64
 }
 
 // openDaemonFeed listens on a socket of its own and asks the daemon of
@@ -351,33 +353,62 @@ func (d *daemonFeed) readHello() (*bufio.Reader, error) {
 	return r, nil
 }
 
-// records calls fn for each record read from r until the socket closes;
-// it returns nil when it was closed on our side.
+// records calls fn for each record read from r (the reader of the hello
+// line, which may hold the first records) until the socket closes; it
+// returns nil when it was closed on our side.
 func (d *daemonFeed) records(r *bufio.Reader, fn func(*wire.TraceRecord)) error {
-	var buf [wire.TraceRecordSize]byte
+	buf := make([]byte, 64<<10)
 	var rec wire.TraceRecord
+	have, _ := r.Read(buf[:r.Buffered()]) // what came with the hello line
 	for {
-		if _, err := io.ReadFull(r, buf[:]); err != nil {
+		full := have - have%wire.TraceRecordSize
+		for off := 0; off < full; off += wire.TraceRecordSize {
+			if err := rec.UnmarshalBinary(buf[off : off+wire.TraceRecordSize]); err != nil {
+				return fmt.Errorf("trace: %w", err)
+			}
+			fn(&rec)
+		}
+		have = copy(buf, buf[full:have])
+		d.reading.Store(monoNow())
+		n, err := d.conn.Read(buf[have:])
+		d.reading.Store(0)
+		if n > 0 && have+n < len(buf) {
+			// A read that did not fill the buffer emptied the socket:
+			// every record the daemon had sent is in hand.
+			d.drained.Store(monoNow())
+		}
+		have += n
+		if err != nil {
 			if errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) {
 				return nil
 			}
 			return fmt.Errorf("trace: reading the daemon's records: %w", err)
 		}
-		if err := rec.UnmarshalBinary(buf[:]); err != nil {
-			return fmt.Errorf("trace: %w", err)
-		}
-		d.mu.Lock()
-		d.last = time.Now()
-		d.mu.Unlock()
-		fn(&rec)
 	}
 }
 
-// quietFor reports whether no record arrived in the last d.
+// daemonFlushLag bounds how long after a request ends its record reaches
+// the socket: the daemon sends its records in batches every 10 ms.
+const daemonFlushLag = int64(20 * time.Millisecond)
+
+// caughtUp returns a CLOCK_MONOTONIC time (ns) before which the daemon's
+// record of every request that ended has been handed to fn: now (less the
+// daemon's batching) while records waits on an empty socket, else when a
+// read last emptied it.
+func (d *daemonFeed) caughtUp() int64 {
+	if d.reading.Load() != 0 {
+		return monoNow() - daemonFlushLag
+	}
+	if t := d.drained.Load(); t != 0 {
+		return t - daemonFlushLag
+	}
+	return 0
+}
+
+// quietFor reports whether records has waited on an empty socket for q.
 func (d *daemonFeed) quietFor(q time.Duration) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return time.Since(d.last) >= q
+	t := d.reading.Load()
+	return t != 0 && monoNow()-t >= int64(q)
 }
 
 // close closes the socket (the daemon stops recording for this trace)
@@ -495,7 +526,7 @@ func runTrace(out, errOut io.Writer, f traceFlags, mnt string, command []string)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		sampleDirty(m.mountBDI, col, sampleStop)
+		sampleDirty(m.mountBDI, col, inst, feed, sampleStop)
 	}()
 	if ef, ok := errOut.(*os.File); ok && isTerminal(ef) {
 		wg.Add(1)
@@ -594,15 +625,19 @@ func waitTraced(errOut io.Writer, mnt string, d time.Duration, command []string,
 }
 
 // sampleDirty samples the mount's dirty and writeback bytes every 100 ms
-// into col until stop closes.
-func sampleDirty(bdi string, col *traceCollector, stop <-chan struct{}) {
+// into col, and tells it how far both streams have come, until stop
+// closes.
+func sampleDirty(bdi string, col *traceCollector, inst *ktrace.Instance, feed *daemonFeed, stop <-chan struct{}) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
 		if dirty, wb, err := fs.ReadBDIDirty(bdi); err == nil {
 			col.Sample(monoNow(), uint64(dirty), uint64(wb))
-		} else {
-			col.col.Tick(monoNow()) // what is held is emitted in time
+		}
+		// What is held is emitted in time, but a part is given up for
+		// missing only once both streams are past it.
+		if k, d := inst.CaughtUp(), feed.caughtUp(); k > 0 && d > 0 {
+			col.col.Tick(min(k, d))
 		}
 		select {
 		case <-stop:

@@ -141,7 +141,11 @@ type Instance struct {
 	rawLine func([]byte)
 
 	seen atomic.Uint64
-	cpus []cpuLost // per CPU, indexed by CPU number
+	// caughtUp is a CLOCK_MONOTONIC time (ns) before which every event
+	// recorded has been handed to Run's fn: taken before a read of the
+	// pipe that found it empty (CaughtUp).
+	caughtUp atomic.Int64
+	cpus     []cpuLost // per CPU, indexed by CPU number
 	// lostOther counts lost events of a CPU beyond cpus (one that came
 	// online after Open).
 	lostOther atomic.Uint64
@@ -297,6 +301,17 @@ func (in *Instance) Name() string { return in.name }
 // Notes are what Open did that the user should know: mounting tracefs,
 // removing stale instances (or failing to).
 func (in *Instance) Notes() []string { return slices.Clone(in.notes) }
+
+// caughtUpMargin is how much earlier than an empty read CaughtUp says
+// the pipe was caught up: an event a CPU was writing as the read found
+// the pipe empty carries a time a little before it.
+const caughtUpMargin = int64(5 * time.Millisecond)
+
+// CaughtUp returns a CLOCK_MONOTONIC time (ns) before which every event
+// the kernel recorded has been handed to Run's fn, 0 before Run has
+// found the pipe empty once. A reader that falls behind (a burst of
+// events) holds it back. Safe from any goroutine.
+func (in *Instance) CaughtUp() int64 { return in.caughtUp.Load() }
 
 // Seen is the number of events parsed so far. Safe from any goroutine.
 func (in *Instance) Seen() uint64 { return in.seen.Load() }
@@ -462,11 +477,17 @@ func (r *reader) read() (empty bool, err error) {
 	if r.n == len(r.buf) {
 		return false, fmt.Errorf("mmapfs trace: a trace line longer than %d bytes: %.200q", len(r.buf), r.buf)
 	}
+	var before unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &before) // it cannot fail for this clock
 	n, err := unix.Read(r.in.pipe, r.buf[r.n:])
 	switch {
 	case err == unix.EINTR:
 		return false, nil
 	case err == unix.EAGAIN || (err == nil && n == 0):
+		// Empty: everything recorded before the read was delivered
+		// (but for an event another CPU was writing just then, which
+		// a few milliseconds of margin covers).
+		r.in.caughtUp.Store(before.Nano() - caughtUpMargin)
 		return true, nil
 	case err != nil:
 		return false, fmt.Errorf("mmapfs trace: read %s: %w", filepath.Join(r.in.dir, "trace_pipe"), err)

@@ -163,24 +163,31 @@ type Collector struct {
 	outMu sync.Mutex
 
 	// mu guards every field below.
-	mu       sync.Mutex
-	pending  map[uint64]*pend
-	order    []uint64 // uniques in arrival order (some already gone)
-	seq      uint64
-	now      int64 // latest event time seen, mono ns
-	lastScan int64
-	tasks    map[int]*task
-	inodes   map[uint64]*inode
-	tgids    map[int]int     // thread to process: from events' Tgid, and m.Tgid's
-	clients  map[int]bool    // processes that caused requests on the mount
-	wbAll    []wbSpan        // writebacks of the mount's BDI (history.go), in time order
-	histLen  int             // entries of the histories (inodes, wbAll)
-	raPages  uint32          // the latest maximum readahead of a file of the mount
-	openSync map[int]bool    // tasks inside a traced syncSyscalls syscall
-	blobs    map[uint64]bool // inodes of the store's files (daemon records, Names)
-	held     itemHeap        // made, held for Reorder (oldest first)
-	out      []item          // released, not yet handed to the sink
-	stats    stats
+	mu      sync.Mutex
+	pending map[uint64]*pend
+	order   []uint64 // uniques in arrival order (some already gone)
+	seq     uint64
+	// now is the time both streams have reached, mono ns: the lesser of
+	// kernelNow (the latest kernel event's time) and daemonNow (the end
+	// of the latest daemon record), each also moved on by Tick. A part
+	// is given up for missing only once both streams are past it, so a
+	// stream that lags (the kernel's, read slower than the daemon's
+	// records come) does not split its requests in two.
+	now                  int64
+	kernelNow, daemonNow int64
+	lastScan             int64
+	tasks                map[int]*task
+	inodes               map[uint64]*inode
+	tgids                map[int]int     // thread to process: from events' Tgid, and m.Tgid's
+	clients              map[int]bool    // processes that caused requests on the mount
+	wbAll                []wbSpan        // writebacks of the mount's BDI (history.go), in time order
+	histLen              int             // entries of the histories (inodes, wbAll)
+	raPages              uint32          // the latest maximum readahead of a file of the mount
+	openSync             map[int]bool    // tasks inside a traced syncSyscalls syscall
+	blobs                map[uint64]bool // inodes of the store's files (daemon records, Names)
+	held                 itemHeap        // made, held for Reorder (oldest first)
+	out                  []item          // released, not yet handed to the sink
+	stats                stats
 }
 
 // NewCollector returns a Collector for the mount m.
@@ -272,9 +279,8 @@ func (c *Collector) Kernel(e *ktrace.Event) {
 
 func (c *Collector) kernelLocked(e *ktrace.Event) {
 	c.stats.events++
-	if e.Time > c.now {
-		c.now = e.Time
-	}
+	c.kernelNow = max(c.kernelNow, e.Time)
+	c.advanceLocked()
 	if e.Pid != 0 && knownComm(e.Comm) {
 		t := c.taskLocked(e.Pid)
 		t.comm = e.Comm
@@ -591,9 +597,8 @@ func (c *Collector) Daemon(r *wire.TraceRecord) {
 }
 
 func (c *Collector) daemonLocked(r *wire.TraceRecord) {
-	if end := r.Start + r.Service; end > c.now {
-		c.now = end
-	}
+	c.daemonNow = max(c.daemonNow, r.Start+r.Service)
+	c.advanceLocked()
 	if r.Opcode == wire.TraceDropped {
 		n := droppedOf(r)
 		c.stats.daemonLost += n
@@ -684,13 +689,15 @@ func (c *Collector) Sample(t int64, dirty, writeback uint64) {
 	s := &Sample{Time: t, Rel: t - c.m.Start, Dirty: dirty, Writeback: writeback}
 	c.stats.sample(s)
 	c.holdLocked(item{t: t, sample: s})
-	c.tickLocked(t)
+	c.maintainLocked()
 	c.deliverLocked()
 }
 
-// Tick tells the Collector that the time (mono ns) is now: what it holds
-// for its missing parts or for ordering is emitted when its wait is over
-// even if no event comes. Sample does the same.
+// Tick tells the Collector that both streams have reached now (mono ns):
+// every kernel event and every daemon record of before it has been given
+// (the caller knows: the trace pipe and the daemon's socket were empty
+// then). What it holds for its missing parts or for ordering is emitted
+// when its wait is over even if no event comes.
 func (c *Collector) Tick(now int64) {
 	c.mu.Lock()
 	c.tickLocked(now)
@@ -698,10 +705,15 @@ func (c *Collector) Tick(now int64) {
 }
 
 func (c *Collector) tickLocked(now int64) {
-	if now > c.now {
-		c.now = now
-	}
+	c.kernelNow = max(c.kernelNow, now)
+	c.daemonNow = max(c.daemonNow, now)
+	c.advanceLocked()
 	c.maintainLocked()
+}
+
+// advanceLocked moves now to the time both streams have reached.
+func (c *Collector) advanceLocked() {
+	c.now = max(c.now, min(c.kernelNow, c.daemonNow))
 }
 
 // Flush emits every pending request with what is known, then calls the

@@ -362,8 +362,9 @@ func TestThrottle(t *testing.T) {
 }
 
 // The daemon's records lag: a request is held until its record comes,
-// and emitted without it (marked) once Wait of event time has passed;
-// a record whose kernel events never came is emitted at Flush.
+// and emitted without it (marked) once Wait has passed on both streams
+// (not on the kernel's alone: its records may only be late); a record
+// whose kernel events never came is emitted at Flush.
 func TestLateAndMissingParts(t *testing.T) {
 	t.Parallel()
 	c, r, f := newTest(Options{})
@@ -377,11 +378,18 @@ func TestLateAndMissingParts(t *testing.T) {
 	// The record of 2 comes late, after more kernel events.
 	f.k(ktrace.Event{Kind: ktrace.SyscallEnter, Time: testStart + 500*ms, Pid: 7, Comm: "x", Syscall: "sync"})
 	f.rec(2, readOp, 5, 0, 4096, 100, 3*ms+10*us, 100*us)
+	// Both streams have reached 500 ms (the driver's Tick says so when
+	// neither has anything buffered).
+	c.Tick(testStart + 500*ms)
 	if len(r.reqs) != 1 || r.reqs[0].Unique != 2 || len(r.reqs[0].Missing) != 0 {
 		t.Fatalf("after the late record: %+v", r.reqs)
 	}
 	// 1 has waited long enough once event time passes its end + 1 s.
 	f.k(ktrace.Event{Kind: ktrace.SyscallExit, Time: testStart + 1200*ms, Pid: 7, Comm: "x", Syscall: "sync"})
+	if len(r.reqs) != 1 {
+		t.Fatalf("request 1 given up while the daemon's stream was still at 3 ms: %+v", r.reqs)
+	}
+	c.Tick(testStart + 1200*ms)
 	q := r.byUnique(t, 1)
 	if strings.Join(q.Missing, ",") != PartDaemon || q.Latency != 1*ms || q.Queue != -1 {
 		t.Errorf("request 1: missing %v latency %d queue %d", q.Missing, q.Latency, q.Queue)
@@ -868,5 +876,29 @@ func TestEndOnly(t *testing.T) {
 	c.Flush()
 	if q := r.byUnique(t, 1); q.Rel != 7*ms || strings.Join(q.Missing, ",") != "send,daemon" {
 		t.Errorf("request 1: at %d, missing %v", q.Rel, q.Missing)
+	}
+}
+
+// The kernel's stream lags the daemon's (the trace pipe is read slower
+// than the records come): however far ahead the records run, a request
+// waits for its kernel events, and is joined whole when they come.
+func TestKernelStreamLags(t *testing.T) {
+	t.Parallel()
+	c, r, f := newTest(Options{})
+	f.rec(1, readOp, 5, 0, 4096, 100, 1*ms, 100*us)
+	for i := uint64(0); i < 50; i++ {
+		f.rec(100+i, getattrOp, 5, 0, 0, 100, int64(i)*100*ms, 10*us)
+	}
+	f.send(1*ms-10*us, 1, readOp, 100, "cat")
+	f.end(1*ms+200*us, 1)
+	c.Flush()
+	q := r.byUnique(t, 1)
+	if len(q.Missing) != 0 || q.Latency != 210*us {
+		t.Errorf("request 1 split or incomplete: missing %v, latency %d", q.Missing, q.Latency)
+	}
+	for _, q := range r.reqs {
+		if q.Unique == 1 && len(q.Missing) > 0 {
+			t.Errorf("request 1 emitted twice: %+v", r.reqs)
+		}
 	}
 }
