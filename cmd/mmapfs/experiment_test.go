@@ -125,31 +125,39 @@ func TestRecords(t *testing.T) {
 	for i := uint64(0); i < 10; i++ {
 		log = append(log, makeRecord(i)...)
 	}
-	if kept, torn := scanLog(log); kept != 10 || torn != 0 {
-		t.Errorf("10 whole records: kept %d, torn %d", kept, torn)
+	if sc := scanLog(log); sc != (logScan{kept: 10}) {
+		t.Errorf("10 whole records: %+v", sc)
 	}
 	// A pre-grown log: zeros after the records are no damage.
-	if kept, torn := scanLog(append(append([]byte(nil), log...), make([]byte, 4*recordSize)...)); kept != 10 || torn != 0 {
-		t.Errorf("10 records and zeros: kept %d, torn %d", kept, torn)
+	if sc := scanLog(append(append([]byte(nil), log...), make([]byte, 4*recordSize)...)); sc != (logScan{kept: 10}) {
+		t.Errorf("10 records and zeros: %+v", sc)
 	}
-	// Record 4 torn (its last half zero), the rest after it intact.
+	// Record 4 torn (its last half zero), the rest after it intact:
+	// a reader stops at 4; 5 whole ones lie past the gap.
 	torn4 := append([]byte(nil), log...)
 	clear(torn4[4*recordSize+recordSize/2 : 5*recordSize])
-	if kept, torn := scanLog(torn4); kept != 4 || torn != 6 {
-		t.Errorf("record 4 torn: kept %d, torn %d; want 4 and 6", kept, torn)
+	if sc := scanLog(torn4); sc != (logScan{kept: 4, torn: 1, after: 5}) {
+		t.Errorf("record 4 torn: %+v; want 4 kept, 1 torn, 5 past the gap", sc)
+	}
+	// Record 6 missing (zeros), record 8 garbage.
+	gap := append([]byte(nil), log...)
+	clear(gap[6*recordSize : 7*recordSize])
+	copy(gap[8*recordSize:], makeRecord(3))
+	if sc := scanLog(gap); sc != (logScan{kept: 6, torn: 1, after: 2}) {
+		t.Errorf("record 6 missing, 8 wrong: %+v; want 6 kept, 1 torn, 2 past the gap", sc)
 	}
 	// A partial record at the end.
-	if kept, torn := scanLog(log[:10*recordSize-100]); kept != 9 || torn != 1 {
-		t.Errorf("a partial last record: kept %d, torn %d; want 9 and 1", kept, torn)
+	if sc := scanLog(log[:10*recordSize-100]); sc != (logScan{kept: 9, torn: 1}) {
+		t.Errorf("a partial last record: %+v; want 9 kept and 1 torn", sc)
 	}
 	// Out of order: record 3 where 2 belongs.
 	swapped := append([]byte(nil), log...)
 	copy(swapped[2*recordSize:], makeRecord(3))
-	if kept, _ := scanLog(swapped); kept != 2 {
-		t.Errorf("record 3 in slot 2: kept %d, want 2", kept)
+	if sc := scanLog(swapped); sc != (logScan{kept: 2, torn: 1, after: 7}) {
+		t.Errorf("record 3 in slot 2: %+v, want 2 kept, 1 torn, 7 past the gap", sc)
 	}
-	if kept, torn := scanLog(nil); kept != 0 || torn != 0 {
-		t.Errorf("empty log: kept %d, torn %d", kept, torn)
+	if sc := scanLog(nil); sc != (logScan{}) {
+		t.Errorf("empty log: %+v", sc)
 	}
 }
 

@@ -266,19 +266,30 @@ func validRecord(r []byte, seq uint64) bool {
 		binary.LittleEndian.Uint32(r[recordSize-4:]) == crc32.ChecksumIEEE(r[:recordSize-4])
 }
 
-// scanLog counts the records at the start of log that are whole and in
-// order (kept), and the slots after them that hold something but not a
-// record in its place (torn: a partial write, a stale page, garbage).
-func scanLog(log []byte) (kept, torn int64) {
-	for ; int(kept+1)*recordSize <= len(log) && validRecord(log[kept*recordSize:(kept+1)*recordSize], uint64(kept)); kept++ {
+// logScan is what a reader of a log recovers.
+type logScan struct {
+	kept  int64 // records at the start, whole and in order: what a reader recovers
+	torn  int64 // slots after them that hold something but not their record (a partial write, a stale page, garbage)
+	after int64 // whole records in their place after the first damaged or missing one: written, but past the gap a reader stops at
+}
+
+// scanLog reads log as a reader of it would: the records from the start
+// while they are whole and in order, then what lies past the first gap.
+func scanLog(log []byte) logScan {
+	var s logScan
+	for ; int(s.kept+1)*recordSize <= len(log) && validRecord(log[s.kept*recordSize:(s.kept+1)*recordSize], uint64(s.kept)); s.kept++ {
 	}
-	for off := kept * recordSize; off < int64(len(log)); off += recordSize {
+	for off := s.kept * recordSize; off < int64(len(log)); off += recordSize {
 		end := min(off+recordSize, int64(len(log)))
-		if !allZero(log[off:end]) {
-			torn++
+		switch slot := log[off:end]; {
+		case allZero(slot):
+		case validRecord(slot, uint64(off/recordSize)):
+			s.after++
+		default:
+			s.torn++
 		}
 	}
-	return kept, torn
+	return s
 }
 
 func allZero(b []byte) bool {
@@ -331,12 +342,19 @@ func (l *loggerWorkload) Start(mnt, _ string, d time.Duration) (running, error) 
 	return startGo(func(g *goRun) error { return l.mmapLoop(g, mem, d) }, release), nil
 }
 
-// pwriteLoop appends records with pwrite and fsyncs every l.every.
+// pwriteLoop appends records with pwrite and fsyncs every l.every. One
+// pwrite(2) per record, as a C logger writes (os.File.WriteAt would
+// retry a short write): a short one is its failure.
 func (l *loggerWorkload) pwriteLoop(g *goRun, f *os.File, d time.Duration) error {
 	deadline := time.Now().Add(d)
+	fd := int(f.Fd())
 	for seq := uint64(0); !g.stop.Load() && time.Now().Before(deadline); seq++ {
-		if _, err := f.WriteAt(makeRecord(seq), int64(seq)*recordSize); err != nil {
+		n, err := unix.Pwrite(fd, makeRecord(seq), int64(seq)*recordSize)
+		if err != nil {
 			return fmt.Errorf("pwrite of record %d: %w", seq, err)
+		}
+		if n < recordSize {
+			return fmt.Errorf("pwrite of record %d: short write, %d of %d bytes", seq, n, recordSize)
 		}
 		g.n.Store(int64(seq) + 1)
 		if (seq+1)%uint64(l.every) == 0 {
@@ -382,11 +400,14 @@ func (l *loggerWorkload) Check(_ context.Context, mnt string, r running, acked i
 	if err != nil {
 		return checkResult{}, err
 	}
-	kept, torn := scanLog(data)
-	c := checkResult{kept: min(kept, acked), ackedLost: max(acked-kept, 0), torn: torn}
+	sc := scanLog(data)
+	c := checkResult{kept: min(sc.kept, acked), ackedLost: max(acked-sc.kept, 0), torn: sc.torn}
 	c.ok = c.ackedLost == 0
 	written, _ := r.Progress()
-	c.text = fmt.Sprintf("records %d/%d acked kept, %d/%d written intact, %d torn", c.kept, acked, kept, written, torn)
+	c.text = fmt.Sprintf("records %d/%d acked kept, %d/%d written intact, %d torn", c.kept, acked, sc.kept, written, sc.torn)
+	if sc.after > 0 {
+		c.text += fmt.Sprintf(", %d whole past the gap", sc.after)
+	}
 	if !c.ok {
 		c.text += fmt.Sprintf(": %d ACKNOWLEDGED LOST", c.ackedLost)
 	}
