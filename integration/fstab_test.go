@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -307,4 +308,26 @@ func TestFstabErrors(t *testing.T) {
 		t.Errorf("%s mounted after a refused mount", f.mnt)
 	}
 	m.stop(t)
+}
+
+// TestBackgroundFlags: the flags of the mount(8) form (mmapfs STORE MNT
+// without -f, which serves in the background) reach the daemon, not only
+// its -o options: --writeback periodic:1s, a switch, and a repeatable
+// flag given twice.
+func TestBackgroundFlags(t *testing.T) {
+	t.Parallel()
+	f := newFstabDaemon(t)
+	out, err := runSystem(t, binPath, "--writeback", "periodic:1s", "--keep-cache", "--inject", "op=mkdir,errno=EROFS", "--inject=op=rmdir,errno=EROFS", "-o", "log="+f.log, f.store, f.mnt)
+	f.mounted(t, "mmapfs --writeback periodic:1s --keep-cache --inject ... STORE MNT", out, err)
+	if b, _ := os.ReadFile(f.log); !strings.Contains(string(b), "writeback policy periodic:1s") {
+		t.Errorf("--writeback periodic:1s not applied; log:\n%s", b)
+	}
+	if s := readStats(t, &mount{mnt: f.mnt}); !s.Switches.KeepCache {
+		t.Errorf("--keep-cache not applied: switches %+v", s.Switches)
+	}
+	if err := os.Mkdir(filepath.Join(f.mnt, "d"), 0o755); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("mkdir under --inject op=mkdir,errno=EROFS: %v, want EROFS", err)
+	}
+	f.use(t, "f", "in the background")
+	f.umount(t, "f", "in the background")
 }

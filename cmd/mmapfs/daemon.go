@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/spf13/pflag"
+
 	"bufio"
 	"errors"
 	"fmt"
@@ -38,7 +40,7 @@ const (
 // returns once its mount is ready (nil) or it has failed (its error).
 // opts are the -o arguments, given to the daemon as they are; c.logFile is
 // already absolute.
-func startBackground(stderr io.Writer, store, mnt string, c *mountConfig) error {
+func startBackground(stderr io.Writer, store, mnt string, c *mountConfig, flags []string) error {
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("starting the daemon: %w", err)
@@ -53,7 +55,9 @@ func startBackground(stderr io.Writer, store, mnt string, c *mountConfig) error 
 	if err != nil {
 		return fmt.Errorf("mountpoint %s: %w", mnt, err)
 	}
-	args := []string{absStore, absMnt}
+	// The flags given (--writeback periodic:1s) as they were, then the
+	// options.
+	args := append(append([]string{}, flags...), absStore, absMnt)
 	for _, o := range c.o {
 		args = append(args, "-o", o)
 	}
@@ -214,4 +218,26 @@ func fallbackLogPath(mnt string) string {
 		dir = filepath.Join(state, "mmapfs")
 	}
 	return filepath.Join(dir, name+".log")
+}
+
+// givenFlags returns the flags of f set on the command line, but -o and
+// -f, as arguments that set them again (--name=value; a flag given more
+// than once, such as --inject, once per value), for the background
+// daemon's command line.
+func givenFlags(f *pflag.FlagSet) []string {
+	var args []string
+	f.Visit(func(fl *pflag.Flag) {
+		switch fl.Name {
+		case "options", "foreground":
+			return
+		}
+		if sv, ok := fl.Value.(pflag.SliceValue); ok {
+			for _, v := range sv.GetSlice() {
+				args = append(args, "--"+fl.Name+"="+v)
+			}
+			return
+		}
+		args = append(args, "--"+fl.Name+"="+fl.Value.String())
+	})
+	return args
 }

@@ -74,7 +74,7 @@ stays in the foreground, as 'mmapfs mount' does.`,
 			return runBackgroundDaemon(pipe, args[0], args[1], &c, run)
 		}
 		if !foreground {
-			return startBackground(cmd.ErrOrStderr(), args[0], args[1], &c)
+			return startBackground(cmd.ErrOrStderr(), args[0], args[1], &c, givenFlags(cmd.Flags()))
 		}
 		out, err := c.logWriter(cmd.ErrOrStderr())
 		if err != nil {
