@@ -477,6 +477,27 @@ func TestExperimentInject(t *testing.T) {
 		t.Errorf("the table does not say the workload failed:\n%s", r.stdout)
 	}
 
+	// A torn write: the 100th WRITE puts only 200 of its 512 bytes in
+	// the blob and returns the short count; the logger (one pwrite per
+	// record) stops there, and a reader recovers the 96 records of the
+	// last fsync, in order, with nothing torn left after the cut.
+	out = t.TempDir()
+	r = runExperiment(t, tmp, 60*time.Second, "--policy", "fsync", "--duration", "1s", "--out", out, "--inject", "op=write,nth=100,torn=200", "logger-pwrite")
+	if r.exitCode != 0 {
+		t.Fatalf("torn write: exit %d:\n%s\n%s", r.exitCode, r.stdout, r.stderr)
+	}
+	_, rows = readResultsCSV(t, out)
+	if len(rows) != 1 {
+		t.Fatalf("%d runs, want 1", len(rows))
+	}
+	row = rows[0]
+	if e := row["workload_error"]; !strings.Contains(e, "pwrite of record 99: short write, 200 of 512 bytes") {
+		t.Errorf("workload error %q: want the 100th pwrite short", e)
+	}
+	if row.int(t, "acknowledged") != 96 || row.int(t, "kept") != 96 || row.int(t, "torn") != 0 || row["ok"] != "true" {
+		t.Errorf("torn write: want the 96 records of the last fsync kept and nothing torn: %v", row)
+	}
+
 	r = runExperiment(t, tmp, 30*time.Second, "--inject", "op=bogus", "logger-pwrite")
 	if r.exitCode != 1 || !strings.Contains(r.stderr, `--inject "op=bogus"`) {
 		t.Errorf("a bad rule: exit %d:\n%s", r.exitCode, r.stderr)
