@@ -268,7 +268,8 @@ func plotResults(dir string, res *experimentResult) error {
 		if i > 0 {
 			s.WriteString(", ")
 		}
-		fmt.Fprintf(&s, "'risk.dat' index %d using 1:2 with steps lw 2 title %s", i, gpQuote(label(r)))
+		// gnuplot has 8 line colours: past them, the dashes differ.
+		fmt.Fprintf(&s, "'risk.dat' index %d using 1:2 with steps lw 2 lc %d dt %d title %s", i, i%8+1, i/8+1, gpQuote(label(r)))
 	}
 	s.WriteString("\n")
 	fmt.Fprintf(&s, "set output %s\nset title %s\nset xlabel 'bytes lost in the cut (KiB)'\nset ylabel %s\nset xrange [0:*]\nset yrange [0:*]\nset offsets graph 0.02, graph 0.3, graph 0.1, 0\n",
