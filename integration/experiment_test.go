@@ -243,8 +243,9 @@ func TestExperimentPolicies(t *testing.T) {
 			t.Errorf("%s: the cut lost %d bytes, more than the %d at risk at the peak", pol, lost, peak)
 		case mean > peak:
 			t.Errorf("%s: mean at risk %d > peak %d", pol, mean, peak)
-		case row.int(t, "fsync_count") < acked/16:
-			t.Errorf("%s: %d fsyncs for %d records synced every 16", pol, row.int(t, "fsync_count"), acked)
+		case row.int(t, "fsync_count") != acked/16:
+			// The stats count the FUSE fsyncs; the logger did one per 16 records it acknowledged.
+			t.Errorf("%s: the stats count %d fsyncs for %d records synced every 16", pol, row.int(t, "fsync_count"), acked)
 		}
 		if pol == "write-through" && (lost != 0 || peak != 0) {
 			t.Errorf("write-through: %d bytes lost, %d at risk at the peak; want 0 and 0", lost, peak)
@@ -288,7 +289,7 @@ func TestExperimentWorkloads(t *testing.T) {
 		check          string // the check column starts so
 	}{
 		{"logger-mmap:sync=8", "", []string{"--cut-at", "300ms", "--duration", "5s"}, "records "},
-		{"sqlite-wal", "sqlite3", nil, "rows "},
+		{"sqlite-wal", "sqlite3", []string{"--cut-at", "1s", "--duration", "5s"}, "rows "},
 		{"sqlite-rollback:synchronous=NORMAL", "sqlite3", nil, "rows "},
 		{"bbolt", "", []string{"--switches", "--writeback-cache --keep-cache"}, "keys "},
 		{"lmdb", "mdb_load", nil, "keys "},
@@ -328,8 +329,11 @@ func TestExperimentWorkloads(t *testing.T) {
 			}
 			switch {
 			case len(c.args) > 0 && c.args[0] == "--cut-at" && row["cut_before_end"] != "true":
-				t.Errorf("--cut-at 300ms with --duration 5s: the cut came at the end: %v", row)
-			case len(c.args) > 0 && c.args[0] == "--cut-at" && (row.int(t, "lost_bytes") > row.int(t, "peak_at_risk_bytes")):
+				t.Errorf("--cut-at %s with --duration 5s: the cut came at the end: %v", c.args[1], row)
+			case strings.HasPrefix(c.workload, "logger") && row.int(t, "lost_bytes") > row.int(t, "peak_at_risk_bytes"):
+				// (Only for the loggers: a program of its own may have a
+				// write under way when it is stopped, which the last
+				// sample can miss.)
 				t.Errorf("the cut lost more than was at risk: %v", row)
 			case len(c.args) > 0 && c.args[0] == "--switches" && row["switches"] != c.args[1]:
 				t.Errorf("switches %q, want %q", row["switches"], c.args[1])
