@@ -1,7 +1,8 @@
 #!/bin/bash
 # Run the four cases of the README's "Seeing the kernel at work" on this
 # machine with mmapfs trace, and write each one's timeline and summary (and
-# the throttle case's plot) into OUT (default /tmp/mmapfs-trace-examples):
+# the throttle case's plot) into OUT (default scripts/trace-examples, where the
+# README's outputs come from):
 #   scripts/trace-examples.sh [OUT]
 # Needs root, go, gnuplot-nox, fuse3. The clients that map files are the
 # integration test binary in its trace-client role (integration/traceclient_test.go).
@@ -9,7 +10,7 @@
 # TestTraceThrottle and TestTraceMappedRead check what these outputs show.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=$(realpath -m "${1:-/tmp/mmapfs-trace-examples}")
+out=$(realpath -m "${1:-scripts/trace-examples}")
 mkdir -p "$out"
 work=$(mktemp -d /tmp/mmapfs-trace-examples.XXXXXX)
 store=$work/store mnt=$work/mnt
@@ -69,7 +70,7 @@ for view in timeline summary; do
 	mnt_up
 	flags=()
 	[ "$view" = summary ] && flags=(--summary)
-	trace "1-cold-read.$view" "$mnt" "${flags[@]}" -- dd if="$mnt/big" of=/dev/null bs=1M status=none
+	trace "1-cold-read.$view" "$mnt" "${flags[@]}" -- dd if="$mnt/big" of=/dev/null bs=4k status=none
 	mnt_down
 done
 
