@@ -43,16 +43,17 @@ var _ = (gofs.FileReader)((*handle)(nil))
 // Read copies out of the mapping into the kernel's buffer.
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	rq := h.m.trace.current(ctx)
-	rq.enter(h.m.trace, h.blob, off, int64(len(dest)))
 	if h.m.inj.Active() {
 		d, errno := h.m.inject(ctx, "read", h.blob.Name(), int64(len(dest)))
 		if errno != 0 {
+			rq.enter(h.m.trace, h.blob, off, 0)
 			return nil, errno
 		}
 		if d.Short >= 0 && int64(len(dest)) > d.Short {
 			dest = dest[:d.Short]
 		}
 	}
+	rq.enter(h.m.trace, h.blob, off, int64(len(dest))) // the pages it copies
 	n, err := h.blob.ReadAt(dest, off)
 	if err != nil {
 		return nil, h.errno("read", err)
@@ -66,11 +67,11 @@ var _ = (gofs.FileWriter)((*handle)(nil))
 // Write copies into the mapping, growing the file first if it extends it.
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	rq := h.m.trace.current(ctx)
-	rq.enter(h.m.trace, h.blob, off, int64(len(data)))
 	var torn inject.Decision
 	if h.m.inj.Active() {
 		d, errno := h.m.inject(ctx, "write", h.blob.Name(), int64(len(data)))
 		if errno != 0 {
+			rq.enter(h.m.trace, h.blob, off, 0)
 			return 0, errno
 		}
 		if d.Torn >= 0 {
@@ -82,6 +83,7 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 			}
 		}
 	}
+	rq.enter(h.m.trace, h.blob, off, int64(len(data))) // the pages it copies into
 	n, err := h.writeAt(data, off)
 	rq.leave() // a policy may sync as it writes
 	h.m.stats.bytesWritten.Add(int64(n))

@@ -361,11 +361,14 @@ func (tr *tracer) push(rec *wire.TraceRecord) {
 	kick := tr.n == len(tr.ring)/2
 	if tr.n == len(tr.ring) {
 		s := &tr.ring[(tr.head+tr.n-1)%len(tr.ring)]
+		// Records come in the order requests end, not start: the span
+		// is the earliest start and the latest end of those dropped.
 		if s.drops == 0 {
-			s.dropStart = rec.Start
+			s.dropStart, s.dropEnd = rec.Start, rec.Start+rec.Service
 		}
 		s.drops++
-		s.dropEnd = rec.Start + rec.Service
+		s.dropStart = min(s.dropStart, rec.Start)
+		s.dropEnd = max(s.dropEnd, rec.Start+rec.Service)
 		tr.dropped++
 	} else {
 		tr.ring[(tr.head+tr.n)%len(tr.ring)] = traceSlot{rec: *rec}
@@ -460,7 +463,9 @@ func (tr *tracer) send(buf []byte) error {
 		case err == nil || errors.Is(err, unix.EINTR):
 		case errors.Is(err, unix.EAGAIN):
 			tr.mu.Lock()
-			late := tr.flush && time.Now().After(tr.deadline)
+			// Dropped without a last flush (the tracer hung up its
+			// side, or failed): nothing more is owed to it.
+			late := tr.closing && (!tr.flush || time.Now().After(tr.deadline))
 			tr.mu.Unlock()
 			if late {
 				return fmt.Errorf("sending records: the tracer read none for %v at unmount: %w", traceIOTimeout, err)
