@@ -96,8 +96,13 @@ func (b *Blob) loseWritebackLocked(pages *pageSet, meta, whole bool, err error) 
 					errs = append(errs, fmt.Errorf("putting back the last synced content at %d: %w", lo, err))
 					continue
 				}
-				b.store.stats.simBytes.Add(-int64(len(saved)))
-				delete(sim.pages, p)
+				// Dropped only when put back whole: a page the file's
+				// present size clips keeps its synced content for a
+				// power cut that brings the synced size back.
+				if lo+int64(len(saved)) <= hi {
+					b.store.stats.simBytes.Add(-int64(len(saved)))
+					delete(sim.pages, p)
+				}
 			}
 			if z := max(lo, sim.syncedSize); z < hi {
 				if _, err := copyGuarded(b.data[z:hi], zeroPage[:hi-z], z); err != nil {

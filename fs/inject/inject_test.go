@@ -299,3 +299,12 @@ func TestLogRateLimit(t *testing.T) {
 		t.Fatalf("last line %q, want %q", last, want)
 	}
 }
+
+// ENOSYS would make the kernel stop sending the op for good: refused.
+func TestParseRefusesENOSYS(t *testing.T) {
+	for _, rule := range []string{"op=fsync,errno=ENOSYS", "op=write,torn=10:enosys"} {
+		if _, err := Parse(rule); err == nil || !strings.Contains(err.Error(), "ENOSYS is refused") {
+			t.Errorf("Parse(%q): %v, want ENOSYS refused", rule, err)
+		}
+	}
+}

@@ -226,6 +226,13 @@ func Parse(text string) (*Rule, error) {
 // parseErrno reads an errno name (EIO, or eio).
 func parseErrno(s string) (syscall.Errno, error) {
 	if e, ok := errnoNames[strings.ToUpper(s)]; ok {
+		if e == syscall.ENOSYS {
+			// The kernel takes ENOSYS from a FUSE daemon as "this op
+			// is not implemented" and stops sending it for the life of
+			// the mount (fsync and flush then succeed without reaching
+			// the daemon): a rule must not change the mount for good.
+			return 0, fmt.Errorf("ENOSYS is refused: the kernel would take it as the op not being implemented, stop sending it for the life of the mount and (for fsync and flush) report success; use EOPNOTSUPP or EIO")
+		}
 		return e, nil
 	}
 	return 0, fmt.Errorf("unknown errno %q: want a name such as %s", s, commonErrnos)
