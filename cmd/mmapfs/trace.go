@@ -317,6 +317,23 @@ func openDaemonFeed(mnt string) (*daemonFeed, error) {
 		d.close()
 		return nil, fmt.Errorf("trace: listening for the daemon's records: %w", err)
 	}
+	// The daemon may run as another user than the trace (root): the
+	// socket and its directory become the daemon's, whose uid is the
+	// owner of the control file, so that it may connect and no one
+	// else may.
+	var ctl unix.Stat_t
+	if err := unix.Stat(filepath.Join(mnt, fs.ControlName), &ctl); err != nil {
+		d.close()
+		return nil, mountError("trace", mnt, err)
+	}
+	if int(ctl.Uid) != os.Geteuid() {
+		for _, p := range []string{dir, sock} {
+			if err := os.Lchown(p, int(ctl.Uid), int(ctl.Gid)); err != nil {
+				d.close()
+				return nil, fmt.Errorf("trace: giving the daemon's socket to its user (uid %d): %w", ctl.Uid, err)
+			}
+		}
+	}
 	if _, _, err := controlAs("trace", mnt, wire.ControlTrace+" "+sock); err != nil {
 		d.close()
 		return nil, err
