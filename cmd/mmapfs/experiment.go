@@ -274,6 +274,24 @@ func checkMountFlags(flags, rules []string) error {
 // errInterrupted ends a run that a signal stopped.
 var errInterrupted = errors.New("interrupted")
 
+// withoutInterrupted returns err without errInterrupted: nil if that is
+// all it is, else the other errors joined with it.
+func withoutInterrupted(err error) error {
+	if err == nil || err == errInterrupted {
+		return nil
+	}
+	var rest []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			if e := withoutInterrupted(e); e != nil {
+				rest = append(rest, e)
+			}
+		}
+		return errors.Join(rest...)
+	}
+	return err
+}
+
 // runExperiment runs plan's runs in order, prints the table to out and
 // writes the files of --out. A signal stops the run under way (cleaned up
 // as any run is) and keeps the runs done.
@@ -335,7 +353,9 @@ runs:
 	prog.finish()
 	if errors.Is(runErr, errInterrupted) || ctx.Err() != nil {
 		res.Interrupted = true
-		runErr = nil
+		// What the interrupted run's cleanup could not do (a mount
+		// left, a store not removed) is still said.
+		runErr = withoutInterrupted(runErr)
 	}
 	if err := printResults(out, res); err != nil {
 		return err
@@ -382,7 +402,10 @@ func runOne(ctx context.Context, spec runSpec) (r *runResult, err error) {
 	var children []*mountChild
 	stuck := false // the workload did not stop: its mount cannot be unmounted cleanly
 	defer func() {
-		for _, c := range children {
+		// The last first: the mount at mnt now is the last child's, and
+		// an earlier child's cleanup would detach it as its own.
+		for i := len(children) - 1; i >= 0; i-- {
+			c := children[i]
 			end := c.stop
 			if stuck {
 				end = c.kill

@@ -635,14 +635,17 @@ func (p *procRun) Done() <-chan struct{} { return p.done }
 // Freeze stops the process group where it is (SIGSTOP), and gives the
 // acknowledgements it wrote before a moment to be read.
 func (p *procRun) Freeze() {
-	p.frozen.Store(true)
 	select {
 	case <-p.done:
 		p.exitedOnOwn.Store(true)
+		p.frozen.Store(true)
 		return
 	default:
 	}
+	// Stopped first, then marked: a driver that saw the mark first
+	// could end the process's work (close its input) before the stop.
 	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGSTOP)
+	p.frozen.Store(true)
 	time.Sleep(50 * time.Millisecond)
 }
 
@@ -715,7 +718,14 @@ func (q *sqliteWorkload) Prepare() error {
 type sqliteRun struct {
 	*procRun
 	stderr *bytes.Buffer
+	in     io.Closer     // the CLI's input, open until Kill: closing it would end the CLI, which closes the database first
+	ended  chan struct{} // closed when the driver has sent its last transaction, or the CLI ended
 }
+
+// Done says the workload is over: the driver has sent its last
+// transaction (the CLI still runs, its database open, as a crash would
+// find it), or the CLI ended.
+func (r *sqliteRun) Done() <-chan struct{} { return r.ended }
 
 func (q *sqliteWorkload) Start(mnt, _ string, d time.Duration) (running, error) {
 	cmd := exec.Command(q.bin, "-batch", "-bail", filepath.Join(mnt, sqliteName))
@@ -737,8 +747,17 @@ func (q *sqliteWorkload) Start(mnt, _ string, d time.Duration) (running, error) 
 	if q.wal {
 		mode = "WAL"
 	}
+	driven := make(chan struct{})
+	ended := make(chan struct{})
 	go func() {
-		defer in.Close()
+		select {
+		case <-driven:
+		case <-p.done:
+		}
+		close(ended)
+	}()
+	go func() {
+		defer close(driven)
 		rd := bufio.NewReader(out)
 		say := func(format string, a ...any) bool {
 			if _, err := fmt.Fprintf(in, format, a...); err != nil {
@@ -775,13 +794,16 @@ func (q *sqliteWorkload) Start(mnt, _ string, d time.Duration) (running, error) 
 			p.n.Store(i)
 			p.acked.Store(i)
 		}
-		// Closing stdin ends the CLI.
+		// The CLI's input stays open: its end would make the CLI close
+		// the database (a checkpoint, and a close the policies see)
+		// before the cut, which a crash does not do.
 	}()
-	return &sqliteRun{procRun: p, stderr: stderr}, nil
+	return &sqliteRun{procRun: p, stderr: stderr, in: in, ended: ended}, nil
 }
 
 func (r *sqliteRun) Kill() error {
 	err := r.procRun.Kill()
+	r.in.Close() // the CLI is gone: nothing reads it any more
 	if err != nil {
 		if msg := firstLine(r.stderr.String()); msg != "" {
 			err = fmt.Errorf("%w: %s", err, msg)
