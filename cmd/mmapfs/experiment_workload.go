@@ -168,7 +168,11 @@ const freezeWait = 5 * time.Second
 
 // goRun runs a workload's loop in a goroutine of the experiment.
 type goRun struct {
-	stop     atomic.Bool // set by Freeze: the loop returns before its next step
+	stop atomic.Bool // set by Freeze: the loop returns before its next step
+	// cut is set once the power cut may come while the loop still runs
+	// (Freeze gave up waiting for it, or Kill): an error it meets then
+	// is the cut's doing. One it meets while Freeze waits is its own.
+	cut      atomic.Bool
 	n, acked atomic.Int64
 	done     chan struct{} // closed when the loop has returned
 	err      error         // the loop's error (a failure before the cut); read after done
@@ -187,7 +191,7 @@ func startGo(loop func(g *goRun) error, release func() error) *goRun {
 				g.err = fmt.Errorf("fault on a mapping of the mount: %v", p)
 			}
 		}()
-		if err := loop(g); err != nil && !g.stop.Load() {
+		if err := loop(g); err != nil && !g.cut.Load() {
 			g.err = err
 		}
 	}()
@@ -203,6 +207,7 @@ func (g *goRun) Freeze() {
 	select {
 	case <-g.done:
 	case <-t.C:
+		g.cut.Store(true) // cut where it is
 	}
 }
 
@@ -217,6 +222,7 @@ var errStuck = fmt.Errorf("the workload was still in a system call on the mount 
 const killWait = 10 * time.Second
 
 func (g *goRun) Kill() error {
+	g.cut.Store(true)
 	g.stop.Store(true)
 	t := time.NewTimer(killWait)
 	defer t.Stop()
