@@ -117,6 +117,9 @@ func storeInject(set *inject.Set, logf func(string, ...any)) func(op, name strin
 // the first bad one.
 func newInjectSet(opts Options, seed int64) (*inject.Set, error) {
 	set := inject.NewSet(seed, opts.Store.PowerCutSim)
+	if opts.WritebackCache {
+		set.WritebackCache()
+	}
 	for _, text := range opts.Inject {
 		r, err := inject.Parse(text)
 		if err == nil {

@@ -435,6 +435,25 @@ func TestInjectFsyncgateNeedsSim(t *testing.T) {
 	}
 }
 
+// TestInjectShortNeedsNoWritebackCache: a short READ on a mount with the
+// writeback cache would make the kernel keep a zero-filled page (and
+// write the zeros back later), so short= is refused there, at mount and
+// through mmapfs inject.
+func TestInjectShortNeedsNoWritebackCache(t *testing.T) {
+	t.Parallel()
+	const rule = "op=read,short=100"
+	mnt := t.TempDir()
+	r := runBinary(t, cliTimeout, []string{mnt}, "mount", "--writeback-cache", "--inject", rule, t.TempDir(), mnt)
+	if r.exitCode != 1 || !strings.Contains(r.stderr, fmt.Sprintf("--inject %q: short=100:", rule)) || !strings.Contains(r.stderr, "--writeback-cache") {
+		t.Fatalf("mount --writeback-cache --inject %s: exit %d\n%s", rule, r.exitCode, r.stderr)
+	}
+	m := startMount(t, "--writeback-cache")
+	r = injectCLI(t, m.mnt, rule)
+	if r.exitCode != 1 || !strings.Contains(r.stderr, "--writeback-cache") {
+		t.Fatalf("mmapfs inject %s on a --writeback-cache mount: exit %d\n%s", rule, r.exitCode, r.stderr)
+	}
+}
+
 // TestInjectFault: op=fault makes the copy out of the mapping fail as the
 // store's device would: the client's read gets EIO; the daemon keeps
 // serving the file's neighbours, and the file itself once the rule is

@@ -158,7 +158,7 @@ func (c *mountConfig) options(f *pflag.FlagSet) (fs.Options, error) {
 			return fs.Options{}, fmt.Errorf("%s %v: must not be negative; accepted: 0 (no caching) or a duration such as 1s", d.flag, d.v)
 		}
 	}
-	if err := checkInjectRules(opts.Inject, opts.Store.PowerCutSim); err != nil {
+	if err := checkInjectRules(opts.Inject, opts.Store.PowerCutSim, opts.WritebackCache); err != nil {
 		return fs.Options{}, err
 	}
 	if c.metrics != "" {
@@ -221,7 +221,7 @@ func joinInjectRules(opts []string) []string {
 
 // checkInjectRules refuses a bad --inject rule before anything is
 // mounted, naming the rule, the part that is wrong and the valid forms.
-func checkInjectRules(rules []string, sim bool) error {
+func checkInjectRules(rules []string, sim, writebackCache bool) error {
 	for _, text := range rules {
 		r, err := inject.Parse(text)
 		var re *inject.RuleError
@@ -233,6 +233,9 @@ func checkInjectRules(rules []string, sim bool) error {
 		}
 		if r.Fsyncgate && !sim {
 			return fmt.Errorf("--inject %q: fsyncgate: %v", text, inject.ErrNeedsSim)
+		}
+		if r.Short >= 0 && writebackCache {
+			return fmt.Errorf("--inject %q: short=%d: %v", text, r.Short, inject.ErrShortWritebackCache)
 		}
 	}
 	return nil

@@ -308,3 +308,19 @@ func TestParseRefusesENOSYS(t *testing.T) {
 		}
 	}
 }
+
+// short= is refused on a mount with the writeback cache.
+func TestAddRefusesShortWithWritebackCache(t *testing.T) {
+	r, err := Parse("op=read,short=10")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSet(0, false)
+	s.WritebackCache()
+	if _, err := s.Add(r); err == nil || !strings.Contains(err.Error(), "--writeback-cache") {
+		t.Errorf("Add(short=10) on a writeback-cache mount: %v, want refused", err)
+	}
+	if _, err := NewSet(0, false).Add(r); err != nil {
+		t.Errorf("Add(short=10) without the writeback cache: %v", err)
+	}
+}

@@ -30,6 +30,7 @@ type Set struct {
 	n    atomic.Int32 // len(rules), for Active without the lock
 	seed int64        // the seed of a prob= rule without seed= (with its id mixed in); read only
 	sim  bool         // the mount keeps synced content (fsyncgate may be used); read only
+	wbc  bool         // the mount has the writeback cache (short= refused); set before any Add
 	now  func() time.Time
 
 	// mu guards the fields below and every counter of every entry.
@@ -58,6 +59,14 @@ func NewSet(seed int64, sim bool) *Set {
 	return &Set{seed: seed, sim: sim, now: time.Now, nextID: 1}
 }
 
+// ErrShortWritebackCache refuses a short= rule on a mount with the
+// writeback cache.
+var ErrShortWritebackCache = errors.New("a short READ on a mount with --writeback-cache makes the kernel zero the rest of the page and keep it, and a later partial write of that page writes the zeros to the file: short= is refused there (mount without --writeback-cache, or with --direct-io)")
+
+// WritebackCache tells the set that its mount has the kernel's writeback
+// cache, so that short= rules are refused. Call it before any Add.
+func (s *Set) WritebackCache() { s.wbc = true }
+
 // Active reports whether the set has any rule: one atomic load, the only
 // cost of fault injection to a request when no rule is set.
 func (s *Set) Active() bool { return s != nil && s.n.Load() > 0 }
@@ -67,6 +76,9 @@ func (s *Set) Active() bool { return s != nil && s.n.Load() > 0 }
 func (s *Set) Add(r *Rule) (int, error) {
 	if r.Fsyncgate && !s.sim {
 		return 0, &RuleError{Rule: r.Text, Part: "fsyncgate", Msg: ErrNeedsSim.Error()}
+	}
+	if r.Short >= 0 && s.wbc {
+		return 0, &RuleError{Rule: r.Text, Part: fmt.Sprintf("short=%d", r.Short), Msg: ErrShortWritebackCache.Error()}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
