@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -304,6 +305,9 @@ func runExperiment(out, errOut io.Writer, plan *experimentPlan) error {
 		return fmt.Errorf("experiment: %w", err)
 	}
 	if plan.out != "" {
+		if _, err := exec.LookPath("gnuplot"); err != nil {
+			return fmt.Errorf("experiment: --out %s draws its plots with gnuplot, which is not installed (apt-get install gnuplot-nox)", plan.out)
+		}
 		if err := os.MkdirAll(plan.out, 0o755); err != nil {
 			return fmt.Errorf("experiment: --out: %w", err)
 		}

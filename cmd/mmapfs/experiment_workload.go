@@ -985,6 +985,9 @@ func (w *commandWorkload) Check(ctx context.Context, mnt string, _ running, _ in
 	}
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", w.check)
 	cmd.Env = append(os.Environ(), "MMAPFS_MNT="+mnt)
+	// A child of the judge that keeps its output open must not hold the
+	// experiment (and its mount) once the judge is gone.
+	cmd.WaitDelay = 5 * time.Second
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()

@@ -528,10 +528,14 @@ func runTrace(out, errOut io.Writer, f traceFlags, mnt string, command []string)
 	kctx, stopKernel := context.WithCancel(context.Background())
 	defer stopKernel()
 	var kerr, derr error
+	kfailed := make(chan struct{}) // closed when the kernel's side failed
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		kerr = inst.Run(kctx, col.Kernel)
+		if kerr != nil {
+			close(kfailed)
+		}
 	}()
 	dDone := make(chan struct{})
 	go func() {
@@ -553,7 +557,7 @@ func runTrace(out, errOut io.Writer, f traceFlags, mnt string, command []string)
 		}()
 	}
 
-	status, waitErr := waitTraced(errOut, m.dir, f.duration, command, sigs)
+	status, waitErr := waitTraced(errOut, m.dir, f.duration, command, sigs, kfailed)
 	// The kernel answers some requests of a command after it exited (the
 	// RELEASE of its last files is sent in the background): give them a
 	// moment to end, and the daemon's records to come.
@@ -591,10 +595,11 @@ func runTrace(out, errOut io.Writer, f traceFlags, mnt string, command []string)
 }
 
 // waitTraced waits for the end of the trace: the command's exit (its
-// status returned), --duration, or a signal. A signal while a command
+// status returned), --duration, a signal, or the failure of the kernel's
+// side (kfailed closed). A signal while a command
 // runs is the command's too (the terminal sends it to both): the trace
 // waits for the command to end.
-func waitTraced(errOut io.Writer, mnt string, d time.Duration, command []string, sigs <-chan os.Signal) (int, error) {
+func waitTraced(errOut io.Writer, mnt string, d time.Duration, command []string, sigs <-chan os.Signal, kfailed <-chan struct{}) (int, error) {
 	var timeout <-chan time.Time
 	if d > 0 {
 		t := time.NewTimer(d)
@@ -605,6 +610,7 @@ func waitTraced(errOut io.Writer, mnt string, d time.Duration, command []string,
 		select {
 		case <-sigs:
 		case <-timeout:
+		case <-kfailed:
 		}
 		return 0, nil
 	}
@@ -634,6 +640,11 @@ func waitTraced(errOut io.Writer, mnt string, d time.Duration, command []string,
 			fmt.Fprintf(errOut, "mmapfs trace: --duration is over: ending %s (pid %d)\n", command[0], c.Process.Pid)
 			_ = c.Process.Signal(syscall.SIGTERM)
 			timeout = nil
+		case <-kfailed:
+			// Nothing more can be traced: the error is said at the end.
+			fmt.Fprintf(errOut, "mmapfs trace: the kernel's events can no longer be read: ending %s (pid %d)\n", command[0], c.Process.Pid)
+			_ = c.Process.Signal(syscall.SIGTERM)
+			kfailed = nil
 		case s := <-sigs:
 			// Passed on in case it came from kill(1), not the terminal.
 			_ = c.Process.Signal(s)
