@@ -247,8 +247,11 @@ func TestExperimentPolicies(t *testing.T) {
 			// The stats count the FUSE fsyncs; the logger did one per 16 records it acknowledged.
 			t.Errorf("%s: the stats count %d fsyncs for %d records synced every 16", pol, row.int(t, "fsync_count"), acked)
 		}
-		if pol == "write-through" && (lost != 0 || peak != 0) {
-			t.Errorf("write-through: %d bytes lost, %d at risk at the peak; want 0 and 0", lost, peak)
+		// Under write-through nothing is lost, and a sample can catch at
+		// most the one write in flight between its copy and its msync
+		// (a record's page).
+		if pol == "write-through" && (lost != 0 || peak > int64(os.Getpagesize())) {
+			t.Errorf("write-through: %d bytes lost, %d at risk at the peak; want 0, and at most the page of the write in flight", lost, peak)
 		}
 		// The JSON's samples are where the CSV's figures come from.
 		j := res.Runs[i]
@@ -390,7 +393,7 @@ func TestExperimentRefused(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"nosuch"}, `unknown workload "nosuch"; valid workloads: logger-pwrite[:sync=N], logger-mmap[:sync=N], sqlite-wal[:synchronous=FULL|NORMAL|OFF]`},
+		{[]string{"nosuch"}, `unknown workload "nosuch"; valid workloads: logger-pwrite[:sync=N,retry=N], logger-mmap[:sync=N,retry=N], sqlite-wal[:synchronous=FULL|NORMAL|OFF]`},
 		{[]string{"logger-pwrite:sync=x"}, "workload logger-pwrite:sync=x: sync=x: want a number of records, 1 or more"},
 		{[]string{"sqlite-wal:journal=wal"}, `unknown parameter "journal=wal" (sqlite-wal takes synchronous=VALUE)`},
 		{[]string{"fio:" + filepath.Join(tmp, "missing.fio")}, "the fio job file: stat " + filepath.Join(tmp, "missing.fio") + ": no such file or directory"},
@@ -505,5 +508,49 @@ func TestExperimentInject(t *testing.T) {
 	r = runExperiment(t, tmp, 30*time.Second, "--inject", "op=bogus", "logger-pwrite")
 	if r.exitCode != 1 || !strings.Contains(r.stderr, `--inject "op=bogus"`) {
 		t.Errorf("a bad rule: exit %d:\n%s", r.exitCode, r.stderr)
+	}
+}
+
+// TestExperimentFsyncgateRetry: the PostgreSQL surprise, end to end. A
+// logger that tries a failed fsync again (logger-pwrite:retry=1) loses
+// nothing when the failed msync left its pages dirty (the retry syncs
+// them), and loses acknowledged records under fsyncgate (the retry
+// succeeds on pages put back to their old content).
+func TestExperimentFsyncgateRetry(t *testing.T) {
+	t.Parallel()
+	if help := runBinary(t, 10*time.Second, nil, "mount", "--help"); !strings.Contains(help.stdout+help.stderr, "--inject") {
+		t.Skip("this mmapfs mount has no --inject")
+	}
+	tmp := experimentTmp(t)
+	for _, c := range []struct {
+		rule string
+		lost bool
+	}{
+		{"op=msync,nth=20,errno=EIO,times=1", false},
+		{"op=msync,nth=20,errno=EIO,fsyncgate,times=1", true},
+	} {
+		out := t.TempDir()
+		r := runExperiment(t, tmp, 60*time.Second, "--policy", "fsync", "--duration", "1s", "--out", out, "--inject", c.rule, "logger-pwrite:retry=1")
+		if r.exitCode != 0 {
+			t.Fatalf("--inject %s: exit %d:\n%s\n%s", c.rule, r.exitCode, r.stdout, r.stderr)
+		}
+		_, rows := readResultsCSV(t, out)
+		if len(rows) != 1 {
+			t.Fatalf("--inject %s: %d runs, want 1", c.rule, len(rows))
+		}
+		row := rows[0]
+		if e := row["workload_error"]; e != "" {
+			t.Errorf("--inject %s: the logger failed (%q): its retry should have succeeded", c.rule, e)
+		}
+		if !strings.Contains(row["check"], "1 failed syncs tried again") {
+			t.Errorf("--inject %s: check %q: want the one failed sync tried again", c.rule, row["check"])
+		}
+		lost := row.int(t, "acknowledged_lost")
+		switch {
+		case c.lost && (lost == 0 || row["ok"] != "false"):
+			t.Errorf("--inject %s: %d acknowledged records lost: fsyncgate's retried fsync succeeds on pages put back, so some must be", c.rule, lost)
+		case !c.lost && (lost != 0 || row["ok"] != "true"):
+			t.Errorf("--inject %s: %d acknowledged records lost: a failed msync that leaves its pages dirty loses nothing once retried", c.rule, lost)
+		}
 	}
 }

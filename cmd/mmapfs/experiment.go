@@ -92,9 +92,13 @@ The store is then mounted again and the workload's own check says what
 survived.
 
 Workloads:
-  logger-pwrite[:sync=N]   512-byte records (sequence number, checksum)
-                           appended with pwrite, fsync every N (default 16)
-  logger-mmap[:sync=N]     the same records written through a MAP_SHARED
+  logger-pwrite[:sync=N,retry=N]
+                           512-byte records (sequence number, checksum)
+                           appended with pwrite, fsync every N (default 16);
+                           a failed fsync tried again up to retry times
+                           (default 0), as PostgreSQL once did
+  logger-mmap[:sync=N,retry=N]
+                           the same records written through a MAP_SHARED
                            mapping of a pre-grown file, msync MS_SYNC every N
   sqlite-wal[:synchronous=FULL|NORMAL|OFF]
   sqlite-rollback[:synchronous=FULL|NORMAL|OFF]

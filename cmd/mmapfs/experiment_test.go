@@ -70,10 +70,10 @@ func TestExperimentArgsRefused(t *testing.T) {
 		args []string
 		want string // in the error
 	}{
-		{nil, "name a workload; valid workloads: logger-pwrite[:sync=N]"},
+		{nil, "name a workload; valid workloads: logger-pwrite[:sync=N,retry=N]"},
 		{[]string{"nosuch"}, `unknown workload "nosuch"; valid workloads:`},
 		{[]string{"logger-pwrite:sync=0"}, "sync=0: want a number of records, 1 or more"},
-		{[]string{"logger-mmap:every=3"}, `unknown parameter "every=3" (logger-mmap takes sync=VALUE)`},
+		{[]string{"logger-mmap:every=3"}, `unknown parameter "every=3" (logger-mmap takes retry=VALUE,sync=VALUE)`},
 		{[]string{"sqlite-rollback:synchronous=EXTRA"}, "synchronous=EXTRA: want FULL, NORMAL or OFF"},
 		{[]string{"bbolt:x=1"}, "bbolt takes no parameters"},
 		{[]string{"lmdb:writemap=1"}, "lmdb takes no parameters (its transactions are lmdb-utils' mdb_load, which has no MDB_WRITEMAP)"},

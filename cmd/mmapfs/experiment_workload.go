@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,7 +26,7 @@ import (
 )
 
 // validWorkloads names the workloads an experiment takes, for errors.
-const validWorkloads = "valid workloads: logger-pwrite[:sync=N], logger-mmap[:sync=N], " +
+const validWorkloads = "valid workloads: logger-pwrite[:sync=N,retry=N], logger-mmap[:sync=N,retry=N], " +
 	"sqlite-wal[:synchronous=FULL|NORMAL|OFF], sqlite-rollback[:synchronous=FULL|NORMAL|OFF], " +
 	"bbolt, lmdb, fio:JOBFILE, or -- COMMAND [ARGS...] (with --check COMMAND)"
 
@@ -95,6 +96,14 @@ func parseWorkload(s string) (workload, error) {
 				l.every = n
 				return nil
 			},
+			"retry": func(v string) error {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 0 {
+					return fmt.Errorf("retry=%s: want how many times a failed sync is tried again, 0 or more", v)
+				}
+				l.retry = n
+				return nil
+			},
 		})
 		return l, err
 	case "sqlite-wal", "sqlite-rollback":
@@ -153,6 +162,7 @@ func parseParams(name, params string, keys map[string]func(string) error) error 
 			for k := range keys {
 				valid = append(valid, k+"=VALUE")
 			}
+			slices.Sort(valid)
 			return fmt.Errorf("workload %s:%s: unknown parameter %q (%s takes %s); %s", name, params, kv, name, strings.Join(valid, ","), validWorkloads)
 		}
 		if err := set(v); err != nil {
@@ -311,19 +321,42 @@ func allZero(b []byte) bool {
 type loggerWorkload struct {
 	mmap  bool
 	every int // records between syncs
+	// retry is how many times a failed sync is tried again before the
+	// logger gives up (the PostgreSQL pattern that fsyncgate defeats: a
+	// retry that succeeds is taken as the records being safe).
+	retry int
+	// retried counts the syncs of the current run that failed and were
+	// tried again; reset by Start.
+	retried atomic.Int64
 }
 
 func (l *loggerWorkload) Name() string {
+	kind := "pwrite"
 	if l.mmap {
-		return fmt.Sprintf("logger-mmap:sync=%d", l.every)
+		kind = "mmap"
 	}
-	return fmt.Sprintf("logger-pwrite:sync=%d", l.every)
+	name := fmt.Sprintf("logger-%s:sync=%d", kind, l.every)
+	if l.retry > 0 {
+		name += fmt.Sprintf(",retry=%d", l.retry)
+	}
+	return name
+}
+
+// sync calls do, trying it again up to l.retry times when it fails.
+func (l *loggerWorkload) sync(do func() error) error {
+	err := do()
+	for i := 0; err != nil && i < l.retry; i++ {
+		l.retried.Add(1)
+		err = do()
+	}
+	return err
 }
 
 func (l *loggerWorkload) Unit() string   { return unitRecords }
 func (l *loggerWorkload) Prepare() error { return nil }
 
 func (l *loggerWorkload) Start(mnt, _ string, d time.Duration) (running, error) {
+	l.retried.Store(0)
 	path := filepath.Join(mnt, logName)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -364,7 +397,7 @@ func (l *loggerWorkload) pwriteLoop(g *goRun, f *os.File, d time.Duration) error
 		}
 		g.n.Store(int64(seq) + 1)
 		if (seq+1)%uint64(l.every) == 0 {
-			if err := f.Sync(); err != nil {
+			if err := l.sync(f.Sync); err != nil {
 				return fmt.Errorf("fsync after record %d: %w", seq, err)
 			}
 			g.acked.Store(int64(seq) + 1)
@@ -388,7 +421,7 @@ func (l *loggerWorkload) mmapLoop(g *goRun, mem []byte, d time.Duration) error {
 		g.n.Store(int64(seq) + 1)
 		if (seq+1)%uint64(l.every) == 0 {
 			from := synced / page * page
-			if err := unix.Msync(mem[from:off+recordSize], unix.MS_SYNC); err != nil {
+			if err := l.sync(func() error { return unix.Msync(mem[from:off+recordSize], unix.MS_SYNC) }); err != nil {
 				return fmt.Errorf("msync after record %d: %w", seq, err)
 			}
 			synced = off + recordSize
@@ -413,6 +446,9 @@ func (l *loggerWorkload) Check(_ context.Context, mnt string, r running, acked i
 	c.text = fmt.Sprintf("records %d/%d acked kept, %d/%d written intact, %d torn", c.kept, acked, sc.kept, written, sc.torn)
 	if sc.after > 0 {
 		c.text += fmt.Sprintf(", %d whole past the gap", sc.after)
+	}
+	if n := l.retried.Load(); n > 0 {
+		c.text += fmt.Sprintf(", %d failed syncs tried again", n)
 	}
 	if !c.ok {
 		c.text += fmt.Sprintf(": %d ACKNOWLEDGED LOST", c.ackedLost)
