@@ -165,3 +165,34 @@ func TestInjectWritebackLostBackground(t *testing.T) {
 		t.Fatalf("the fsync after that: %v, want success (reported once)", err)
 	}
 }
+
+// TestInjectWritebackLostAfterRelease: a writeback lost by a sync the
+// daemon made on its own, on a file then closed (its blob dropped), is
+// reported by the first fsync of the file opened again, once: Linux
+// reports it to a descriptor opened after the error.
+func TestInjectWritebackLostAfterRelease(t *testing.T) {
+	t.Parallel()
+	h := &hookOf{}
+	s := newStoreWith(t, t.TempDir(), Options{Inject: h.hook, PowerCutSim: true})
+	b := openBlob(t, s, "f")
+	mustWrite(t, b, pattern(1, 0, 100), 0)
+	if err := b.Fsync(); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, b, pattern(2, 0, 100), 0)
+	h.set("msync", &WritebackLost{Err: syscall.EIO})
+	if err := b.Sync(); !isErrno(err, syscall.EIO) {
+		t.Fatalf("the background sync: %v", err)
+	}
+	h.set("", nil)
+	release(t, s, b)
+	b = openBlob(t, s, "f")
+	defer release(t, s, b)
+	checkBytes(t, "reopened after the lost writeback", mustRead(t, b, 0, 100, 100), pattern(1, 0, 100))
+	if err := b.Fsync(); !isErrno(err, syscall.EIO) {
+		t.Fatalf("the first fsync of the file opened again: %v, want EIO", err)
+	}
+	if err := b.Fsync(); err != nil {
+		t.Fatalf("the fsync after that: %v, want success (reported once)", err)
+	}
+}

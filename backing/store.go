@@ -129,6 +129,12 @@ type Store struct {
 	// simClosed holds the power-cut simulation's records of files
 	// closed with changes not synced (see journal.go).
 	simClosed map[fileKey]*simClosed
+	// lostWriteback holds the lost writebacks (fault injection's
+	// fsyncgate, inject.go) of blobs dropped before any fsync reported
+	// them: the file's next blob takes it over, so that its next fsync
+	// reports it, as Linux reports a writeback error to an fsync of a
+	// descriptor opened after it. Nil until the first one.
+	lostWriteback map[fileKey]error
 
 	// cut is set once PowerCut has run: no blob may change afterwards.
 	cut atomic.Bool
@@ -412,6 +418,10 @@ func (s *Store) install(key fileKey, done chan struct{}, b *Blob, err error) (*B
 	} else {
 		b.wholeSync = s.closedLost
 	}
+	if lost := s.lostWriteback[key]; lost != nil {
+		b.lostErr = lost
+		delete(s.lostWriteback, key)
+	}
 	s.blobs[key] = b
 	s.stats.add(wire.BlobsOpened, 1)
 	b.used.Store(true)
@@ -502,6 +512,15 @@ func (s *Store) Release(b *Blob) error {
 	delete(s.blobs, b.key)
 	s.drops.Add(1)
 	s.uncountLocked(b)
+	b.dmu.Lock()
+	if b.lostErr != nil && !b.removed {
+		if s.lostWriteback == nil {
+			s.lostWriteback = map[fileKey]error{}
+		}
+		s.lostWriteback[b.key] = b.lostErr
+		b.lostErr = nil
+	}
+	b.dmu.Unlock()
 	var replaced *simClosed
 	if b.sim != nil {
 		replaced = s.recordSimLocked(b)
@@ -529,6 +548,7 @@ func (s *Store) Removed(dev, ino uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.closed, key)
+	delete(s.lostWriteback, key)
 	if b := s.blobs[key]; b != nil {
 		b.removed = true
 	}
