@@ -19,6 +19,10 @@ import (
 type handle struct {
 	m    *mountState   // read only
 	blob *backing.Blob // read only; released by Release
+	// node is the file the handle was opened on (read only): the
+	// fault-injection rules match its path now, which follows renames
+	// and links, unlike the name the Blob was first opened by.
+	node *Node
 	// appendOnly (read only) says the file was append-only (chattr +a)
 	// when this handle was opened: as on ext4, a descriptor opened then
 	// may only append, though the Blob's own descriptor, and handles
@@ -26,8 +30,17 @@ type handle struct {
 	appendOnly bool
 }
 
-func (m *mountState) newHandle(b *backing.Blob) *handle {
-	return &handle{m: m, blob: b, appendOnly: b.AppendOnly()}
+func (m *mountState) newHandle(b *backing.Blob, n *Node) *handle {
+	return &handle{m: m, blob: b, node: n, appendOnly: b.AppendOnly()}
+}
+
+// injectPath is the path the fault-injection rules match the handle's
+// requests against: its node's path now.
+func (h *handle) injectPath() string {
+	if h.node == nil {
+		return h.blob.Name()
+	}
+	return h.node.rel()
 }
 
 // writeAt writes through the Blob as this handle may (see appendOnly).
@@ -44,7 +57,7 @@ var _ = (gofs.FileReader)((*handle)(nil))
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	rq := h.m.trace.current(ctx)
 	if h.m.inj.Active() {
-		d, errno := h.m.inject(ctx, "read", h.blob.Name(), int64(len(dest)))
+		d, errno := h.m.inject(ctx, "read", h.injectPath(), int64(len(dest)))
 		if errno != 0 {
 			rq.enter(h.m.trace, h.blob, off, 0)
 			return nil, errno
@@ -69,7 +82,7 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	rq := h.m.trace.current(ctx)
 	var torn inject.Decision
 	if h.m.inj.Active() {
-		d, errno := h.m.inject(ctx, "write", h.blob.Name(), int64(len(data)))
+		d, errno := h.m.inject(ctx, "write", h.injectPath(), int64(len(data)))
 		if errno != 0 {
 			rq.enter(h.m.trace, h.blob, off, 0)
 			return 0, errno
@@ -115,7 +128,7 @@ func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	rq := h.m.trace.current(ctx)
 	rq.enter(h.m.trace, h.blob, 0, 0)
 	if h.m.inj.Active() {
-		if _, errno := h.m.inject(ctx, "fsync", h.blob.Name(), 0); errno != 0 {
+		if _, errno := h.m.inject(ctx, "fsync", h.injectPath(), 0); errno != 0 {
 			return errno
 		}
 	}
@@ -135,7 +148,7 @@ func (h *handle) Flush(ctx context.Context) syscall.Errno {
 	rq := h.m.trace.current(ctx)
 	rq.enter(h.m.trace, h.blob, 0, 0)
 	if h.m.inj.Active() {
-		if _, errno := h.m.inject(ctx, "flush", h.blob.Name(), 0); errno != 0 {
+		if _, errno := h.m.inject(ctx, "flush", h.injectPath(), 0); errno != 0 {
 			return errno
 		}
 	}
@@ -168,7 +181,7 @@ var _ = (gofs.FileGetattrer)((*handle)(nil))
 func (h *handle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 	h.m.trace.current(ctx).enter(h.m.trace, h.blob, 0, 0)
 	if h.m.inj.Active() {
-		if _, errno := h.m.inject(ctx, "getattr", h.blob.Name(), 0); errno != 0 {
+		if _, errno := h.m.inject(ctx, "getattr", h.injectPath(), 0); errno != 0 {
 			return errno
 		}
 	}
@@ -203,7 +216,7 @@ var _ = (gofs.FileLseeker)((*handle)(nil))
 func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, syscall.Errno) {
 	h.m.trace.current(ctx).enter(h.m.trace, h.blob, 0, 0)
 	if h.m.inj.Active() {
-		if _, errno := h.m.inject(ctx, "lseek", h.blob.Name(), 0); errno != 0 {
+		if _, errno := h.m.inject(ctx, "lseek", h.injectPath(), 0); errno != 0 {
 			return 0, errno
 		}
 	}
@@ -222,7 +235,7 @@ func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uin
 	rq := h.m.trace.current(ctx)
 	rq.enter(h.m.trace, h.blob, 0, 0)
 	if h.m.inj.Active() {
-		if _, errno := h.m.inject(ctx, "fallocate", h.blob.Name(), 0); errno != 0 {
+		if _, errno := h.m.inject(ctx, "fallocate", h.injectPath(), 0); errno != 0 {
 			return errno
 		}
 	}

@@ -89,7 +89,7 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	return n.m.newHandle(b), n.m.openFlagsFor(flags), 0
+	return n.m.newHandle(b, n), n.m.openFlagsFor(flags), 0
 }
 
 // openUnnamed opens b, the Blob of a file with no name yet, whose
@@ -100,7 +100,7 @@ func (n *Node) openUnnamed(b *backing.Blob, flags uint32) (gofs.FileHandle, uint
 			return nil, 0, n.m.errno("open", b.Name(), errors.Join(err, n.m.store.Release(b)))
 		}
 	}
-	return n.m.newHandle(b), n.m.openFlagsFor(flags), 0
+	return n.m.newHandle(b, n), n.m.openFlagsFor(flags), 0
 }
 
 // openFlagsFor returns the FOPEN_* flags for an open with flags. Only
@@ -186,7 +186,8 @@ func (n *Node) created(ctx context.Context, op string, b *backing.Blob, rel stri
 	if err != nil {
 		return nil, nil, 0, n.m.errno(op, rel, errors.Join(err, n.m.store.Release(b)))
 	}
-	return ch, n.m.newHandle(b), n.m.openFlagsFor(flags), 0
+	child, _ := ch.Operations().(*Node)
+	return ch, n.m.newHandle(b, child), n.m.openFlagsFor(flags), 0
 }
 
 // newChild makes the inode for a file just created or opened through b

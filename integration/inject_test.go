@@ -748,3 +748,32 @@ func TestInjectUnmount(t *testing.T) {
 		t.Fatalf("the store's file: %q, %v", got, err)
 	}
 }
+
+// TestInjectPathFollowsRename: a rule's path= matches a file's path now,
+// not the name it was opened by: writes through a descriptor opened
+// before a rename fail under a rule on the new name.
+func TestInjectPathFollowsRename(t *testing.T) {
+	t.Parallel()
+	m := startMount(t)
+	defer m.stop(t)
+	if err := os.Mkdir(filepath.Join(m.mnt, "new"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(filepath.Join(m.mnt, "a"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte("x"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(m.mnt, "a"), filepath.Join(m.mnt, "new", "a")); err != nil {
+		t.Fatal(err)
+	}
+	if r := injectCLI(t, m.mnt, "op=write,path=new/*,errno=EIO"); r.exitCode != 0 {
+		t.Fatalf("mmapfs inject: exit %d\n%s", r.exitCode, r.stderr)
+	}
+	if _, err := f.WriteAt([]byte("y"), 0); !errors.Is(err, syscall.EIO) {
+		t.Errorf("a write to new/a (renamed from a while open) under op=write,path=new/*: %v, want EIO", err)
+	}
+}
