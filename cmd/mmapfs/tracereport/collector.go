@@ -256,6 +256,11 @@ func (c *Collector) deliverLocked() {
 	c.outMu.Lock()
 	c.mu.Unlock()
 	defer c.outMu.Unlock()
+	c.give(out)
+}
+
+// give hands items to the sink, in order; c.outMu held.
+func (c *Collector) give(out []item) {
 	for _, it := range out {
 		switch {
 		case it.req != nil:
@@ -733,16 +738,7 @@ func (c *Collector) Flush() {
 	c.out = nil
 	c.mu.Unlock()
 	defer c.outMu.Unlock()
-	for _, it := range out {
-		switch {
-		case it.req != nil:
-			c.opts.Sink.Request(it.req)
-		case it.ev != nil:
-			c.opts.Sink.Event(it.ev)
-		case it.sample != nil:
-			c.opts.Sink.Sample(it.sample)
-		}
-	}
+	c.give(out)
 	c.opts.Sink.Flush()
 }
 
