@@ -19,7 +19,6 @@ import (
 // returns the tree and a READ of its first 4 KiB.
 func injectReadSetup(tb testing.TB, hooked bool, rules ...string) (fuse.RawFileSystem, *fuse.ReadIn) {
 	tb.Helper()
-	store := tb.TempDir()
 	opts := DefaultOptions()
 	opts.Logger = log.New(io.Discard, "", 0)
 	opts.Inject = rules
@@ -30,6 +29,17 @@ func injectReadSetup(tb testing.TB, hooked bool, rules ...string) (fuse.RawFileS
 	if hooked {
 		opts.Store.Inject = storeInject(set, opts.Logger.Printf)
 	}
+	m, raw, in := treeReadSetup(tb, opts)
+	m.inj = set
+	return raw, in
+}
+
+// treeReadSetup makes a mount state on a new store with opts (no kernel,
+// no mount) and opens a 1 MiB file of it through the node tree; it
+// returns the state, the tree and a READ of the file's first 4 KiB.
+func treeReadSetup(tb testing.TB, opts Options) (*mountState, fuse.RawFileSystem, *fuse.ReadIn) {
+	tb.Helper()
+	store := tb.TempDir()
 	st, err := backing.Open(store, opts.Store)
 	if err != nil {
 		tb.Fatal(err)
@@ -38,7 +48,6 @@ func injectReadSetup(tb testing.TB, hooked bool, rules ...string) (fuse.RawFileS
 	if err != nil {
 		tb.Fatal(err)
 	}
-	m.inj = set
 	tb.Cleanup(func() {
 		m.trace.close()
 		if err := errors.Join(m.dirs.close(), st.Close()); err != nil {
@@ -58,7 +67,7 @@ func injectReadSetup(tb testing.TB, hooked bool, rules ...string) (fuse.RawFileS
 	if s := raw.Open(nil, &fuse.OpenIn{InHeader: header(e.NodeId), Flags: uint32(os.O_RDONLY)}, &oout); s != fuse.OK {
 		tb.Fatal(s)
 	}
-	return raw, &fuse.ReadIn{InHeader: header(e.NodeId), Fh: oout.Fh, Size: 4096}
+	return m, raw, &fuse.ReadIn{InHeader: header(e.NodeId), Fh: oout.Fh, Size: 4096}
 }
 
 // BenchmarkInjectRead: a 4 KiB READ through the tree without the hook

@@ -19,7 +19,6 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
-	"github.com/mmapfs/mmapfs/backing"
 	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
@@ -546,36 +545,9 @@ func TestTracePath(t *testing.T) {
 func BenchmarkTreeRead(b *testing.B) {
 	for _, on := range []bool{false, true} {
 		b.Run(map[bool]string{false: "off", true: "on"}[on], func(b *testing.B) {
-			store := b.TempDir()
-			st, err := backing.Open(store, backing.Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
 			opts := DefaultOptions()
 			opts.Logger = log.New(io.Discard, "", 0)
-			m, err := newMountState(st, opts)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer func() {
-				m.trace.close()
-				if err := errors.Join(m.dirs.close(), st.Close()); err != nil {
-					b.Error(err)
-				}
-			}()
-			raw := m.rawFS()
-			if err := os.WriteFile(filepath.Join(store, "f"), make([]byte, 1<<20), 0o644); err != nil {
-				b.Fatal(err)
-			}
-			var e fuse.EntryOut
-			h := header(fuse.FUSE_ROOT_ID)
-			if s := raw.Lookup(nil, &h, "f", &e); s != fuse.OK {
-				b.Fatal(s)
-			}
-			var oout fuse.OpenOut
-			if s := raw.Open(nil, &fuse.OpenIn{InHeader: header(e.NodeId), Flags: uint32(os.O_RDONLY)}, &oout); s != fuse.OK {
-				b.Fatal(s)
-			}
+			m, raw, in := treeReadSetup(b, opts)
 			if on {
 				ln, path := listenBench(b)
 				if _, err := m.traceRequest("trace", path); err != nil {
@@ -590,7 +562,7 @@ func BenchmarkTreeRead(b *testing.B) {
 			}
 			cancel := make(chan struct{})
 			buf := make([]byte, 4096)
-			in := &fuse.ReadIn{InHeader: traced(e.NodeId, 1, opcodeRead), Fh: oout.Fh, Size: 4096}
+			in.InHeader = traced(in.NodeId, 1, opcodeRead)
 			i := 0
 			for b.Loop() {
 				in.Offset = uint64(i%256) * 4096
