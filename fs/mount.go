@@ -30,6 +30,10 @@ type Options struct {
 	// handling, madvise advice, MAP_POPULATE.
 	Store backing.Options
 
+	// Profile names the set of switches the mount was asked for
+	// (mmapfs mount --profile), for the stats; the switches themselves
+	// are the fields below.
+	Profile string
 	// KeepCache keeps the kernel's page cache of a file across opens
 	// (FOPEN_KEEP_CACHE).
 	KeepCache bool

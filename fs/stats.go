@@ -56,6 +56,7 @@ func (m *mountState) snapshot() (*wire.Snapshot, error) {
 	s := &wire.Snapshot{
 		Policy: o.Store.Policy.String(),
 		Switches: wire.Switches{
+			Profile:           o.Profile,
 			KeepCache:         o.KeepCache,
 			AutoInvalData:     !o.ExplicitInvalData,
 			DirectIO:          o.DirectIO,

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 // Mounting the way Linux users mount: mount(8) with -t fuse and PROG#STORE,
@@ -330,4 +333,32 @@ func TestBackgroundFlags(t *testing.T) {
 	}
 	f.use(t, "f", "in the background")
 	f.umount(t, "f", "in the background")
+}
+
+// TestProfileMount mounts with -o profile=exclusive (the fstab form) and
+// one of its flags given on its own: the stats name the profile and show
+// the switches in force, the flag given winning over the profile's value,
+// and so does the table of 'mmapfs stats'.
+func TestProfileMount(t *testing.T) {
+	t.Parallel()
+	f := newFstabDaemon(t)
+	out, err := runSystem(t, binPath, "-o", "profile=exclusive,attr_timeout=2s,log="+f.log, f.store, f.mnt)
+	f.mounted(t, "mmapfs -o profile=exclusive,attr_timeout=2s STORE MNT", out, err)
+	raw, err := os.ReadFile(filepath.Join(f.mnt, statsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s wire.Snapshot
+	if err := json.Unmarshal(raw, &s); err != nil {
+		t.Fatalf("decode stats: %v\n%s", err, raw)
+	}
+	if sw := s.Switches; sw.Profile != "exclusive" || !sw.KeepCache || sw.AutoInvalData || sw.AttrTimeoutSecs != 2 || sw.EntryTimeoutSecs != 3600 {
+		t.Errorf("-o profile=exclusive,attr_timeout=2s: switches %+v; want profile exclusive, keep_cache, no auto_inval_data, attr 2s, entry 1h", sw)
+	}
+	r := runBinary(t, cliTimeout, nil, "stats", f.mnt)
+	if r.exitCode != 0 || !regexp.MustCompile(`(?m)^profile +exclusive$`).MatchString(r.stdout) {
+		t.Errorf("mmapfs stats: exit %d, no line \"profile exclusive\":\n%s%s", r.exitCode, r.stdout, r.stderr)
+	}
+	f.use(t, "f", "with the exclusive profile")
+	f.umount(t, "f", "with the exclusive profile")
 }

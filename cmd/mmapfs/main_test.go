@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/mmapfs/mmapfs/fs"
 	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
@@ -142,6 +143,8 @@ func TestFlagRefusals(t *testing.T) {
 		{[]string{"-o", "max-write"}, []string{"max-write", "needs a value"}},
 		{[]string{"-o", "keep-cache=maybe"}, []string{"keep-cache=maybe"}},
 		{[]string{"-o", "log="}, []string{"log=FILE"}},
+		{[]string{"--profile", "fast"}, []string{"--profile", "fast", "exclusive", "kernel-defaults"}},
+		{[]string{"-o", "profile=fast"}, []string{"--profile", "fast", "no such profile"}},
 	} {
 		for _, form := range [][]string{{"mount"}, {"-f"}} {
 			args := append(append(append([]string{}, form...), c.args...), store, mnt)
@@ -230,5 +233,49 @@ func TestFallbackLogPath(t *testing.T) {
 		if got != dir+"/"+name {
 			t.Errorf("fallbackLogPath(%q) = %q, want %s/%s", mnt, got, dir, name)
 		}
+	}
+}
+
+// TestProfiles checks that a profile sets its flags, that a flag given on
+// its own (as a flag or as an -o option, before or after the profile)
+// wins over it, and that -o profile= works as --profile does.
+func TestProfiles(t *testing.T) {
+	parse := func(args ...string) (fs.Options, *mountConfig) {
+		t.Helper()
+		var c mountConfig
+		set := pflag.NewFlagSet("mount", pflag.ContinueOnError)
+		addMountFlags(set, &c)
+		addOptionFlag(set, &c)
+		if err := set.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		opts, err := c.options(set)
+		if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		return opts, &c
+	}
+	def, _ := parse()
+	if def.Profile != "default" || def.KeepCache || def.ExplicitInvalData || def.AttrTimeout != time.Second {
+		t.Errorf("no profile: %+v", def)
+	}
+	ex, _ := parse("--profile", "exclusive")
+	if ex.Profile != "exclusive" || !ex.KeepCache || !ex.ExplicitInvalData || ex.AttrTimeout != time.Hour || ex.EntryTimeout != time.Hour {
+		t.Errorf("--profile exclusive: %+v", ex)
+	}
+	for _, args := range [][]string{
+		{"--attr-timeout", "5s", "--profile", "exclusive"},
+		{"--profile", "exclusive", "--attr-timeout", "5s"},
+		{"-o", "profile=exclusive,attr_timeout=5s"},
+		{"-o", "attr_timeout=5s", "--profile=exclusive"},
+	} {
+		o, _ := parse(args...)
+		if o.Profile != "exclusive" || o.AttrTimeout != 5*time.Second || o.EntryTimeout != time.Hour || !o.KeepCache {
+			t.Errorf("%v: profile %q, attr timeout %v, entry timeout %v, keep-cache %v; want exclusive, 5s, 1h, true", args, o.Profile, o.AttrTimeout, o.EntryTimeout, o.KeepCache)
+		}
+	}
+	k, c := parse("--profile", "kernel-defaults", "--writeback", "none")
+	if k.KeepCache || k.ExplicitInvalData || k.DirectIO || k.WritebackCache || k.MaxWrite != 0 || k.BDI != fs.NoBDIChanges || k.AttrTimeout != time.Second || c.policy != "none" {
+		t.Errorf("--profile kernel-defaults: %+v", k)
 	}
 }

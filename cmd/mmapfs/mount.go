@@ -29,6 +29,7 @@ import (
 type mountConfig struct {
 	opts                    fs.Options
 	policy, advice, metrics string
+	profile                 string // --profile NAME
 	autoInval               bool
 	logFile                 string   // -o log=FILE: the daemon's log goes there
 	o                       []string // the -o arguments, as given
@@ -40,6 +41,7 @@ type mountConfig struct {
 func addMountFlags(f *pflag.FlagSet, c *mountConfig) {
 	c.opts = fs.DefaultOptions()
 	opts := &c.opts
+	f.StringVar(&c.profile, "profile", "default", "a named set of the flags below, each still given on its own winning over it: "+profileNames()+" (see mmapfs mount --help)")
 	f.StringVar(&c.policy, "writeback", "fsync", "writeback policy: "+backing.PolicyNames)
 	f.BoolVar(&opts.Store.IgnoreFsync, "unsafe-ignore-fsync", false, "make fsync and fdatasync return success without syncing (unsafe: for measuring what fsync costs)")
 	f.StringVar(&c.advice, "madvise", "normal", "madvise advice for every mapping: "+backing.AdviceNames)
@@ -90,7 +92,11 @@ mmapfs exits once the last file is closed. A signal after the unmount
 succeeded changes nothing.
 
 Only one mmapfs daemon serves a store at a time: a store already served is
-refused (see --unsafe-shared-store).`,
+refused (see --unsafe-shared-store).
+
+Profiles (--profile NAME, or -o profile=NAME): a named set of the flags
+below; a flag given on its own wins over the profile's value.
+` + profileHelp(),
 		Args: cobra.ExactArgs(2),
 	}
 	addMountFlags(cmd.Flags(), &c)
@@ -121,7 +127,11 @@ func (c *mountConfig) options(f *pflag.FlagSet) (fs.Options, error) {
 			}
 		}
 	}
+	if _, err := applyProfile(f, c.profile); err != nil {
+		return fs.Options{}, err
+	}
 	opts := c.opts
+	opts.Profile = c.profile
 	p, err := backing.ParsePolicy(c.policy)
 	if err != nil {
 		return fs.Options{}, fmt.Errorf("--writeback: %w", err)

@@ -63,6 +63,7 @@ type PowerCutStats struct {
 
 // Switches are the mount's settings, as the stats report them.
 type Switches struct {
+	Profile           string  `json:"profile,omitempty"` // mmapfs mount --profile; the switches below are what it set, with the flags given
 	KeepCache         bool    `json:"keep_cache"`
 	AutoInvalData     bool    `json:"auto_inval_data"`
 	DirectIO          bool    `json:"direct_io"`
