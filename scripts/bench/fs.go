@@ -96,6 +96,9 @@ type mountedFS struct {
 	cmd   *exec.Cmd
 	done  chan struct{}
 	log   *os.File
+	// cleanup is removed (all of it) after the unmount: the fresh root
+	// of mount, or the mountpoint of mountOn; never a shared store.
+	cleanup string
 }
 
 var (
@@ -125,10 +128,27 @@ func mount(ctx context.Context, cfg fsConfig, base string, bins binaries, logDir
 	if err != nil {
 		return nil, err
 	}
-	m := &mountedFS{cfg: cfg, store: filepath.Join(root, "store"), mnt: filepath.Join(root, "mnt")}
-	if err := os.Mkdir(m.store, 0o755); err != nil {
+	store := filepath.Join(root, "store")
+	if err := os.Mkdir(store, 0o755); err != nil {
 		return nil, err
 	}
+	m, err := mountOn(ctx, cfg, store, filepath.Join(root, "mnt"), bins, logDir)
+	if err != nil {
+		if !inProcMounts(filepath.Join(root, "mnt")) {
+			_ = os.RemoveAll(root)
+		}
+		return nil, err
+	}
+	m.cleanup = root
+	return m, nil
+}
+
+// mountOn serves the existing directory store at mnt (made here, and
+// removed after the unmount) as cfg says; for native, the workloads run in
+// store itself. The store is left as it is after the unmount: the curves
+// mount one store under every filesystem in turn.
+func mountOn(ctx context.Context, cfg fsConfig, store, mnt string, bins binaries, logDir string) (*mountedFS, error) {
+	m := &mountedFS{cfg: cfg, store: store, mnt: mnt}
 	if cfg.Kind == kNative {
 		m.dir = m.store
 		return m, nil
@@ -136,8 +156,10 @@ func mount(ctx context.Context, cfg fsConfig, base string, bins binaries, logDir
 	if err := os.Mkdir(m.mnt, 0o755); err != nil {
 		return nil, err
 	}
+	m.cleanup = m.mnt
 	var args []string
 	var bin string
+	var err error
 	switch cfg.Kind {
 	case kLoopback:
 		bin, args = bins.loopback, []string{m.mnt, m.store}
@@ -150,6 +172,7 @@ func mount(ctx context.Context, cfg fsConfig, base string, bins binaries, logDir
 	}
 	m.log, err = os.OpenFile(filepath.Join(logDir, cfg.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
+		_ = os.Remove(m.mnt)
 		return nil, err
 	}
 	fmt.Fprintf(m.log, "=== %s %s\n", bin, strings.Join(args, " "))
@@ -160,6 +183,7 @@ func mount(ctx context.Context, cfg fsConfig, base string, bins binaries, logDir
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := m.cmd.Start(); err != nil {
 		m.log.Close()
+		_ = os.Remove(m.mnt)
 		return nil, err
 	}
 	m.done = make(chan struct{})
@@ -186,6 +210,14 @@ func mount(ctx context.Context, cfg fsConfig, base string, bins binaries, logDir
 		}
 	}
 	return m, nil
+}
+
+// pid is the daemon's process id; 0 for native.
+func (m *mountedFS) pid() int {
+	if m.cmd == nil || m.cmd.Process == nil {
+		return 0
+	}
+	return m.cmd.Process.Pid
 }
 
 // spreadDir asks ext4 to spread the subdirectories of dir (one per mount
@@ -249,8 +281,9 @@ func (m *mountedFS) unmount() {
 	mountsMu.Lock()
 	delete(mounts, m)
 	mountsMu.Unlock()
-	if m.store != "" && !inProcMounts(m.mnt) {
-		_ = os.RemoveAll(filepath.Dir(m.store))
+	if m.cleanup != "" && !inProcMounts(m.mnt) {
+		_ = os.RemoveAll(m.cleanup)
+		m.cleanup = ""
 	}
 }
 

@@ -94,8 +94,8 @@ func main() {
 	recordSize := flag.Int64("record-bytes", 512, "bytes per logger record")
 	region := flag.Int64("region-bytes", 150*1024, "the logger's region of the file, bytes")
 	maxSpread := flag.Float64("max-spread", 0.30, "refuse to report when a workload's runs on native spread more than this: (max-min)/median")
-	quick := flag.Bool("quick", false, "smoke run: 16 MiB files, 1 s jobs, 1,000 files, 100,000 records, 1 run, one candidate switch set per workload, no refusal")
-	only := flag.String("only", "", "comma-separated workloads and/or filesystems to run (filesystems: native, loopback, loopback-nopt, mmapfs, mmapfs-best); default all")
+	quick := flag.Bool("quick", false, "smoke run: 16 MiB files, 1 s jobs, 1,000 files, 100,000 records, 1 run, one candidate switch set per workload, no refusal; the curves at a few small points")
+	only := flag.String("only", "", "comma-separated workloads, curves and/or filesystems to run (curves: curves for all, or curve-threads, curve-dirsize, curve-filesize, curve-openfiles; filesystems: native, loopback, loopback-nopt, mmapfs, mmapfs-best); default all")
 	base := flag.String("dir", os.TempDir(), "directory under which stores and mountpoints are made (its filesystem is the store filesystem)")
 	mmapfsBin := flag.String("mmapfs-bin", "", "use this mmapfs binary instead of building ./cmd/mmapfs")
 	loopbackBin := flag.String("loopback-bin", "", "use this loopback binary instead of building ./scripts/loopback")
@@ -105,7 +105,7 @@ func main() {
 		for _, w := range workloads {
 			fmt.Fprintf(os.Stderr, " %s", w.Name)
 		}
-		fmt.Fprintf(os.Stderr, "\n\nflags:\n")
+		fmt.Fprintf(os.Stderr, "\n\ncurves: %s (or %s: all)\n\nflags:\n", strings.Join(curveGroups, " "), cgAll)
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -142,9 +142,21 @@ func main() {
 		fatalf("fio not found: apt-get install -y fio")
 	}
 
-	selW, selFS, err := parseOnly(*only)
+	selW, selFS, selC, err := parseOnly(*only)
 	if err != nil {
 		fatalf("%v", err)
+	}
+	// Workloads and curves: all of both unless -only names one of them.
+	if selW == nil && selC != nil {
+		selW = map[string]bool{}
+	}
+	if selC == nil {
+		selC = map[string]bool{}
+		if len(selW) == 0 {
+			for _, g := range curveGroups {
+				selC[g] = true
+			}
+		}
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -202,13 +214,16 @@ func main() {
 	}
 	var cfgs []fsConfig
 	for _, k := range []string{kNative, kLoopback, kLoopbackNP, kMmapfs} {
+		if len(wls) == 0 {
+			break
+		}
 		if selFS == nil || selFS[k] {
 			cfgs = append(cfgs, fsConfig{Name: k, Kind: k, Workloads: wls})
 		}
 	}
 	var notes []string
-	if selFS == nil || selFS[kMmapfsBest] {
-		have := mmapfsFlags(bins.mmapfs)
+	have := mmapfsFlags(bins.mmapfs)
+	if len(wls) > 0 && (selFS == nil || selFS[kMmapfsBest]) {
 		byCand := map[string][]string{}
 		for _, w := range wls {
 			n := 0
@@ -233,6 +248,10 @@ func main() {
 	}
 	notes = dedup(notes)
 	for _, n := range notes {
+		fmt.Println("note:", n)
+	}
+	ccfgs, cextra, cnotes := curveConfigs(selFS, have)
+	for _, n := range cnotes {
 		fmt.Println("note:", n)
 	}
 
@@ -277,9 +296,58 @@ func main() {
 		Quick:     *quick,
 	}
 	rep.pickBest()
+	status := 0
+	if len(wls) > 0 {
+		status = emit(rep, *out, *maxSpread)
+	}
+
+	if len(selC) > 0 && len(ccfgs) > 0 {
+		z := curveSizesFor(*quick, *runtimeF)
+		cr := &curveRun{ctx: ctx, s: s, z: z, base: benchBase, bins: bins, logDir: filepath.Join(*out, "logs"), notes: cnotes}
+		cstart := time.Now()
+		var cs []fsConfig
+		cs = append(cs, ccfgs...)
+		for _, g := range curveGroups {
+			if selC[g] {
+				cs = append(cs, cextra[g]...)
+			}
+		}
+		fmt.Printf("\ncurves (%s) on %s\n", strings.Join(sortedKeys(selC), ", "), strings.Join(names(cs), ", "))
+		cr.run(selC, ccfgs, cextra)
+		if ctx.Err() != nil {
+			unmountAll()
+			fatalf("interrupted")
+		}
+		q := ""
+		if *quick {
+			q = "QUICK smoke run (not figures to quote); "
+		}
+		crep := &curveReport{
+			Date:     time.Now().UTC().Format("2006-01-02 15:04 UTC"),
+			Machine:  machineInfo(*base, fioBin),
+			Settings: q + z.describe(),
+			Sizes:    z,
+			Quick:    *quick,
+			Elapsed:  time.Since(cstart).Round(time.Second).String(),
+			Configs:  cs,
+			Notes:    dedup(cr.notes),
+			Points:   cr.points,
+		}
+		status |= emitCurves(crep, *out)
+	}
 
 	_ = os.RemoveAll(benchBase)
-	os.Exit(emit(rep, *out, *maxSpread))
+	os.Exit(status)
+}
+
+func sortedKeys(m map[string]bool) []string {
+	var o []string
+	for _, g := range curveGroups {
+		if m[g] {
+			o = append(o, g)
+		}
+	}
+	return o
 }
 
 // emit refuses (status 1) when native is too noisy to trust, and otherwise
@@ -454,11 +522,13 @@ func opsDelta(a, b *statsOps) map[string]opDelta {
 	return d
 }
 
-func parseOnly(s string) (map[string]bool, map[string]bool, error) {
+// parseOnly splits -only into workloads, filesystems and curve groups;
+// nil: none named.
+func parseOnly(s string) (map[string]bool, map[string]bool, map[string]bool, error) {
 	if s == "" {
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
-	var ws, fs map[string]bool
+	var ws, fs, cs map[string]bool
 	for _, n := range strings.Split(s, ",") {
 		n = strings.TrimSpace(n)
 		if n == "" {
@@ -472,16 +542,27 @@ func parseOnly(s string) (map[string]bool, map[string]bool, error) {
 			continue
 		}
 		switch n {
+		case cgAll, cgThreads, cgDirSize, cgFileSize, cgOpenFiles:
+			if cs == nil {
+				cs = map[string]bool{}
+			}
+			if n == cgAll {
+				for _, g := range curveGroups {
+					cs[g] = true
+				}
+			} else {
+				cs[n] = true
+			}
 		case kNative, kLoopback, kLoopbackNP, kMmapfs, kMmapfsBest:
 			if fs == nil {
 				fs = map[string]bool{}
 			}
 			fs[n] = true
 		default:
-			return nil, nil, fmt.Errorf("-only: %q is neither a workload nor a filesystem", n)
+			return nil, nil, nil, fmt.Errorf("-only: %q is neither a workload, a curve nor a filesystem", n)
 		}
 	}
-	return ws, fs, nil
+	return ws, fs, cs, nil
 }
 
 // build builds mmapfs and the loopback into out/bin, from the module this
