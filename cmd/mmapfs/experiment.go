@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,18 +20,20 @@ import (
 
 	"github.com/mmapfs/mmapfs/backing"
 	"github.com/mmapfs/mmapfs/fs"
+	"github.com/mmapfs/mmapfs/fs/inject"
 	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
-// An experiment runs one workload under each writeback policy and switch
-// set, each run on a fresh store and a fresh mount with --powercut-sim
-// served by a child process (this binary's mount command): it samples the
-// stats every sampleEvery while the workload runs, cuts the power (the
-// control file's request, as mmapfs powercut sends it), mounts the store
-// again and has the workload judge what survived. The files:
-// experiment.go (the command and one run), experiment_child.go (the mount
-// child), experiment_workload.go (the built-in workloads and their
-// checks), experiment_output.go (table, CSV, JSON, plots).
+// An experiment runs each workload under each fault set, switch set and
+// writeback policy, each run on a fresh store and a fresh mount with
+// --powercut-sim served by a child process (this binary's mount
+// command): it samples the stats every sampleEvery while the workload
+// runs, cuts the power (the control file's request, as mmapfs powercut
+// sends it), mounts the store again and has the workload judge what
+// survived. The files: experiment.go (the command and one run),
+// experiment_child.go (the mount child), experiment_workload.go (the
+// built-in workloads and their checks), experiment_output.go (table, CSV,
+// JSON, plots).
 
 // defaultPolicies are the policies an experiment compares without
 // --policy: all six.
@@ -43,6 +46,7 @@ const sampleEvery = 100 * time.Millisecond
 type experimentFlags struct {
 	policies string
 	switches []string
+	faults   []string
 	inject   []string
 	runs     int
 	cutAt    string
@@ -51,20 +55,40 @@ type experimentFlags struct {
 	check    string
 }
 
+// faultSet is one --faults set: the inject rules of a run's mount.
+type faultSet struct {
+	rules []string // none: no rule
+}
+
+// noFaults names the set of no rules.
+const noFaults = "none"
+
+// String is the set as the table shows it: its rules separated by ';',
+// or none.
+func (f faultSet) String() string {
+	if len(f.rules) == 0 {
+		return noFaults
+	}
+	return strings.Join(f.rules, ";")
+}
+
 // experimentPlan is a checked experiment command line.
 type experimentPlan struct {
+	works    []workload // in the order given
+	faults   []faultSet // each set's rules, besides inject
 	policies []string
 	switches [][]string // each set's mount flags
-	inject   []string   // --inject rules, passed to each run's first mount
+	inject   []string   // --inject rules, passed to every run's first mount
 	runs     int
 	cutAt    time.Duration // 0: at the end of the workload
 	duration time.Duration
 	out      string
-	work     workload
 }
 
 // total is the number of runs of the plan.
-func (p *experimentPlan) total() int { return len(p.policies) * len(p.switches) * p.runs }
+func (p *experimentPlan) total() int {
+	return len(p.works) * len(p.faults) * len(p.switches) * len(p.policies) * p.runs
+}
 
 func newExperimentCommand() *cobra.Command {
 	return experimentCommand(func(cmd *cobra.Command, plan *experimentPlan) error {
@@ -77,19 +101,20 @@ func newExperimentCommand() *cobra.Command {
 func experimentCommand(run func(cmd *cobra.Command, plan *experimentPlan) error) *cobra.Command {
 	var f experimentFlags
 	cmd := &cobra.Command{
-		Use:   "experiment [flags] {WORKLOAD | -- COMMAND [ARGS...]}",
-		Short: "Run a workload under each writeback policy, cut the power, and check what survived",
-		Long: `Run one workload under each writeback policy (--policy, default all six) and
-each switch set (--switches, repeatable; default none), --runs times each.
+		Use:   "experiment [flags] {WORKLOAD... | -- COMMAND [ARGS...]}",
+		Short: "Run workloads under each writeback policy and fault set, cut the power, and check what survived",
+		Long: `Run each workload under each fault set (--faults, repeatable; default none),
+each switch set (--switches, repeatable; default none) and each writeback
+policy (--policy, default all six), --runs times each, in that order.
 Every run gets a fresh store (a private temporary directory, removed after)
 and a fresh mount with --powercut-sim, served by a child 'mmapfs mount'.
 While the workload runs, the mount's stats are sampled every 100 ms (bytes
 at risk, the oldest unsynced write, msync and fsync calls). The power is cut
 --cut-at after the workload began, or at its end (the default: right after
 it finished, before anything is closed or unmounted): what the daemon had
-not synced gets its last synced content back, as 'mmapfs powercut' does.
-The store is then mounted again and the workload's own check says what
-survived.
+not synced gets its last synced content back, as 'mmapfs powercut' does;
+what the cut found unsynced is the last at-risk sample. The store is then
+mounted again and the workload's own check says what survived.
 
 Workloads:
   logger-pwrite[:sync=N,retry=N]
@@ -110,22 +135,37 @@ Workloads:
   lmdb                     one key per transaction, each a run of
                            lmdb-utils' mdb_load; check: mdb_dump reads the
                            database, keys kept
+  lmdb:writemap            one key per transaction, with MDB_WRITEMAP (the
+                           database written through a MAP_SHARED mapping,
+                           msync at commit), by python3-lmdb; check: open
+                           the database and read every key, keys kept
   fio:JOBFILE              fio runs JOBFILE in the mount (leave directory=
                            out of the job); check: fio's exit status (its
                            verify, if the job has one)
-  -- COMMAND [ARGS...]     any command, run with the mountpoint in
-                           $MMAPFS_MNT; --check COMMAND (a shell command,
-                           $MMAPFS_MNT set) judges what survived: its exit
-                           status and first line of output are the check
-The loggers, SQLite, bbolt and lmdb run for --duration (default 3s).
+  -- COMMAND [ARGS...]     any command (alone: no workload beside it), run
+                           with the mountpoint in $MMAPFS_MNT; --check
+                           COMMAND (a shell command, $MMAPFS_MNT set) judges
+                           what survived: its exit status and first line of
+                           output are the check
+The loggers, SQLite, bbolt and lmdb run for --duration (default 3s). The
+built-in drivers stop at the first error they get (the loggers with retry=
+try a failed sync again and go on).
 
 Acknowledged means: records covered by a completed fsync/msync, committed
 transactions. Every policy honours fsync, so no acknowledged record or
 committed row of a synchronous=FULL database may be lost.
 
-Output: a table, one row per run (throughput, fsync and msync counts and
-latency quantiles, mean and peak bytes at risk, the oldest unsynced write,
-the bytes the cut put back or cut off, the check); with --out DIR also
+A fault set (--faults) is one or more fault-injection rules separated by
+';' (as mmapfs mount --inject takes them), or none; e.g.
+  --faults none --faults 'op=fsync,nth=20,errno=EIO,times=1'
+--inject rules are given to every run, beside its fault set.
+
+Output: a table, one row per run (the workload and the fault set when
+there are several, throughput, fsync and msync counts and latency
+quantiles, mean and peak bytes at risk, the oldest unsynced write, the
+bytes the cut put back or cut off, the check: acknowledged units kept of
+acknowledged, the integrity check, the faults injected, the error the
+program reported and whether it went on); with --out DIR also
 results.csv, results.json (with every sample), and, drawn with gnuplot,
 at-risk.png (bytes at risk over time per run) and throughput-lost.png
 (throughput against bytes lost). Ctrl-C stops the current run cleanly
@@ -145,8 +185,9 @@ at-risk.png (bytes at risk over time per run) and throughput-lost.png
 	fl := cmd.Flags()
 	fl.StringVar(&f.policies, "policy", strings.Join(defaultPolicies, ","), "comma-separated writeback `POLICIES` to compare ("+backing.PolicyNames+")")
 	fl.StringArrayVar(&f.switches, "switches", nil, "a `SET` of mount flags for every run, e.g. \"--writeback-cache --keep-cache\" (repeatable: each set is compared; default: one set, none)")
-	fl.StringArrayVar(&f.inject, "inject", nil, "a fault injection `RULE` for each run's mount (repeatable; as mmapfs mount --inject)")
-	fl.IntVar(&f.runs, "runs", 1, "runs of each policy and switch set, 1 or more")
+	fl.StringArrayVar(&f.faults, "faults", nil, "a `SET` of fault-injection rules separated by ';', or none (repeatable: each set is compared; default: one set, none)")
+	fl.StringArrayVar(&f.inject, "inject", nil, "a fault injection `RULE` for every run's mount (repeatable; as mmapfs mount --inject)")
+	fl.IntVar(&f.runs, "runs", 1, "runs of each workload, fault set, switch set and policy, 1 or more")
 	fl.StringVar(&f.cutAt, "cut-at", "end", "when to cut the power: a `DURATION` after the workload began (e.g. 2s), or end (right after it finished)")
 	fl.DurationVar(&f.duration, "duration", 3*time.Second, "how long the loggers, SQLite, bbolt and lmdb write")
 	fl.StringVar(&f.out, "out", "", "write results.csv, results.json and the plots into `DIR` (created if missing)")
@@ -170,22 +211,27 @@ func experimentArgs(cmd *cobra.Command, f *experimentFlags, args []string) (*exp
 	switch {
 	case len(named) == 0 && command == nil:
 		return nil, usage("name a workload; %s", validWorkloads)
-	case len(named) > 1:
-		return nil, usage("one workload, not %d (%s); a command to run goes after --", len(named), strings.Join(named, " "))
-	case len(named) == 1 && command != nil:
-		return nil, usage("a workload (%s) or a command after --, not both", named[0])
+	case len(named) > 0 && command != nil:
+		return nil, usage("a command after -- runs alone, not beside the workloads %s: run it in an experiment of its own", strings.Join(named, " "))
 	case f.check != "" && command == nil:
-		return nil, usage("--check judges a command's run (-- COMMAND); the built-in workload %s has its own check", named[0])
+		return nil, usage("--check judges a command's run (-- COMMAND); the built-in workloads have their own check")
 	case f.runs < 1:
 		return nil, usage("--runs %d: out of range: 1 or more", f.runs)
 	case f.duration <= 0:
 		return nil, usage("--duration %v: must be more than 0 (e.g. 3s)", f.duration)
 	}
-	var err error
 	if command != nil {
-		p.work = &commandWorkload{argv: command, check: f.check}
-	} else if p.work, err = parseWorkload(named[0]); err != nil {
-		return nil, usage("%v", err)
+		p.works = []workload{&commandWorkload{argv: command, check: f.check}}
+	}
+	for i, s := range named {
+		if j := slices.Index(named, s); j < i {
+			return nil, usage("workload %s is named twice (as workload %d and %d): for more runs of it, give --runs", s, j+1, i+1)
+		}
+		w, err := parseWorkload(s)
+		if err != nil {
+			return nil, usage("%v", err)
+		}
+		p.works = append(p.works, w)
 	}
 	if f.cutAt != "end" {
 		d, err := time.ParseDuration(f.cutAt)
@@ -221,7 +267,65 @@ func experimentArgs(cmd *cobra.Command, f *experimentFlags, args []string) (*exp
 		}
 		p.inject = append(p.inject, r)
 	}
+	if len(f.faults) == 0 {
+		p.faults = []faultSet{{}}
+	}
+	for _, s := range f.faults {
+		set, err := parseFaultSet(s)
+		if err != nil {
+			return nil, usage("%v", err)
+		}
+		if i := slices.IndexFunc(p.faults, func(o faultSet) bool { return o.String() == set.String() }); i >= 0 {
+			return nil, usage("--faults %q: the same set as --faults %d: each set is run once per policy (for more runs, give --runs)", s, i+1)
+		}
+		p.faults = append(p.faults, set)
+	}
+	// A rule may not fit a switch set (short= with --writeback-cache):
+	// each pair is checked as its runs will mount.
+	for _, sw := range p.switches {
+		for _, set := range p.faults {
+			if len(set.rules) == 0 {
+				continue
+			}
+			if err := checkMountFlags(sw, append(slices.Clone(p.inject), set.rules...)); err != nil {
+				return nil, usage("--faults %q with --switches %q: %v", set.String(), strings.Join(sw, " "), strings.TrimPrefix(err.Error(), "--inject "))
+			}
+		}
+	}
 	return p, nil
+}
+
+// parseFaultSet parses a --faults set: none, or inject rules separated
+// by ';'. A bad one names the set, the rule and the part that is wrong.
+func parseFaultSet(s string) (faultSet, error) {
+	const forms = "a set is one or more fault-injection rules separated by ';' (e.g. 'op=fsync,nth=20,errno=EIO,times=1;op=write,prob=0.01,delay=5ms'), or none"
+	text := strings.TrimSpace(s)
+	switch text {
+	case noFaults:
+		return faultSet{}, nil
+	case "":
+		return faultSet{}, fmt.Errorf("--faults %q: empty: %s", s, forms)
+	}
+	parts := strings.Split(text, ";")
+	var set faultSet
+	for i, r := range parts {
+		r = strings.TrimSpace(r)
+		switch {
+		case r == "":
+			return faultSet{}, fmt.Errorf("--faults %q: rule %d of %d is empty: %s", s, i+1, len(parts), forms)
+		case r == noFaults:
+			return faultSet{}, fmt.Errorf("--faults %q: rule %d of %d: none is a set of its own, not a rule: %s", s, i+1, len(parts), forms)
+		}
+		if _, err := inject.Parse(r); err != nil {
+			var re *inject.RuleError
+			if errors.As(err, &re) {
+				return faultSet{}, fmt.Errorf("--faults %q: rule %d of %d %q: %s (valid rules: %s; %s)", s, i+1, len(parts), r, re.Detail(), inject.Forms, forms)
+			}
+			return faultSet{}, fmt.Errorf("--faults %q: rule %d of %d %q: %w", s, i+1, len(parts), r, err)
+		}
+		set.rules = append(set.rules, r)
+	}
+	return set, nil
 }
 
 // ownedFlags are the mount flags an experiment sets itself, which a switch
@@ -297,6 +401,13 @@ func withoutInterrupted(err error) error {
 	return err
 }
 
+// wasInterrupted says whether a signal stopped the experiment before its
+// end: a run ended by it (runErr), or a signal (signalled) with runs
+// left to do. A signal after the last run interrupts nothing.
+func wasInterrupted(runErr error, signalled bool, done, total int) bool {
+	return errors.Is(runErr, errInterrupted) || (signalled && done < total)
+}
+
 // runExperiment runs plan's runs in order, prints the table to out and
 // writes the files of --out. A signal stops the run under way (cleaned up
 // as any run is) and keeps the runs done.
@@ -305,8 +416,10 @@ func runExperiment(out, errOut io.Writer, plan *experimentPlan) error {
 	if err != nil {
 		return fmt.Errorf("experiment: finding this binary to mount with: %w", err)
 	}
-	if err := plan.work.Prepare(); err != nil {
-		return fmt.Errorf("experiment: %w", err)
+	for _, w := range plan.works {
+		if err := w.Prepare(); err != nil {
+			return fmt.Errorf("experiment: %w", err)
+		}
 	}
 	if plan.out != "" {
 		if _, err := exec.LookPath("gnuplot"); err != nil {
@@ -325,7 +438,9 @@ func runExperiment(out, errOut io.Writer, plan *experimentPlan) error {
 	defer cancel()
 	var sig os.Signal
 	stopped := make(chan struct{})
+	caught := make(chan struct{}) // closed once the goroutine has returned; sig is set if a signal came
 	go func() {
+		defer close(caught)
 		select {
 		case sig = <-sigs:
 			cancel()
@@ -334,32 +449,34 @@ func runExperiment(out, errOut io.Writer, plan *experimentPlan) error {
 	}()
 
 	prog := newProgress(errOut, plan)
-	res := &experimentResult{Workload: plan.work.Name(), CutAt: "end", DurationSecs: plan.duration.Seconds()}
-	if plan.cutAt > 0 {
-		res.CutAt = plan.cutAt.String()
-	}
+	res := newExperimentResult(plan)
 	var runErr error
 	i := 0
 runs:
-	for _, sw := range plan.switches {
-		for _, pol := range plan.policies {
-			for k := 1; k <= plan.runs; k++ {
-				i++
-				spec := runSpec{exe: exe, policy: pol, switches: sw, inject: plan.inject, run: k, plan: plan}
-				prog.start(i, spec)
-				r, err := runOne(ctx, spec)
-				prog.done()
-				if err != nil {
-					runErr = err
-					break runs
+	for _, w := range plan.works {
+		for _, set := range plan.faults {
+			for _, sw := range plan.switches {
+				for _, pol := range plan.policies {
+					for k := 1; k <= plan.runs; k++ {
+						i++
+						spec := runSpec{exe: exe, work: w, faults: set, policy: pol, switches: sw, run: k, plan: plan}
+						prog.start(i, spec)
+						r, err := runOne(ctx, spec)
+						prog.done()
+						if err != nil {
+							runErr = err
+							break runs
+						}
+						res.Runs = append(res.Runs, r)
+					}
 				}
-				res.Runs = append(res.Runs, r)
 			}
 		}
 	}
 	close(stopped)
+	<-caught
 	prog.finish()
-	if errors.Is(runErr, errInterrupted) || ctx.Err() != nil {
+	if wasInterrupted(runErr, sig != nil, len(res.Runs), plan.total()) {
 		res.Interrupted = true
 		// What the interrupted run's cleanup could not do (a mount
 		// left, a store not removed) is still said.
@@ -386,12 +503,20 @@ runs:
 // runSpec is one run of an experiment.
 type runSpec struct {
 	exe      string
+	work     workload
+	faults   faultSet
 	policy   string
 	switches []string
-	inject   []string
 	run      int
 	plan     *experimentPlan
 }
+
+// rules are the inject rules of the run's mount: --inject's, then its
+// fault set's.
+func (s runSpec) rules() []string { return append(slices.Clone(s.plan.inject), s.faults.rules...) }
+
+// faultsLabel is the run's rules as the table shows them, none for none.
+func (s runSpec) faultsLabel() string { return faultSet{rules: s.rules()}.String() }
 
 // runOne runs spec: a fresh store and mount, the workload, the samples,
 // the cut, the remount and the check. Whatever happens, the mounts are
@@ -433,7 +558,8 @@ func runOne(ctx context.Context, spec runSpec) (r *runResult, err error) {
 
 	args := []string{"mount", "--powercut-sim", "--writeback", spec.policy}
 	args = append(args, spec.switches...)
-	for _, rule := range spec.inject {
+	rules := spec.rules()
+	for _, rule := range rules {
 		args = append(args, "--inject", rule)
 	}
 	first, err := startMountChild(ctx, spec.exe, append(args, store, mnt), mnt)
@@ -442,11 +568,12 @@ func runOne(ctx context.Context, spec runSpec) (r *runResult, err error) {
 	}
 	children = append(children, first)
 
-	r = &runResult{Policy: spec.policy, Switches: strings.Join(spec.switches, " "), Run: spec.run, Workload: spec.plan.work.Name(), Unit: spec.plan.work.Unit()}
+	work := spec.work
+	r = &runResult{Policy: spec.policy, Switches: strings.Join(spec.switches, " "), Run: spec.run, Workload: work.Name(), Faults: spec.faultsLabel(), Unit: work.Unit()}
 	t0 := time.Now()
-	w, err := spec.plan.work.Start(mnt, dir, spec.plan.duration)
+	w, err := work.Start(mnt, dir, spec.plan.duration)
 	if err != nil {
-		return nil, fmt.Errorf("starting %s: %w", spec.plan.work.Name(), err)
+		return nil, fmt.Errorf("starting %s: %w", work.Name(), err)
 	}
 	killed := false
 	defer func() {
@@ -483,26 +610,39 @@ wait:
 	}
 	// The moment of the cut: the workload makes no more progress (but
 	// closes nothing: a crash closes nothing), the last sample, the cut.
-	w.Freeze()
-	r.Seconds = time.Since(t0).Seconds()
+	// The workload's time is its own, up to where it stopped, not the
+	// time Freeze took.
+	r.Seconds = w.Freeze().Sub(t0).Seconds()
 	samples, last, err := smp.finish()
 	if err != nil {
 		return nil, err
 	}
-	r.Samples = samples
 	r.Done, r.Acked = w.Progress()
+	cutT := time.Since(t0).Seconds()
 	reply, err := cutPower(mnt)
 	if err != nil {
 		return nil, err
 	}
 	r.PutBackBytes, r.CutOffBytes = reply.Report.Restored, reply.Report.Cutoff
 	r.LostBytes = r.PutBackBytes + r.CutOffBytes
+	// What the cut found unsynced is the state at the cut: the last
+	// sample. The stats read before it can miss writes that reached the
+	// daemon after them (the kernel's writeback of a client's mapping or
+	// of the writeback cache) and syncs the daemon made on its own.
+	r.Samples = append(samples, sample{T: cutT, Unsynced: r.LostBytes, Cut: true})
 	r.WorkloadError = errString(w.Kill())
 	killed = true
 	if !first.wait(dropWait) {
 		return nil, fmt.Errorf("the power was cut, but the mount's daemon (pid %d) did not exit in %v", first.pid, dropWait)
 	}
-	r.summarize(last, spec.plan.work.Unit())
+	r.summarize(last, work.Unit())
+	if last != nil && len(rules) > 0 {
+		hits := int64(0)
+		for _, ir := range last.Inject {
+			hits += ir.Hits
+		}
+		r.InjectHits = &hits
+	}
 
 	second, err := startMountChild(ctx, spec.exe, []string{"mount", store, mnt}, mnt)
 	if err != nil {
@@ -512,14 +652,19 @@ wait:
 	if ctx.Err() != nil {
 		return nil, errInterrupted
 	}
-	c, err := spec.plan.work.Check(ctx, mnt, w, r.Acked)
+	c, err := work.Check(ctx, mnt, w, r.Acked)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, errInterrupted
 		}
 		return nil, fmt.Errorf("checking what survived: %w", err)
 	}
-	r.Kept, r.AckedLost, r.Torn, r.Check, r.OK = c.kept, c.ackedLost, c.torn, c.text, c.ok
+	r.Kept, r.AckedLost, r.Torn, r.OK = c.kept, c.ackedLost, c.torn, c.ok
+	r.Retried, r.RetriedError = c.retried, c.retryErr
+	r.Check = c.text + "; " + r.programText()
+	if c.promised && c.ackedLost > 0 {
+		r.Check += fmt.Sprintf(": %d ACKNOWLEDGED LOST", c.ackedLost)
+	}
 	if ctx.Err() != nil {
 		return nil, errInterrupted
 	}

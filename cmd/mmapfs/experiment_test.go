@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/csv"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,8 +37,8 @@ func TestExperimentArgs(t *testing.T) {
 		t.Fatal(err)
 	}
 	if strings.Join(p.policies, ",") != strings.Join(defaultPolicies, ",") || len(p.switches) != 1 || len(p.switches[0]) != 0 ||
-		p.runs != 1 || p.cutAt != 0 || p.duration != 3*time.Second || p.work.Name() != "logger-pwrite:sync=16" || p.total() != 6 {
-		t.Errorf("defaults: %+v (workload %s)", p, p.work.Name())
+		p.runs != 1 || p.cutAt != 0 || p.duration != 3*time.Second || p.works[0].Name() != "logger-pwrite:sync=16" || p.total() != 6 {
+		t.Errorf("defaults: %+v (workload %s)", p, p.works[0].Name())
 	}
 
 	p, err = parseExperiment("--policy", "fsync, none", "--switches", "--writeback-cache --keep-cache", "--switches", "", "--runs", "3", "--cut-at", "2s", "--duration", "1s", "sqlite-wal:synchronous=normal")
@@ -45,16 +46,43 @@ func TestExperimentArgs(t *testing.T) {
 		t.Fatal(err)
 	}
 	if strings.Join(p.policies, ",") != "fsync,none" || len(p.switches) != 2 || strings.Join(p.switches[0], " ") != "--writeback-cache --keep-cache" ||
-		p.runs != 3 || p.cutAt != 2*time.Second || p.duration != time.Second || p.work.Name() != "sqlite-wal:synchronous=NORMAL" || p.total() != 12 {
-		t.Errorf("plan: %+v (workload %s)", p, p.work.Name())
+		p.runs != 3 || p.cutAt != 2*time.Second || p.duration != time.Second || p.works[0].Name() != "sqlite-wal:synchronous=NORMAL" || p.total() != 12 {
+		t.Errorf("plan: %+v (workload %s)", p, p.works[0].Name())
+	}
+
+	// Several workloads and fault sets: every pair is run, in order.
+	p, err = parseExperiment("--policy", "fsync", "--faults", "none", "--faults", " op=fsync,nth=20,errno=EIO,times=1 ; op=write,nth=3,delay=1ms ",
+		"--inject", "op=read,delay=1ms", "sqlite-wal", "lmdb:writemap", "bbolt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names, sets []string
+	for _, w := range p.works {
+		names = append(names, w.Name())
+	}
+	for _, f := range p.faults {
+		sets = append(sets, f.String())
+	}
+	if strings.Join(names, " ") != "sqlite-wal:synchronous=FULL lmdb:writemap bbolt" || strings.Join(sets, " | ") != "none | op=fsync,nth=20,errno=EIO,times=1;op=write,nth=3,delay=1ms" || p.total() != 6 {
+		t.Errorf("workloads %q, fault sets %q, %d runs", names, sets, p.total())
+	}
+	if _, ok := p.works[1].(*lmdbMapWorkload); !ok {
+		t.Errorf("lmdb:writemap is %T", p.works[1])
+	}
+	spec := runSpec{plan: p, faults: p.faults[1]}
+	if got := spec.faultsLabel(); got != "op=read,delay=1ms;op=fsync,nth=20,errno=EIO,times=1;op=write,nth=3,delay=1ms" {
+		t.Errorf("a run's rules: --inject's then its set's: %q", got)
+	}
+	if got := (runSpec{plan: p, faults: p.faults[0]}).faultsLabel(); got != "op=read,delay=1ms" {
+		t.Errorf("the none set with --inject: %q", got)
 	}
 
 	p, err = parseExperiment("--check", "test -s $MMAPFS_MNT/f", "--", "sh", "-c", "echo x > $MMAPFS_MNT/f")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c, ok := p.work.(*commandWorkload); !ok || strings.Join(c.argv, "|") != "sh|-c|echo x > $MMAPFS_MNT/f" || c.check != "test -s $MMAPFS_MNT/f" {
-		t.Errorf("command workload: %#v", p.work)
+	if c, ok := p.works[0].(*commandWorkload); !ok || strings.Join(c.argv, "|") != "sh|-c|echo x > $MMAPFS_MNT/f" || c.check != "test -s $MMAPFS_MNT/f" {
+		t.Errorf("command workload: %#v", p.works)
 	}
 }
 
@@ -63,7 +91,7 @@ func TestExperimentArgsRefused(t *testing.T) {
 	if err := os.WriteFile(job, []byte("[w]\nrw=write\nsize=1m\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if p, err := parseExperiment("fio:" + job); err != nil || p.work.Name() != "fio:"+job {
+	if p, err := parseExperiment("fio:" + job); err != nil || p.works[0].Name() != "fio:"+job {
 		t.Errorf("fio:%s: %v", job, err)
 	}
 	for _, c := range []struct {
@@ -76,12 +104,24 @@ func TestExperimentArgsRefused(t *testing.T) {
 		{[]string{"logger-mmap:every=3"}, `unknown parameter "every=3" (logger-mmap takes retry=VALUE,sync=VALUE)`},
 		{[]string{"sqlite-rollback:synchronous=EXTRA"}, "synchronous=EXTRA: want FULL, NORMAL or OFF"},
 		{[]string{"bbolt:x=1"}, "bbolt takes no parameters"},
-		{[]string{"lmdb:writemap=1"}, "lmdb takes no parameters (its transactions are lmdb-utils' mdb_load, which has no MDB_WRITEMAP)"},
+		{[]string{"lmdb:writemap=1"}, `workload lmdb:writemap=1: unknown parameter "writemap=1": lmdb takes one, writemap (lmdb:writemap: MDB_WRITEMAP, through python3-lmdb`},
+		{[]string{"lmdb:nosync"}, `unknown parameter "nosync": lmdb takes one, writemap`},
 		{[]string{"fio"}, "name the fio job file (fio:JOBFILE)"},
 		{[]string{"fio:/nonexistent/job.fio"}, "the fio job file: stat /nonexistent/job.fio: no such file or directory"},
 		{[]string{"fio:" + filepath.Dir(job)}, "is not a regular file"},
-		{[]string{"logger-pwrite", "bbolt"}, "one workload, not 2"},
-		{[]string{"logger-pwrite", "--", "true"}, "a workload (logger-pwrite) or a command after --, not both"},
+		{[]string{"logger-pwrite", "bbolt", "nosuch:x=1"}, `unknown workload "nosuch:x=1"; valid workloads:`},
+		{[]string{"bbolt", "sqlite-wal:synchronous=LAZY"}, "workload sqlite-wal:synchronous=LAZY: synchronous=LAZY: want FULL, NORMAL or OFF"},
+		{[]string{"bbolt", "lmdb", "bbolt"}, "workload bbolt is named twice (as workload 1 and 3): for more runs of it, give --runs"},
+		{[]string{"logger-pwrite", "--", "true"}, "a command after -- runs alone, not beside the workloads logger-pwrite"},
+		{[]string{"--faults", "", "bbolt"}, `--faults "": empty: a set is one or more fault-injection rules separated by ';'`},
+		{[]string{"--faults", "op=fsync,errno=EIO;;op=write,errno=EIO", "bbolt"}, `--faults "op=fsync,errno=EIO;;op=write,errno=EIO": rule 2 of 3 is empty`},
+		{[]string{"--faults", "op=fsync,errno=EIO;op=frobnicate,errno=EIO", "bbolt"}, `--faults "op=fsync,errno=EIO;op=frobnicate,errno=EIO": rule 2 of 2 "op=frobnicate,errno=EIO": op "frobnicate": want one of read, write`},
+		{[]string{"--faults", "op=fsync,errno=EBOGUS", "bbolt"}, `rule 1 of 1 "op=fsync,errno=EBOGUS": errno=EBOGUS`},
+		{[]string{"--faults", "op=fsync,errno=EBOGUS", "bbolt"}, "(valid rules: op=OP (required)"},
+		{[]string{"--faults", "op=fsync,nth=2", "bbolt"}, `rule 1 of 1 "op=fsync,nth=2"`},
+		{[]string{"--faults", "none;op=fsync,errno=EIO", "bbolt"}, "rule 1 of 2: none is a set of its own, not a rule"},
+		{[]string{"--faults", "none", "--faults", " none ", "bbolt"}, `--faults " none ": the same set as --faults 1`},
+		{[]string{"--faults", "op=read,short=10", "--switches", "--writeback-cache", "bbolt"}, `--faults "op=read,short=10" with --switches "--writeback-cache": "op=read,short=10": short=10:`},
 		{[]string{"--"}, "nothing after --"},
 		{[]string{"--check", "true", "bbolt"}, "--check judges a command's run"},
 		{[]string{"--runs", "0", "bbolt"}, "--runs 0: out of range"},
@@ -163,11 +203,12 @@ func TestRecords(t *testing.T) {
 
 func TestExperimentResults(t *testing.T) {
 	r := &runResult{Policy: "periodic:1s", Switches: "--keep-cache", Run: 1, Workload: "bbolt", Unit: unitRows, Seconds: 2, Done: 100, Acked: 100,
-		Samples: []sample{{T: 0, Unsynced: 0}, {T: 0.1, Unsynced: 8192, Oldest: 0.05}, {T: 0.2, Unsynced: 4096, Oldest: 0.25}}}
+		Samples: []sample{{T: 0, Unsynced: 0}, {T: 0.1, Unsynced: 8192, Oldest: 0.05}, {T: 0.2, Unsynced: 4096, Oldest: 0.25}, {T: 0.3, Unsynced: 3 * 4096, Cut: true}}}
 	last := &wire.Snapshot{Ops: map[string]wire.OpStats{"fsync": {Count: 200, Latency: wire.Latency{P50Us: 512, P99Us: 4096}}}, MsyncLatency: wire.Latency{P50Us: 256, P99Us: 1024}}
 	last.Figures.Set(wire.MsyncCalls, 300)
 	r.summarize(last, unitRows)
-	if r.MeanAtRisk != 4096 || r.PeakAtRisk != 8192 || r.OldestSecs != 0.25 || r.Throughput != 50 ||
+	// The cut's sample (what it found unsynced) counts: the peak is its.
+	if r.MeanAtRisk != 6144 || r.PeakAtRisk != 12288 || r.OldestSecs != 0.25 || r.Throughput != 50 ||
 		r.FsyncCount != 200 || r.FsyncP99Us != 4096 || r.MsyncCount != 300 || r.MsyncP50Us != 256 {
 		t.Errorf("summarize: %+v", r)
 	}
@@ -178,7 +219,7 @@ func TestExperimentResults(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"policy", "throughput", "fsync p50/p99", "msync p50/p99", "at risk mean/peak", "oldest unsynced", "lost in cut", "check",
-		"periodic:1s", "--keep-cache", "50 rows/s", "<512µs/<4.1ms", "4.0 KiB/8.0 KiB", "250ms", "keys 100/100 kept, check ok"} {
+		"periodic:1s", "--keep-cache", "50 rows/s", "<512µs/<4.1ms", "6.0 KiB/12.0 KiB", "250ms", "keys 100/100 kept, check ok"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, out.String())
 		}
@@ -203,5 +244,91 @@ func TestExperimentResults(t *testing.T) {
 		if st, err := os.Stat(filepath.Join(dir, name)); err != nil || st.Size() == 0 {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+}
+
+// TestExperimentInterrupted: a signal interrupts the runs left to do; one
+// after the last run (all done) interrupts nothing.
+func TestExperimentInterrupted(t *testing.T) {
+	for _, c := range []struct {
+		err         error
+		signalled   bool
+		done, total int
+		want        bool
+	}{
+		{nil, false, 3, 3, false},
+		{nil, true, 3, 3, false}, // after the last run
+		{nil, true, 2, 3, true},  // between runs
+		{errInterrupted, true, 1, 3, true},
+		{errors.Join(errInterrupted, errors.New("left mounted")), true, 0, 3, true},
+		{errors.New("the daemon ended"), false, 1, 3, false},
+	} {
+		if got := wasInterrupted(c.err, c.signalled, c.done, c.total); got != c.want {
+			t.Errorf("wasInterrupted(%v, signalled %v, %d of %d runs done) = %v, want %v", c.err, c.signalled, c.done, c.total, got, c.want)
+		}
+	}
+}
+
+// TestExperimentProgramText: the check column's end says the faults hit,
+// the error the program reported and whether it went on.
+func TestExperimentProgramText(t *testing.T) {
+	zero, one, two := int64(0), int64(1), int64(2)
+	for _, c := range []struct {
+		r    runResult
+		want string
+	}{
+		{runResult{}, "no error"},
+		{runResult{InjectHits: &zero}, "no fault hit, no error"},
+		{runResult{InjectHits: &one}, "1 fault hit, no error reported, went on"},
+		{runResult{InjectHits: &two, WorkloadError: "bbolt: transaction 8: input/output error"}, `2 faults hit, reported "bbolt: transaction 8: input/output error", stopped`},
+		{runResult{InjectHits: &one, Retried: 1, RetriedError: "fsync after record 47: input/output error"}, `1 fault hit, reported "fsync after record 47: input/output error", tried again (1 time), went on`},
+		{runResult{WorkloadError: "sh: exit status 4: x"}, `reported "sh: exit status 4: x", stopped`},
+	} {
+		if got := c.r.programText(); got != c.want {
+			t.Errorf("%+v: %q, want %q", c.r, got, c.want)
+		}
+	}
+}
+
+// TestExperimentTableColumns: several workloads and fault sets get their
+// columns and a title naming them; one of each gets neither (a fault set
+// other than none is in the title).
+func TestExperimentTableColumns(t *testing.T) {
+	run := func(work, faults string) *runResult {
+		return &runResult{Policy: "fsync", Run: 1, Workload: work, Faults: faults, Unit: unitRows, Throughput: 100, LostBytes: 4096, Check: "keys 1/1 acked kept, Tx.Check ok; no error",
+			Samples: []sample{{T: 0.1, Unsynced: 4096}, {T: 0.2, Unsynced: 8192, Cut: true}}}
+	}
+	res := &experimentResult{Workloads: []string{"bbolt", "lmdb:writemap"}, Workload: "bbolt, lmdb:writemap", Faults: []string{"none", "op=fsync,nth=10,errno=EIO,times=1"}, CutAt: "end",
+		Runs: []*runResult{run("bbolt", "none"), run("bbolt", "op=fsync,nth=10,errno=EIO,times=1"), run("lmdb:writemap", "none"), run("lmdb:writemap", "op=fsync,nth=10,errno=EIO,times=1")}}
+	var out bytes.Buffer
+	if err := printResults(&out, res); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 7 || lines[0] != "workloads bbolt, lmdb:writemap, power cut at the end of the workload" ||
+		!strings.HasPrefix(lines[2], "workload       faults                             policy") || !strings.HasPrefix(lines[6], "lmdb:writemap  op=fsync,nth=10,errno=EIO,times=1  fsync") {
+		t.Errorf("table:\n%s", out.String())
+	}
+	dir := t.TempDir()
+	if err := writeResults(dir, res); err != nil {
+		t.Fatal(err)
+	}
+	csvText, err := os.ReadFile(filepath.Join(dir, "results.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(csvText), "fsync,,1,lmdb:writemap,\"op=fsync,nth=10,errno=EIO,times=1\",0,") {
+		t.Errorf("results.csv lacks the workload and faults of the last run:\n%s", csvText)
+	}
+
+	res = &experimentResult{Workloads: []string{"bbolt"}, Workload: "bbolt", Faults: []string{"op=fsync,nth=10,errno=EIO,times=1"}, CutAt: "2s",
+		Runs: []*runResult{run("bbolt", "op=fsync,nth=10,errno=EIO,times=1")}}
+	out.Reset()
+	if err := printResults(&out, res); err != nil {
+		t.Fatal(err)
+	}
+	lines = strings.Split(strings.TrimSpace(out.String()), "\n")
+	if lines[0] != "workload bbolt, faults op=fsync,nth=10,errno=EIO,times=1, power cut 2s after the workload began" || !strings.HasPrefix(lines[2], "policy  ") {
+		t.Errorf("one workload, one fault set:\n%s", out.String())
 	}
 }

@@ -23,12 +23,14 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 // validWorkloads names the workloads an experiment takes, for errors.
 const validWorkloads = "valid workloads: logger-pwrite[:sync=N,retry=N], logger-mmap[:sync=N,retry=N], " +
 	"sqlite-wal[:synchronous=FULL|NORMAL|OFF], sqlite-rollback[:synchronous=FULL|NORMAL|OFF], " +
-	"bbolt, lmdb, fio:JOBFILE, or -- COMMAND [ARGS...] (with --check COMMAND)"
+	"bbolt, lmdb, lmdb:writemap, fio:JOBFILE, or -- COMMAND [ARGS...] alone (with --check COMMAND)"
 
 // What a workload's Done counts.
 const (
@@ -61,8 +63,10 @@ type running interface {
 	// Done is closed when the workload ends on its own.
 	Done() <-chan struct{}
 	// Freeze is the moment of the cut: the workload makes no more
-	// progress, and closes nothing (a crash closes nothing).
-	Freeze()
+	// progress, and closes nothing (a crash closes nothing). It returns
+	// when the workload stopped: its end if it had ended, else the
+	// moment it was stopped (not the time Freeze took after it).
+	Freeze() time.Time
 	// Progress is the work done and the part of it acknowledged (synced
 	// records, committed rows), read after Freeze.
 	Progress() (done, acked int64)
@@ -74,11 +78,18 @@ type running interface {
 
 // checkResult is a workload's verdict on what survived a cut.
 type checkResult struct {
-	kept      int64  // acknowledged units found again
-	ackedLost int64  // acknowledged units not found
-	torn      int64  // damaged records after the last intact one (loggers)
-	text      string // the check column
-	ok        bool   // what the workload promises held
+	kept      int64 // acknowledged units found again
+	ackedLost int64 // acknowledged units not found
+	torn      int64 // damaged records after the last intact one (loggers)
+	// text is the check column's start: the acknowledged units kept of
+	// those acknowledged, then the integrity check.
+	text string
+	ok   bool // what the workload promises held
+	// promised says the workload promises its acknowledged units
+	// survive (SQLite's synchronous=OFF does not).
+	promised bool
+	retried  int64  // failed syncs tried again (the loggers' retry=)
+	retryErr string // the first of them
 }
 
 // parseWorkload parses a built-in workload: NAME or NAME:PARAMS.
@@ -125,10 +136,13 @@ func parseWorkload(s string) (workload, error) {
 		}
 		return &bboltWorkload{}, nil
 	case "lmdb":
-		if hasParam {
-			return nil, fmt.Errorf("workload %s: lmdb takes no parameters (its transactions are lmdb-utils' mdb_load, which has no MDB_WRITEMAP); %s", s, validWorkloads)
+		switch {
+		case !hasParam:
+			return &lmdbWorkload{}, nil
+		case param == "writemap":
+			return &lmdbMapWorkload{}, nil
 		}
-		return &lmdbWorkload{}, nil
+		return nil, fmt.Errorf("workload %s: unknown parameter %q: lmdb takes one, writemap (lmdb:writemap: MDB_WRITEMAP, through python3-lmdb; plain lmdb is lmdb-utils' mdb_load, without it); %s", s, param, validWorkloads)
 	case "fio":
 		if param == "" {
 			return nil, fmt.Errorf("workload %s: name the fio job file (fio:JOBFILE); %s", s, validWorkloads)
@@ -186,6 +200,7 @@ type goRun struct {
 	n, acked atomic.Int64
 	done     chan struct{} // closed when the loop has returned
 	err      error         // the loop's error (a failure before the cut); read after done
+	ended    time.Time     // when the loop returned; read after done
 	release  func() error  // closes what the loop used, after the cut
 }
 
@@ -201,6 +216,7 @@ func startGo(loop func(g *goRun) error, release func() error) *goRun {
 				g.err = fmt.Errorf("fault on a mapping of the mount: %v", p)
 			}
 		}()
+		defer func() { g.ended = time.Now() }()
 		if err := loop(g); err != nil && !g.cut.Load() {
 			g.err = err
 		}
@@ -210,14 +226,19 @@ func startGo(loop func(g *goRun) error, release func() error) *goRun {
 
 func (g *goRun) Done() <-chan struct{} { return g.done }
 
-func (g *goRun) Freeze() {
+func (g *goRun) Freeze() time.Time {
+	now := time.Now()
 	g.stop.Store(true)
 	t := time.NewTimer(freezeWait)
 	defer t.Stop()
 	select {
 	case <-g.done:
+		// It stopped at its next step, or had ended: the work done
+		// until then is its own (a step under way counts).
+		return g.ended
 	case <-t.C:
 		g.cut.Store(true) // cut where it is
+		return now
 	}
 }
 
@@ -326,8 +347,9 @@ type loggerWorkload struct {
 	// retry that succeeds is taken as the records being safe).
 	retry int
 	// retried counts the syncs of the current run that failed and were
-	// tried again; reset by Start.
-	retried atomic.Int64
+	// tried again, retryErr keeps the first one's error; reset by Start.
+	retried  atomic.Int64
+	retryErr atomic.Pointer[string]
 }
 
 func (l *loggerWorkload) Name() string {
@@ -342,11 +364,15 @@ func (l *loggerWorkload) Name() string {
 	return name
 }
 
-// sync calls do, trying it again up to l.retry times when it fails.
-func (l *loggerWorkload) sync(do func() error) error {
+// sync calls do (the sync that what names), trying it again up to
+// l.retry times when it fails.
+func (l *loggerWorkload) sync(what string, do func() error) error {
 	err := do()
 	for i := 0; err != nil && i < l.retry; i++ {
-		l.retried.Add(1)
+		if l.retried.Add(1) == 1 {
+			msg := fmt.Sprintf("%s: %v", what, err)
+			l.retryErr.Store(&msg)
+		}
 		err = do()
 	}
 	return err
@@ -357,6 +383,7 @@ func (l *loggerWorkload) Prepare() error { return nil }
 
 func (l *loggerWorkload) Start(mnt, _ string, d time.Duration) (running, error) {
 	l.retried.Store(0)
+	l.retryErr.Store(nil)
 	path := filepath.Join(mnt, logName)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -397,13 +424,25 @@ func (l *loggerWorkload) pwriteLoop(g *goRun, f *os.File, d time.Duration) error
 		}
 		g.n.Store(int64(seq) + 1)
 		if (seq+1)%uint64(l.every) == 0 {
-			if err := l.sync(f.Sync); err != nil {
-				return fmt.Errorf("fsync after record %d: %w", seq, err)
+			what := fmt.Sprintf("fsync after record %d", seq)
+			if err := l.sync(what, func() error { return fsyncFd(fd) }); err != nil {
+				return fmt.Errorf("%s: %w", what, err)
 			}
 			g.acked.Store(int64(seq) + 1)
 		}
 	}
 	return nil
+}
+
+// fsyncFd is fsync(2) of fd, again after EINTR (a signal of the Go
+// runtime), as os.File.Sync does; its error is the errno alone, without
+// the file's (temporary) path.
+func fsyncFd(fd int) error {
+	for {
+		if err := unix.Fsync(fd); err != syscall.EINTR {
+			return err
+		}
+	}
 }
 
 // mmapLoop writes records through the mapping and msyncs (MS_SYNC) what
@@ -421,8 +460,9 @@ func (l *loggerWorkload) mmapLoop(g *goRun, mem []byte, d time.Duration) error {
 		g.n.Store(int64(seq) + 1)
 		if (seq+1)%uint64(l.every) == 0 {
 			from := synced / page * page
-			if err := l.sync(func() error { return unix.Msync(mem[from:off+recordSize], unix.MS_SYNC) }); err != nil {
-				return fmt.Errorf("msync after record %d: %w", seq, err)
+			what := fmt.Sprintf("msync after record %d", seq)
+			if err := l.sync(what, func() error { return unix.Msync(mem[from:off+recordSize], unix.MS_SYNC) }); err != nil {
+				return fmt.Errorf("%s: %w", what, err)
 			}
 			synced = off + recordSize
 			g.acked.Store(int64(seq) + 1)
@@ -440,18 +480,16 @@ func (l *loggerWorkload) Check(_ context.Context, mnt string, r running, acked i
 		return checkResult{}, err
 	}
 	sc := scanLog(data)
-	c := checkResult{kept: min(sc.kept, acked), ackedLost: max(acked-sc.kept, 0), torn: sc.torn}
+	c := checkResult{kept: min(sc.kept, acked), ackedLost: max(acked-sc.kept, 0), torn: sc.torn, promised: true}
 	c.ok = c.ackedLost == 0
 	written, _ := r.Progress()
 	c.text = fmt.Sprintf("records %d/%d acked kept, %d/%d written intact, %d torn", c.kept, acked, sc.kept, written, sc.torn)
 	if sc.after > 0 {
 		c.text += fmt.Sprintf(", %d whole past the gap", sc.after)
 	}
-	if n := l.retried.Load(); n > 0 {
-		c.text += fmt.Sprintf(", %d failed syncs tried again", n)
-	}
-	if !c.ok {
-		c.text += fmt.Sprintf(": %d ACKNOWLEDGED LOST", c.ackedLost)
+	c.retried = l.retried.Load()
+	if e := l.retryErr.Load(); e != nil {
+		c.retryErr = *e
 	}
 	return c, nil
 }
@@ -500,15 +538,15 @@ func (*bboltWorkload) Start(mnt, _ string, d time.Duration) (running, error) {
 
 func (*bboltWorkload) Check(_ context.Context, mnt string, _ running, acked int64) (checkResult, error) {
 	path := filepath.Join(mnt, bboltName)
-	c := checkResult{ackedLost: acked}
+	c := checkResult{ackedLost: acked, promised: true}
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		c.text = fmt.Sprintf("keys 0/%d kept, no database", acked)
+		c.text = fmt.Sprintf("keys 0/%d acked kept, no database", acked)
 		c.ok = acked == 0
 		return c, nil
 	}
 	db, err := bolt.Open(path, 0o444, &bolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
 	if err != nil {
-		c.text = fmt.Sprintf("keys 0/%d kept, open: %v", acked, err)
+		c.text = fmt.Sprintf("keys 0/%d acked kept, open: %v", acked, err)
 		return c, nil
 	}
 	var problems []string
@@ -534,12 +572,12 @@ func (*bboltWorkload) Check(_ context.Context, mnt string, _ running, acked int6
 		problems = append(problems, verr.Error())
 	}
 	c.ackedLost = acked - c.kept
-	integrity := "check ok"
+	integrity := "Tx.Check ok"
 	if len(problems) > 0 {
-		integrity = fmt.Sprintf("check: %d problems, first: %s", len(problems), problems[0])
+		integrity = fmt.Sprintf("Tx.Check: %s, the first: %s", wire.Plural(len(problems), "problem", "problems"), problems[0])
 	}
 	c.ok = len(problems) == 0 && c.ackedLost == 0
-	c.text = fmt.Sprintf("keys %d/%d kept, %s", c.kept, acked, integrity)
+	c.text = fmt.Sprintf("keys %d/%d acked kept, %s", c.kept, acked, integrity)
 	return c, nil
 }
 
@@ -599,10 +637,10 @@ func (w *lmdbWorkload) Start(mnt, _ string, d time.Duration) (running, error) {
 }
 
 func (w *lmdbWorkload) Check(ctx context.Context, mnt string, _ running, acked int64) (checkResult, error) {
-	c := checkResult{ackedLost: acked}
+	c := checkResult{ackedLost: acked, promised: true}
 	env := filepath.Join(mnt, lmdbDir)
 	if _, err := os.Stat(filepath.Join(env, "data.mdb")); errors.Is(err, os.ErrNotExist) {
-		c.text = fmt.Sprintf("keys 0/%d kept, no database", acked)
+		c.text = fmt.Sprintf("keys 0/%d acked kept, no database", acked)
 		c.ok = acked == 0
 		return c, nil
 	}
@@ -614,7 +652,7 @@ func (w *lmdbWorkload) Check(ctx context.Context, mnt string, _ running, acked i
 		return c, ctx.Err()
 	}
 	if err != nil {
-		c.text = fmt.Sprintf("keys 0/%d kept, mdb_dump: %v: %s", acked, err, firstLine(stderr.String()))
+		c.text = fmt.Sprintf("keys 0/%d acked kept, mdb_dump: %v: %s", acked, err, firstLine(stderr.String()))
 		return c, nil
 	}
 	// After HEADER=END, a key line and a value line per record, each
@@ -640,22 +678,231 @@ func (w *lmdbWorkload) Check(ctx context.Context, mnt string, _ running, acked i
 	}
 	c.ackedLost = acked - c.kept
 	c.ok = c.ackedLost == 0
-	c.text = fmt.Sprintf("keys %d/%d kept, %d in the database, mdb_dump ok", c.kept, acked, data)
+	c.text = fmt.Sprintf("keys %d/%d acked kept, mdb_dump ok (%d in the database)", c.kept, acked, data)
 	return c, nil
 }
 
-// procRun is a workload run by a process of its own (in its own process
-// group, killed should the experiment die).
+// lmdbMapWorkload commits one key per LMDB transaction with
+// MDB_WRITEMAP: python3-lmdb writes the database through a MAP_SHARED
+// mapping of data.mdb in the mount and msyncs it at each commit, a
+// client mapping writer (lmdb-utils' tools have no switch for it). A
+// transaction is acknowledged when its commit has returned.
+type lmdbMapWorkload struct {
+	py string // a python3 that imports lmdb, found by Prepare
+}
+
+func (*lmdbMapWorkload) Name() string { return "lmdb:writemap" }
+func (*lmdbMapWorkload) Unit() string { return unitRows }
+
+// lmdbWritemapSize is the map size of lmdb:writemap: with
+// MDB_WRITEMAP, LMDB grows data.mdb to it.
+const lmdbWritemapSize = 32 << 20
+
+// pythonImportWait bounds the probe of a python3 for the lmdb module.
+const pythonImportWait = 30 * time.Second
+
+func (w *lmdbMapWorkload) Prepare() error {
+	// Debian's python3 first: python3-lmdb is built for it, and a
+	// python3 earlier on the PATH (a pyenv one) may not have it.
+	var cands, why []string
+	if _, err := os.Stat("/usr/bin/python3"); err == nil {
+		cands = append(cands, "/usr/bin/python3")
+	}
+	if p, err := exec.LookPath("python3"); err == nil && p != "/usr/bin/python3" {
+		cands = append(cands, p)
+	}
+	for _, py := range cands {
+		ctx, cancel := context.WithTimeout(context.Background(), pythonImportWait)
+		out, err := exec.CommandContext(ctx, py, "-c", "import lmdb").CombinedOutput()
+		cancel()
+		if err == nil {
+			w.py = py
+			return nil
+		}
+		why = append(why, fmt.Sprintf("%s: %v: %s", py, err, lastLine(string(out))))
+	}
+	if len(cands) == 0 {
+		why = append(why, "no python3 on the PATH")
+	}
+	return fmt.Errorf("workload lmdb:writemap needs python3 with the lmdb module (Debian: apt-get install python3-lmdb): %s", strings.Join(why, "; "))
+}
+
+// lmdbMapWriter is lmdb:writemap's writer: argv ENV MAPSIZE SECONDS. It
+// prints "ack N" once transaction N has committed, and "done" at the
+// end, and then keeps the environment open until it is killed (a crash
+// closes nothing). An error is printed to stderr, and it exits 1.
+const lmdbMapWriter = `
+import sys, time
+import lmdb
+env_dir, map_size, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+val = b"mmapfs-experiment-" * 56
+try:
+    env = lmdb.open(env_dir, map_size=map_size, writemap=True, sync=True, metasync=True)
+except lmdb.Error as e:
+    print("open: %s" % e, file=sys.stderr, flush=True)
+    sys.exit(1)
+print("ready", flush=True)
+deadline = time.monotonic() + seconds
+i = 0
+while time.monotonic() < deadline:
+    i += 1
+    try:
+        with env.begin(write=True) as txn:
+            txn.put(b"k%010d" % i, val)
+    except lmdb.Error as e:
+        print("transaction %d: %s" % (i, e), file=sys.stderr, flush=True)
+        sys.exit(1)
+    print("ack %d" % i, flush=True)
+print("done", flush=True)
+while True:
+    time.sleep(3600)
+`
+
+// lmdbMapChecker is lmdb:writemap's check: argv ENV ACKED. It opens the
+// environment read-only, reads keys 1 to ACKED and every entry, and
+// prints "kept K entries N", or the error on stderr (and exits 1).
+const lmdbMapChecker = `
+import sys
+import lmdb
+env_dir, acked = sys.argv[1], int(sys.argv[2])
+val = b"mmapfs-experiment-" * 56
+try:
+    env = lmdb.open(env_dir, readonly=True, lock=False)
+except lmdb.Error as e:
+    print("open: %s" % e, file=sys.stderr, flush=True)
+    sys.exit(1)
+kept = entries = 0
+try:
+    with env.begin() as txn:
+        for i in range(1, acked + 1):
+            if txn.get(b"k%010d" % i) == val:
+                kept += 1
+        for k, v in txn.cursor():
+            entries += 1
+except lmdb.Error as e:
+    print("read: %s (%d of the acknowledged keys read)" % (e, kept), file=sys.stderr, flush=True)
+    sys.exit(1)
+print("kept %d entries %d" % (kept, entries), flush=True)
+`
+
+// lmdbMapRun is a running lmdb:writemap writer.
+type lmdbMapRun struct {
+	*procRun
+	stderr *bytes.Buffer
+	ended  chan struct{} // closed when the writer said done, or ended
+}
+
+// Done says the workload is over: the writer has committed its last
+// transaction (it still runs, its environment open), or it ended.
+func (r *lmdbMapRun) Done() <-chan struct{} { return r.ended }
+
+func (w *lmdbMapWorkload) Start(mnt, _ string, d time.Duration) (running, error) {
+	env := filepath.Join(mnt, lmdbDir)
+	if err := os.Mkdir(env, 0o755); err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(w.py, "-c", lmdbMapWriter, env, strconv.Itoa(lmdbWritemapSize), strconv.FormatFloat(d.Seconds(), 'f', -1, 64))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	stderr := &bytes.Buffer{}
+	cmd.Stderr = &lockedWriter{w: stderr}
+	p, err := startProc(cmd)
+	if err != nil {
+		return nil, err
+	}
+	said := make(chan struct{})
+	ended := make(chan struct{})
+	go func() {
+		select {
+		case <-said:
+		case <-p.done:
+		}
+		close(ended)
+	}()
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			line := sc.Text()
+			if line == "done" {
+				close(said)
+				return
+			}
+			if n, ok := strings.CutPrefix(line, "ack "); ok {
+				if i, err := strconv.ParseInt(n, 10, 64); err == nil {
+					p.n.Store(i)
+					p.acked.Store(i)
+				}
+			}
+		}
+		// Its output ended without "done": it failed (its stderr says
+		// how), or the cut came.
+		p.setFail(errors.New("python3-lmdb: it ended"))
+	}()
+	return &lmdbMapRun{procRun: p, stderr: stderr, ended: ended}, nil
+}
+
+func (r *lmdbMapRun) Kill() error {
+	failure, group := r.procRun.kill()
+	if failure != nil {
+		if msg := firstLine(r.stderr.String()); msg != "" {
+			failure = fmt.Errorf("python3-lmdb: %s", msg) // what lmdb said
+		}
+	}
+	return errors.Join(failure, group)
+}
+
+func (w *lmdbMapWorkload) Check(ctx context.Context, mnt string, _ running, acked int64) (checkResult, error) {
+	c := checkResult{ackedLost: acked, promised: true}
+	env := filepath.Join(mnt, lmdbDir)
+	if _, err := os.Stat(filepath.Join(env, "data.mdb")); errors.Is(err, os.ErrNotExist) {
+		c.text = fmt.Sprintf("keys 0/%d acked kept, no database", acked)
+		c.ok = acked == 0
+		return c, nil
+	}
+	cmd := exec.CommandContext(ctx, w.py, "-c", lmdbMapChecker, env, strconv.FormatInt(acked, 10))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		return c, ctx.Err()
+	}
+	var ee *exec.ExitError
+	switch {
+	case err != nil && !errors.As(err, &ee):
+		return c, fmt.Errorf("python3-lmdb: %w", err)
+	case err != nil:
+		c.text = fmt.Sprintf("keys 0/%d acked kept, %s", acked, firstLine(stderr.String()))
+		return c, nil
+	}
+	var entries int64
+	if _, err := fmt.Sscanf(strings.TrimSpace(stdout.String()), "kept %d entries %d", &c.kept, &entries); err != nil {
+		return c, fmt.Errorf("python3-lmdb check: its output %q: %w", stdout.String(), err)
+	}
+	c.ackedLost = acked - c.kept
+	c.ok = c.ackedLost == 0
+	c.text = fmt.Sprintf("keys %d/%d acked kept, read ok (%d in the database)", c.kept, acked, entries)
+	return c, nil
+}
+
+// procRun is a workload run by a process of its own, in its own process
+// group (killed should the experiment die). Freeze and Kill signal the
+// whole group, so that what the process started in the background (and
+// left running when it ended) is stopped and killed with it.
 type procRun struct {
 	cmd         *exec.Cmd
+	pgid        int           // the group: the process's pid
 	done        chan struct{} // closed once the process has been waited for
 	frozen      atomic.Bool
 	exitedOnOwn atomic.Bool // it had ended when Freeze came
 	err         error       // what Wait returned; read after done
+	exited      time.Time   // when Wait returned; read after done
 
 	n, acked atomic.Int64
-	mu       sync.Mutex // guards fail
+	mu       sync.Mutex // guards fail, failAt
 	fail     error      // the driver's own error before the cut
+	failAt   time.Time  // when the driver met it: where the workload stopped
 }
 
 // startProc starts cmd as a workload process.
@@ -665,8 +912,10 @@ func startProc(cmd *exec.Cmd) (*procRun, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", cmd.Path, err)
 	}
+	p.pgid = cmd.Process.Pid
 	go func() {
 		p.err = cmd.Wait()
+		p.exited = time.Now()
 		close(p.done)
 	}()
 	return p, nil
@@ -674,21 +923,73 @@ func startProc(cmd *exec.Cmd) (*procRun, error) {
 
 func (p *procRun) Done() <-chan struct{} { return p.done }
 
-// Freeze stops the process group where it is (SIGSTOP), and gives the
-// acknowledgements it wrote before a moment to be read.
-func (p *procRun) Freeze() {
+// signalGroup sends sig to the process group; a group with no process
+// left (ESRCH) is no error.
+func (p *procRun) signalGroup(sig syscall.Signal) error {
+	if err := syscall.Kill(-p.pgid, sig); err != nil && err != syscall.ESRCH {
+		return fmt.Errorf("signalling the workload's process group %d: %w", p.pgid, err)
+	}
+	return nil
+}
+
+// groupGone reports whether no process of the group is left, but
+// zombies (dead, waiting for their new parent to reap them).
+func (p *procRun) groupGone() bool {
+	if syscall.Kill(-p.pgid, 0) == syscall.ESRCH {
+		return true
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid pgrp ...: comm may hold spaces and
+		// parentheses, so the fields are counted from its last ')'.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) > 2 && f[2] == strconv.Itoa(p.pgid) && f[0] != "Z" && f[0] != "X" {
+			return false
+		}
+	}
+	return true
+}
+
+// Freeze stops the process group where it is (SIGSTOP), even if the
+// process has ended (what it left in the background stops too), and
+// gives the acknowledgements it wrote before a moment to be read.
+func (p *procRun) Freeze() time.Time {
+	now := time.Now()
+	ended := false
 	select {
 	case <-p.done:
+		ended = true
 		p.exitedOnOwn.Store(true)
-		p.frozen.Store(true)
-		return
 	default:
 	}
 	// Stopped first, then marked: a driver that saw the mark first
 	// could end the process's work (close its input) before the stop.
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGSTOP)
+	_ = p.signalGroup(syscall.SIGSTOP)
 	p.frozen.Store(true)
+	if ended {
+		return p.exited
+	}
 	time.Sleep(50 * time.Millisecond)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fail != nil && p.failAt.Before(now) {
+		return p.failAt // the driver had stopped at its error
+	}
+	return now
 }
 
 func (p *procRun) Progress() (int64, int64) { return p.n.Load(), p.acked.Load() }
@@ -702,31 +1003,50 @@ func (p *procRun) setFail(err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.fail == nil {
-		p.fail = err
+		p.fail, p.failAt = err, time.Now()
 	}
 }
 
-// Kill kills the process group and returns the workload's failure
+// groupWait bounds how long Kill waits for the killed group's last
+// processes (ones the experiment cannot wait for: the process's
+// children left behind are not its own) to be gone.
+const groupWait = 5 * time.Second
+
+// Kill kills the process group (the process, and what it left in the
+// background even if it has ended) and returns the workload's failure
 // before the cut: the driver's error, or the process's exit status if it
 // ended on its own with one.
-func (p *procRun) Kill() error {
+func (p *procRun) Kill() error { return errors.Join(p.kill()) }
+
+// kill is Kill's work: it returns the workload's failure and, apart,
+// what went wrong killing its group.
+func (p *procRun) kill() (failure, group error) {
+	var errs []error
 	exitedBefore := false
 	select {
 	case <-p.done:
 		exitedBefore = true
 	default:
-		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-		<-p.done
+	}
+	if err := p.signalGroup(syscall.SIGKILL); err != nil {
+		errs = append(errs, err)
+	}
+	<-p.done
+	for deadline := time.Now().Add(groupWait); !p.groupGone(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			errs = append(errs, fmt.Errorf("the workload's process group %d still has processes %v after SIGKILL", p.pgid, groupWait))
+			break
+		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.fail != nil {
-		return p.fail
+	switch {
+	case p.fail != nil:
+		failure = p.fail
+	case exitedBefore && p.err != nil:
+		failure = fmt.Errorf("%s: %w", filepath.Base(p.cmd.Path), p.err)
 	}
-	if exitedBefore && p.err != nil {
-		return fmt.Errorf("%s: %w", filepath.Base(p.cmd.Path), p.err)
-	}
-	return nil
+	return failure, errors.Join(errs...)
 }
 
 // sqliteWorkload commits one row per transaction with the sqlite3 CLI.
@@ -844,14 +1164,16 @@ func (q *sqliteWorkload) Start(mnt, _ string, d time.Duration) (running, error) 
 }
 
 func (r *sqliteRun) Kill() error {
-	err := r.procRun.Kill()
+	failure, group := r.procRun.kill()
 	r.in.Close() // the CLI is gone: nothing reads it any more
-	if err != nil {
+	if failure != nil {
 		if msg := firstLine(r.stderr.String()); msg != "" {
-			err = fmt.Errorf("%w: %s", err, msg)
+			// The CLI's own message says what failed; the driver's
+			// error (it ended, or printed something else) follows.
+			failure = fmt.Errorf("sqlite3: %s", msg)
 		}
 	}
-	return err
+	return errors.Join(failure, group)
 }
 
 func (q *sqliteWorkload) Check(ctx context.Context, mnt string, _ running, acked int64) (checkResult, error) {
@@ -894,12 +1216,12 @@ func (q *sqliteWorkload) Check(ctx context.Context, mnt string, _ running, acked
 	// Under synchronous=OFF, and NORMAL in WAL mode, SQLite does not
 	// promise that a commit survives a power cut; the database must
 	// still be intact.
-	mayLose := q.sync == "OFF" || (q.wal && q.sync == "NORMAL")
+	c.promised = !(q.sync == "OFF" || (q.wal && q.sync == "NORMAL"))
 	c.ok = verdict == "integrity ok" || strings.HasPrefix(verdict, "integrity ok ")
-	if !mayLose && c.ackedLost > 0 {
+	if c.promised && c.ackedLost > 0 {
 		c.ok = false
 	}
-	c.text = fmt.Sprintf("rows %d/%d kept, %s", c.kept, acked, verdict)
+	c.text = fmt.Sprintf("rows %d/%d acked kept, %s", c.kept, acked, verdict)
 	return c, nil
 }
 
