@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -329,7 +330,7 @@ func (cr *curveRun) dirSize(dir string, cfgs []fsConfig) error {
 				_, v, werr = runWorker(cr.ctx, cr.s, "dirops", filepath.Join(m.dir, d), "-n", strconv.Itoa(n), "-k", strconv.Itoa(cr.z.DirOps))
 				if werr == nil {
 					if st := daemonSample(m); st != nil {
-						v["rss_mib"] = st["rss_mib"]
+						v["rss_mib"], v["rss_anon_mib"] = st["rss_mib"], st["rss_anon_mib"]
 					}
 					for op, o := range opsDelta(before, readOps(m)) {
 						switch op {
@@ -382,7 +383,7 @@ func (cr *curveRun) fileSize(dir string, cfgs []fsConfig) error {
 			var v map[string]float64
 			err := cr.withMount(c, store, func(m *mountedFS) error {
 				var err error
-				v, err = cr.hold(m, []string{filepath.Join(dir, fmt.Sprintf("list-%d", size))}, midOffset(size))
+				v, err = cr.hold(m, []string{filepath.Join(dir, fmt.Sprintf("list-%d", size))}, midOffset(size), -1)
 				return err
 			})
 			cr.point("filesize", c, float64(size), v, err)
@@ -407,9 +408,13 @@ func (cr *curveRun) openFiles(dir string, cfgs []fsConfig) error {
 		if k > 1000 {
 			k = 1000
 		}
-		content := func(i int) []byte { return []byte(fmt.Sprintf("file %d\n", d*1000+i)) }
-		if err := fillDir(filepath.Join(store, fmt.Sprintf("d%03d", d)), k, content); err != nil {
+		if err := fillDir(filepath.Join(store, fmt.Sprintf("d%03d", d)), k, nil); err != nil {
 			return err
+		}
+		for i := 0; i < k; i++ {
+			if err := heldFile(filepath.Join(store, fmt.Sprintf("d%03d", d), curveFileName(i))); err != nil {
+				return err
+			}
 		}
 	}
 	if err := syncAll(cr.ctx); err != nil {
@@ -442,7 +447,7 @@ func (cr *curveRun) openFiles(dir string, cfgs []fsConfig) error {
 			var v map[string]float64
 			err := cr.withMount(c, store, func(m *mountedFS) error {
 				var err error
-				v, err = cr.hold(m, lists[n], 0)
+				v, err = cr.hold(m, lists[n], 0, openFileReread)
 				return err
 			})
 			cr.point("openfiles", c, float64(n), v, err)
@@ -456,7 +461,12 @@ func (cr *curveRun) openFiles(dir string, cfgs []fsConfig) error {
 // samples the daemon; then it lets them close and exit. A client that
 // could not open all its files ends the point there: the error says
 // after how many.
-func (cr *curveRun) hold(m *mountedFS, lists []string, offset int64) (map[string]float64, error) {
+//
+// With reread 0 or more, it then has every client read 4 KiB of each file
+// it holds at reread (beyond the kernel's readahead of the first read, so
+// that each is a READ the daemon serves), one client after the other, and
+// samples the daemon again (its values named reread_*).
+func (cr *curveRun) hold(m *mountedFS, lists []string, offset, reread int64) (map[string]float64, error) {
 	if err := syncAll(cr.ctx); err != nil {
 		return nil, err
 	}
@@ -474,7 +484,7 @@ func (cr *curveRun) hold(m *mountedFS, lists []string, offset int64) (map[string
 	var sum, p99, maxUs float64
 	var ferr error
 	for _, l := range lists {
-		h, res, err := startHolder(cr.ctx, cr.s, m.dir, l, offset)
+		h, res, err := startHolder(cr.ctx, cr.s, m.dir, l, offset, reread)
 		if h != nil {
 			clients = append(clients, h)
 		}
@@ -506,23 +516,88 @@ func (cr *curveRun) hold(m *mountedFS, lists []string, offset int64) (map[string
 			v[k] = x
 		}
 	}
-	return v, ferr
+	if ferr != nil || reread < 0 {
+		return v, ferr
+	}
+	var n int
+	sum, p99 = 0, 0
+	for _, h := range clients {
+		if _, err := io.WriteString(h.stdin, "reread\n"); err != nil {
+			return v, fmt.Errorf("holdopen %s: %v", filepath.Base(h.list), err)
+		}
+		res, err := h.answer(cr.ctx, h.stderr)
+		if err != nil {
+			return v, err
+		}
+		n += res.Opened
+		sum += res.MeanUs * float64(res.Opened)
+		if res.P99Us > p99 {
+			p99 = res.P99Us
+		}
+		if res.Error != "" {
+			return v, fmt.Errorf("reread: %s", res.Error)
+		}
+	}
+	if n > 0 {
+		v["reread_us"] = sum / float64(n)
+		v["reread_p99_us"] = p99
+	}
+	if st := daemonSample(m); st != nil {
+		for k, x := range st {
+			v["reread_"+k] = x
+		}
+	}
+	return v, nil
 }
 
 // holder is a running holdopen client.
 type holder struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
+	lines chan string // its stdout, a line at a time; closed at its end
 	done  chan error
+	list  string
+	// stderr is what it has written to its stderr so far.
+	stderr func() string
+}
+
+// answer waits for the client's next line and decodes it.
+func (h *holder) answer(ctx context.Context, stderr func() string) (holdResult, error) {
+	var res holdResult
+	select {
+	case l, ok := <-h.lines:
+		if !ok {
+			return res, fmt.Errorf("holdopen %s: no answer: %s", filepath.Base(h.list), firstLines(stderr(), 3))
+		}
+		if err := json.Unmarshal([]byte(l), &res); err != nil {
+			return res, fmt.Errorf("holdopen %s: %q: %v", filepath.Base(h.list), l, err)
+		}
+		return res, nil
+	case <-ctx.Done():
+		return res, ctx.Err()
+	case <-time.After(10 * time.Minute):
+		return res, fmt.Errorf("holdopen %s: no answer in 10 minutes", filepath.Base(h.list))
+	}
 }
 
 // startHolder starts a holdopen client on list and waits for its line.
-func startHolder(ctx context.Context, s settings, dir, list string, offset int64) (*holder, holdResult, error) {
+func startHolder(ctx context.Context, s settings, dir, list string, offset, reread int64) (*holder, holdResult, error) {
 	var res holdResult
-	cmd := exec.Command(s.self, "-worker", "holdopen", "-dir", dir, "-list", list, "-offset", strconv.FormatInt(offset, 10))
+	cmd := exec.Command(s.self, "-worker", "holdopen", "-dir", dir, "-list", list,
+		"-offset", strconv.FormatInt(offset, 10), "-reread", strconv.FormatInt(reread, 10))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var stderr strings.Builder
-	cmd.Stderr = &stderr
+	var mu sync.Mutex
+	cmd.Stderr = writerFunc(func(b []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return stderr.Write(b)
+	})
+	errText := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return stderr.String()
+	}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, res, err
@@ -534,32 +609,27 @@ func startHolder(ctx context.Context, s settings, dir, list string, offset int64
 	if err := cmd.Start(); err != nil {
 		return nil, res, err
 	}
-	h := &holder{cmd: cmd, stdin: stdin, done: make(chan error, 1)}
-	line := make(chan string, 1)
+	h := &holder{cmd: cmd, stdin: stdin, lines: make(chan string, 4), done: make(chan error, 1), list: list}
 	go func() {
-		l, _ := bufio.NewReader(stdout).ReadString('\n')
-		line <- l
-		_, _ = io.Copy(io.Discard, stdout)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			h.lines <- sc.Text()
+		}
+		close(h.lines)
 		h.done <- cmd.Wait()
 	}()
-	select {
-	case l := <-line:
-		if l == "" {
-			h.release()
-			return nil, res, fmt.Errorf("holdopen %s: no answer: %s", filepath.Base(list), firstLines(stderr.String(), 3))
-		}
-		if err := json.Unmarshal([]byte(l), &res); err != nil {
-			return h, res, fmt.Errorf("holdopen %s: %q: %v", filepath.Base(list), l, err)
-		}
-		return h, res, nil
-	case <-ctx.Done():
+	res, err = h.answer(ctx, errText)
+	if err != nil {
 		h.release()
-		return nil, res, ctx.Err()
-	case <-time.After(10 * time.Minute):
-		h.release()
-		return nil, res, fmt.Errorf("holdopen %s: no answer in 10 minutes (killed)", filepath.Base(list))
+		return nil, res, err
 	}
+	h.stderr = errText
+	return h, res, nil
 }
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
 
 // release lets the client close its files and exit (it is killed, by its
 // process group, if it has not within two minutes). Safe to call twice.
@@ -568,6 +638,10 @@ func (h *holder) release() {
 		return
 	}
 	_ = h.stdin.Close()
+	go func() {
+		for range h.lines { // what it says on its way out
+		}
+	}()
 	select {
 	case <-h.done:
 	case <-time.After(2 * time.Minute):
@@ -600,6 +674,10 @@ func daemonSample(m *mountedFS) map[string]float64 {
 				v["rss_mib"] = x / 1024
 			case "VmHWM:":
 				v["hwm_mib"] = x / 1024
+			case "RssAnon:": // the daemon's own memory: heap, stacks
+				v["rss_anon_mib"] = x / 1024
+			case "RssFile:": // page cache it maps: the blobs' pages, its binary
+				v["rss_file_mib"] = x / 1024
 			case "Threads:":
 				v["threads"] = x
 			}
@@ -724,6 +802,33 @@ func fillDir(dir string, n int, content func(i int) []byte) error {
 		}
 	}
 	return nil
+}
+
+// openFileReread is where the files of the files-held-open curve have
+// their second 4 KiB of data: past the kernel's readahead of a first read
+// at 0 (128 KiB here), so that reading there is a READ request.
+const openFileReread = 512 << 10
+
+// heldFile makes path a sparse 1 MiB file with 4 KiB of data at 0 and at
+// openFileReread.
+func heldFile(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	b := make([]byte, 4096)
+	copy(b, filepath.Base(path)+"\n")
+	for _, off := range []int64{0, openFileReread} {
+		if _, err := f.WriteAt(b, off); err != nil {
+			f.Close()
+			return fmt.Errorf("write %s: %w", path, err)
+		}
+	}
+	if err := f.Truncate(1 << 20); err != nil {
+		f.Close()
+		return fmt.Errorf("truncate %s: %w", path, err)
+	}
+	return f.Close()
 }
 
 // midOffset is where the data of a sparseFile of size is: its middle page.

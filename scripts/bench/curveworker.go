@@ -33,6 +33,7 @@ func curveWorker(name string, args []string) (workerResult, bool, error) {
 	size := fl.Int64("size", 0, "cs-threads: bytes written to each file")
 	list := fl.String("list", "", "holdopen: file naming the files to open, one relative name a line")
 	offset := fl.Int64("offset", 0, "holdopen: where the first read of each file starts")
+	reread := fl.Int64("reread", -1, "holdopen: where the read of each file on a \"reread\" line starts")
 	switch name {
 	case "cs-threads", "dirops", "holdopen":
 	default:
@@ -47,7 +48,7 @@ func curveWorker(name string, args []string) (workerResult, bool, error) {
 	case "dirops":
 		res, err = dirOps(*dir, *n, *k)
 	case "holdopen":
-		err = holdOpen(*dir, *list, *offset, os.Stdin, os.Stdout)
+		err = holdOpen(*dir, *list, *offset, *reread, os.Stdin, os.Stdout)
 	}
 	return res, true, err
 }
@@ -232,10 +233,12 @@ type holdResult struct {
 
 // holdOpen opens (read-only) each file the list names under dir, reads
 // 4 KiB of it at offset, and times each open+read; then it prints a
-// holdResult as one JSON line, holds the files open until its stdin ends,
-// and closes them. It stops at the first failed open or read and says so
-// in the result (the bench wants to know where a filesystem gives up).
-func holdOpen(dir, list string, offset int64, in io.Reader, out io.Writer) error {
+// holdResult as one JSON line, and holds the files open until its stdin
+// ends, then closes them. It stops at the first failed open or read and
+// says so in the result (the bench wants to know where a filesystem gives
+// up). On each line "reread" on stdin it reads 4 KiB of every file it
+// holds at reread, timing each, and prints a holdResult of that.
+func holdOpen(dir, list string, offset, reread int64, in io.Reader, out io.Writer) error {
 	b, err := os.ReadFile(list)
 	if err != nil {
 		return err
@@ -261,27 +264,58 @@ func holdOpen(dir, list string, offset int64, in io.Reader, out io.Writer) error
 		lat = append(lat, time.Since(t0).Seconds()*1e6)
 	}
 	res.Opened = len(fds)
-	if len(lat) > 0 {
-		sum := 0.0
-		for _, v := range lat {
-			sum += v
-		}
-		res.MeanUs = sum / float64(len(lat))
-		sort.Float64s(lat)
-		res.P50Us = lat[len(lat)/2]
-		res.P99Us = lat[len(lat)*99/100]
-		res.MaxUs = lat[len(lat)-1]
-	}
-	line, _ := json.Marshal(res)
-	if _, err := fmt.Fprintf(out, "%s\n", line); err != nil {
+	res.latencies(lat)
+	if err := say(out, res); err != nil {
 		return err
 	}
-	if f, ok := out.(*os.File); ok {
-		_ = f.Sync()
-	}
-	_, _ = io.Copy(io.Discard, bufio.NewReader(in))
-	for _, fd := range fds {
-		unix.Close(fd)
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		if sc.Text() != "reread" || reread < 0 {
+			continue
+		}
+		r := holdResult{Want: len(fds)}
+		lat = lat[:0]
+		for i, fd := range fds {
+			t0 := time.Now()
+			if _, err := unix.Pread(fd, buf, reread); err != nil {
+				r.Error = fmt.Sprintf("reread %s: %v", names[i], err)
+				break
+			}
+			lat = append(lat, time.Since(t0).Seconds()*1e6)
+		}
+		r.Opened = len(lat)
+		r.latencies(lat)
+		if err := say(out, r); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// latencies sets the mean and percentiles of r from lat (sorting it).
+func (r *holdResult) latencies(lat []float64) {
+	if len(lat) == 0 {
+		return
+	}
+	sum := 0.0
+	for _, v := range lat {
+		sum += v
+	}
+	r.MeanUs = sum / float64(len(lat))
+	sort.Float64s(lat)
+	r.P50Us = lat[len(lat)/2]
+	r.P99Us = lat[len(lat)*99/100]
+	r.MaxUs = lat[len(lat)-1]
+}
+
+// say prints r as one JSON line.
+func say(out io.Writer, r holdResult) error {
+	line, _ := json.Marshal(r)
+	_, err := fmt.Fprintf(out, "%s\n", line)
+	return err
 }
