@@ -83,7 +83,7 @@ stays in the foreground, as 'mmapfs mount' does.`,
 		defer out.Close()
 		return run(out, nil)
 	}
-	root.AddCommand(newMountCommand(), newStatsCommand(), newCacheCommand(), newPowerCutCommand(), newInjectCommand(), newTraceCommand(), newExperimentCommand(), newVersionCommand())
+	root.AddCommand(newMountCommand(), newStatsCommand(), newCacheCommand(), newPowerCutCommand(), newInjectCommand(), newTraceCommand(), newExperimentCommand(), newCheckCommand(), newVersionCommand())
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return &usageError{cmd: cmd, err: err}
 	})
