@@ -148,8 +148,10 @@ Workloads:
                            what survived: its exit status and first line of
                            output are the check
 The loggers, SQLite, bbolt and lmdb run for --duration (default 3s). The
-built-in drivers stop at the first error they get (the loggers with retry=
-try a failed sync again and go on).
+loggers stop at the first error (with retry= they try a failed sync again
+and go on). The database drivers go on after a failed transaction, as an
+application would: the error is counted (and shown), the transaction
+rolled back, and the next one begun.
 
 Acknowledged means: records covered by a completed fsync/msync, committed
 transactions. Every policy honours fsync, so no acknowledged record or
@@ -164,8 +166,9 @@ Output: a table, one row per run (the workload and the fault set when
 there are several, throughput, fsync and msync counts and latency
 quantiles, mean and peak bytes at risk, the oldest unsynced write, the
 bytes the cut put back or cut off, the check: acknowledged units kept of
-acknowledged, the integrity check, the faults injected, the error the
-program reported and whether it went on); with --out DIR also
+acknowledged, the integrity check, the faults hit, the error the program
+reported and whether it went on, and how many committed after it); with
+--out DIR also
 results.csv, results.json (with every sample), and, drawn with gnuplot,
 at-risk.png (bytes at risk over time per run) and throughput-lost.png
 (throughput against bytes lost). Ctrl-C stops the current run cleanly
@@ -661,6 +664,7 @@ wait:
 	}
 	r.Kept, r.AckedLost, r.Torn, r.OK = c.kept, c.ackedLost, c.torn, c.ok
 	r.Retried, r.RetriedError = c.retried, c.retryErr
+	r.TxFailed, r.TxFirstError, r.TxLastError, r.TxAfter = c.txFailed, c.txFirstErr, c.txLastErr, c.txAfter
 	r.Check = c.text + "; " + r.programText()
 	if c.promised && c.ackedLost > 0 {
 		r.Check += fmt.Sprintf(": %d ACKNOWLEDGED LOST", c.ackedLost)

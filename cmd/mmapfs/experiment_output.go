@@ -103,6 +103,13 @@ type runResult struct {
 	// on after (the loggers' retry=); RetriedError is the first error.
 	Retried      int64  `json:"retried_syncs,omitempty"`
 	RetriedError string `json:"retried_error,omitempty"`
+	// TxFailed counts the transactions that failed, which the workload
+	// reported and went on after; TxFirstError is the first one's error,
+	// TxAfter the commits after it.
+	TxFailed     int64  `json:"failed_transactions,omitempty"`
+	TxFirstError string `json:"first_transaction_error,omitempty"`
+	TxLastError  string `json:"last_transaction_error,omitempty"`
+	TxAfter      int64  `json:"committed_after_failure,omitempty"`
 
 	Samples []sample `json:"samples"`
 }
@@ -149,6 +156,16 @@ func (r *runResult) programText() string {
 		}
 	}
 	switch {
+	case r.TxFailed > 0:
+		failed := wire.Plural(int(r.TxFailed), "transaction failed", "transactions failed")
+		if r.TxLastError != r.TxFirstError {
+			failed += fmt.Sprintf(", the last with %q", r.TxLastError)
+		}
+		went := fmt.Sprintf("reported %q (%s), went on: %d committed after it", r.TxFirstError, failed, r.TxAfter)
+		if r.WorkloadError != "" {
+			went += fmt.Sprintf(", then stopped: %q", r.WorkloadError)
+		}
+		parts = append(parts, went)
 	case r.WorkloadError != "":
 		parts = append(parts, fmt.Sprintf("reported %q, stopped", r.WorkloadError))
 	case r.Retried > 0:
@@ -256,7 +273,8 @@ func printResults(w io.Writer, res *experimentResult) error {
 var csvHeader = []string{"policy", "switches", "run", "workload", "faults", "seconds", "cut_before_end", "unit", "done", "acknowledged", "throughput_per_second",
 	"fsync_count", "fsync_p50_us", "fsync_p99_us", "msync_count", "msync_p50_us", "msync_p99_us",
 	"mean_at_risk_bytes", "peak_at_risk_bytes", "oldest_unsynced_seconds", "lost_bytes", "put_back_bytes", "cut_off_bytes",
-	"kept", "acknowledged_lost", "torn", "ok", "check", "workload_error", "inject_hits", "retried_syncs", "retried_error"}
+	"kept", "acknowledged_lost", "torn", "ok", "check", "workload_error", "inject_hits", "retried_syncs", "retried_error",
+	"failed_transactions", "first_transaction_error", "last_transaction_error", "committed_after_failure"}
 
 // csvRow is r's row of results.csv, in csvHeader's order.
 func (r *runResult) csvRow() []string {
@@ -269,7 +287,8 @@ func (r *runResult) csvRow() []string {
 	return []string{r.Policy, r.Switches, strconv.Itoa(r.Run), r.Workload, r.Faults, f(r.Seconds), strconv.FormatBool(r.CutEarly), r.Unit, i(r.Done), i(r.Acked), f(r.Throughput),
 		i(r.FsyncCount), f(r.FsyncP50Us), f(r.FsyncP99Us), i(r.MsyncCount), f(r.MsyncP50Us), f(r.MsyncP99Us),
 		i(r.MeanAtRisk), i(r.PeakAtRisk), f(r.OldestSecs), i(r.LostBytes), i(r.PutBackBytes), i(r.CutOffBytes),
-		i(r.Kept), i(r.AckedLost), i(r.Torn), strconv.FormatBool(r.OK), r.Check, r.WorkloadError, hits, i(r.Retried), r.RetriedError}
+		i(r.Kept), i(r.AckedLost), i(r.Torn), strconv.FormatBool(r.OK), r.Check, r.WorkloadError, hits, i(r.Retried), r.RetriedError,
+		i(r.TxFailed), r.TxFirstError, r.TxLastError, i(r.TxAfter)}
 }
 
 // writeResults writes results.csv, results.json and the plots into dir.

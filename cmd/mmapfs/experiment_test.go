@@ -283,6 +283,12 @@ func TestExperimentProgramText(t *testing.T) {
 		{runResult{InjectHits: &two, WorkloadError: "bbolt: transaction 8: input/output error"}, `2 faults hit, reported "bbolt: transaction 8: input/output error", stopped`},
 		{runResult{InjectHits: &one, Retried: 1, RetriedError: "fsync after record 47: input/output error"}, `1 fault hit, reported "fsync after record 47: input/output error", tried again (1 time), went on`},
 		{runResult{WorkloadError: "sh: exit status 4: x"}, `reported "sh: exit status 4: x", stopped`},
+		{runResult{InjectHits: &one, TxFailed: 1, TxFirstError: "bbolt: transaction 8: input/output error", TxLastError: "bbolt: transaction 8: input/output error", TxAfter: 391},
+			`1 fault hit, reported "bbolt: transaction 8: input/output error" (1 transaction failed), went on: 391 committed after it`},
+		{runResult{InjectHits: &one, TxFailed: 3, TxFirstError: "t 10: EIO", TxLastError: "t 12: MDB_PANIC"},
+			`1 fault hit, reported "t 10: EIO" (3 transactions failed, the last with "t 12: MDB_PANIC"), went on: 0 committed after it`},
+		{runResult{TxFailed: 1, TxFirstError: "sqlite3: disk I/O error (10)", TxLastError: "sqlite3: disk I/O error (10)", TxAfter: 2, WorkloadError: "sqlite3: it ended"},
+			`reported "sqlite3: disk I/O error (10)" (1 transaction failed), went on: 2 committed after it, then stopped: "sqlite3: it ended"`},
 	} {
 		if got := c.r.programText(); got != c.want {
 			t.Errorf("%+v: %q, want %q", c.r, got, c.want)
@@ -330,5 +336,26 @@ func TestExperimentTableColumns(t *testing.T) {
 	lines = strings.Split(strings.TrimSpace(out.String()), "\n")
 	if lines[0] != "workload bbolt, faults op=fsync,nth=10,errno=EIO,times=1, power cut 2s after the workload began" || !strings.HasPrefix(lines[2], "policy  ") {
 		t.Errorf("one workload, one fault set:\n%s", out.String())
+	}
+}
+
+// TestExperimentTxLog: the transactions acknowledged are those that
+// committed, up to the last that finished; a failed one is not, and the
+// commits after the first failure are counted.
+func TestExperimentTxLog(t *testing.T) {
+	var l txLog
+	l.commit()         // 1
+	l.commit()         // 2
+	l.fail(3, "eio")   // 3
+	l.commit()         // 4
+	l.fail(5, "panic") // 5
+	s := l.summary()
+	if s.committed != 3 || s.nFailed != 2 || s.last() != 5 || s.firstErr != "eio" || s.lastErr != "panic" || s.after != 1 {
+		t.Errorf("summary: %+v", s)
+	}
+	for i, want := range []bool{false, true, true, false, true, false, false} {
+		if got := s.acked(int64(i)); got != want {
+			t.Errorf("transaction %d acknowledged: %v, want %v", i, got, want)
+		}
 	}
 }

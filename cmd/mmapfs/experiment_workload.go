@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -90,6 +91,13 @@ type checkResult struct {
 	promised bool
 	retried  int64  // failed syncs tried again (the loggers' retry=)
 	retryErr string // the first of them
+	// txFailed counts the failed transactions the workload went on
+	// after, txFirstErr and txLastErr are the first and the last one's
+	// errors, and txAfter the commits after the first.
+	txFailed   int64
+	txFirstErr string
+	txLastErr  string
+	txAfter    int64
 }
 
 // parseWorkload parses a built-in workload: NAME or NAME:PARAMS.
@@ -186,6 +194,91 @@ func parseParams(name, params string, keys map[string]func(string) error) error 
 	return nil
 }
 
+// txLog is what a transactional workload (SQLite, bbolt, LMDB) did with
+// its transactions, numbered from 1 in order: each one either committed
+// (acknowledged) or failed. A failed one is reported and the workload
+// goes on with the next, as an application would (the error goes to its
+// caller, and the next request is a new transaction): whether the
+// database lets it is part of what a run shows.
+type txLog struct {
+	mu        sync.Mutex // guards the fields below
+	committed int64
+	failed    []int64 // the failed transactions' numbers, in order
+	firstErr  string  // the first failure's error
+	lastErr   string  // the last failure's error
+	after     int64   // commits after the first failure
+}
+
+// commit counts a committed transaction.
+func (l *txLog) commit() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.committed++
+	if len(l.failed) > 0 {
+		l.after++
+	}
+}
+
+// fail counts transaction i as failed with err.
+func (l *txLog) fail(i int64, err string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.failed) == 0 {
+		l.firstErr = err
+	}
+	l.lastErr = err
+	l.failed = append(l.failed, i)
+}
+
+// txSummary is a txLog read after the workload ended.
+type txSummary struct {
+	committed int64
+	failed    map[int64]bool
+	nFailed   int64
+	firstErr  string
+	lastErr   string
+	after     int64
+}
+
+func (l *txLog) summary() txSummary {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := txSummary{committed: l.committed, failed: make(map[int64]bool, len(l.failed)), nFailed: int64(len(l.failed)), firstErr: l.firstErr, lastErr: l.lastErr, after: l.after}
+	for _, i := range l.failed {
+		s.failed[i] = true
+	}
+	return s
+}
+
+// last is the number of the last transaction that finished (committed
+// or failed): one under way at the cut is neither.
+func (s txSummary) last() int64 { return s.committed + s.nFailed }
+
+// acked reports whether transaction i committed.
+func (s txSummary) acked(i int64) bool { return i >= 1 && i <= s.last() && !s.failed[i] }
+
+// failPause is how long a transactional workload waits after a failed
+// transaction before the next: a database that fails every one (LMDB
+// after a fatal error) would otherwise spin.
+const failPause = time.Millisecond
+
+// txRunning is a running workload with a txLog.
+type txRunning interface{ txs() *txLog }
+
+// txsOf is r's transactions, or an empty log for a workload without.
+func txsOf(r running) txSummary {
+	if t, ok := r.(txRunning); ok {
+		return t.txs().summary()
+	}
+	return (&txLog{}).summary()
+}
+
+// fillTx puts the transactions' failures into c (the check's program
+// part reports them).
+func (c *checkResult) fillTx(s txSummary) {
+	c.txFailed, c.txFirstErr, c.txLastErr, c.txAfter = s.nFailed, s.firstErr, s.lastErr, s.after
+}
+
 // freezeWait bounds how long Freeze waits for a workload to stop: one
 // blocked in a slow sync (an injected delay) is cut where it is.
 const freezeWait = 5 * time.Second
@@ -202,6 +295,24 @@ type goRun struct {
 	err      error         // the loop's error (a failure before the cut); read after done
 	ended    time.Time     // when the loop returned; read after done
 	release  func() error  // closes what the loop used, after the cut
+	tx       txLog
+}
+
+func (g *goRun) txs() *txLog { return &g.tx }
+
+// commit counts a committed transaction: done and acknowledged.
+func (g *goRun) commit() {
+	g.tx.commit()
+	g.n.Add(1)
+	g.acked.Add(1)
+}
+
+// failTx counts transaction i as failed with err, unless the cut may
+// have come (then the failure is the cut's doing).
+func (g *goRun) failTx(i int64, err error) {
+	if !g.cut.Load() {
+		g.tx.fail(i, err.Error())
+	}
 }
 
 // startGo runs loop in a goroutine. A fault on a mapping in the loop is
@@ -526,19 +637,22 @@ func (*bboltWorkload) Start(mnt, _ string, d time.Duration) (running, error) {
 			if err := db.Update(func(tx *bolt.Tx) error {
 				return tx.Bucket([]byte(bboltBucket)).Put(bboltKey(i), val)
 			}); err != nil {
-				return fmt.Errorf("bbolt: transaction %d: %w", i, err)
+				g.failTx(int64(i), fmt.Errorf("bbolt: transaction %d: %w", i, err))
+				time.Sleep(failPause)
+				continue
 			}
-			g.n.Store(int64(i))
-			g.acked.Store(int64(i))
+			g.commit()
 		}
 		return nil
 	}
 	return startGo(loop, db.Close), nil
 }
 
-func (*bboltWorkload) Check(_ context.Context, mnt string, _ running, acked int64) (checkResult, error) {
+func (*bboltWorkload) Check(_ context.Context, mnt string, r running, acked int64) (checkResult, error) {
 	path := filepath.Join(mnt, bboltName)
 	c := checkResult{ackedLost: acked, promised: true}
+	txs := txsOf(r)
+	c.fillTx(txs)
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		c.text = fmt.Sprintf("keys 0/%d acked kept, no database", acked)
 		c.ok = acked == 0
@@ -559,7 +673,7 @@ func (*bboltWorkload) Check(_ context.Context, mnt string, _ running, acked int6
 			return nil
 		}
 		return b.ForEach(func(k, _ []byte) error {
-			if len(k) == 8 && binary.BigEndian.Uint64(k) <= uint64(acked) {
+			if len(k) == 8 && txs.acked(int64(binary.BigEndian.Uint64(k))) {
 				c.kept++
 			}
 			return nil
@@ -626,18 +740,21 @@ func (w *lmdbWorkload) Start(mnt, _ string, d time.Duration) (running, error) {
 			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 			cmd.Stdin = strings.NewReader(fmt.Sprintf("VERSION=3\nformat=print\ntype=btree\nmapsize=%d\nHEADER=END\n %s\n %s\nDATA=END\n", lmdbMapSize, lmdbKey(i), val))
 			if out, err := cmd.CombinedOutput(); err != nil {
-				return fmt.Errorf("mdb_load of transaction %d: %w: %s", i, err, firstLine(string(out)))
+				g.failTx(i, fmt.Errorf("mdb_load of transaction %d: %w: %s", i, err, firstLine(string(out))))
+				time.Sleep(failPause)
+				continue
 			}
-			g.n.Store(i)
-			g.acked.Store(i)
+			g.commit()
 		}
 		return nil
 	}
 	return startGo(loop, nil), nil
 }
 
-func (w *lmdbWorkload) Check(ctx context.Context, mnt string, _ running, acked int64) (checkResult, error) {
+func (w *lmdbWorkload) Check(ctx context.Context, mnt string, r running, acked int64) (checkResult, error) {
 	c := checkResult{ackedLost: acked, promised: true}
+	txs := txsOf(r)
+	c.fillTx(txs)
 	env := filepath.Join(mnt, lmdbDir)
 	if _, err := os.Stat(filepath.Join(env, "data.mdb")); errors.Is(err, os.ErrNotExist) {
 		c.text = fmt.Sprintf("keys 0/%d acked kept, no database", acked)
@@ -666,7 +783,7 @@ func (w *lmdbWorkload) Check(ctx context.Context, mnt string, _ running, acked i
 			inData = false
 		case inData && isKey:
 			if k := strings.TrimPrefix(line, " "); len(k) == 11 && k[0] == 'k' {
-				if n, err := strconv.ParseInt(k[1:], 10, 64); err == nil && n <= acked {
+				if n, err := strconv.ParseInt(k[1:], 10, 64); err == nil && txs.acked(n) {
 					c.kept++
 				}
 			}
@@ -727,14 +844,17 @@ func (w *lmdbMapWorkload) Prepare() error {
 	return fmt.Errorf("workload lmdb:writemap needs python3 with the lmdb module (Debian: apt-get install python3-lmdb): %s", strings.Join(why, "; "))
 }
 
-// lmdbMapWriter is lmdb:writemap's writer: argv ENV MAPSIZE SECONDS. It
-// prints "ack N" once transaction N has committed, and "done" at the
-// end, and then keeps the environment open until it is killed (a crash
-// closes nothing). An error is printed to stderr, and it exits 1.
+// lmdbMapWriter is lmdb:writemap's writer: argv ENV MAPSIZE SECONDS
+// PAUSE. It prints "ack N" once transaction N has committed, or "fail N:
+// ERROR" if it failed (and goes on with the next after PAUSE seconds),
+// and "done" at the end, and
+// then keeps the environment open until it is killed (a crash closes
+// nothing). If the environment does not open, it says so on stderr and
+// exits 1.
 const lmdbMapWriter = `
 import sys, time
 import lmdb
-env_dir, map_size, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+env_dir, map_size, seconds, failPause = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 val = b"mmapfs-experiment-" * 56
 try:
     env = lmdb.open(env_dir, map_size=map_size, writemap=True, sync=True, metasync=True)
@@ -750,39 +870,43 @@ while time.monotonic() < deadline:
         with env.begin(write=True) as txn:
             txn.put(b"k%010d" % i, val)
     except lmdb.Error as e:
-        print("transaction %d: %s" % (i, e), file=sys.stderr, flush=True)
-        sys.exit(1)
+        print("fail %d: %s" % (i, e), flush=True)
+        time.sleep(failPause)
+        continue
     print("ack %d" % i, flush=True)
 print("done", flush=True)
 while True:
     time.sleep(3600)
 `
 
-// lmdbMapChecker is lmdb:writemap's check: argv ENV ACKED. It opens the
-// environment read-only, reads keys 1 to ACKED and every entry, and
-// prints "kept K entries N", or the error on stderr (and exits 1).
+// lmdbMapChecker is lmdb:writemap's check: argv ENV LAST. It opens the
+// environment read-only, reads keys 1 to LAST and then every entry, and
+// prints "entries N" and a line "keys I J ..." of the keys found whole,
+// or the error on stderr (and exits 1).
 const lmdbMapChecker = `
 import sys
 import lmdb
-env_dir, acked = sys.argv[1], int(sys.argv[2])
+env_dir, last = sys.argv[1], int(sys.argv[2])
 val = b"mmapfs-experiment-" * 56
 try:
     env = lmdb.open(env_dir, readonly=True, lock=False)
 except lmdb.Error as e:
     print("open: %s" % e, file=sys.stderr, flush=True)
     sys.exit(1)
-kept = entries = 0
+found = []
+entries = 0
 try:
     with env.begin() as txn:
-        for i in range(1, acked + 1):
+        for i in range(1, last + 1):
             if txn.get(b"k%010d" % i) == val:
-                kept += 1
+                found.append(i)
         for k, v in txn.cursor():
             entries += 1
 except lmdb.Error as e:
-    print("read: %s (%d of the acknowledged keys read)" % (e, kept), file=sys.stderr, flush=True)
+    print("read: %s (after %d keys)" % (e, len(found)), file=sys.stderr, flush=True)
     sys.exit(1)
-print("kept %d entries %d" % (kept, entries), flush=True)
+print("entries %d" % entries)
+print("keys " + " ".join(str(i) for i in found), flush=True)
 `
 
 // lmdbMapRun is a running lmdb:writemap writer.
@@ -801,7 +925,7 @@ func (w *lmdbMapWorkload) Start(mnt, _ string, d time.Duration) (running, error)
 	if err := os.Mkdir(env, 0o755); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(w.py, "-c", lmdbMapWriter, env, strconv.Itoa(lmdbWritemapSize), strconv.FormatFloat(d.Seconds(), 'f', -1, 64))
+	cmd := exec.Command(w.py, "-c", lmdbMapWriter, env, strconv.Itoa(lmdbWritemapSize), strconv.FormatFloat(d.Seconds(), 'f', -1, 64), strconv.FormatFloat(failPause.Seconds(), 'f', -1, 64))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -830,9 +954,14 @@ func (w *lmdbMapWorkload) Start(mnt, _ string, d time.Duration) (running, error)
 				return
 			}
 			if n, ok := strings.CutPrefix(line, "ack "); ok {
+				if _, err := strconv.ParseInt(n, 10, 64); err == nil {
+					p.commit()
+				}
+			}
+			if rest, ok := strings.CutPrefix(line, "fail "); ok {
+				n, msg, _ := strings.Cut(rest, ": ")
 				if i, err := strconv.ParseInt(n, 10, 64); err == nil {
-					p.n.Store(i)
-					p.acked.Store(i)
+					p.failTx(i, fmt.Sprintf("python3-lmdb: transaction %d: %s", i, msg))
 				}
 			}
 		}
@@ -853,15 +982,17 @@ func (r *lmdbMapRun) Kill() error {
 	return errors.Join(failure, group)
 }
 
-func (w *lmdbMapWorkload) Check(ctx context.Context, mnt string, _ running, acked int64) (checkResult, error) {
+func (w *lmdbMapWorkload) Check(ctx context.Context, mnt string, r running, acked int64) (checkResult, error) {
 	c := checkResult{ackedLost: acked, promised: true}
+	txs := txsOf(r)
+	c.fillTx(txs)
 	env := filepath.Join(mnt, lmdbDir)
 	if _, err := os.Stat(filepath.Join(env, "data.mdb")); errors.Is(err, os.ErrNotExist) {
 		c.text = fmt.Sprintf("keys 0/%d acked kept, no database", acked)
 		c.ok = acked == 0
 		return c, nil
 	}
-	cmd := exec.CommandContext(ctx, w.py, "-c", lmdbMapChecker, env, strconv.FormatInt(acked, 10))
+	cmd := exec.CommandContext(ctx, w.py, "-c", lmdbMapChecker, env, strconv.FormatInt(txs.last(), 10))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -877,8 +1008,17 @@ func (w *lmdbMapWorkload) Check(ctx context.Context, mnt string, _ running, acke
 		return c, nil
 	}
 	var entries int64
-	if _, err := fmt.Sscanf(strings.TrimSpace(stdout.String()), "kept %d entries %d", &c.kept, &entries); err != nil {
-		return c, fmt.Errorf("python3-lmdb check: its output %q: %w", stdout.String(), err)
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	if len(lines) != 2 || !strings.HasPrefix(lines[1], "keys") {
+		return c, fmt.Errorf("python3-lmdb check: its output %q: want an entries line and a keys line", stdout.String())
+	}
+	if _, err := fmt.Sscanf(lines[0], "entries %d", &entries); err != nil {
+		return c, fmt.Errorf("python3-lmdb check: its output %q: %w", lines[0], err)
+	}
+	for _, f := range strings.Fields(lines[1])[1:] {
+		if i, err := strconv.ParseInt(f, 10, 64); err == nil && txs.acked(i) {
+			c.kept++
+		}
 	}
 	c.ackedLost = acked - c.kept
 	c.ok = c.ackedLost == 0
@@ -900,6 +1040,7 @@ type procRun struct {
 	exited      time.Time   // when Wait returned; read after done
 
 	n, acked atomic.Int64
+	tx       txLog
 	mu       sync.Mutex // guards fail, failAt
 	fail     error      // the driver's own error before the cut
 	failAt   time.Time  // when the driver met it: where the workload stopped
@@ -922,6 +1063,23 @@ func startProc(cmd *exec.Cmd) (*procRun, error) {
 }
 
 func (p *procRun) Done() <-chan struct{} { return p.done }
+
+func (p *procRun) txs() *txLog { return &p.tx }
+
+// commit counts a committed transaction: done and acknowledged.
+func (p *procRun) commit() {
+	p.tx.commit()
+	p.n.Add(1)
+	p.acked.Add(1)
+}
+
+// failTx counts transaction i as failed with err, unless the process was
+// frozen (then it is the cut's doing).
+func (p *procRun) failTx(i int64, err string) {
+	if !p.frozen.Load() {
+		p.tx.fail(i, err)
+	}
+}
 
 // signalGroup sends sig to the process group; a group with no process
 // left (ESRCH) is no error.
@@ -1076,12 +1234,12 @@ func (q *sqliteWorkload) Prepare() error {
 	return nil
 }
 
-// sqliteRun is a running sqliteWorkload; stderr holds the CLI's errors.
+// sqliteRun is a running sqliteWorkload.
 type sqliteRun struct {
 	*procRun
-	stderr *bytes.Buffer
-	in     io.Closer     // the CLI's input, open until Kill: closing it would end the CLI, which closes the database first
-	ended  chan struct{} // closed when the driver has sent its last transaction, or the CLI ended
+	in    io.Closer     // the CLI's input, open until Kill: closing it would end the CLI, which closes the database first
+	out   io.Closer     // the read end of the CLI's output (stdout and stderr, in one pipe)
+	ended chan struct{} // closed when the driver has sent its last transaction, or the CLI ended
 }
 
 // Done says the workload is over: the driver has sent its last
@@ -1089,38 +1247,46 @@ type sqliteRun struct {
 // find it), or the CLI ended.
 func (r *sqliteRun) Done() <-chan struct{} { return r.ended }
 
+// sqliteErrorRE matches the CLI's error lines: "Runtime error near line
+// N: MESSAGE" (or "Error: near line N: MESSAGE").
+var sqliteErrorRE = regexp.MustCompile(`^(?:Runtime error|Parse error|Error:) near line \d+: `)
+
 func (q *sqliteWorkload) Start(mnt, _ string, d time.Duration) (running, error) {
-	cmd := exec.Command(q.bin, "-batch", "-bail", filepath.Join(mnt, sqliteName))
+	// No -bail: a failed statement is printed and the CLI goes on, as an
+	// application goes on after a failed transaction. Its errors and its
+	// output share one pipe, so that an error comes before the line the
+	// statement after it prints.
+	cmd := exec.Command(q.bin, "-batch", filepath.Join(mnt, sqliteName))
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
 	}
-	out, err := cmd.StdoutPipe()
+	pr, pw, err := os.Pipe()
 	if err != nil {
-		return nil, err
+		return nil, errors.Join(err, in.Close())
 	}
-	stderr := &bytes.Buffer{}
-	cmd.Stderr = &lockedWriter{w: stderr}
+	cmd.Stdout, cmd.Stderr = pw, pw
 	p, err := startProc(cmd)
+	pw.Close() // the CLI has its own
 	if err != nil {
-		return nil, err
+		return nil, errors.Join(err, in.Close(), pr.Close())
 	}
+	r := &sqliteRun{procRun: p, in: in, out: pr, ended: make(chan struct{})}
 	mode := "DELETE"
 	if q.wal {
 		mode = "WAL"
 	}
 	driven := make(chan struct{})
-	ended := make(chan struct{})
 	go func() {
 		select {
 		case <-driven:
 		case <-p.done:
 		}
-		close(ended)
+		close(r.ended)
 	}()
 	go func() {
 		defer close(driven)
-		rd := bufio.NewReader(out)
+		rd := bufio.NewReader(pr)
 		say := func(format string, a ...any) bool {
 			if _, err := fmt.Fprintf(in, format, a...); err != nil {
 				p.setFail(fmt.Errorf("sqlite3: writing to it: %w", err))
@@ -1128,58 +1294,88 @@ func (q *sqliteWorkload) Start(mnt, _ string, d time.Duration) (running, error) 
 			}
 			return true
 		}
-		// Each transaction is followed by a SELECT that prints its
-		// number: the CLI prints it once COMMIT has returned.
-		expect := func(want string) bool {
-			line, err := rd.ReadString('\n')
-			if got := strings.TrimSpace(line); got != want {
-				switch {
-				case errors.Is(err, io.EOF):
-					err = errors.New("it ended")
-				case err == nil:
-					err = fmt.Errorf("it printed %q, want %q", got, want)
+		// until reads the CLI's lines up to want (what a SELECT after
+		// the statements prints) and returns the errors it printed
+		// before it; false if the CLI ended first.
+		until := func(want string) ([]string, bool) {
+			var errs []string
+			for {
+				line, err := rd.ReadString('\n')
+				got := strings.TrimSpace(line)
+				if got == want {
+					return errs, true
 				}
-				p.setFail(fmt.Errorf("sqlite3: %w", err))
-				return false
+				if got != "" {
+					errs = append(errs, sqliteErrorRE.ReplaceAllString(got, ""))
+				}
+				if err != nil {
+					what := "it ended"
+					if !errors.Is(err, io.EOF) {
+						what = err.Error()
+					}
+					if len(errs) > 0 {
+						what += " after: " + errs[len(errs)-1]
+					}
+					p.setFail(fmt.Errorf("sqlite3: %s", what))
+					return errs, false
+				}
 			}
-			return true
 		}
-		if !say(".timeout 5000\nPRAGMA journal_mode=%s;\nPRAGMA synchronous=%s;\nCREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB);\nSELECT 'ready';\n", mode, q.sync) ||
-			!expect(strings.ToLower(mode)) || !expect("ready") {
+		if !say(".timeout 5000\nPRAGMA journal_mode=%s;\nPRAGMA synchronous=%s;\nCREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB);\nSELECT 'ready';\n", mode, q.sync) {
+			return
+		}
+		if errs, ok := until("ready"); !ok {
+			return
+		} else if len(errs) != 1 || errs[0] != strings.ToLower(mode) {
+			p.setFail(fmt.Errorf("sqlite3: setting up the database: %s", strings.Join(errs, "; ")))
 			return
 		}
 		deadline := time.Now().Add(d)
 		for i := int64(1); !p.frozen.Load() && time.Now().Before(deadline); i++ {
-			if !say("BEGIN; INSERT INTO t VALUES(%d, randomblob(1000)); COMMIT; SELECT 'ack %d';\n", i, i) || !expect(fmt.Sprintf("ack %d", i)) {
+			// One statement a line: the CLI runs a line's statements
+			// until the first that fails, and the SELECT must run.
+			if !say("BEGIN;\nINSERT INTO t VALUES(%d, randomblob(1000));\nCOMMIT;\nSELECT 'ack %d';\n", i, i) {
 				return
 			}
-			p.n.Store(i)
-			p.acked.Store(i)
+			errs, ok := until(fmt.Sprintf("ack %d", i))
+			if !ok {
+				return
+			}
+			if len(errs) == 0 {
+				p.commit()
+				continue
+			}
+			// A failed COMMIT may leave the transaction open (SQLite
+			// rolls back on its own after some errors only): rolled
+			// back, and an error that nothing was open is no matter.
+			p.failTx(i, "sqlite3: "+errs[0])
+			if !say("ROLLBACK;\nSELECT 'rolled back %d';\n", i) {
+				return
+			}
+			if _, ok := until(fmt.Sprintf("rolled back %d", i)); !ok {
+				return
+			}
 		}
 		// The CLI's input stays open: its end would make the CLI close
 		// the database (a checkpoint, and a close the policies see)
 		// before the cut, which a crash does not do.
 	}()
-	return &sqliteRun{procRun: p, stderr: stderr, in: in, ended: ended}, nil
+	return r, nil
 }
 
 func (r *sqliteRun) Kill() error {
 	failure, group := r.procRun.kill()
-	r.in.Close() // the CLI is gone: nothing reads it any more
-	if failure != nil {
-		if msg := firstLine(r.stderr.String()); msg != "" {
-			// The CLI's own message says what failed; the driver's
-			// error (it ended, or printed something else) follows.
-			failure = fmt.Errorf("sqlite3: %s", msg)
-		}
-	}
+	r.in.Close()  // the CLI is gone: nothing reads it any more
+	r.out.Close() // nor writes it
 	return errors.Join(failure, group)
 }
 
-func (q *sqliteWorkload) Check(ctx context.Context, mnt string, _ running, acked int64) (checkResult, error) {
+func (q *sqliteWorkload) Check(ctx context.Context, mnt string, r running, acked int64) (checkResult, error) {
 	c := checkResult{ackedLost: acked}
+	txs := txsOf(r)
+	c.fillTx(txs)
 	cmd := exec.CommandContext(ctx, q.bin, "-batch", filepath.Join(mnt, sqliteName))
-	cmd.Stdin = strings.NewReader(fmt.Sprintf("PRAGMA integrity_check;\nSELECT 'rows', count(*) FROM t WHERE id <= %d;\n", acked))
+	cmd.Stdin = strings.NewReader(fmt.Sprintf("PRAGMA integrity_check;\nSELECT 'row', id FROM t WHERE id <= %d;\n", txs.last()))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -1192,8 +1388,10 @@ func (q *sqliteWorkload) Check(ctx context.Context, mnt string, _ running, acked
 	}
 	var integrity []string
 	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
-		if n, ok := strings.CutPrefix(line, "rows|"); ok {
-			c.kept, _ = strconv.ParseInt(n, 10, 64)
+		if n, ok := strings.CutPrefix(line, "row|"); ok {
+			if i, err := strconv.ParseInt(n, 10, 64); err == nil && txs.acked(i) {
+				c.kept++
+			}
 			continue
 		}
 		if line != "" {
