@@ -81,11 +81,24 @@ type Blob struct {
 	dirtySince time.Time // when dirty last went from empty to non-empty
 	metaDirty  bool      // size or allocation changed since the last fdatasync
 	wholeSync  bool      // the next Sync must fdatasync the whole file
-	// lostErr is a lost writeback (fault injection's WritebackLost,
-	// inject.go) that no fsync has reported yet: a sync the daemon made
-	// on its own (the periodic pass) lost the pages; the next fsync
-	// reports it, once.
-	lostErr error
+	// The record of lost writebacks (fault injection's WritebackLost,
+	// inject.go), Linux's errseq of the file: lostSeq counts them,
+	// lostLatest is the latest, lostErr is the latest while no open has
+	// reported it (nil once one has; Store.Release carries it over to the
+	// file's next blob). Each open reports what was recorded after its
+	// ErrMark, once (takeLost). ownMark is the mark of the syncs asked
+	// for without an open (Fsync, Flush).
+	lostSeq    uint64
+	lostLatest error
+	lostErr    error
+	ownMark    ErrMark
+	// putBack are the pages a lost writeback put back that the owner has
+	// not been told of yet (notifyPutBack).
+	putBack pageSet
+
+	// owner is the file of the mount the blob serves (SetOwner), nil
+	// until one is set. Read and stored without a lock.
+	owner atomic.Pointer[Owner]
 
 	// sim is the power-cut simulation's record of the file (see
 	// journal.go); nil when the simulation is off. The pointer is read
@@ -127,6 +140,11 @@ func (b *Blob) Writable() bool {
 // ReadAt copies bytes at off out of the mapping into p, clipped to the
 // file's size, and returns how many it copied; 0 at or past EOF.
 func (b *Blob) ReadAt(p []byte, off int64) (int, error) {
+	return b.readAt(p, off, b.store.opts.Inject != nil)
+}
+
+// readAt is ReadAt; ask says to ask the fault-injection hook first.
+func (b *Blob) readAt(p []byte, off int64, ask bool) (int, error) {
 	if off < 0 {
 		return 0, b.pathErr("read", syscall.EINVAL)
 	}
@@ -138,9 +156,20 @@ func (b *Blob) ReadAt(p []byte, off int64) (int, error) {
 		return 0, nil
 	}
 	end := min(b.size, off+int64(len(p)))
-	if err := b.injectFault("read", int(end-off)); err != nil {
-		b.mu.RUnlock()
-		return 0, err
+	if ask {
+		if wait, err := b.ask("fault", end-off); wait != nil || err != nil {
+			// The delay is served without the lock, so that it holds
+			// up this read only; the file may change meanwhile, so
+			// the read starts again after it (asking no more).
+			b.mu.RUnlock()
+			if wait != nil {
+				wait()
+			}
+			if err != nil {
+				return 0, b.faultErr("read", err)
+			}
+			return b.readAt(p, off, false)
+		}
 	}
 	n, err := copyGuarded(p, b.data[off:end], off)
 	b.mu.RUnlock()

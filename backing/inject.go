@@ -14,16 +14,24 @@ import (
 // a lost writeback puts the pages back to the content they had at their
 // last sync, which the power-cut journal keeps, then writes that content
 // to the file, as the disk already holds it.
+//
+// A rule's delay is served by the wait the hook returns, which the store
+// calls holding none of the blob's locks: a slow msync or fault holds up
+// the request that meets it, not the other requests on the file.
 
 // WritebackLost is the error an Options.Inject hook returns from "msync"
 // to make the failed sync lose its pages, as Linux does when writeback
-// fails ("fsyncgate"): the error is reported once (to the fsync that made
-// it; after a sync of the daemon's own, the periodic pass, to the next
-// fsync: lostErr), the pages it was to write get their last synced content back (the
-// power-cut journal's; past the last synced size, zeros, as a file's
-// unwritten blocks read) and are no longer dirty, so the next sync
-// succeeds without them. It needs Options.PowerCutSim; without it the
-// sync only fails.
+// fails ("fsyncgate"): the pages it was to write get their last synced
+// content back (the power-cut journal's; past the last synced size,
+// zeros, as a file's unwritten blocks read) and are no longer dirty, so
+// the next sync succeeds without them. The error is recorded as Linux
+// records it in the file's errseq: each open of the file made before it
+// (an ErrMark), and the first made after it while no open has reported
+// it, reports it at its next fsync, once (FsyncAs). It needs
+// Options.PowerCutSim, and a blob the daemon writes through its mapping;
+// otherwise (without the simulation, or on an append-only file, which is
+// written with write(2) and mapped read-only) the sync only fails, as an
+// Options.Inject error does.
 type WritebackLost struct{ Err error }
 
 func (e *WritebackLost) Error() string {
@@ -32,31 +40,80 @@ func (e *WritebackLost) Error() string {
 
 func (e *WritebackLost) Unwrap() error { return e.Err }
 
-// injectFault asks the hook before a copy of n bytes to or from the
-// mapping (op names the copy in the error).
-func (b *Blob) injectFault(op string, n int) error {
-	hook := b.store.opts.Inject
-	if hook == nil {
-		return nil
-	}
-	if err := hook("fault", b.name, int64(n)); err != nil {
-		return b.pathErr(op, fmt.Errorf("page fault on the mapping: %w", err))
-	}
-	return nil
+// Owner is the mount's side of a blob: the file it serves as clients see
+// it. Fault injection needs its path now (a rule's path= follows
+// renames) and tells it when pages changed behind the clients' caches (a
+// lost writeback's put-back). Its methods are called with none of the
+// blob's locks held, except Path, which is called with b.mu held and
+// must not call into the store.
+type Owner interface {
+	// Path returns the file's path now, relative to the store root.
+	Path() string
+	// Invalidate tells the clients that bytes [off, off+n) of the file
+	// changed under their caches.
+	Invalidate(off, n int64)
 }
 
-// injectSyncLocked asks the hook before a sync of pages (or of the whole
-// file). b.mu must be held as syncLock takes it.
-func (b *Blob) injectSyncLocked(pages *pageSet, whole bool) error {
+// SetOwner tells the blob which file of the mount it serves now (the
+// latest open's); Path and the put-back's invalidation go to it.
+func (b *Blob) SetOwner(o Owner) {
+	if p := b.owner.Load(); p != nil && *p == o {
+		return
+	}
+	b.owner.Store(&o)
+}
+
+// Path returns the blob's path now: its owner's (SetOwner), or else the
+// name it was first opened by. It takes no lock of the blob.
+func (b *Blob) Path() string {
+	if p := b.owner.Load(); p != nil {
+		return (*p).Path()
+	}
+	return b.name
+}
+
+// ask asks the hook about op on the blob, carrying n bytes; it returns
+// the wait to serve first (nil for none) and the error to fail the work
+// with. It takes no lock of the blob itself.
+func (b *Blob) ask(op string, n int64) (wait func(), err error) {
 	hook := b.store.opts.Inject
-	if hook == nil || (pages.empty() && !whole) {
+	if hook == nil {
+		return nil, nil
+	}
+	return hook(op, b, n)
+}
+
+// injectFault asks the hook before a copy of n bytes to or from the
+// mapping (op names the copy in the error), and serves its delay: call
+// it with no lock of the blob held.
+func (b *Blob) injectFault(op string, n int) error {
+	wait, err := b.ask("fault", int64(n))
+	if wait != nil {
+		wait()
+	}
+	return b.faultErr(op, err)
+}
+
+// faultErr is the error of a copy the hook failed with err (nil: none).
+func (b *Blob) faultErr(op string, err error) error {
+	if err == nil {
 		return nil
 	}
-	n := pages.count * int64(pageSize)
-	if whole {
-		n = b.size
+	return b.pathErr(op, fmt.Errorf("page fault on the mapping: %w", err))
+}
+
+// injectSync asks the hook before a sync of the blob, and serves its
+// delay, holding none of the blob's locks: the pages stay in the ledger
+// meanwhile, for any other sync to take. n is the bytes it is to write
+// (its dirty pages, or the whole file); a sync with nothing to write but
+// the size (meta) is asked too, with n 0. It returns the error to fail
+// the sync with (syncTakenLocked), nil to let it run.
+func (b *Blob) injectSync(n int64) error {
+	wait, err := b.ask("msync", n)
+	if wait != nil {
+		wait()
 	}
-	if err := hook("msync", b.name, n); err != nil {
+	if err != nil {
 		return b.pathErr("msync", err)
 	}
 	return nil
@@ -65,7 +122,9 @@ func (b *Blob) injectSyncLocked(pages *pageSet, whole bool) error {
 // loseWritebackLocked is a sync of pages (meta, whole as for
 // syncTakenLocked) that failed with err, a *WritebackLost: the pages get
 // their last synced content back, that content is written to the file,
-// and they leave the ledger; the size (meta, whole) stays owed. b.mu must
+// and they leave the ledger; the size (meta, whole) stays owed. The loss
+// is recorded (recordLostLocked) and the pages put back are noted for
+// the owner's invalidation (notifyPutBack, after the unlock). b.mu must
 // be held exclusively (the simulation's syncLock).
 func (b *Blob) loseWritebackLocked(pages *pageSet, meta, whole bool, err error) error {
 	sim := b.sim
@@ -129,7 +188,8 @@ func (b *Blob) loseWritebackLocked(pages *pageSet, meta, whole bool, err error) 
 	b.dmu.Lock()
 	b.metaDirty = b.metaDirty || meta
 	b.wholeSync = b.wholeSync || whole
-	b.lostErr = err
+	b.recordLostLocked(err)
+	b.putBack.merge(&lose)
 	b.dmu.Unlock()
 	if len(errs) > 0 {
 		// The pages could not all be put back: keep them owed, as
@@ -140,17 +200,105 @@ func (b *Blob) loseWritebackLocked(pages *pageSet, meta, whole bool, err error) 
 	return err
 }
 
-// reported returns the error of a sync a client asked for (fsync, or the
-// close policy's flush): err, or else a lost writeback not reported yet
-// (lostErr). Either way a lost writeback counts as reported: Linux
-// reports a writeback error to the next fsync, once.
-func (b *Blob) reported(err error) error {
+// notifyPutBack tells the owner (SetOwner) which pages a lost writeback
+// put back, so that no client reads the lost content from its cache.
+// Call it holding none of the blob's locks: the kernel's invalidation
+// waits for the pages' locks, which a read waiting on b.mu may hold.
+func (b *Blob) notifyPutBack() {
 	b.dmu.Lock()
-	lost := b.lostErr
-	b.lostErr = nil
+	if b.putBack.empty() {
+		b.dmu.Unlock()
+		return
+	}
+	lose := b.putBack
+	b.putBack = pageSet{}
 	b.dmu.Unlock()
+	p := b.owner.Load()
+	if p == nil {
+		return
+	}
+	ps := int64(pageSize)
+	lose.runs(func(first, end int64) bool {
+		(*p).Invalidate(first*ps, (end-first)*ps)
+		return true
+	})
+}
+
+// ErrMark is one open file description's place in its blob's record of
+// lost writebacks, as Linux's f_wb_err is in the file's errseq: an fsync
+// through it reports a loss recorded after it was made, once. Make it
+// with Blob.Mark at open; it is guarded by the blob's dmu.
+type ErrMark struct{ seq uint64 }
+
+// recordLostLocked records a lost writeback (err) in the blob's errseq.
+// b.dmu must be held.
+func (b *Blob) recordLostLocked(err error) {
+	b.lostSeq++
+	b.lostLatest = err
+	b.lostErr = err // not seen by any open yet
+}
+
+// Mark returns a new open's place in the blob's errseq: it will report
+// the losses recorded from now on, and the latest one too if no open has
+// reported it yet (as Linux's errseq_sample gives a file opened after an
+// error nobody has seen).
+func (b *Blob) Mark() *ErrMark {
+	b.dmu.Lock()
+	defer b.dmu.Unlock()
+	b.adoptLostLocked()
+	m := &ErrMark{seq: b.lostSeq}
+	if b.lostErr != nil {
+		m.seq--
+	}
+	return m
+}
+
+// adoptLostLocked records a loss the store carried over for the blob
+// (lostErr set by Store.install, with nothing recorded yet). b.dmu must
+// be held.
+func (b *Blob) adoptLostLocked() {
+	if b.lostErr != nil && b.lostSeq == 0 {
+		b.lostSeq, b.lostLatest = 1, b.lostErr
+	}
+}
+
+// takeLost returns the latest lost writeback recorded since m last
+// reported one (nil if none) and moves m past it: one report per open,
+// however many of its fsyncs run at once.
+func (b *Blob) takeLost(m *ErrMark) error {
+	b.dmu.Lock()
+	defer b.dmu.Unlock()
+	b.adoptLostLocked()
+	if m.seq >= b.lostSeq {
+		return nil
+	}
+	m.seq = b.lostSeq
+	b.lostErr = nil // seen
+	return b.lostLatest
+}
+
+// reportedAs is the error of a sync a client asked for through m (fsync,
+// or the close policy's flush) that returned err: a lost writeback is
+// not returned as the sync's own error but through m (takeLost), so
+// that each open reports it once, whichever sync lost the pages.
+func (b *Blob) reportedAs(m *ErrMark, err error) error {
+	if onlyLost(err) {
+		err = nil
+	}
+	lost := b.takeLost(m)
 	if err == nil {
 		return lost
 	}
 	return err
+}
+
+// onlyLost reports whether err is a lost writeback and nothing else (not
+// joined with a failure to put the pages back).
+func onlyLost(err error) bool {
+	var lost *WritebackLost
+	if !errors.As(err, &lost) {
+		return false
+	}
+	_, joined := err.(interface{ Unwrap() []error })
+	return !joined
 }

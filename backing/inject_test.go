@@ -8,31 +8,40 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
-// hookOf is an Options.Inject hook that fails op with err (nil: never)
-// and records the calls.
+// hookOf is an Options.Inject hook that fails op with err (nil: never),
+// first waiting in wait (nil: not), and records the calls.
 type hookOf struct {
 	mu    sync.Mutex
 	op    string
 	err   error
+	wait  func()
 	calls []string
 }
 
-func (h *hookOf) hook(op, name string, n int64) error {
+func (h *hookOf) hook(op string, b *Blob, n int64) (func(), error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.calls = append(h.calls, op+" "+name)
+	h.calls = append(h.calls, op+" "+b.Path())
 	if op == h.op {
-		return h.err
+		return h.wait, h.err
 	}
-	return nil
+	return nil, nil
 }
 
 func (h *hookOf) set(op string, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.op, h.err = op, err
+	h.op, h.err, h.wait = op, err, nil
+}
+
+// setWait makes op wait in wait, then fail with err.
+func (h *hookOf) setWait(op string, wait func(), err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.op, h.err, h.wait = op, err, wait
 }
 
 // TestInjectFaultHook: a "fault" error fails the copy before it happens:
@@ -194,5 +203,214 @@ func TestInjectWritebackLostAfterRelease(t *testing.T) {
 	}
 	if err := b.Fsync(); err != nil {
 		t.Fatalf("the fsync after that: %v, want success (reported once)", err)
+	}
+}
+
+// TestInjectDelayWithoutLock: a delay the hook gives a sync or a fault is
+// served with none of the blob's locks held: reads and writes of the
+// file go on meanwhile, even under the simulation, whose syncs take the
+// blob exclusively.
+func TestInjectDelayWithoutLock(t *testing.T) {
+	t.Parallel()
+	for _, op := range []string{"msync", "fault"} {
+		t.Run(op, func(t *testing.T) {
+			t.Parallel()
+			h := &hookOf{}
+			s := newStoreWith(t, t.TempDir(), Options{Inject: h.hook, PowerCutSim: true})
+			b := openBlob(t, s, "f")
+			defer release(t, s, b)
+			ps := pagesz()
+			mustWrite(t, b, pattern(1, 0, int(2*ps)), 0)
+			entered, leave := make(chan struct{}), make(chan struct{})
+			var once sync.Once
+			h.setWait(op, func() {
+				once.Do(func() { close(entered) })
+				<-leave
+			}, nil)
+			done := make(chan error, 1)
+			go func() {
+				if op == "msync" {
+					done <- b.Sync()
+					return
+				}
+				_, err := b.ReadAt(make([]byte, 10), 0)
+				done <- err
+			}()
+			<-entered
+			h.set("", nil) // the calls below are not delayed
+			ok := make(chan error, 1)
+			go func() {
+				if _, err := b.ReadAt(make([]byte, 10), ps); err != nil {
+					ok <- err
+					return
+				}
+				_, err := b.WriteAt(pattern(2, ps, 10), ps)
+				ok <- err
+			}()
+			select {
+			case err := <-ok:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				close(leave)
+				t.Fatalf("a read and a write waited for the delayed %s", op)
+			}
+			close(leave)
+			if err := <-done; err != nil {
+				t.Fatalf("the delayed %s: %v", op, err)
+			}
+		})
+	}
+}
+
+// TestInjectLostReportedOncePerOpen: a lost writeback is reported once to
+// each open made before it (its ErrMark), however many of its fsyncs run
+// at once, and not to an open made after one has reported it.
+func TestInjectLostReportedOncePerOpen(t *testing.T) {
+	t.Parallel()
+	h := &hookOf{}
+	s := newStoreWith(t, t.TempDir(), Options{Inject: h.hook, PowerCutSim: true})
+	b := openBlob(t, s, "f")
+	defer release(t, s, b)
+	mustWrite(t, b, pattern(1, 0, 100), 0)
+	if err := b.Fsync(); err != nil {
+		t.Fatal(err)
+	}
+	const opens, each = 3, 8
+	marks := make([]*ErrMark, opens)
+	for i := range marks {
+		marks[i] = b.Mark()
+	}
+	for round := 0; round < 20; round++ {
+		mustWrite(t, b, pattern(byte(round+2), 0, 100), 0)
+		h.set("msync", &WritebackLost{Err: syscall.EIO})
+		if err := b.Sync(); !isErrno(err, syscall.EIO) {
+			t.Fatalf("round %d: the losing sync: %v", round, err)
+		}
+		h.set("", nil)
+		var wg sync.WaitGroup
+		errs := make([][]error, opens)
+		for i := range marks {
+			errs[i] = make([]error, each)
+			for j := 0; j < each; j++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					errs[i][j] = b.FsyncAs(marks[i])
+				}()
+			}
+		}
+		wg.Wait()
+		for i := range marks {
+			n := 0
+			for _, err := range errs[i] {
+				switch {
+				case err == nil:
+				case isErrno(err, syscall.EIO):
+					n++
+				default:
+					t.Fatalf("round %d: open %d: %v", round, i, err)
+				}
+			}
+			if n != 1 {
+				t.Fatalf("round %d: open %d saw the lost writeback %d times in %d concurrent fsyncs, want once", round, i, n, each)
+			}
+		}
+		if err := b.FsyncAs(b.Mark()); err != nil {
+			t.Fatalf("round %d: an open made after the loss was reported: %v, want nothing", round, err)
+		}
+	}
+}
+
+// TestInjectSizeOnlySync: a sync with only the size to make durable (a
+// file grown by truncate, no page written) is asked about too, and fails.
+func TestInjectSizeOnlySync(t *testing.T) {
+	t.Parallel()
+	h := &hookOf{}
+	s := newStoreWith(t, t.TempDir(), Options{Inject: h.hook})
+	b := openBlob(t, s, "f")
+	defer release(t, s, b)
+	if err := b.Truncate(3 * pagesz()); err != nil {
+		t.Fatal(err)
+	}
+	h.set("msync", syscall.EIO)
+	if err := b.Fsync(); !isErrno(err, syscall.EIO) {
+		t.Fatalf("the fsync of a file only grown, under a failing msync: %v, want EIO", err)
+	}
+	h.set("", nil)
+	if err := b.Fsync(); err != nil {
+		t.Fatalf("the next fsync: %v (the size stays owed and is synced now)", err)
+	}
+}
+
+// TestInjectPathOwner: the hook sees the blob's path as its owner says it
+// is now (a rename), not the name it was first opened by.
+func TestInjectPathOwner(t *testing.T) {
+	t.Parallel()
+	h := &hookOf{}
+	s := newStoreWith(t, t.TempDir(), Options{Inject: h.hook})
+	b := openBlob(t, s, "f")
+	defer release(t, s, b)
+	o := &fakeOwner{path: "f"}
+	b.SetOwner(o)
+	o.setPath("d/g")
+	mustWrite(t, b, pattern(1, 0, 10), 0)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.calls) == 0 || h.calls[len(h.calls)-1] != "fault d/g" {
+		t.Fatalf("the hook's calls: %q, want the last to be %q", h.calls, "fault d/g")
+	}
+}
+
+// fakeOwner is an Owner whose path the test sets.
+type fakeOwner struct {
+	mu    sync.Mutex
+	path  string
+	inval [][2]int64
+}
+
+func (o *fakeOwner) setPath(p string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.path = p
+}
+
+func (o *fakeOwner) Path() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.path
+}
+
+func (o *fakeOwner) Invalidate(off, n int64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.inval = append(o.inval, [2]int64{off, n})
+}
+
+// TestInjectPutBackInvalidates: the owner is told of the pages a lost
+// writeback put back, after the sync lets go of the blob.
+func TestInjectPutBackInvalidates(t *testing.T) {
+	t.Parallel()
+	h := &hookOf{}
+	s := newStoreWith(t, t.TempDir(), Options{Inject: h.hook, PowerCutSim: true})
+	b := openBlob(t, s, "f")
+	defer release(t, s, b)
+	o := &fakeOwner{path: "f"}
+	b.SetOwner(o)
+	ps := pagesz()
+	mustWrite(t, b, pattern(1, 0, int(3*ps)), 0)
+	if err := b.Fsync(); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, b, pattern(2, ps, 10), ps)
+	h.set("msync", &WritebackLost{Err: syscall.EIO})
+	if err := b.Fsync(); !isErrno(err, syscall.EIO) {
+		t.Fatalf("fsync: %v", err)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.inval) != 1 || o.inval[0] != [2]int64{ps, ps} {
+		t.Fatalf("invalidated %v, want page 1 only: [[%d %d]]", o.inval, ps, ps)
 	}
 }

@@ -65,15 +65,17 @@ type Options struct {
 	PowerCutSim bool
 	// Inject, if set, is asked before the store's own work on a file
 	// (fault injection; the rules are the caller's): op "msync" before a
-	// sync writes a blob's pages (n: their bytes), "fault" before a copy
-	// to or from its mapping (n: the bytes asked for); name is the
-	// blob's name. An error fails that work as the store's device
-	// failing would: the sync or the copy does not happen, and the error
-	// is returned, wrapped. From "msync", a *WritebackLost also loses
-	// the pages (see WritebackLost). It is called with the blob's lock
-	// held (shared, or exclusive for a sync under the simulation), so it
-	// must not call into the store.
-	Inject func(op, name string, n int64) error
+	// sync writes a blob's pages or its size (n: the pages' bytes, 0 for
+	// the size alone), "fault" before a copy to or from its mapping (n:
+	// the bytes asked for, within the file); the blob's Path is its file's
+	// path now. A non-nil wait is called first, with none of the blob's
+	// locks held (a delay). An error then fails that work as the store's
+	// device failing would: the sync or the copy does not happen, and the
+	// error is returned, wrapped. From "msync", a *WritebackLost also
+	// loses the pages (see WritebackLost). Inject itself may be called
+	// with the blob's lock held, so it must not call into the store or
+	// wait.
+	Inject func(op string, b *Blob, n int64) (wait func(), err error)
 }
 
 // DefaultMaxResident keeps the daemon well inside a 20,000-descriptor

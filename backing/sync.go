@@ -18,12 +18,15 @@ import (
 // syncRange msyncs (MS_SYNC) the pages of [off, end) and, if the write
 // changed the size, fdatasyncs, so that the range is durable on return.
 func (b *Blob) syncRange(off, end int64, meta bool) error {
+	first, last := off/int64(pageSize), pagesCeil(end)
+	var injErr error
+	if b.store.opts.Inject != nil {
+		injErr = b.injectSync((last - first) * int64(pageSize))
+	}
 	unlock, err := b.syncLock("msync")
 	if err != nil {
 		return err
 	}
-	defer unlock()
-	first, last := off/int64(pageSize), pagesCeil(end)
 	b.dmu.Lock()
 	b.dirty.removeRange(first, last)
 	if meta {
@@ -32,11 +35,12 @@ func (b *Blob) syncRange(off, end int64, meta bool) error {
 	b.dmu.Unlock()
 	var pages pageSet
 	pages.addRange(first, last)
-	err = b.syncTakenLocked(&pages, meta, false)
-	var lost *WritebackLost
-	if errors.As(err, &lost) {
-		b.reported(err) // the write that made it reports it
-	}
+	err = b.syncTakenLocked(&pages, meta, false, injErr)
+	unlock()
+	b.notifyPutBack()
+	// A lost writeback is the write's error (the policy's sync of it
+	// failed) and stays recorded for every open's next fsync (takeLost),
+	// as Linux reports a writeback error to each file's fsync.
 	return err
 }
 
@@ -60,9 +64,13 @@ func (b *Blob) startWriteback(off, end int64) error {
 // a pending mtime, so that the file's times are final when close(2)
 // returns (as they are on a local filesystem, where write sets them), and
 // under the close policy it syncs the blob.
-func (b *Blob) Flush() error {
+func (b *Blob) Flush() error { return b.FlushAs(&b.ownMark) }
+
+// FlushAs is Flush through the open m (Mark): the close policy's sync
+// reports a lost writeback once per open, as FsyncAs does.
+func (b *Blob) FlushAs(m *ErrMark) error {
 	if b.store.opts.Policy.Kind == PolicyClose {
-		return b.reported(b.Sync()) // applies the mtime too
+		return b.reportedAs(m, b.Sync()) // applies the mtime too
 	}
 	if b.mtime.Load() == 0 {
 		return nil // nothing pending (an evicted blob applied it)
@@ -76,12 +84,20 @@ func (b *Blob) Flush() error {
 
 // Fsync is fsync(2) or fdatasync(2) of the file: Sync, unless the store
 // was opened with IgnoreFsync.
-func (b *Blob) Fsync() error {
+// A lost writeback is reported once to the syncs asked for without an
+// open (the blob's own mark); FsyncAs reports it once per open.
+func (b *Blob) Fsync() error { return b.FsyncAs(&b.ownMark) }
+
+// FsyncAs is Fsync through the open m (Mark): it reports a lost
+// writeback recorded since m last reported one (Linux's errseq: each
+// open made before the loss sees it once, whichever sync lost the pages,
+// and concurrent fsyncs through one open see it once between them).
+func (b *Blob) FsyncAs(m *ErrMark) error {
 	if b.store.opts.IgnoreFsync {
 		b.store.stats.add(wire.IgnoredFsyncs, 1)
 		return nil
 	}
-	return b.reported(b.Sync())
+	return b.reportedAs(m, b.Sync())
 }
 
 // Sync makes everything written to the blob durable: msync(MS_SYNC) of
@@ -91,6 +107,7 @@ func (b *Blob) Fsync() error {
 func (b *Blob) Sync() error {
 	b.dmu.Lock()
 	clean := b.dirty.empty() && !b.metaDirty && !b.wholeSync
+	n, whole := b.dirty.count*int64(pageSize), b.wholeSync
 	b.dmu.Unlock()
 	// After a power cut nothing can be made durable: a write that
 	// landed before the cut was put back by it (which leaves the blob
@@ -102,11 +119,30 @@ func (b *Blob) Sync() error {
 	if clean && b.mtime.Load() == 0 {
 		return nil
 	}
+	// Fault injection is asked before the lock, so that a delay holds
+	// up this sync only (the pages stay owed meanwhile, for any other
+	// sync to take); a sync of the size alone is asked too.
+	var injErr error
+	if !clean && b.store.opts.Inject != nil {
+		if whole {
+			n = b.Size()
+		}
+		injErr = b.injectSync(n)
+	}
 	unlock, err := b.syncLock("fsync")
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	err = b.syncAllLocked(injErr)
+	unlock()
+	b.notifyPutBack()
+	return err
+}
+
+// syncAllLocked is Sync's work under its lock: the pending mtime, then
+// everything the ledger owes (injErr: fault injection's answer, as for
+// syncTakenLocked).
+func (b *Blob) syncAllLocked(injErr error) error {
 	if err := b.applyMtimeLocked(); err != nil {
 		return err
 	}
@@ -114,7 +150,7 @@ func (b *Blob) Sync() error {
 	dirty, meta, whole := b.dirty, b.metaDirty, b.wholeSync
 	b.dirty, b.metaDirty, b.wholeSync = pageSet{}, false, false
 	b.dmu.Unlock()
-	return b.syncTakenLocked(&dirty, meta, whole)
+	return b.syncTakenLocked(&dirty, meta, whole, injErr)
 }
 
 // syncTakenLocked syncs pages, which the caller took out of the dirty
@@ -124,12 +160,19 @@ func (b *Blob) Sync() error {
 // ledger for the next try. b.mu must be held as syncLock takes it.
 //
 // Fault injection (Options.Inject, inject.go) may fail the sync before it
-// starts, or lose its pages (a *WritebackLost, under the simulation).
-func (b *Blob) syncTakenLocked(pages *pageSet, meta, whole bool) error {
-	err := b.injectSyncLocked(pages, whole)
+// starts (injErr, which the caller asked for before the lock: see
+// injectSync), or lose its pages (a *WritebackLost, under the simulation,
+// on a blob written through its mapping: an append-only file's is
+// read-only, so its sync only fails).
+func (b *Blob) syncTakenLocked(pages *pageSet, meta, whole bool, injErr error) error {
+	err := injErr
 	var lost *WritebackLost
-	if err != nil && b.sim != nil && errors.As(err, &lost) {
-		return b.loseWritebackLocked(pages, meta, whole, err)
+	if err != nil && errors.As(err, &lost) {
+		if b.sim != nil && b.writable && !b.AppendOnly() {
+			return b.loseWritebackLocked(pages, meta, whole, err)
+		}
+		// Nothing to put back through: a plain failure.
+		err = b.pathErr("msync", lost.Err)
 	}
 	if err == nil {
 		err = b.syncLocked(pages, meta, whole)

@@ -28,10 +28,18 @@ type handle struct {
 	// may only append, though the Blob's own descriptor, and handles
 	// opened before the flag, may write anywhere.
 	appendOnly bool
+	// mark is the handle's place in the Blob's record of lost
+	// writebacks (an open file description's errseq): its fsyncs
+	// report each loss recorded after its open once. Read only; what it
+	// points to is the Blob's.
+	mark *backing.ErrMark
 }
 
 func (m *mountState) newHandle(b *backing.Blob, n *Node) *handle {
-	return &handle{m: m, blob: b, node: n, appendOnly: b.AppendOnly()}
+	if n != nil {
+		b.SetOwner(blobOwner{n}) // the store's rules match its path now
+	}
+	return &handle{m: m, blob: b, node: n, appendOnly: b.AppendOnly(), mark: b.Mark()}
 }
 
 // injectPath is the path the fault-injection rules match the handle's
@@ -56,8 +64,10 @@ var _ = (gofs.FileReader)((*handle)(nil))
 // Read copies out of the mapping into the kernel's buffer.
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	rq := h.m.trace.current(ctx)
+	served := "" // the path the rules matched, whose after= counts the bytes served
 	if h.m.inj.Active() {
-		d, errno := h.m.inject(ctx, "read", h.injectPath(), int64(len(dest)))
+		served = h.injectPath()
+		d, errno := h.m.inject(ctx, "read", served, 0)
 		if errno != 0 {
 			rq.enter(h.m.trace, h.blob, off, 0)
 			return nil, errno
@@ -70,6 +80,9 @@ func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadRes
 	n, err := h.blob.ReadAt(dest, off)
 	if err != nil {
 		return nil, h.errno("read", err)
+	}
+	if served != "" {
+		h.m.inj.Served("read", served, int64(n))
 	}
 	h.m.stats.bytesRead.Add(int64(n))
 	return fuse.ReadResultData(dest[:n]), 0
@@ -132,7 +145,7 @@ func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 			return errno
 		}
 	}
-	err := h.blob.Fsync()
+	err := h.blob.FsyncAs(h.mark)
 	rq.leave()
 	if err != nil {
 		return h.errno("fsync", err)
@@ -152,7 +165,7 @@ func (h *handle) Flush(ctx context.Context) syscall.Errno {
 			return errno
 		}
 	}
-	err := h.blob.Flush()
+	err := h.blob.FlushAs(h.mark)
 	rq.leave()
 	if err != nil {
 		return h.errno("flush", err)
@@ -169,8 +182,9 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 	err := h.m.store.Release(h.blob) // the last release may sync
 	rq.leave()
 	if err != nil {
-		// The kernel ignores this errno; errno() logs it.
-		return h.m.errno("release", h.blob.Name(), err)
+		// The kernel ignores this errno; errno() logs it (an
+		// injected one only as its rule's hits are logged).
+		return h.errno("release", err)
 	}
 	return 0
 }

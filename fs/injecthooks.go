@@ -44,26 +44,42 @@ func injectedErrno(err error) (syscall.Errno, bool) {
 	return 0, false
 }
 
-// inject decides on the request op on the file at rel (n bytes for read
-// and write), logs what fired, and sleeps its delay (cut short, EINTR, if
-// the request is interrupted). It returns the decision and the errno to
-// fail the request with (0: serve it, as the decision says). Call it only
-// when m.inj.Active().
+// inject decides on the request op on the file at rel (n bytes for a
+// write; a read's are counted once served, injectServed), logs what
+// fired, and sleeps its delay (cut short, EINTR, if the request is
+// interrupted; a rule's part of it cut short if the rule is cleared). It
+// returns the decision and the errno to fail the request with (0: serve
+// it, as the decision says). Call it only when m.inj.Active().
 func (m *mountState) inject(ctx context.Context, op, rel string, n int64) (inject.Decision, syscall.Errno) {
 	d := m.inj.Decide(op, rel, n)
 	for _, line := range d.Logs {
 		m.log.Print(line)
 	}
-	if d.Delay > 0 {
-		t := time.NewTimer(d.Delay)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return d, syscall.EINTR
-		}
+	if !sleepWaits(ctx.Done(), d.Waits) {
+		return d, syscall.EINTR
 	}
 	return d, d.Errno
+}
+
+// sleepWaits serves the delays of a decision in turn, each until it is
+// over or its rule is cleared; it returns false, early, when done is
+// closed (nil: never).
+func sleepWaits(done <-chan struct{}, waits []inject.Wait) bool {
+	for _, w := range waits {
+		if w.For <= 0 {
+			continue
+		}
+		t := time.NewTimer(w.For)
+		select {
+		case <-t.C:
+		case <-w.Cleared:
+			t.Stop()
+		case <-done:
+			t.Stop()
+			return false
+		}
+	}
+	return true
 }
 
 // injectErr is inject for a request whose rules can only fail or delay
@@ -88,28 +104,51 @@ func (n *Node) injectNode(ctx context.Context, op, child string) syscall.Errno {
 }
 
 // storeInject is the store's hook (backing.Options.Inject) for set,
-// logging through m: the errno of a rule that fires, as an
-// *injectedError (wrapped in a *backing.WritebackLost for fsyncgate).
-func storeInject(set *inject.Set, logf func(string, ...any)) func(op, name string, n int64) error {
-	return func(op, name string, n int64) error {
+// logging through logf: it matches the rules against the blob's path
+// now (its owner's, blobOwner), returns a rule's delay as the wait the
+// store serves without the blob's lock (ended early when the rule is
+// cleared, as at the mount's end), and the errno of a rule that fires
+// as an *injectedError (wrapped in a *backing.WritebackLost for
+// fsyncgate).
+func storeInject(set *inject.Set, logf func(string, ...any)) func(op string, b *backing.Blob, n int64) (func(), error) {
+	return func(op string, b *backing.Blob, n int64) (func(), error) {
 		if !set.Active() {
-			return nil
+			return nil, nil
 		}
-		d := set.Decide(op, name, n)
+		d := set.Decide(op, b.Path(), n)
 		for _, line := range d.Logs {
 			logf("%s", line)
 		}
+		var wait func()
 		if d.Delay > 0 {
-			time.Sleep(d.Delay)
+			wait = func() { sleepWaits(nil, d.Waits) }
 		}
 		if d.Errno == 0 {
-			return nil
+			return wait, nil
 		}
 		err := &injectedError{rule: d.Rule, errno: d.Errno}
 		if d.Fsyncgate {
-			return &backing.WritebackLost{Err: err}
+			return wait, &backing.WritebackLost{Err: err}
 		}
-		return err
+		return wait, err
+	}
+}
+
+// blobOwner is a node as the owner of its Blob (backing.Owner): the
+// store's fault-injection rules match the node's path now, and the pages
+// a lost writeback put back are dropped from the kernel's cache of it.
+type blobOwner struct{ n *Node }
+
+// Path is the node's path now.
+func (o blobOwner) Path() string { return o.n.rel() }
+
+// Invalidate drops [off, off+n) from the kernel's cache of the node
+// (FUSE_NOTIFY_INVAL_INODE), so that a client reads what the store holds
+// now, not the content a lost writeback lost. A node the kernel has
+// forgotten has nothing cached (ENOENT).
+func (o blobOwner) Invalidate(off, n int64) {
+	if errno := o.n.NotifyContent(off, n); errno != 0 && errno != syscall.ENOENT {
+		o.n.m.log.Printf("inject: %q: dropping bytes %d-%d put back by a lost writeback from the kernel's cache: %v", o.n.rel(), off, off+n, errno)
 	}
 }
 

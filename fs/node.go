@@ -358,7 +358,7 @@ func (n *Node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn ui
 		return 0, syscall.EINVAL
 	}
 	if n.m.inj.Active() {
-		if _, errno := n.m.inject(ctx, "copy_file_range", hin.blob.Name(), 0); errno != 0 {
+		if _, errno := n.m.inject(ctx, "copy_file_range", hin.injectPath(), 0); errno != 0 {
 			return 0, errno
 		}
 	}
@@ -369,7 +369,7 @@ func (n *Node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn ui
 		want := min(uint64(len(buf)), length-done)
 		r, err := hin.blob.ReadAt(buf[:want], int64(offIn+done))
 		if err != nil {
-			return uint32(done), n.m.errno("copy_file_range", hin.blob.Name(), err)
+			return uint32(done), hin.errno("copy_file_range", err)
 		}
 		if r == 0 {
 			break
@@ -380,7 +380,7 @@ func (n *Node) CopyFileRange(ctx context.Context, fhIn gofs.FileHandle, offIn ui
 			if done > 0 {
 				break
 			}
-			return 0, n.m.errno("copy_file_range", hout.blob.Name(), err)
+			return 0, hout.errno("copy_file_range", err)
 		}
 		if r < int(want) {
 			break

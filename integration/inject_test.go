@@ -722,6 +722,11 @@ func TestInjectFaultAfter(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	// No readahead: a read ahead past the first MiB, decided before the
+	// read's own last pages, would count its bytes first.
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_RANDOM); err != nil {
+		t.Fatal(err)
+	}
 	buf := make([]byte, 1<<20)
 	if n, err := f.ReadAt(buf, 0); err != nil || !bytes.Equal(buf[:n], data[:1<<20]) {
 		t.Fatalf("read of the first MiB under %s: %d bytes, %v", rule, n, err)
@@ -775,5 +780,404 @@ func TestInjectPathFollowsRename(t *testing.T) {
 	}
 	if _, err := f.WriteAt([]byte("y"), 0); !errors.Is(err, syscall.EIO) {
 		t.Errorf("a write to new/a (renamed from a while open) under op=write,path=new/*: %v, want EIO", err)
+	}
+}
+
+// TestInjectStorePathFollowsRename: a store-side rule's path= (msync,
+// fault) matches the file's path now, as the handle ops' rules do: a
+// file renamed while open is synced and read under its new name.
+func TestInjectStorePathFollowsRename(t *testing.T) {
+	t.Parallel()
+	store := t.TempDir()
+	storeWrite(t, store, "c", bytes.Repeat([]byte("c"), 8192))
+	m := startMountAt(t, store, t.TempDir())
+	f, err := os.OpenFile(filepath.Join(m.mnt, "a"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt([]byte("x"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.Open(filepath.Join(m.mnt, "c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, mv := range [][2]string{{"a", "b"}, {"c", "d"}} {
+		if err := os.Rename(filepath.Join(m.mnt, mv[0]), filepath.Join(m.mnt, mv[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const msyncRule, faultRule = "op=msync,path=b,errno=EIO", "op=fault,path=d,errno=EIO"
+	if r := injectCLI(t, m.mnt, msyncRule, faultRule); r.exitCode != 0 {
+		t.Fatalf("mmapfs inject: exit %d\n%s", r.exitCode, r.stderr)
+	}
+	if _, err := f.WriteAt([]byte("y"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); !errors.Is(err, syscall.EIO) {
+		t.Errorf("fsync of b (renamed from a while open) under %s: %v, want EIO", msyncRule, err)
+	}
+	injectLogged(t, m, msyncRule, "msync", "b", "EIO")
+	// Not read before the rename: the kernel has none of its pages.
+	if _, err := r.ReadAt(make([]byte, 100), 0); !errors.Is(err, syscall.EIO) {
+		t.Errorf("read of d (renamed from c while open) under %s: %v, want EIO", faultRule, err)
+	}
+	injectLogged(t, m, faultRule, "fault", "d", "EIO")
+}
+
+// TestInjectStoreDelayUnlocked: a delayed msync holds up the fsync that
+// meets it, not the other requests on the file (under --powercut-sim a
+// sync holds the blob exclusively): a read of the same file is served
+// meanwhile.
+func TestInjectStoreDelayUnlocked(t *testing.T) {
+	t.Parallel()
+	const delay = 3 * time.Second
+	rule := fmt.Sprintf("op=msync,path=d,delay=%v", delay)
+	store := t.TempDir()
+	data := bytes.Repeat([]byte("0123456789abcdef"), 4096) // 64 KiB
+	storeWrite(t, store, "d", data)
+	m := startMountAt(t, store, t.TempDir(), "--powercut-sim", "--inject", rule)
+	w, err := os.OpenFile(filepath.Join(m.mnt, "d"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := w.WriteAt([]byte("X"), 0); err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.Open(filepath.Join(m.mnt, "d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	synced := make(chan error, 1)
+	start := time.Now()
+	go func() { synced <- w.Sync() }()
+	injectLogged(t, m, rule, "msync", "d", "delayed "+delay.String())
+	buf := make([]byte, 4096)
+	readStart := time.Now()
+	n, err := r.ReadAt(buf, 32768) // a page the kernel has not cached
+	took := time.Since(readStart)
+	if err != nil || !bytes.Equal(buf[:n], data[32768:32768+4096]) {
+		t.Errorf("read during the delayed msync: %d bytes, %v", n, err)
+	}
+	if err := <-synced; err != nil {
+		t.Fatalf("the delayed fsync: %v", err)
+	}
+	if all := time.Since(start); all < delay {
+		t.Fatalf("the fsync under %s took %v", rule, all)
+	}
+	if took > delay/2 {
+		t.Fatalf("a read of the file during the delayed msync took %v: it waited for the delay (%v) of a sync it has nothing to do with", took, delay)
+	}
+}
+
+// TestInjectStoreDelayUnmount: the mount's end clears the rules, which
+// ends a store-side delay in progress (here the periodic pass's msync,
+// delayed 10 minutes): the daemon syncs for real and exits at once.
+func TestInjectStoreDelayUnmount(t *testing.T) {
+	t.Parallel()
+	const rule = "op=msync,path=u,delay=10m"
+	m := startMount(t, "--writeback", "periodic:50ms", "--inject", rule)
+	if err := os.WriteFile(filepath.Join(m.mnt, "u"), []byte("kept"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	injectLogged(t, m, rule, "msync", "u", "delayed 10m0s")
+	start := time.Now()
+	m.stop(t) // requires exit 0 within 10s
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("the daemon took %v to stop with a delayed msync in progress", took)
+	}
+	if got, err := os.ReadFile(filepath.Join(m.store, "u")); err != nil || string(got) != "kept" {
+		t.Fatalf("the store's file: %q, %v", got, err)
+	}
+}
+
+// TestInjectFsyncgateDropsCache: after fsyncgate puts pages back, the
+// kernel's cache of them is dropped (FUSE_NOTIFY_INVAL_INODE), so that a
+// client reads what the store holds, the last synced content, even where
+// the cache outlives an open (--keep-cache, and the writeback cache).
+func TestInjectFsyncgateDropsCache(t *testing.T) {
+	t.Parallel()
+	// Without --auto-inval-data=false the kernel may drop the pages on
+	// its own, seeing the mtime the put-back gave the file.
+	for _, flags := range [][]string{{"--keep-cache"}, {"--keep-cache", "--auto-inval-data=false"}, {"--keep-cache", "--writeback-cache"}} {
+		t.Run(strings.Join(flags, ","), func(t *testing.T) {
+			t.Parallel()
+			m := startMount(t, append([]string{"--powercut-sim"}, flags...)...)
+			synced := bytes.Repeat([]byte("A"), 8192)
+			f, err := os.Create(filepath.Join(m.mnt, "k"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.Write(synced); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			const rule = "op=msync,path=k,errno=EIO,fsyncgate,times=1"
+			if r := injectCLI(t, m.mnt, rule); r.exitCode != 0 {
+				t.Fatalf("mmapfs inject: exit %d\n%s", r.exitCode, r.stderr)
+			}
+			if _, err := f.WriteAt(bytes.Repeat([]byte("B"), 4096), 4096); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.Sync(); !errors.Is(err, syscall.EIO) {
+				t.Fatalf("fsync under %s: %v, want EIO", rule, err)
+			}
+			got, err := os.ReadFile(filepath.Join(m.mnt, "k"))
+			if err != nil || !bytes.Equal(got, synced) {
+				t.Fatalf("read through a new open after the lost writeback: %d bytes (%v), page 1 starts %q; want the synced content, as the store has it", len(got), err, got[4096:4097])
+			}
+			if got, err := os.ReadFile(filepath.Join(m.store, "k")); err != nil || !bytes.Equal(got, synced) {
+				t.Fatalf("the store's file: %d bytes, %v; want the synced content", len(got), err)
+			}
+		})
+	}
+}
+
+// TestInjectFsyncgateAppendOnly: an append-only file (chattr +a) is
+// never written through its mapping, so a lost writeback has nothing to
+// put its pages back through: the sync fails plainly (EIO once, the
+// pages still owed), and what was appended stays. Both blobs of such a
+// file: one writable from before the flag, one first opened after it
+// (mapped read-only).
+func TestInjectFsyncgateAppendOnly(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("chattr +a needs root")
+	}
+	store := t.TempDir()
+	clearFlagsBelow(t, store)
+	m := startMountAt(t, store, t.TempDir(), "--powercut-sim")
+	first := bytes.Repeat([]byte("A"), 100)
+	more := bytes.Repeat([]byte("B"), 100)
+	for _, c := range []struct {
+		name   string
+		before bool // the descriptor that appends was opened before the flag
+	}{{"after", false}, {"before", true}} { // after first: it waits for no blob to be open
+		p := filepath.Join(m.mnt, c.name)
+		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.Write(first); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		if !c.before {
+			f.Close()
+		}
+		if err := changeFlags(p, flAppend, 0); err != nil {
+			t.Skipf("chattr +a through the mount: %v", err)
+		}
+		if !c.before {
+			// Every open is gone: the blob is opened again, append-only.
+			waitFor(t, 5*time.Second, "the blob to be dropped", func() bool {
+				s := bdiSnapshot(t, m)
+				return s.Figures.Get(wire.OpenBlobs) == 0
+			})
+			if f, err = os.OpenFile(p, os.O_WRONLY|os.O_APPEND, 0); err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+		}
+		if _, err := f.WriteAt(more, 100); c.before && err != nil {
+			t.Fatal(err)
+		} else if !c.before {
+			if _, err := f.Write(more); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rule := fmt.Sprintf("op=msync,path=%s,errno=EIO,fsyncgate,times=1", c.name)
+		if r := injectCLI(t, m.mnt, rule); r.exitCode != 0 {
+			t.Fatalf("mmapfs inject: exit %d\n%s", r.exitCode, r.stderr)
+		}
+		if err := f.Sync(); !errors.Is(err, syscall.EIO) {
+			t.Fatalf("%s: fsync under %s: %v, want EIO", c.name, rule, err)
+		}
+		if err := f.Sync(); err != nil {
+			t.Fatalf("%s: the next fsync: %v, want success (the pages were still owed)", c.name, err)
+		}
+		want := append(append([]byte{}, first...), more...)
+		if got, err := os.ReadFile(filepath.Join(store, c.name)); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s: the store's append-only file after the failed sync: %q, %v; want what was appended kept", c.name, got, err)
+		}
+	}
+	if strings.Contains(m.out.String(), "putting back") || strings.Contains(m.out.String(), "zeroing") {
+		t.Fatalf("the daemon tried to put pages of an append-only file back:\n%s", m.out.String())
+	}
+}
+
+// TestInjectFsyncgateEachOpen: a lost writeback is reported once to each
+// descriptor opened before it, as Linux's errseq does (not once in all):
+// the other descriptor's fsync sees it too, a second fsync on either does
+// not, nor does a descriptor opened after it was reported.
+func TestInjectFsyncgateEachOpen(t *testing.T) {
+	t.Parallel()
+	m := startMount(t, "--powercut-sim")
+	p := filepath.Join(m.mnt, "e")
+	f1, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f1.Close()
+	f2, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f2.Close()
+	if _, err := f1.Write([]byte("synced")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f1.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	const rule = "op=msync,path=e,errno=EIO,fsyncgate,times=1"
+	if r := injectCLI(t, m.mnt, rule); r.exitCode != 0 {
+		t.Fatalf("mmapfs inject: exit %d\n%s", r.exitCode, r.stderr)
+	}
+	if _, err := f1.WriteAt([]byte("lost!!"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f1.Sync(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("fsync of the descriptor that wrote: %v, want EIO", err)
+	}
+	if err := f2.Sync(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("fsync of another descriptor opened before the loss: %v, want EIO (each descriptor sees it once)", err)
+	}
+	for i, f := range []*os.File{f1, f2} {
+		if err := f.Sync(); err != nil {
+			t.Fatalf("a second fsync of descriptor %d: %v, want success", i+1, err)
+		}
+	}
+	f3, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f3.Close()
+	if err := f3.Sync(); err != nil {
+		t.Fatalf("fsync of a descriptor opened after the loss was reported: %v, want success", err)
+	}
+}
+
+// TestInjectStoreErrorsRateLimited: an error a store-side rule makes in
+// copy_file_range (a fault) or in release (the close policy's last sync)
+// is logged as the rule's hits are, rate-limited, not once per request.
+func TestInjectStoreErrorsRateLimited(t *testing.T) {
+	t.Parallel()
+	const calls = 3 * inject.LoggedHits
+	t.Run("copy_file_range", func(t *testing.T) {
+		t.Parallel()
+		store := t.TempDir()
+		storeWrite(t, store, "src", bytes.Repeat([]byte("s"), 4096))
+		m := startMountAt(t, store, t.TempDir(), "--inject", "op=fault,path=src,errno=EIO")
+		src, err := os.Open(filepath.Join(m.mnt, "src"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		dst, err := os.Create(filepath.Join(m.mnt, "dst"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer dst.Close()
+		for i := 0; i < calls; i++ {
+			off, doff := int64(0), int64(0)
+			if _, err := unix.CopyFileRange(int(src.Fd()), &off, int(dst.Fd()), &doff, 4096, 0); !errors.Is(err, syscall.EIO) {
+				t.Fatalf("copy_file_range %d from src under op=fault: %v, want EIO", i, err)
+			}
+		}
+		if n := strings.Count(m.out.String(), `copy_file_range "src"`); n > 0 {
+			t.Fatalf("the daemon logged the injected error of copy_file_range %d times in %d calls, past the rule's rate limit:\n%s", n, calls, m.out.String())
+		}
+	})
+	t.Run("release", func(t *testing.T) {
+		t.Parallel()
+		m := startMount(t, "--writeback", "close", "--inject", "op=msync,path=r*,errno=EIO")
+		for i := 0; i < calls; i++ {
+			// A file each, so that each release is its file's last.
+			f, err := os.OpenFile(filepath.Join(m.mnt, fmt.Sprintf("r%d", i)), os.O_RDWR|os.O_CREATE, 0o644)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.Write([]byte("r")); err != nil {
+				f.Close()
+				t.Fatal(err)
+			}
+			if err := f.Close(); !errors.Is(err, syscall.EIO) {
+				t.Fatalf("close %d under the close policy and op=msync: %v, want EIO", i, err)
+			}
+		}
+		// The releases come after the closes, asynchronously: wait for
+		// the rule to have been hit by each of them too.
+		var hits int64
+		for deadline := time.Now().Add(10 * time.Second); hits < 2*calls; time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the rule was hit %d times by %d closes, want %d: by each close's flush and its release", hits, calls, 2*calls)
+			}
+			if s := bdiSnapshot(t, m); len(s.Inject) == 1 {
+				hits = s.Inject[0].Hits
+			}
+		}
+		if n := strings.Count(m.out.String(), `release "r`); n > 0 {
+			t.Fatalf("the daemon logged the injected error of release %d times in %d releases, past the rule's rate limit:\n%s", n, calls, m.out.String())
+		}
+	})
+}
+
+// TestInjectReadAfterServed: a read rule's after= counts the bytes reads
+// served, not the bytes the kernel asked for (a page or more, even at the
+// end of a 100-byte file).
+func TestInjectReadAfterServed(t *testing.T) {
+	t.Parallel()
+	const rule = "op=read,path=small,after=4096,errno=EIO"
+	store := t.TempDir()
+	storeWrite(t, store, "small", bytes.Repeat([]byte("s"), 100))
+	m := startMountAt(t, store, t.TempDir(), "--inject", rule)
+	p := filepath.Join(m.mnt, "small")
+	// Each open drops the kernel's cache (no --keep-cache): one READ
+	// each, serving 100 bytes.
+	for i := 1; i <= 41; i++ {
+		if got, err := os.ReadFile(p); err != nil || len(got) != 100 {
+			t.Fatalf("read %d under %s, %d bytes served before it: %d bytes, %v", i, rule, 100*(i-1), len(got), err)
+		}
+	}
+	if _, err := os.ReadFile(p); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("read 42 under %s, 4100 bytes served before it: %v, want EIO", rule, err)
+	}
+}
+
+// TestInjectMsyncSizeOnly: an msync rule applies to a sync that has only
+// the size to make durable (a file grown by ftruncate, no page written):
+// it is the daemon's sync of the file to the store too.
+func TestInjectMsyncSizeOnly(t *testing.T) {
+	t.Parallel()
+	const rule = "op=msync,path=s,errno=EIO,times=1"
+	m := startMount(t, "--inject", rule)
+	f, err := os.Create(filepath.Join(m.mnt, "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(1 << 20); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); !errors.Is(err, syscall.EIO) {
+		t.Fatalf("fsync after ftruncate grew the file, under %s: %v, want EIO", rule, err)
+	}
+	injectLogged(t, m, rule, "msync", "s", "EIO")
+	if err := f.Sync(); err != nil {
+		t.Fatalf("the next fsync: %v, want success", err)
 	}
 }

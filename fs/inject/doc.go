@@ -19,8 +19,8 @@
 // fault, a page fault while copying to or from a mapping); path= (a
 // path.Match glob against the file's path relative to the mount root;
 // default every file). When: nth=N (only the Nth matching call), after=N
-// (only once N bytes of matching calls have passed; read, write, msync and
-// fault only), prob=P (0 < P <= 1, drawn from a generator seeded by seed=S,
+// (only once N bytes of matching calls have passed: served by reads,
+// given to writes, written by msyncs, copied by faults; those ops only), prob=P (0 < P <= 1, drawn from a generator seeded by seed=S,
 // or by the mount's start and the rule's id), times=K (at most K times).
 // What happens, exactly one of: errno=NAME, delay=D or delay=D1-D2 (uniform
 // in the range), torn=K or torn=K:ERRNO (write only), short=K (read only).
@@ -36,6 +36,8 @@
 // Several rules may match one call: each counts it; the delays of all that
 // fire add up, and the first (lowest id) that fires with another action
 // decides that action.
+// A delay ends early when its rule is cleared (Decision.Waits), and so at
+// the mount's end, which clears every rule.
 //
 // # What it must never do
 //

@@ -324,3 +324,68 @@ func TestAddRefusesShortWithWritebackCache(t *testing.T) {
 		t.Errorf("Add(short=10) without the writeback cache: %v", err)
 	}
 }
+
+// TestServedBytes: a read's bytes count for after= as Served reports
+// them (what it served), not as Decide was asked.
+func TestServedBytes(t *testing.T) {
+	s := NewSet(1, false)
+	r, err := Parse("op=read,path=f,after=100,errno=EIO")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Add(r); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		if d := s.Decide("read", "f", 0); d.Errno != 0 {
+			t.Fatalf("read %d, after %d bytes served: %v", i, 10*i, d.Errno)
+		}
+		s.Served("read", "f", 10)
+		s.Served("read", "g", 1000) // another file: not counted
+	}
+	if d := s.Decide("read", "f", 0); d.Errno != syscall.EIO {
+		t.Fatalf("after 100 bytes served: %v, want EIO", d.Errno)
+	}
+}
+
+// TestWaitsEndWhenCleared: a decision's delays come rule by rule, each
+// with a channel that its rule's clearing closes.
+func TestWaitsEndWhenCleared(t *testing.T) {
+	s := NewSet(1, false)
+	var ids []int
+	for _, text := range []string{"op=fsync,delay=1m", "op=fsync,delay=2m"} {
+		r, err := Parse(text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := s.Add(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	d := s.Decide("fsync", "f", 0)
+	if len(d.Waits) != 2 || d.Waits[0].For != time.Minute || d.Waits[1].For != 2*time.Minute || d.Delay != 3*time.Minute {
+		t.Fatalf("waits %+v, delay %v; want 1m and 2m, 3m in all", d.Waits, d.Delay)
+	}
+	closed := func(c <-chan struct{}) bool {
+		select {
+		case <-c:
+			return true
+		default:
+			return false
+		}
+	}
+	if _, err := s.Clear(ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if !closed(d.Waits[0].Cleared) || closed(d.Waits[1].Cleared) {
+		t.Fatalf("after clearing rule %d: the first wait ended %v, the second %v; want only the first", ids[0], closed(d.Waits[0].Cleared), closed(d.Waits[1].Cleared))
+	}
+	if _, err := s.Clear(0); err != nil {
+		t.Fatal(err)
+	}
+	if !closed(d.Waits[1].Cleared) {
+		t.Fatal("after clearing every rule the second wait goes on")
+	}
+}

@@ -50,6 +50,9 @@ type entry struct {
 	hits     int64
 	lastHit  time.Time
 	lastPath string
+	// gone is closed when the rule is cleared, to end the delays it
+	// gave that are still being served (Decision.Waits). Read only.
+	gone chan struct{}
 }
 
 // NewSet returns an empty set. seed seeds the prob= rules given without
@@ -82,7 +85,7 @@ func (s *Set) Add(r *Rule) (int, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := &entry{Rule: r, id: s.nextID}
+	e := &entry{Rule: r, id: s.nextID, gone: make(chan struct{})}
 	s.nextID++
 	if r.Prob > 0 {
 		e.seed = r.Seed
@@ -104,12 +107,16 @@ func (s *Set) Clear(id int) (int, error) {
 	defer s.mu.Unlock()
 	if id == 0 {
 		n := len(s.rules)
+		for _, e := range s.rules {
+			close(e.gone)
+		}
 		s.rules = nil
 		s.n.Store(0)
 		return n, nil
 	}
 	for i, e := range s.rules {
 		if e.id == id {
+			close(e.gone)
 			s.rules = append(s.rules[:i:i], s.rules[i+1:]...)
 			s.n.Store(int32(len(s.rules)))
 			return 1, nil
@@ -162,7 +169,8 @@ func (s *Set) List() []wire.InjectRule {
 // Decision is what the rules say about one call. The zero Decision (with
 // Torn and Short -1, as Decide returns it) serves the call as usual.
 type Decision struct {
-	Delay     time.Duration // sleep this long first
+	Delay     time.Duration // sleep this long first: the sum of Waits
+	Waits     []Wait        // the delays, rule by rule, each cut short when its rule is cleared
 	Errno     syscall.Errno // then fail with this (0: do not)
 	Torn      int64         // write only the first Torn bytes (-1: all)
 	TornErrno syscall.Errno // after a torn write, fail with this (0: return the short count)
@@ -174,14 +182,23 @@ type Decision struct {
 	Logs []string
 }
 
+// Wait is one rule's delay of a call: sleep For, or until Cleared is
+// closed (the rule was cleared: Clear, and the mount's end), whichever
+// comes first.
+type Wait struct {
+	For     time.Duration
+	Cleared <-chan struct{}
+}
+
 // Acts reports whether the decision changes anything.
 func (d Decision) Acts() bool {
 	return d.Delay > 0 || d.Errno != 0 || d.Torn >= 0 || d.Short >= 0
 }
 
 // Decide counts one call of op on the file at p (relative to the mount
-// root) carrying n bytes (read, write, msync, fault; 0 otherwise) against
-// every rule and says what to do with it.
+// root) carrying n bytes (write, msync, fault; 0 otherwise, and for a
+// read, whose bytes Served counts once it is served) against every rule
+// and says what to do with it.
 func (s *Set) Decide(op, p string, n int64) Decision {
 	d := Decision{Torn: -1, Short: -1}
 	if !s.Active() {
@@ -221,6 +238,7 @@ func (s *Set) Decide(op, p string, n int64) Decision {
 				dl += time.Duration(rand.Int64N(int64(span) + 1))
 			}
 			d.Delay += dl
+			d.Waits = append(d.Waits, Wait{For: dl, Cleared: e.gone})
 			what = fmt.Sprintf("delayed %v", dl)
 		} else {
 			acted = true
@@ -233,6 +251,23 @@ func (s *Set) Decide(op, p string, n int64) Decision {
 		}
 	}
 	return d
+}
+
+// Served counts n bytes served by a call of op on the file at p that
+// Decide was asked about with no bytes: a read, whose bytes (for after=)
+// are known only once it is served (a read at the end of the file
+// serves fewer than it asks for).
+func (s *Set) Served(op, p string, n int64) {
+	if n <= 0 || !s.Active() {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.rules {
+		if e.Op == op && (e.Path == "" || matchPath(e.Path, p)) {
+			e.bytes += n
+		}
+	}
 }
 
 // logLine is the log line of the rule's latest hit, or "" when the rate
