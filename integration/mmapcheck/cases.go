@@ -951,7 +951,7 @@ func model(e *env) error {
 		if i := strings.Index(msg, "at step "); i >= 0 {
 			fmt.Sscanf(msg[i:], "at step %d", &step)
 		}
-		e.stepName = fmt.Sprintf("model step %d", step)
+		e.stepNo, e.stepName = step, "an operation of the model run (the first line of the details)"
 		return &failure{expected: "every step of the model run agrees with the in-memory model", seen: first, details: msg}
 	}
 	return nil
