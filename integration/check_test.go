@@ -224,6 +224,7 @@ var coherenceGuarantees = []string{"write-coherence", "msync-invalidate", "msync
 // README's table.
 func TestCheck(t *testing.T) {
 	t.Parallel()
+	skipIfLoopback(t) // binPath is the loopback, not mmapfs check
 	for _, sw := range [][]string{nil, {"--writeback-cache"}, {"--direct-io"}, {"--keep-cache"}} {
 		name := "mmapfs"
 		for _, s := range sw {
@@ -231,9 +232,6 @@ func TestCheck(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			if loopbackMode {
-				t.Skip("mmapfs switches")
-			}
 			// The daemon runs as root (only root may open /dev/fuse
 			// here), the check as nobody, who owns the store.
 			store, mnt := nobodyDir(t, "store"), openDir(t, "mnt")
@@ -328,6 +326,7 @@ func TestCheck(t *testing.T) {
 // fails or loses data fails the guarantee.
 func TestCheckRemount(t *testing.T) {
 	t.Parallel()
+	skipIfLoopback(t) // binPath is the loopback, not mmapfs check
 	t.Run("store-fs", func(t *testing.T) {
 		t.Parallel()
 		d := nobodyDir(t, "dir")
@@ -362,9 +361,6 @@ func TestCheckRemount(t *testing.T) {
 	})
 	t.Run("mmapfs", func(t *testing.T) {
 		t.Parallel()
-		if loopbackMode {
-			t.Skip("mounts mmapfs")
-		}
 		store, mnt := openDir(t, "store"), openDir(t, "mnt")
 		log := filepath.Join(t.TempDir(), "daemon.log")
 		mountCmd := fmt.Sprintf("%s %s %s -o log=%s", binPath, store, mnt, log)
@@ -396,6 +392,7 @@ func TestCheckRemount(t *testing.T) {
 // and SIGTERM: it removes its files and ends as the signal would.
 func TestCheckInterrupt(t *testing.T) {
 	t.Parallel()
+	skipIfLoopback(t) // binPath is the loopback, not mmapfs check
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
 			t.Parallel()
@@ -444,6 +441,7 @@ func TestCheckInterrupt(t *testing.T) {
 // documents.
 func TestCheckJSONShape(t *testing.T) {
 	t.Parallel()
+	skipIfLoopback(t) // binPath is the loopback, not mmapfs check
 	d := nobodyDir(t, "dir")
 	cmd := exec.Command(binPath, "check", "--json", "--only", "shared-msync,remount", "--seed", "7", d)
 	out, err := cmd.Output()
