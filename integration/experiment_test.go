@@ -634,7 +634,8 @@ func TestExperimentFsyncgateRetry(t *testing.T) {
 }
 
 // TestExperimentFaultTable is the fault table's command on a small
-// scale: two workloads (bbolt, and LMDB written through its map) under
+// scale: four workloads (bbolt, LMDB written through its map and with
+// mdb_load, SQLite in WAL mode; those whose tools are there) under
 // two fault sets (none, and the 10th fsync failing with EIO), one
 // command, one table with workload and faults columns. With no fault
 // the programs run to the end and lose nothing; with the EIO each
@@ -652,6 +653,16 @@ func TestExperimentFaultTable(t *testing.T) {
 	} else {
 		t.Logf("lmdb:writemap left out: %s", why)
 	}
+	for tool, work := range map[string]string{"sqlite3": "sqlite-wal", "mdb_load": "lmdb"} {
+		if _, err := exec.LookPath(tool); err == nil {
+			works = append(works, work)
+		} else {
+			t.Logf("%s left out: %v", work, err)
+		}
+	}
+	if len(works) < 2 {
+		t.Skipf("one workload only (%s): the others' tools are missing", works[0])
+	}
 	tmp := experimentTmp(t)
 	out := t.TempDir()
 	const eio = "op=fsync,nth=10,errno=EIO,times=1"
@@ -668,9 +679,12 @@ func TestExperimentFaultTable(t *testing.T) {
 	if len(rows) != 2*len(works) {
 		t.Fatalf("%d runs, want %d", len(rows), 2*len(works))
 	}
-	errnoText := map[string]string{"bbolt": "input/output error", "lmdb:writemap": "Input/output error"}
+	errnoText := map[string]string{"bbolt": "input/output error", "lmdb:writemap": "Input/output error", "sqlite-wal:synchronous=FULL": "disk I/O error", "lmdb": "Input/output error"}
 	for i, row := range rows {
 		work, faults := works[i/2], []string{"none", eio}[i%2]
+		if work == "sqlite-wal" {
+			work = "sqlite-wal:synchronous=FULL"
+		}
 		what := work + " under " + faults
 		if row["workload"] != work || row["faults"] != faults || !strings.HasPrefix(lines[3+i], work+" ") || !strings.Contains(lines[3+i], " "+faults+" ") {
 			t.Errorf("run %d: workload %q, faults %q, want %s:\n%s", i+1, row["workload"], row["faults"], what, lines[3+i])
@@ -680,8 +694,11 @@ func TestExperimentFaultTable(t *testing.T) {
 		if row["ok"] != "true" || acked == 0 || kept != acked || row.int(t, "acknowledged_lost") != 0 {
 			t.Errorf("%s: want the database intact and every acknowledged key kept: %v", what, row)
 		}
-		intact := map[string]string{"bbolt": "Tx.Check ok", "lmdb:writemap": "read ok ("}[work]
-		if want := fmt.Sprintf("keys %d/%d acked kept, %s", kept, acked, intact); !strings.HasPrefix(row["check"], want) {
+		unit, intact := "keys", map[string]string{"bbolt": "Tx.Check ok", "lmdb:writemap": "read ok (", "lmdb": "mdb_dump ok (", "sqlite-wal:synchronous=FULL": "integrity ok"}[work]
+		if strings.HasPrefix(work, "sqlite") {
+			unit = "rows"
+		}
+		if want := fmt.Sprintf("%s %d/%d acked kept, %s", unit, kept, acked, intact); !strings.HasPrefix(row["check"], want) {
 			t.Errorf("%s: check %q, want it to start with %q", what, row["check"], want)
 		}
 		if faults == "none" {
@@ -695,14 +712,22 @@ func TestExperimentFaultTable(t *testing.T) {
 			!strings.Contains(row["check"], fmt.Sprintf("; 1 fault hit, reported %q (", e)) || !strings.Contains(row["check"], "), went on: ") {
 			t.Errorf("%s: want the one fault hit, the %s reported and the program gone on: %v", what, errnoText[work], row)
 		}
-		// bbolt rolls the failed transaction back and commits the next.
-		if work == "bbolt" && (row.int(t, "failed_transactions") != 1 || row.int(t, "committed_after_failure") == 0 || row.int(t, "acknowledged") != row.int(t, "done")) {
-			t.Errorf("bbolt: want one transaction failed and commits after it: %v", row)
+		// bbolt, SQLite and LMDB through mdb_load roll the failed
+		// transaction back and commit the next.
+		if work != "lmdb:writemap" && (row.int(t, "failed_transactions") != 1 || row.int(t, "committed_after_failure") == 0 || row.int(t, "acknowledged") != row.int(t, "done")) {
+			t.Errorf("%s: want one transaction failed and commits after it: %v", what, row)
 		}
 		t.Logf("%s: %s", what, row["check"])
 	}
 	res := readResultsJSON(t, out)
-	if strings.Join(res.Workloads, " ") != strings.Join(works, " ") || strings.Join(res.Faults, " ") != "none "+eio {
+	var names []string
+	for _, w := range works {
+		if w == "sqlite-wal" {
+			w = "sqlite-wal:synchronous=FULL" // as the experiment names it
+		}
+		names = append(names, w)
+	}
+	if strings.Join(res.Workloads, " ") != strings.Join(names, " ") || strings.Join(res.Faults, " ") != "none "+eio {
 		t.Errorf("results.json: workloads %q, faults %q", res.Workloads, res.Faults)
 	}
 	for _, name := range []string{"at-risk.png", "throughput-lost.png"} {

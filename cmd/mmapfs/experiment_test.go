@@ -5,6 +5,7 @@ import (
 	"encoding/csv"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -357,5 +358,51 @@ func TestExperimentTxLog(t *testing.T) {
 		if got := s.acked(int64(i)); got != want {
 			t.Errorf("transaction %d acknowledged: %v, want %v", i, got, want)
 		}
+	}
+}
+
+// TestExperimentFreezeTime: Freeze returns where the workload stopped,
+// not when Freeze is done: a running process at the call (not after the
+// 50 ms it waits for its last acknowledgements), one that had ended at
+// its exit, a loop at its return. The throughput divides by that.
+func TestExperimentFreezeTime(t *testing.T) {
+	p, err := startProc(exec.Command("sleep", "10"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	at := p.Freeze()
+	after := time.Now()
+	if err := p.Kill(); err != nil {
+		t.Errorf("Kill: %v", err)
+	}
+	if at.Before(before) || at.Sub(before) > 10*time.Millisecond || after.Sub(before) < 50*time.Millisecond {
+		t.Errorf("a running process: Freeze took %v and said it stopped %v after the call; want the call's time", after.Sub(before), at.Sub(before))
+	}
+
+	p, err = startProc(exec.Command("true"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-p.Done()
+	ended := time.Now()
+	time.Sleep(100 * time.Millisecond)
+	at = p.Freeze()
+	if err := p.Kill(); err != nil {
+		t.Errorf("Kill: %v", err)
+	}
+	if at.After(ended) {
+		t.Errorf("an ended process: Freeze says it stopped %v after it had ended", at.Sub(ended))
+	}
+
+	g := startGo(func(g *goRun) error { return nil }, nil)
+	<-g.Done()
+	ended = time.Now()
+	time.Sleep(100 * time.Millisecond)
+	if at := g.Freeze(); at.After(ended) {
+		t.Errorf("an ended loop: Freeze says it stopped %v after it had ended", at.Sub(ended))
+	}
+	if err := g.Kill(); err != nil {
+		t.Errorf("Kill: %v", err)
 	}
 }
