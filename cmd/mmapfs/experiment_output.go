@@ -207,18 +207,28 @@ func varies(runs []*runResult, key func(*runResult) string) bool {
 	return false
 }
 
-// title is the table's first line and the plots' title: the workloads,
-// the one fault set if all runs have it (and it is not none), and when
-// the power was cut.
-func (res *experimentResult) title() string {
+// title is the table's first line: the workloads, the one fault set if
+// all runs have it (and it is not none), and when the power was cut.
+func (res *experimentResult) title() string { return res.titled(false) }
+
+// titled is the title; short (for the plots, whose keys name each run's
+// workload and faults) counts several workloads and fault sets instead
+// of naming them.
+func (res *experimentResult) titled(short bool) string {
 	var t strings.Builder
-	if len(res.Workloads) == 1 {
+	switch {
+	case len(res.Workloads) == 1:
 		fmt.Fprintf(&t, "workload %s", res.Workloads[0])
-	} else {
+	case short:
+		fmt.Fprintf(&t, "%d workloads", len(res.Workloads))
+	default:
 		fmt.Fprintf(&t, "workloads %s", res.Workload)
 	}
-	if len(res.Faults) == 1 && res.Faults[0] != noFaults {
+	switch {
+	case len(res.Faults) == 1 && res.Faults[0] != noFaults:
 		fmt.Fprintf(&t, ", faults %s", res.Faults[0])
+	case len(res.Faults) > 1 && short:
+		fmt.Fprintf(&t, ", %d fault sets", len(res.Faults))
 	}
 	if res.CutAt == "end" {
 		t.WriteString(", power cut at the end of the workload")
@@ -416,7 +426,7 @@ func plotResults(dir string, res *experimentResult) error {
 	}
 	unit := strings.Join(units, " or ")
 	var s strings.Builder
-	title := res.title()
+	title := res.titled(true)
 	// The key grows with the runs (and the plot with it), below the plot.
 	fmt.Fprintf(&s, "set terminal pngcairo size %d,%d noenhanced\nset grid\nset key below left Left reverse maxcols 1\n", 1200, 600+20*len(res.Runs))
 	fmt.Fprintf(&s, "set output %s\nset title %s\nset xlabel 'time since the workload began (s)'\nset ylabel 'bytes at risk (KiB)'\nset yrange [0:*]\n",
