@@ -804,13 +804,20 @@ func fillDir(dir string, n int, content func(i int) []byte) error {
 	return nil
 }
 
-// openFileReread is where the files of the files-held-open curve have
-// their second 4 KiB of data: past the kernel's readahead of a first read
-// at 0 (128 KiB here), so that reading there is a READ request.
-const openFileReread = 512 << 10
+// The files of the files-held-open curve are heldFileSize bytes, with
+// their second 4 KiB of data at openFileReread: past the kernel's first
+// readahead on the mount (16 KiB for a 4 KiB read at 0), so that reading
+// there is a READ request. They are small: the daemon's first fault on a
+// blob's mapping reads around it up to the store device's read_ahead_kb
+// (8 MiB here), the whole of a small file, and 70,000 files of 1 MiB
+// would fill the page cache (holes read as zero pages) several times.
+const (
+	heldFileSize   = 64 << 10
+	openFileReread = 32 << 10
+)
 
-// heldFile makes path a sparse 1 MiB file with 4 KiB of data at 0 and at
-// openFileReread.
+// heldFile makes path a sparse heldFileSize file with 4 KiB of data at 0
+// and at openFileReread.
 func heldFile(path string) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -824,7 +831,7 @@ func heldFile(path string) error {
 			return fmt.Errorf("write %s: %w", path, err)
 		}
 	}
-	if err := f.Truncate(1 << 20); err != nil {
+	if err := f.Truncate(heldFileSize); err != nil {
 		f.Close()
 		return fmt.Errorf("truncate %s: %w", path, err)
 	}

@@ -7,6 +7,7 @@
 //	go run ./scripts/bench -out /tmp/mmapfs-bench    # full run (3 runs of everything)
 //	go run ./scripts/bench -quick -out /tmp/bq       # smoke run, about a minute
 //	go run ./scripts/bench -only seqwrite,native,mmapfs
+//	go run ./scripts/bench -only curves -out /tmp/mc  # only the scaling curves (curves.go)
 //
 // Every figure is the median of -runs runs; the runs are rounds: each round
 // mounts every filesystem afresh (a new store, a new mountpoint), runs each
@@ -14,7 +15,10 @@
 // machine is spread over all filesystems rather than landing on one. The
 // bench refuses to report (exit status 1, naming the figure) when a
 // workload's runs on native spread more than -max-spread:
-// (max-min)/median.
+// (max-min)/median. Then it draws the scaling curves (curves.go): how each
+// filesystem's cost grows with client threads, files in a directory, file
+// size and files held open, into curves.md, curves.csv, curves.json and a
+// PNG per curve.
 package main
 
 import (
