@@ -162,17 +162,17 @@ A fault set (--faults) is one or more fault-injection rules separated by
   --faults none --faults 'op=fsync,nth=20,errno=EIO,times=1'
 --inject rules are given to every run, beside its fault set.
 
-Output: a table, one row per run (the workload and the fault set when
-there are several, throughput, fsync and msync counts and latency
+Output: a table, one row per run: the workload and the fault set (when
+there are several), throughput, fsync and msync counts and latency
 quantiles, mean and peak bytes at risk, the oldest unsynced write, the
-bytes the cut put back or cut off, the check: acknowledged units kept of
-acknowledged, the integrity check, the faults hit, the error the program
-reported and whether it went on, and how many committed after it); with
---out DIR also
-results.csv, results.json (with every sample), and, drawn with gnuplot,
-at-risk.png (bytes at risk over time per run) and throughput-lost.png
-(throughput against bytes lost). Ctrl-C stops the current run cleanly
-(unmounted, store removed) and keeps the runs done.`,
+bytes the cut put back or cut off, and the check: acknowledged units kept
+of those acknowledged, the integrity check; the faults hit, the error the
+program reported and whether it went on (and how many transactions
+committed after it); ACKNOWLEDGED LOST if a promise broke. With --out DIR
+also results.csv, results.json (with every sample), and, drawn with
+gnuplot, at-risk.png (bytes at risk over time per run) and
+throughput-lost.png (throughput against bytes lost). Ctrl-C stops the
+current run cleanly (unmounted, store removed) and keeps the runs done.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			_, err := experimentArgs(cmd, &f, args)
 			return err
@@ -667,7 +667,7 @@ wait:
 	r.TxFailed, r.TxFirstError, r.TxLastError, r.TxAfter = c.txFailed, c.txFirstErr, c.txLastErr, c.txAfter
 	r.Check = c.text + "; " + r.programText()
 	if c.promised && c.ackedLost > 0 {
-		r.Check += fmt.Sprintf(": %d ACKNOWLEDGED LOST", c.ackedLost)
+		r.Check += fmt.Sprintf("; %d ACKNOWLEDGED LOST", c.ackedLost)
 	}
 	if ctx.Err() != nil {
 		return nil, errInterrupted

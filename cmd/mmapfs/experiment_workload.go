@@ -926,15 +926,19 @@ func (w *lmdbMapWorkload) Start(mnt, _ string, d time.Duration) (running, error)
 		return nil, err
 	}
 	cmd := exec.Command(w.py, "-c", lmdbMapWriter, env, strconv.Itoa(lmdbWritemapSize), strconv.FormatFloat(d.Seconds(), 'f', -1, 64), strconv.FormatFloat(failPause.Seconds(), 'f', -1, 64))
-	out, err := cmd.StdoutPipe()
+	// A pipe of its own, not StdoutPipe: Wait (called as soon as the
+	// process ends) would close that before its last lines are read.
+	out, pw, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
+	cmd.Stdout = pw
 	stderr := &bytes.Buffer{}
 	cmd.Stderr = &lockedWriter{w: stderr}
 	p, err := startProc(cmd)
+	pw.Close() // the writer has its own
 	if err != nil {
-		return nil, err
+		return nil, errors.Join(err, out.Close())
 	}
 	said := make(chan struct{})
 	ended := make(chan struct{})
@@ -946,6 +950,7 @@ func (w *lmdbMapWorkload) Start(mnt, _ string, d time.Duration) (running, error)
 		close(ended)
 	}()
 	go func() {
+		defer out.Close()
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			line := sc.Text()
