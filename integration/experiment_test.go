@@ -604,8 +604,10 @@ func TestExperimentFsyncgateRetry(t *testing.T) {
 		rule string
 		lost bool
 	}{
-		{"op=msync,nth=20,errno=EIO,times=1", false},
-		{"op=msync,nth=20,errno=EIO,fsyncgate,times=1", true},
+		// An early msync (the logger's third fsync or so), which even a
+		// loaded machine reaches in the second the logger writes.
+		{"op=msync,nth=6,errno=EIO,times=1", false},
+		{"op=msync,nth=6,errno=EIO,fsyncgate,times=1", true},
 	} {
 		out := t.TempDir()
 		r := runExperiment(t, tmp, 60*time.Second, "--policy", "fsync", "--duration", "1s", "--out", out, "--inject", c.rule, "logger-pwrite:retry=1")
@@ -666,7 +668,7 @@ func TestExperimentFaultTable(t *testing.T) {
 	tmp := experimentTmp(t)
 	out := t.TempDir()
 	const eio = "op=fsync,nth=10,errno=EIO,times=1"
-	args := append([]string{"--policy", "fsync", "--duration", "700ms", "--out", out, "--faults", "none", "--faults", eio}, works...)
+	args := append([]string{"--policy", "fsync", "--duration", "1s", "--out", out, "--faults", "none", "--faults", eio}, works...)
 	r := runExperiment(t, tmp, 120*time.Second, args...)
 	if r.exitCode != 0 {
 		t.Fatalf("exit %d:\n%s\n%s", r.exitCode, r.stdout, r.stderr)
