@@ -2,6 +2,8 @@ package fs
 
 import (
 	"context"
+	"errors"
+	"sync/atomic"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -33,6 +35,11 @@ type handle struct {
 	// report each loss recorded after its open once. Read only; what it
 	// points to is the Blob's.
 	mark *backing.ErrMark
+	// cacheCurrent (set at open, read only after) says the open found
+	// the kernel's cache of the file current, or dropped it (auto-cache,
+	// autocache.go); wrote says the handle has written since.
+	cacheCurrent bool
+	wrote        atomic.Bool
 }
 
 func (m *mountState) newHandle(b *backing.Blob, n *Node) *handle {
@@ -53,6 +60,7 @@ func (h *handle) injectPath() string {
 
 // writeAt writes through the Blob as this handle may (see appendOnly).
 func (h *handle) writeAt(p []byte, off int64) (int, error) {
+	h.wrote.Store(true)
 	if h.appendOnly {
 		return h.blob.AppendAt(p, off)
 	}
@@ -179,7 +187,8 @@ var _ = (gofs.FileReleaser)((*handle)(nil))
 func (h *handle) Release(ctx context.Context) syscall.Errno {
 	rq := h.m.trace.current(ctx)
 	rq.enter(h.m.trace, h.blob, 0, 0)
-	err := h.m.store.Release(h.blob) // the last release may sync
+	err := h.releaseCache()
+	err = errors.Join(err, h.m.store.Release(h.blob)) // the last release may sync
 	rq.leave()
 	if err != nil {
 		// The kernel ignores this errno; errno() logs it (an
@@ -203,6 +212,7 @@ func (h *handle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 	if err := h.blob.Fd(func(fd int) error { return syscall.Fstat(fd, &st) }); err != nil {
 		return h.m.errno("getattr", h.blob.Name(), err)
 	}
+	h.m.sawAttr(&st)
 	out.FromStat(&st)
 	return 0
 }
@@ -219,6 +229,7 @@ func (h *handle) Statx(ctx context.Context, flags uint32, mask uint32, out *fuse
 	if err != nil {
 		return h.m.errno("statx", h.blob.Name(), err)
 	}
+	h.m.sawStatx(&st)
 	out.FromStatx(&st)
 	return 0
 }
@@ -253,6 +264,7 @@ func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uin
 			return errno
 		}
 	}
+	h.wrote.Store(true) // the kernel drops what a hole punched leaves stale
 	err := h.blob.Allocate(int64(off), int64(size), mode)
 	rq.leave()
 	if err != nil {

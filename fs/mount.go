@@ -37,6 +37,10 @@ type Options struct {
 	// KeepCache keeps the kernel's page cache of a file across opens
 	// (FOPEN_KEEP_CACHE).
 	KeepCache bool
+	// AutoCache keeps the kernel's page cache of a file at an open when
+	// the file is as the kernel last knew it, and drops it otherwise
+	// (autocache.go); KeepCache and DirectIO override it.
+	AutoCache bool
 	// ExplicitInvalData asks the kernel not to drop a file's cached
 	// pages when a GETATTR shows its mtime changed (CAP_EXPLICIT_INVAL_DATA
 	// instead of go-fuse's CAP_AUTO_INVAL_DATA). Changes through the mount
@@ -95,7 +99,7 @@ type Options struct {
 
 // DefaultOptions are the settings `mmapfs mount` uses without flags.
 func DefaultOptions() Options {
-	return Options{AttrTimeout: time.Second, EntryTimeout: time.Second, BDI: NoBDIChanges}
+	return Options{AutoCache: true, AttrTimeout: time.Second, EntryTimeout: time.Second, BDI: NoBDIChanges}
 }
 
 // mountState is what every node and handle of one mount shares. All of it
@@ -114,6 +118,7 @@ type mountState struct {
 	cut       powerCut    // safe for concurrent use
 	trace     *reqTracer  // the request record for mmapfs trace (reqtrace.go); safe for concurrent use
 	inj       *inject.Set // fault-injection rules (injecthooks.go); safe for concurrent use
+	cache     autoCache   // what the kernel's cache of each file is of (autocache.go); safe for concurrent use
 }
 
 // stableAttr computes a node's identity from the statx of its store

@@ -175,6 +175,7 @@ func (n *Node) childAt(ctx context.Context, dirfd int, name string, out *fuse.En
 		return nil, err
 	}
 	sys := statFromStatx(&st)
+	n.m.sawAttr(&sys)
 	out.Attr.FromStat(&sys)
 	return n.NewInode(ctx, &Node{m: n.m}, n.m.stableAttr(&st)), nil
 }
@@ -531,6 +532,7 @@ func (n *Node) Statx(ctx context.Context, f gofs.FileHandle, flags uint32, mask 
 		if err := unix.Statx(dirfd, name, fl, int(mask), &st); err != nil {
 			return pathErr("statx", name, err)
 		}
+		n.m.sawStatx(&st)
 		out.FromStatx(&st)
 		return nil
 	})
@@ -709,6 +711,7 @@ func (n *Node) setattrAt(in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 			return err
 		}
 		sys := statFromStatx(&st)
+		n.m.sawAttr(&sys)
 		out.FromStat(&sys)
 		return nil
 	})

@@ -89,7 +89,19 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	return n.m.newHandle(b, n), n.m.openFlagsFor(flags), 0
+	return n.m.openHandle("open", b, n, flags)
+}
+
+// openHandle makes the handle of an open (op) of node's Blob b with flags,
+// which takes over b's reference, and its FOPEN_* flags; on an error, b is
+// released.
+func (m *mountState) openHandle(op string, b *backing.Blob, node *Node, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	h := m.newHandle(b, node)
+	keep, err := h.openCacheFlags()
+	if err != nil {
+		return nil, 0, m.errno(op, b.Name(), errors.Join(err, m.store.Release(b)))
+	}
+	return h, m.openFlagsFor(flags) | keep, 0
 }
 
 // openUnnamed opens b, the Blob of a file with no name yet, whose
@@ -100,7 +112,7 @@ func (n *Node) openUnnamed(b *backing.Blob, flags uint32) (gofs.FileHandle, uint
 			return nil, 0, n.m.errno("open", b.Name(), errors.Join(err, n.m.store.Release(b)))
 		}
 	}
-	return n.m.newHandle(b, n), n.m.openFlagsFor(flags), 0
+	return n.m.openHandle("open", b, n, flags)
 }
 
 // openFlagsFor returns the FOPEN_* flags for an open with flags. Only
@@ -187,7 +199,11 @@ func (n *Node) created(ctx context.Context, op string, b *backing.Blob, rel stri
 		return nil, nil, 0, n.m.errno(op, rel, errors.Join(err, n.m.store.Release(b)))
 	}
 	child, _ := ch.Operations().(*Node)
-	return ch, n.m.newHandle(b, child), n.m.openFlagsFor(flags), 0
+	h, fl, errno := n.m.openHandle(op, b, child, flags)
+	if errno != 0 {
+		return nil, nil, 0, errno
+	}
+	return ch, h, fl, 0
 }
 
 // newChild makes the inode for a file just created or opened through b
@@ -204,6 +220,7 @@ func (n *Node) newChild(ctx context.Context, b *backing.Blob, rel string, unname
 		return nil, err
 	}
 	sys := statFromStatx(&st)
+	n.m.sawAttr(&sys)
 	out.Attr.FromStat(&sys)
 	node := &Node{m: n.m}
 	if unnamed {
@@ -245,6 +262,7 @@ func (n *Node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 			}
 		}
 	}
+	n.m.sawAttr(&st)
 	out.FromStat(&st)
 	return 0
 }
@@ -310,6 +328,7 @@ func (n *Node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	if err != nil {
 		return n.m.errno("setattr", rel, err)
 	}
+	n.m.sawAttr(&st)
 	out.FromStat(&st)
 	return 0
 }

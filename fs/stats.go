@@ -19,6 +19,9 @@ type counters struct {
 	ops          [numOps]opCounter
 	bytesRead    atomic.Int64
 	bytesWritten atomic.Int64
+	// autoCacheKept and autoCacheDropped count the opens auto-cache
+	// decided (autocache.go).
+	autoCacheKept, autoCacheDropped atomic.Int64
 }
 
 type opCounter struct {
@@ -58,6 +61,7 @@ func (m *mountState) snapshot() (*wire.Snapshot, error) {
 		Switches: wire.Switches{
 			Profile:           o.Profile,
 			KeepCache:         o.KeepCache,
+			AutoCache:         o.AutoCache,
 			AutoInvalData:     !o.ExplicitInvalData,
 			DirectIO:          o.DirectIO,
 			WritebackCache:    o.WritebackCache,
@@ -84,6 +88,8 @@ func (m *mountState) snapshot() (*wire.Snapshot, error) {
 	f.SetSince(wire.Uptime, m.started)
 	f.Set(wire.BytesRead, m.stats.bytesRead.Load())
 	f.Set(wire.BytesWritten, m.stats.bytesWritten.Load())
+	f.Set(wire.AutoCacheKept, m.stats.autoCacheKept.Load())
+	f.Set(wire.AutoCacheDropped, m.stats.autoCacheDropped.Load())
 	if dev := m.dev.Load(); dev != nil {
 		if b, err := readBDI(*dev); err == nil {
 			s.BDI = &b

@@ -256,7 +256,7 @@ func TestProfiles(t *testing.T) {
 		return opts, &c
 	}
 	def, _ := parse()
-	if def.Profile != "default" || def.KeepCache || def.ExplicitInvalData || def.AttrTimeout != time.Second {
+	if def.Profile != "default" || def.KeepCache || !def.AutoCache || def.ExplicitInvalData || def.AttrTimeout != time.Second {
 		t.Errorf("no profile: %+v", def)
 	}
 	ex, _ := parse("--profile", "exclusive")
@@ -275,7 +275,7 @@ func TestProfiles(t *testing.T) {
 		}
 	}
 	k, c := parse("--profile", "kernel-defaults", "--writeback", "none")
-	if k.KeepCache || k.ExplicitInvalData || k.DirectIO || k.WritebackCache || k.MaxWrite != 0 || k.BDI != fs.NoBDIChanges || k.AttrTimeout != time.Second || c.policy != "none" {
+	if k.KeepCache || k.AutoCache || k.ExplicitInvalData || k.DirectIO || k.WritebackCache || k.MaxWrite != 0 || k.BDI != fs.NoBDIChanges || k.AttrTimeout != time.Second || c.policy != "none" {
 		t.Errorf("--profile kernel-defaults: %+v", k)
 	}
 }

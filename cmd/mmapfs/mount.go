@@ -50,6 +50,7 @@ func addMountFlags(f *pflag.FlagSet, c *mountConfig) {
 	f.BoolVar(&opts.Store.PowerCutSim, "powercut-sim", false, "keep each page's last synced content so that 'mmapfs powercut' can show what a power cut would lose (costs a page of memory per page changed since its sync)")
 	f.IntVar(&opts.Store.MaxResident, "max-resident", backing.DefaultMaxResident, "most blobs with a descriptor and a mapping at once, at least 1; past it, open files not in use are unmapped and reopened on access (-1: no bound)")
 	f.BoolVar(&opts.KeepCache, "keep-cache", false, "keep the kernel's page cache of a file across opens (FOPEN_KEEP_CACHE)")
+	f.BoolVar(&opts.AutoCache, "auto-cache", opts.AutoCache, "keep the kernel's page cache of a file at an open when the file is as the kernel last saw it (mtime, ctime and size), drop it when the file changed (libfuse's auto_cache); --keep-cache and --direct-io override it")
 	f.BoolVar(&c.autoInval, "auto-inval-data", true, "let the kernel drop a file's cached pages when its mtime changes (CAP_AUTO_INVAL_DATA); false: only changes through the mount are cached right, and cached reads are cheaper (CAP_EXPLICIT_INVAL_DATA)")
 	f.BoolVar(&opts.DirectIO, "direct-io", false, "bypass the kernel's page cache for reads and writes (FOPEN_DIRECT_IO; client mmaps still work)")
 	f.BoolVar(&opts.WritebackCache, "writeback-cache", false, "let the kernel buffer writes and send them later in larger pieces (CAP_WRITEBACK_CACHE)")

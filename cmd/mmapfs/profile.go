@@ -41,6 +41,7 @@ var profiles = []profile{
 		name: "kernel-defaults",
 		flags: [][2]string{
 			{"keep-cache", "false"},
+			{"auto-cache", "false"},
 			{"auto-inval-data", "true"},
 			{"direct-io", "false"},
 			{"writeback-cache", "false"},

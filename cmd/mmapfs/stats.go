@@ -203,8 +203,8 @@ func printStats(w io.Writer, s *wire.Snapshot) error {
 		{"store", s.Store},
 		{"policy", s.Policy},
 		{"profile", cmp.Or(sw.Profile, "-")},
-		{"switches", fmt.Sprintf("keep-cache=%v auto-inval-data=%v direct-io=%v writeback-cache=%v madvise=%s populate=%v attr-timeout=%gs entry-timeout=%gs max-write=%d read-only=%v allow-other=%v unsafe-ignore-fsync=%v",
-			sw.KeepCache, sw.AutoInvalData, sw.DirectIO, sw.WritebackCache, sw.Madvise, sw.Populate, sw.AttrTimeoutSecs, sw.EntryTimeoutSecs, sw.MaxWrite, sw.ReadOnly, sw.AllowOther, sw.UnsafeIgnoreFsync)},
+		{"switches", fmt.Sprintf("keep-cache=%v auto-cache=%v auto-inval-data=%v direct-io=%v writeback-cache=%v madvise=%s populate=%v attr-timeout=%gs entry-timeout=%gs max-write=%d read-only=%v allow-other=%v unsafe-ignore-fsync=%v",
+			sw.KeepCache, sw.AutoCache, sw.AutoInvalData, sw.DirectIO, sw.WritebackCache, sw.Madvise, sw.Populate, sw.AttrTimeoutSecs, sw.EntryTimeoutSecs, sw.MaxWrite, sw.ReadOnly, sw.AllowOther, sw.UnsafeIgnoreFsync)},
 	}
 	figures, quiet := figureRows(s)
 	rows = append(rows, figures...)

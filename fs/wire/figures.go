@@ -159,6 +159,10 @@ var (
 		Unit: Bytes, Kind: Counter, Metric: "read_bytes_total", Row: "read / written", Watch: Column{At: 1, Title: "rd"}})
 	BytesWritten = define(Figure{Key: "bytes_written", Help: "Bytes written through the mount.",
 		Unit: Bytes, Kind: Counter, Metric: "written_bytes_total", Row: "read / written", Part: " / %s", Watch: Column{At: 2, Title: "wr"}})
+	AutoCacheKept = define(Figure{Key: "auto_cache.kept", Help: "Opens under auto-cache, by whether they kept the kernel's cached pages of the file (unchanged since the kernel last saw it) or dropped them.",
+		Unit: Count, Kind: Counter, Metric: "auto_cache_opens_total", Label: [2]string{"cache", "kept"}, Row: "auto-cache opens", Part: "%d kept"})
+	AutoCacheDropped = define(Figure{Key: "auto_cache.dropped", Help: "Opens under auto-cache, by whether they kept the kernel's cached pages of the file (unchanged since the kernel last saw it) or dropped them.",
+		Unit: Count, Kind: Counter, Metric: "auto_cache_opens_total", Label: [2]string{"cache", "dropped"}, Row: "auto-cache opens", Part: ", %d dropped"})
 	MinorFaults = define(Figure{Key: "daemon_page_faults.minor", Help: "The daemon's own page faults (getrusage).",
 		Unit: Count, Kind: Counter, Metric: "daemon_page_faults_total", Label: [2]string{"kind", "minor"}, Row: "daemon page faults", Part: "%d minor"})
 	MajorFaults = define(Figure{Key: "daemon_page_faults.major", Help: "The daemon's own page faults (getrusage).",

@@ -65,6 +65,7 @@ type PowerCutStats struct {
 type Switches struct {
 	Profile           string  `json:"profile,omitempty"` // mmapfs mount --profile; the switches below are what it set, with the flags given
 	KeepCache         bool    `json:"keep_cache"`
+	AutoCache         bool    `json:"auto_cache"` // --auto-cache (in force only without keep_cache and direct_io)
 	AutoInvalData     bool    `json:"auto_inval_data"`
 	DirectIO          bool    `json:"direct_io"`
 	WritebackCache    bool    `json:"writeback_cache"`
