@@ -62,6 +62,11 @@
 //   - crashwriter: the crash tests' client workload, a command, and
 //     crashwriter/crashdata, the bytes it writes.
 //   - mapfault: catching the memory fault of an access to a mapping.
+//   - mmapcheck: the mmap guarantees of `mmapfs check DIR`, one function
+//     each, for any directory (TestCheck runs them on filesystems good and
+//     broken; the TestMmap tests run some of them on mounts).
+//   - brokenfs: two FUSE filesystems that break mmap on purpose (direct
+//     I/O without shared mappings; stale pages), for TestCheck to catch.
 //
 // # Checking the suite itself
 //
