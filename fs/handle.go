@@ -37,9 +37,12 @@ type handle struct {
 	mark *backing.ErrMark
 	// cacheCurrent (set at open, read only after) says the open found
 	// the kernel's cache of the file current, or dropped it (auto-cache,
-	// autocache.go); wrote says the handle has written since.
+	// autocache.go); wrote says the handle has written since, failed
+	// that one of its writes failed or came up short.
 	cacheCurrent bool
+	cacheID      fileID // the store file, when auto-cache is on; read only
 	wrote        atomic.Bool
+	failed       atomic.Bool // a write through the handle failed
 }
 
 func (m *mountState) newHandle(b *backing.Blob, n *Node) *handle {
@@ -100,6 +103,18 @@ var _ = (gofs.FileWriter)((*handle)(nil))
 
 // Write copies into the mapping, growing the file first if it extends it.
 func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
+	n, errno := h.write(ctx, data, off)
+	if errno != 0 || int(n) < len(data) {
+		// Under the writeback cache the kernel keeps what it could not
+		// write in its cache (or ignores a short count): its pages are
+		// no longer the file's.
+		h.forgetCache()
+	}
+	return n, errno
+}
+
+// write is Write, its errors not yet seen by auto-cache.
+func (h *handle) write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
 	rq := h.m.trace.current(ctx)
 	var torn inject.Decision
 	if h.m.inj.Active() {

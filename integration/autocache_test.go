@@ -90,7 +90,10 @@ func TestAutoCache(t *testing.T) {
 				n := bytes.Count(got, []byte("a"))
 				t.Errorf("the first open after a change in the store read %d stale bytes of %d: the kernel's cache of the old file was kept", n, size)
 			}
-			if c.cached {
+			// Under auto-inval-data the lookup before the open may have
+			// seen the change first, and the kernel dropped its pages
+			// then; without it, only the open can.
+			if c.name == "no-auto-inval" {
 				if _, dropped := autoCacheFigures(t, m); dropped == 0 {
 					t.Errorf("stats: auto_cache.dropped 0 after an open of a file changed behind the mount")
 				}

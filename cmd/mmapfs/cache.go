@@ -39,11 +39,13 @@ sends it to the daemon as a WRITE; the daemon's copy into its mapping makes
 the blob's page dirty until the daemon msyncs it (at fsync under the fsync
 policy).
 
-Without --keep-cache, the kernel drops the mount's cached pages of a file at
-every open, so this command's own open (it is a client of the mount like
-any other) empties the mount's cache of each file it looks at, writing
-dirty pages back first: the mount's figures are then what survived that
-open. With --keep-cache they are the cache as the other clients left it.
+With --auto-cache (the default), this command's own open (it is a client of
+the mount like any other) keeps the mount's cached pages of a file that is
+as the kernel last saw it, and with --keep-cache of every file: the
+mount's figures are the cache as the other clients left it. With neither,
+the kernel drops the mount's cached pages of a file at every open, this
+command's included, writing dirty pages back first: the mount's figures
+are then what survived that open.
 
 --watch takes the interval as --watch 2s, --watch=2s or -w 2s; bare, it is
 1s; it prints a line of totals per interval (with --json, one document per
@@ -127,9 +129,11 @@ type cacheTotal struct {
 type mountNote struct {
 	Mountpoint string `json:"mountpoint"`
 	Store      string `json:"store"`
-	// KeepCache is the mount's --keep-cache, nil when its stats file
-	// cannot be read (another user's mount).
+	// KeepCache and AutoCache are the mount's --keep-cache and
+	// --auto-cache, nil when its stats file cannot be read (another
+	// user's mount).
 	KeepCache *bool `json:"keep_cache"`
+	AutoCache *bool `json:"auto_cache"`
 }
 
 // cacheReport is the output of one look at the paths.
@@ -267,7 +271,8 @@ func collectPath(r *cacheReport, stores map[string]*storeDir, path string) error
 		}
 		s = &storeDir{mnt: e.mountPoint, root: e.source, dir: dir}
 		stores[e.mountPoint] = s
-		r.Mounts = append(r.Mounts, mountNote{Mountpoint: e.mountPoint, Store: e.source, KeepCache: keepCache(e.mountPoint)})
+		keep, auto := cacheSwitches(e.mountPoint)
+		r.Mounts = append(r.Mounts, mountNote{Mountpoint: e.mountPoint, Store: e.source, KeepCache: keep, AutoCache: auto})
 	}
 	if !fi.IsDir() {
 		if !fi.Mode().IsRegular() {
@@ -306,14 +311,14 @@ func isVirtualPath(mnt, p string) bool {
 	return filepath.Dir(p) == mnt && (filepath.Base(p) == fs.StatsName || filepath.Base(p) == fs.ControlName)
 }
 
-// keepCache returns the mount's --keep-cache from its stats file, nil if
-// it cannot be read.
-func keepCache(mnt string) *bool {
+// cacheSwitches returns the mount's --keep-cache and --auto-cache from
+// its stats file, nil if it cannot be read.
+func cacheSwitches(mnt string) (keep, auto *bool) {
 	s, _, err := readStats(filepath.Join(mnt, fs.StatsName))
 	if err != nil {
-		return nil
+		return nil, nil
 	}
-	return &s.Switches.KeepCache
+	return &s.Switches.KeepCache, &s.Switches.AutoCache
 }
 
 // statFile cachestats the file at p on the mount (shown as shown) and its
@@ -424,8 +429,8 @@ func printCache(w io.Writer, r *cacheReport) error {
 		return err
 	}
 	for _, m := range r.Mounts {
-		if m.KeepCache != nil && !*m.KeepCache {
-			if _, err := fmt.Fprintf(w, "\n%s is mounted without --keep-cache: this command's open of each file dropped the mount's cached pages (dirty ones written back first), so its mount figures are what survived that open.\n", m.Mountpoint); err != nil {
+		if m.KeepCache != nil && !*m.KeepCache && m.AutoCache != nil && !*m.AutoCache {
+			if _, err := fmt.Fprintf(w, "\n%s is mounted without --keep-cache and --auto-cache: this command's open of each file dropped the mount's cached pages (dirty ones written back first), so its mount figures are what survived that open.\n", m.Mountpoint); err != nil {
 				return err
 			}
 		}

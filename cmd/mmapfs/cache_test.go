@@ -13,11 +13,11 @@ import (
 )
 
 func sampleCacheReport() *cacheReport {
-	no := false
+	no, yes := false, true
 	r := &cacheReport{
 		Time:     time.Date(2026, 12, 1, 13, 0, 0, 0, time.UTC),
 		PageSize: 4096,
-		Mounts:   []mountNote{{Mountpoint: "/mnt", Store: "/store", KeepCache: &no}},
+		Mounts:   []mountNote{{Mountpoint: "/mnt", Store: "/store", KeepCache: &no, AutoCache: &no}, {Mountpoint: "/auto", Store: "/store2", KeepCache: &no, AutoCache: &yes}},
 		Files: []fileCache{
 			{Path: "/mnt/a", Blob: "/store/a", Size: 1 << 20, Mount: pageStat{Cached: 256, Dirty: 16}, Store: pageStat{Cached: 256, Writeback: 2, Evicted: 3, RecentlyEvicted: 1}},
 			{Path: "/mnt/d/b", Blob: "/store/d/b", Size: 100, Mount: pageStat{}, Store: pageStat{Cached: 1, Dirty: 1}},
@@ -63,8 +63,11 @@ func TestCacheTable(t *testing.T) {
 			t.Errorf("no line with %q in order in\n%s", want, out)
 		}
 	}
-	if !strings.Contains(out, "/mnt is mounted without --keep-cache") {
-		t.Errorf("no note on the mount without --keep-cache in\n%s", out)
+	if !strings.Contains(out, "/mnt is mounted without --keep-cache and --auto-cache") {
+		t.Errorf("no note on the mount without --keep-cache and --auto-cache in\n%s", out)
+	}
+	if strings.Contains(out, "/auto is mounted") {
+		t.Errorf("a note on the mount with --auto-cache, whose open keeps an unchanged file's cache, in\n%s", out)
 	}
 	// Columns line up: the mount and store rows of a file start their
 	// figures at the same column.
@@ -111,7 +114,7 @@ func TestCacheJSONKeys(t *testing.T) {
 		{"file store", doc["files"].([]any)[0].(map[string]any)["store"], layer},
 		{"total", doc["total"], []string{"files", "mount", "size", "store"}},
 		{"total store", doc["total"].(map[string]any)["store"], layer},
-		{"mount", doc["mounts"].([]any)[0], []string{"keep_cache", "mountpoint", "store"}},
+		{"mount", doc["mounts"].([]any)[0], []string{"auto_cache", "keep_cache", "mountpoint", "store"}},
 	} {
 		if got := keys(c.v); !slices.Equal(got, c.want) {
 			t.Errorf("%s keys %v, want %v", c.name, got, c.want)
