@@ -227,12 +227,14 @@ func experimentArgs(cmd *cobra.Command, f *experimentFlags, args []string) (*exp
 		p.works = []workload{&commandWorkload{argv: command, check: f.check}}
 	}
 	for i, s := range named {
-		if j := slices.Index(named, s); j < i {
-			return nil, usage("workload %s is named twice (as workload %d and %d): for more runs of it, give --runs", s, j+1, i+1)
-		}
 		w, err := parseWorkload(s)
 		if err != nil {
 			return nil, usage("%v", err)
+		}
+		// The same workload by its full name (sqlite-wal is
+		// sqlite-wal:synchronous=FULL).
+		if j := slices.IndexFunc(p.works, func(o workload) bool { return o.Name() == w.Name() }); j >= 0 {
+			return nil, usage("workload %s is named twice (as workload %d, %s, and %d): for more runs of it, give --runs", w.Name(), j+1, named[j], i+1)
 		}
 		p.works = append(p.works, w)
 	}
