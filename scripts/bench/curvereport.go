@@ -57,14 +57,15 @@ var curveDefs = []curveDef{
 		}},
 	{Name: "filesize", Group: cgFileSize, Title: "open + first 4 KiB read, and the daemon's memory, against file size (sparse files)", XTitle: "file size", XBytes: true,
 		Metrics: []curveMetric{
-			{Key: "open_read_us", Title: "open + first read", Unit: "µs", Cost: true, LogY: true},
+			{Key: "open_read_p50_us", Title: "open + first read, median", Unit: "µs", Cost: true, LogY: true},
+			{Key: "open_read_us", Title: "open + first read, mean", Unit: "µs", Cost: true, LogY: true},
 			{Key: "rss_mib", Title: "daemon RSS (VmRSS), the files held open", Unit: "MiB", LogY: true},
 			{Key: "rss_anon_mib", Title: "of which anonymous (RssAnon; the rest is mapped page cache)", Unit: "MiB", LogY: true},
 			{Key: "mmapfs_mapped_bytes", Title: "mmapfs: bytes mapped", Unit: "B", LogY: true},
 		}},
 	{Name: "openfiles", Group: cgOpenFiles, Title: "open + first read, and the daemon's memory, against files held open", XTitle: "files held open",
 		Metrics: []curveMetric{
-			{Key: "open_read_us", Title: "open + first read", Unit: "µs", Cost: true, LogY: true},
+			{Key: "open_read_us", Title: "open + first read, mean", Unit: "µs", Cost: true, LogY: true},
 			{Key: "opened", Title: "files it could open", Unit: "files", LogY: true},
 			{Key: "rss_mib", Title: "daemon RSS (VmRSS), the files held open", Unit: "MiB", LogY: true},
 			{Key: "rss_anon_mib", Title: "of which anonymous (RssAnon; the rest is mapped page cache)", Unit: "MiB", LogY: true},

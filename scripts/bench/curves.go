@@ -481,7 +481,7 @@ func (cr *curveRun) hold(m *mountedFS, lists []string, offset, reread int64) (ma
 		}
 	}()
 	var opened int
-	var sum, p99, maxUs float64
+	var sum, p50, p99, maxUs float64
 	var ferr error
 	for _, l := range lists {
 		h, res, err := startHolder(cr.ctx, cr.s, m.dir, l, offset, reread)
@@ -494,6 +494,7 @@ func (cr *curveRun) hold(m *mountedFS, lists []string, offset, reread int64) (ma
 		}
 		opened += res.Opened
 		sum += res.MeanUs * float64(res.Opened)
+		p50 += res.P50Us * float64(res.Opened) // a client's median, weighted
 		if res.P99Us > p99 {
 			p99 = res.P99Us
 		}
@@ -508,6 +509,7 @@ func (cr *curveRun) hold(m *mountedFS, lists []string, offset, reread int64) (ma
 	v["opened"] = float64(opened)
 	if opened > 0 {
 		v["open_read_us"] = sum / float64(opened)
+		v["open_read_p50_us"] = p50 / float64(opened)
 		v["open_read_p99_us"] = p99
 		v["open_read_max_us"] = maxUs
 	}
