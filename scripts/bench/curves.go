@@ -158,8 +158,8 @@ func curveConfigs(selFS map[string]bool, have map[string]bool) (cfgs []fsConfig,
 	return cfgs, extra, notes
 }
 
-// runCurves measures the selected curve groups on cfgs and returns the
-// points.
+// run measures the selected curve groups on the base configurations and
+// each group's extra ones, into cr.points.
 func (cr *curveRun) run(groups map[string]bool, base []fsConfig, extra map[string][]fsConfig) {
 	for _, g := range curveGroups {
 		if !groups[g] || cr.ctx.Err() != nil {
