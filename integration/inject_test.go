@@ -1144,10 +1144,10 @@ func TestInjectReadAfterServed(t *testing.T) {
 	const rule = "op=read,path=small,after=4096,errno=EIO"
 	store := t.TempDir()
 	storeWrite(t, store, "small", bytes.Repeat([]byte("s"), 100))
-	m := startMountAt(t, store, t.TempDir(), "--inject", rule)
+	m := startMountAt(t, store, t.TempDir(), "--auto-cache=false", "--inject", rule)
 	p := filepath.Join(m.mnt, "small")
-	// Each open drops the kernel's cache (no --keep-cache): one READ
-	// each, serving 100 bytes.
+	// Each open drops the kernel's cache (no --keep-cache, no
+	// --auto-cache): one READ each, serving 100 bytes.
 	for i := 1; i <= 41; i++ {
 		if got, err := os.ReadFile(p); err != nil || len(got) != 100 {
 			t.Fatalf("read %d under %s, %d bytes served before it: %d bytes, %v", i, rule, 100*(i-1), len(got), err)
