@@ -40,10 +40,11 @@ var curveGroups = []string{cgThreads, cgDirSize, cgFileSize, cgOpenFiles}
 // curveMmapfs are the mmapfs configurations of every curve, beside native
 // and go-fuse's loopback without passthrough: mmapfs on its defaults and
 // on the fastest switch set of the workloads the curves run (the
-// candidate "cache", best for random reads and create+stat+unlink in the
-// main table). Change the list here; for a named preset, e.g.
+// candidate "cache": the exclusive profile, best for random reads and
+// create+stat+unlink in the main table). Change the list here; for
+// another preset, e.g.
 //
-//	{Name: "mmapfs+exclusive", Kind: kMmapfsBest, Flags: []string{"--profile", "exclusive"}},
+//	{Name: "mmapfs+kernel-defaults", Kind: kMmapfsBest, Flags: []string{"--profile", "kernel-defaults"}},
 //
 // A configuration naming a flag the binary lacks is skipped (and said so).
 // Kind kMmapfs is "-only mmapfs", kMmapfsBest is "-only mmapfs-best".
@@ -135,7 +136,7 @@ func curveConfigs(selFS map[string]bool, have map[string]bool) (cfgs []fsConfig,
 			return false
 		}
 		if c.Kind == kMmapfs || c.Kind == kMmapfsBest {
-			if ok, missing := supported(candidate{c.Name, c.Flags}, have); !ok {
+			if ok, missing := supported(candidate{Name: c.Name, Flags: c.Flags}, have); !ok {
 				notes = append(notes, fmt.Sprintf("curves: %s skipped: this mmapfs has no %s", c.Name, missing))
 				return false
 			}
