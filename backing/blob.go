@@ -345,26 +345,6 @@ func (b *Blob) removeCaps() error {
 // capabilityXattr holds a file's capabilities.
 const capabilityXattr = "security.capability"
 
-// Resident returns how many bytes of the file are in memory now, by
-// mincore(2) over the mapping.
-func (b *Blob) Resident() (int64, error) {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	if b.size == 0 || b.fd < 0 {
-		return 0, nil
-	}
-	n := roundUp(b.size)
-	vec := make([]byte, n/int64(pageSize))
-	if err := mincore(b.data[:n], vec); err != nil {
-		return 0, b.pathErr("mincore", err)
-	}
-	var pages int64
-	for _, v := range vec {
-		pages += int64(v & 1)
-	}
-	return pages * int64(pageSize), nil
-}
-
 // faulted works out why an access at off faulted and returns the error to
 // give the caller, or nil when the access may be retried another way: a
 // read with pread (the file still covers off), a write because the

@@ -64,8 +64,11 @@ type Stats struct {
 	PowerCut *wire.PowerCutStats
 }
 
-// Stats returns the store's figures now. It walks every open blob's
-// mapping with mincore, so it is for a stats reader, not a hot path.
+// Stats returns the store's figures now. It makes a few system calls per
+// open blob (Blob.Resident: one cachestat, or mincore a chunk at a time
+// where the kernel has no cachestat), so it is for a stats reader, not a
+// hot path; with cachestat its cost does not grow with the size of the
+// open files, and it never holds a blob's lock for more than one call.
 func (s *Store) Stats() (Stats, error) {
 	// Mappings waiting to be unmapped would count as live: unmap them.
 	flushErr := s.flushUnmaps()

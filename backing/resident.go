@@ -3,6 +3,7 @@ package backing
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -286,4 +287,130 @@ func probeReopen(rootFd int) bool {
 		return false
 	}
 	return syscall.Close(fd) == nil
+}
+
+// Resident bytes (the resident_bytes figure): how many of a mapped file's
+// pages are in the page cache. cachestat(2) (Linux 6.5) counts them on
+// the blob's descriptor by walking the file's page cache over the mapped
+// range, so it costs the pages cached, not the file's size, and takes no
+// memory of the daemon's. mincore(2) over the mapping, the fallback where
+// the kernel has no cachestat, looks up every page of the range: it is
+// asked a chunk at a time, into a vector on the stack. For a MAP_SHARED
+// mapping of the file, which is what a blob has, both count the same
+// pages: those of the file in the page cache, whether or not a process
+// has them mapped in.
+
+// mincoreChunk is how many pages residentMincore asks mincore(2) about
+// at once (16 MiB of mapping with 4 KiB pages), holding b.mu shared for
+// one call at a time.
+const mincoreChunk = 4096
+
+// noCachestat says cachestat(2) is not available to the daemon (ENOSYS:
+// a kernel before 6.5, or a seccomp filter that refuses it): Resident
+// uses mincore(2) from then on.
+var noCachestat atomic.Bool
+
+// Resident returns how many bytes of the blob's file, over its mapped
+// range, are in the page cache now: by cachestat(2) on its descriptor, or
+// by mincore(2) over its mapping where the kernel has no cachestat. It
+// allocates nothing, and holds b.mu shared for one system call at a time
+// (cachestat once; mincore once per chunk of mincoreChunk pages), so a
+// stats reader never holds up a grow or a remap (nor, behind that, every
+// copy) for longer. A blob the store has dropped counts 0, and so does
+// one dropped while mincore is counting it. A file that the daemon
+// neither owns nor may write counts 0: the kernel refuses cachestat on it
+// (EPERM), and its mincore would say every page is resident.
+func (b *Blob) Resident() (int64, error) {
+	if !noCachestat.Load() {
+		n, err := b.residentCachestat()
+		switch {
+		case errors.Is(err, errNoCachestat):
+			noCachestat.Store(true)
+		case errors.Is(err, syscall.EOPNOTSUPP):
+			// A file whose filesystem keeps no page cache that
+			// cachestat counts (hugetlbfs): mincore, for it only.
+		default:
+			return n, err
+		}
+	}
+	return b.residentMincore()
+}
+
+// errNoCachestat is residentCachestat's answer when the daemon cannot use
+// cachestat(2) at all.
+var errNoCachestat = errors.New("cachestat(2) is not available")
+
+// residentCachestat is Resident by cachestat(2). It returns
+// errNoCachestat when the daemon cannot use cachestat at all, and
+// EOPNOTSUPP, not wrapped, when it cannot on this file.
+func (b *Blob) residentCachestat() (int64, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	n := min(roundUp(b.size), int64(len(b.data)))
+	if n <= 0 || b.fd < 0 {
+		return 0, nil
+	}
+	var cs unix.Cachestat_t
+	err := unix.Cachestat(uint(b.fd), &unix.CachestatRange{Off: 0, Len: uint64(n)}, &cs, 0)
+	switch {
+	case err == nil:
+		return int64(cs.Cache) * int64(pageSize), nil
+	case errors.Is(err, syscall.ENOSYS):
+		return 0, errNoCachestat
+	case errors.Is(err, syscall.EPERM) && b.writable:
+		// The kernel lets cachestat every descriptor open for
+		// writing: this EPERM is a seccomp filter's.
+		return 0, errNoCachestat
+	case errors.Is(err, syscall.EPERM):
+		return 0, nil // not the daemon's to know (see Resident)
+	case errors.Is(err, syscall.EOPNOTSUPP):
+		return 0, syscall.EOPNOTSUPP
+	}
+	return 0, b.pathErr("cachestat", err)
+}
+
+// residentMincore is Resident by mincore(2), one chunk of the mapping at
+// a time, each under b.mu shared.
+func (b *Blob) residentMincore() (int64, error) {
+	var total int64
+	for at := int64(0); ; {
+		b.mu.RLock()
+		n := min(roundUp(b.size), int64(len(b.data)))
+		if b.fd < 0 || n <= 0 {
+			b.mu.RUnlock()
+			return 0, nil // dropped, or emptied, meanwhile
+		}
+		if at >= n {
+			b.mu.RUnlock()
+			return total, nil
+		}
+		c := min(n-at, mincoreChunk*int64(pageSize))
+		got, err := b.residentMincoreLocked(at, at+c)
+		b.mu.RUnlock()
+		if err != nil {
+			return 0, err
+		}
+		total += got
+		at += c
+	}
+}
+
+// residentMincoreLocked returns the bytes of the mapping's pages in
+// [lo, hi) (page-aligned, within the mapping) that mincore(2) says are
+// resident, asking it mincoreChunk pages at a time. b.mu must be held.
+func (b *Blob) residentMincoreLocked(lo, hi int64) (int64, error) {
+	var vec [mincoreChunk]byte
+	var pages int64
+	for at := lo; at < hi; {
+		c := min(hi-at, mincoreChunk*int64(pageSize))
+		v := vec[:pagesCeil(c)]
+		if err := mincore(b.data[at:at+c], v); err != nil {
+			return 0, b.pathErr("mincore", err)
+		}
+		for _, p := range v {
+			pages += int64(p & 1)
+		}
+		at += c
+	}
+	return pages * int64(pageSize), nil
 }

@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
 func newBoundedStore(t *testing.T, max int) (*Store, string) {
@@ -224,5 +227,181 @@ func TestResidentReadOnlyUpgrade(t *testing.T) {
 	}
 	if _, err := ro.WriteAt([]byte("W"), 0); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// bigSparse is the size of the sparse files of the resident-bytes tests:
+// mincore over one of them whole takes a 16 MiB vector.
+const bigSparse = int64(64) << 30
+
+// openBigSparse creates name in s as a sparse file of bigSparse bytes
+// with one byte written at each of offs by pwrite(2), which puts exactly
+// those pages in the page cache (a write into a hole reads nothing
+// around it), then opens it (mapped, not populated) until the test ends.
+func openBigSparse(tb testing.TB, s *Store, dir, name string, offs ...int64) *Blob {
+	tb.Helper()
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	err = f.Truncate(bigSparse)
+	for _, off := range offs {
+		if err == nil {
+			_, err = f.WriteAt([]byte{1}, off)
+		}
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	b, err := s.Open(name, unix.O_RDWR, 0)
+	if err != nil {
+		tb.Fatalf("Store.Open(%q): %v", name, err)
+	}
+	tb.Cleanup(func() { release(tb, s, b) })
+	return b
+}
+
+// allocated returns the bytes the Go heap allocated while f ran (all
+// goroutines').
+func allocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// TestResidentBytesBigSparse: a 64 GiB sparse blob with three pages in
+// the page cache counts those three pages, in the blob's Resident and in
+// the store's resident_bytes, and counting allocates nothing like the
+// 16 MiB vector that mincore over the whole mapping takes. The mincore
+// fallback, a chunk at a time, counts the same pages without it either.
+// Not parallel: it measures the heap.
+func TestResidentBytesBigSparse(t *testing.T) {
+	dir := t.TempDir()
+	s := newStoreAt(t, dir)
+	ps := pagesz()
+	b := openBigSparse(t, s, dir, "big", 0, 1<<30+5, bigSparse-1)
+	want := 3 * ps
+
+	var got int64
+	var err error
+	heap := allocated(func() {
+		for range 10 {
+			if got, err = b.Resident(); err != nil {
+				break
+			}
+		}
+	})
+	if err != nil {
+		t.Fatalf("Resident: %v", err)
+	}
+	if got != want {
+		t.Errorf("Resident = %d bytes, want %d (3 pages of a sparse 64 GiB file)", got, want)
+	}
+	if heap > 1<<20 {
+		t.Errorf("10 Resident calls on a 64 GiB blob allocated %d bytes: it must not grow with the file's size", heap)
+	}
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatalf("Stats: %v", err)
+	}
+	if n := st.Figures.Get(wire.ResidentBytes); n != want {
+		t.Errorf("resident_bytes = %d, want %d", n, want)
+	}
+
+	var mc int64
+	heap = allocated(func() { mc, err = b.residentMincore() })
+	if err != nil {
+		t.Fatalf("residentMincore: %v", err)
+	}
+	if mc != want {
+		t.Errorf("residentMincore = %d bytes, want %d", mc, want)
+	}
+	if heap > 1<<20 {
+		t.Errorf("residentMincore on a 64 GiB blob allocated %d bytes (the whole mapping's vector is 16 MiB)", heap)
+	}
+}
+
+// TestResidentBytesPageCache: resident_bytes counts the file's pages in
+// the page cache whoever brought them in (here another descriptor's
+// reads, the blob's mapping never touched): cachestat and mincore over
+// the blob's MAP_SHARED mapping agree, page for page.
+func TestResidentBytesPageCache(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := newStoreAt(t, dir)
+	ps := pagesz()
+	path := filepath.Join(dir, "f")
+	if err := os.WriteFile(path, pattern(3, 0, int(64*ps)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Written back, then dropped from the page cache; then two pages
+	// read again, with readahead off.
+	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	b := openBlob(t, s, "f")
+	defer release(t, s, b)
+	if got, err := b.Resident(); err != nil || got != 0 {
+		t.Fatalf("after dropping the file's pages: Resident = %d, %v; want 0", got, err)
+	}
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_RANDOM); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1)
+	for _, off := range []int64{5 * ps, 40*ps + 7} {
+		if _, err := f.ReadAt(buf, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := b.Resident()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc, err := b.residentMincore()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != 2*ps || mc != got {
+		t.Errorf("two pages read by another descriptor: cachestat says %d bytes, mincore %d; want %d for both", got, mc, 2*ps)
+	}
+}
+
+// BenchmarkStatsManyBigFiles: the store's figures with 16 sparse 64 GiB
+// files open, each with a few pages in the page cache (what a stats
+// reader costs the daemon per reading), counted by cachestat(2) and by
+// the mincore(2) fallback.
+func BenchmarkStatsManyBigFiles(b *testing.B) {
+	dir := b.TempDir()
+	s := newStoreAt(b, dir)
+	const files = 16
+	for i := range files {
+		name := fmt.Sprintf("big%d", i)
+		openBigSparse(b, s, dir, name, 0, 1<<20, 1<<30, bigSparse-1)
+	}
+	for _, mode := range []string{"cachestat", "mincore"} {
+		b.Run(mode, func(b *testing.B) {
+			was := noCachestat.Load()
+			noCachestat.Store(mode == "mincore")
+			defer noCachestat.Store(was)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := s.Stats(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -133,7 +133,7 @@ var (
 		Unit: Count, Kind: Gauge, Metric: "mappings", Row: "mappings"})
 	MappedBytes = define(Figure{Key: "mapped_bytes", Help: "Address space mapped now.",
 		Unit: Bytes, Kind: Gauge, Metric: "mapped_bytes", Row: "mappings", Watch: Column{At: 7, Title: "mapped"}})
-	ResidentBytes = define(Figure{Key: "resident_bytes", Help: "Bytes of the mapped files in memory now (mincore).",
+	ResidentBytes = define(Figure{Key: "resident_bytes", Help: "Bytes of the open blobs' files in the page cache now, over their mapped ranges (cachestat; mincore before Linux 6.5).",
 		Unit: Bytes, Kind: Gauge, Metric: "resident_bytes", Row: "mappings", Watch: Column{At: 8, Title: "resident"}})
 	OpenBlobs = define(Figure{Key: "open_blobs", Help: "Blobs open now (by a handle, or kept for a periodic pass).",
 		Unit: Count, Kind: Gauge, Metric: "open_blobs", Row: "mappings"})
