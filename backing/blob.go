@@ -171,6 +171,7 @@ func (b *Blob) readAt(p []byte, off int64, ask bool) (int, error) {
 			return b.readAt(p, off, false)
 		}
 	}
+	b.readInLocked(off, end)
 	n, err := copyGuarded(p, b.data[off:end], off)
 	b.mu.RUnlock()
 	if err == nil {
@@ -233,11 +234,13 @@ func (b *Blob) ensureCapLocked(need int64) error {
 		b.store.stats.add(wire.Remaps, 1)
 	}
 	b.store.stats.add(wire.MappedBytes, int64(len(b.data)))
-	if adv := b.store.opts.Advice; adv != AdviceNormal {
-		// Advice is a hint: a kernel or filesystem that does not take
-		// it (MADV_HUGEPAGE on a filesystem without large folios) is
-		// no reason to fail the open. The error is kept for stats.
-		if err := unix.Madvise(b.data, adv.madv()); err != nil {
+	// Advice is a hint: a kernel or filesystem that does not take it
+	// (MADV_HUGEPAGE on a kernel without transparent huge pages) is no
+	// reason to fail the open. The error is kept for stats. mremap
+	// keeps a mapping's advice, but the grown part is given it again
+	// with the rest (MADV_WILLNEED reads it in).
+	for _, adv := range b.store.opts.Advice.madv() {
+		if err := unix.Madvise(b.data, adv); err != nil {
 			b.store.stats.add(wire.MadviseErrors, 1)
 		}
 	}

@@ -84,16 +84,43 @@ func ParsePolicy(s string) (Policy, error) {
 	return Policy{}, fmt.Errorf("unknown writeback policy %q; valid policies: %s", s, PolicyNames)
 }
 
-// Advice is the madvise(2) advice given to every mapping.
+// Advice is how the daemon reads a blob's pages into memory: the
+// madvise(2) advice its mapping gets, and whether the daemon reads a
+// READ's range in ahead of the copy (see readahead.go).
 type Advice int
 
-// The advice values. AdviceNormal is the kernel's default, so it is never
-// given explicitly.
+// The advice values.
 const (
+	// AdviceNormal, the default: the mapping gets MADV_RANDOM, so that
+	// a fault reads the one page it needs and no read-around, and a
+	// READ of more than a page whose range is not all in the page
+	// cache is read in first with fadvise(WILLNEED) of exactly that
+	// range, as one I/O. What a READ asks for is what is read: the
+	// kernel's FUSE readahead sizes READs (large windows for a
+	// sequential reader, a page for a random one).
 	AdviceNormal Advice = iota
+	// AdviceRandom: MADV_RANDOM and nothing read ahead by the daemon:
+	// every page is read when the copy faults on it, one page at a
+	// time, also within a large READ (a cold sequential read goes at
+	// the speed of single-page reads).
 	AdviceRandom
+	// AdviceSequential: MADV_SEQUENTIAL and nothing read ahead by the
+	// daemon: a fault reads ahead of itself by the store device's
+	// read_ahead_kb, and the kernel reclaims the pages early. For
+	// files read once from start to end; a random read costs a whole
+	// readahead window.
 	AdviceSequential
+	// AdviceWillNeed: AdviceNormal, and MADV_WILLNEED of the whole
+	// mapping at every map and remap: the kernel starts reading the
+	// file in the background, from its start, as far as one call may
+	// read ahead (the store device's read_ahead_kb: 8 MiB on a virtio
+	// disk). A head start for small files read soon after the open.
 	AdviceWillNeed
+	// AdviceHugePage: MADV_HUGEPAGE and the kernel's own fault
+	// read-around, nothing read ahead by the daemon (which would read
+	// single pages and defeat it): faults read 2 MiB folios where the
+	// kernel and the store's filesystem make them, so a cold 4 KiB
+	// read costs 2-4 MiB.
 	AdviceHugePage
 )
 
@@ -115,16 +142,23 @@ func ParseAdvice(s string) (Advice, error) {
 	return 0, fmt.Errorf("unknown madvise advice %q; valid: %s", s, AdviceNames)
 }
 
-func (a Advice) madv() int {
+// madv returns the madvise(2) advice a mapping gets, in order.
+func (a Advice) madv() []int {
 	switch a {
+	case AdviceNormal:
+		return []int{unix.MADV_RANDOM}
 	case AdviceRandom:
-		return unix.MADV_RANDOM
+		return []int{unix.MADV_RANDOM}
 	case AdviceSequential:
-		return unix.MADV_SEQUENTIAL
+		return []int{unix.MADV_SEQUENTIAL}
 	case AdviceWillNeed:
-		return unix.MADV_WILLNEED
+		return []int{unix.MADV_RANDOM, unix.MADV_WILLNEED}
 	case AdviceHugePage:
-		return unix.MADV_HUGEPAGE
+		return []int{unix.MADV_HUGEPAGE}
 	}
-	return unix.MADV_NORMAL
+	return nil
 }
+
+// readsAhead reports whether the daemon reads a READ's range in before
+// the copy (readahead.go).
+func (a Advice) readsAhead() bool { return a == AdviceNormal || a == AdviceWillNeed }
