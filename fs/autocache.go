@@ -10,38 +10,34 @@ import (
 
 // The automatic page cache (Options.AutoCache, on by default): an open
 // keeps the kernel's cached pages of a file (FOPEN_KEEP_CACHE) when the
-// file is as the kernel last knew it, and drops them otherwise, so that a
-// file read again and again is read from the mount's page cache, while a
-// change made in the store behind the mount is seen by the next open. It
-// is libfuse's auto_cache, made to survive the mount's own writes.
+// file is as it was at the last open that dropped them, and drops them
+// otherwise, so that a file read again and again is read from the mount's
+// page cache, while a change made in the store behind the mount is seen
+// by the next open. It is libfuse's auto_cache, made safe against what
+// the kernel does with attribute replies.
 //
-// What the kernel last knew is a file's stamp (mtime, ctime, size) at the
-// last moment its cache was known to match the store file:
-//   - an attribute reply (lookup, getattr, statx, setattr, create), but
-//     only under CAP_AUTO_INVAL_DATA and without the writeback cache,
-//     where the kernel itself drops the cached pages when a reply shows a
-//     new mtime or size, so that after the reply its pages are of the
-//     file the reply describes;
-//   - an open that drops the cache: the kernel reads the file afresh;
-//   - the release of a handle that wrote, when the handle's open found the
-//     cache current and none of its writes failed: writes through the mount go through the kernel's
-//     cache (or are the kernel's writeback), so the cache is still the
-//     file's after them, though the mtime they leave is new.
-//
-// A change behind the mount while the file is open and written through
-// it, too, is then missed at the next open; the kernel still drops the
-// pages at the first attribute reply after it (CAP_AUTO_INVAL_DATA), as
-// it does for every change behind the mount while a file is open. A write
-// that fails or comes up short forgets the file's stamp: under the
-// writeback cache the kernel keeps pages it could not write back.
+// A file's stamp (mtime, ctime, size of the store file) is what its
+// cached pages are known to be of. Only an open that drops the cache
+// sets it: the kernel then reads the file afresh. Everything else can
+// only take a stamp away, so that the next open drops the cache again:
+//   - an attribute reply (lookup, getattr, statx, setattr, create) that
+//     shows the file otherwise: the kernel may have dropped its pages for
+//     it (CAP_AUTO_INVAL_DATA) or not (a SETATTR reply, a reply it
+//     discarded as racing a write, --auto-inval-data=false, the writeback
+//     cache), and the daemon cannot tell which;
+//   - a write that fails or comes up short: under the writeback cache the
+//     kernel keeps pages it could not write back, which hold what never
+//     reached the file;
+//   - the daemon's own change of a file behind the kernel's cache (the
+//     fsyncgate put-back, injecthooks.go).
+// The mount's own writes change the mtime too, so a file written through
+// the mount is read afresh once after its next open: what the kernel does
+// anyway under CAP_AUTO_INVAL_DATA when it sees the new mtime.
 
 // cacheStamp is what a file's cached pages are known to be of.
 type cacheStamp struct {
 	mtime, ctime syscall.Timespec
 	size         int64
-	// suspect: a write to the file failed since the kernel's cache was
-	// last dropped; it matches no file.
-	suspect bool
 }
 
 // autoCacheFiles bounds the stamps kept: past it they are all forgotten,
@@ -62,15 +58,9 @@ func stampOf(st *syscall.Stat_t) (fileID, cacheStamp, bool) {
 	return fileID{dev: st.Dev, ino: st.Ino}, cacheStamp{mtime: st.Mtim, ctime: st.Ctim, size: st.Size}, true
 }
 
-// record remembers st as what the kernel's cache of its file is of,
-// unless a failed write made the cache suspect (see forget): only an open
-// that drops it (reset) vouches for it again.
-func (c *autoCache) record(st *syscall.Stat_t) { c.set(st, false) }
-
-// reset is record at an open that drops the kernel's cache of the file.
-func (c *autoCache) reset(st *syscall.Stat_t) { c.set(st, true) }
-
-func (c *autoCache) set(st *syscall.Stat_t, dropped bool) {
+// reset notes, at an open that drops the kernel's cache of st's file, st
+// as what the cache will be of.
+func (c *autoCache) reset(st *syscall.Stat_t) {
 	id, s, ok := stampOf(st)
 	if !ok {
 		return
@@ -79,9 +69,6 @@ func (c *autoCache) set(st *syscall.Stat_t, dropped bool) {
 	defer c.mu.Unlock()
 	if c.stamps == nil || len(c.stamps) >= autoCacheFiles {
 		c.stamps = make(map[fileID]cacheStamp)
-	}
-	if old, found := c.stamps[id]; found && old.suspect && !dropped {
-		return
 	}
 	c.stamps[id] = s
 }
@@ -99,6 +86,35 @@ func (c *autoCache) current(st *syscall.Stat_t) bool {
 	return found && old == s
 }
 
+// confirm takes away the stamp of st's file if st shows the file
+// otherwise.
+func (c *autoCache) confirm(st *syscall.Stat_t) {
+	id, s, ok := stampOf(st)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old, found := c.stamps[id]; found && old != s {
+		delete(c.stamps, id)
+	}
+}
+
+// forget takes away the stamp of the file id: its next open drops the
+// kernel's pages.
+func (c *autoCache) forget(id fileID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.stamps, id)
+}
+
+// forgetAll takes away every stamp.
+func (c *autoCache) forgetAll() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stamps = nil
+}
+
 // autoCacheOn says whether the mount decides FOPEN_KEEP_CACHE per open:
 // --keep-cache keeps every file's cache and --direct-io has none.
 func (m *mountState) autoCacheOn() bool {
@@ -106,14 +122,16 @@ func (m *mountState) autoCacheOn() bool {
 }
 
 // sawAttr notes the attributes of a file the daemon is replying with (see
-// the comment at the top of the file: only under CAP_AUTO_INVAL_DATA).
+// the comment at the top of the file).
 func (m *mountState) sawAttr(st *syscall.Stat_t) {
-	if m.autoCacheOn() && !m.opts.ExplicitInvalData && !m.opts.WritebackCache {
-		m.cache.record(st)
+	if m.autoCacheOn() {
+		m.cache.confirm(st)
 	}
 }
 
-// sawStatx is sawAttr for a statx reply, when it has the stamp's fields.
+// sawStatx is sawAttr for a statx reply. One without the stamp's fields
+// shows nothing to confirm against; the kernel takes its attributes only
+// when it has all of them, and the open compares the whole stamp anyway.
 func (m *mountState) sawStatx(x *unix.Statx_t) {
 	const need = unix.STATX_TYPE | unix.STATX_MTIME | unix.STATX_CTIME | unix.STATX_SIZE | unix.STATX_INO
 	if x.Mask&need != need {
@@ -124,10 +142,10 @@ func (m *mountState) sawStatx(x *unix.Statx_t) {
 }
 
 // openCacheFlags returns the FOPEN_KEEP_CACHE flag for an open of h's
-// file under auto-cache, and marks h as opened on a current cache: the
-// file (fstat through its Blob, the pending mtime applied) is as the
-// kernel last knew it; if not, the open drops the kernel's pages, and the
-// file as it is now is what they will be of.
+// file under auto-cache: the file (fstat through its Blob, the pending
+// mtime applied) is as it was at the last open that dropped the kernel's
+// cache; if not, this open drops it, and the file as it is now is what
+// the cache will be of.
 func (h *handle) openCacheFlags() (uint32, error) {
 	if !h.m.autoCacheOn() {
 		return 0, nil
@@ -136,7 +154,6 @@ func (h *handle) openCacheFlags() (uint32, error) {
 	if err := h.blob.Fd(func(fd int) error { return syscall.Fstat(fd, &st) }); err != nil {
 		return 0, err
 	}
-	h.cacheCurrent = true
 	h.cacheID = fileID{dev: st.Dev, ino: st.Ino}
 	if h.m.cache.current(&st) {
 		h.m.stats.autoCacheKept.Add(1)
@@ -147,39 +164,10 @@ func (h *handle) openCacheFlags() (uint32, error) {
 	return 0, nil
 }
 
-// forget marks the cache of the file id suspect: its next open drops the
-// kernel's pages, and nothing but that open vouches for them again.
-func (c *autoCache) forget(id fileID) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.stamps == nil || len(c.stamps) >= autoCacheFiles {
-		c.stamps = make(map[fileID]cacheStamp)
-	}
-	c.stamps[id] = cacheStamp{suspect: true}
-}
-
-// forgetCache is called when a write through h failed or came up short:
-// the kernel's pages may hold what never reached the file (the writeback
-// cache keeps a page whose writeback failed), so the next open drops them
-// and h's release does not vouch for them.
+// forgetCache is called when a write through h failed or came up short
+// (see the top of the file).
 func (h *handle) forgetCache() {
-	if !h.cacheCurrent {
-		return
+	if h.m.autoCacheOn() {
+		h.m.cache.forget(h.cacheID)
 	}
-	h.failed.Store(true)
-	h.m.cache.forget(h.cacheID)
-}
-
-// releaseCache notes, at the release of h, the file as h's writes left it,
-// when h was opened on a current cache (see the top of the file).
-func (h *handle) releaseCache() error {
-	if !h.cacheCurrent || !h.wrote.Load() || h.failed.Load() {
-		return nil
-	}
-	var st syscall.Stat_t
-	if err := h.blob.Fd(func(fd int) error { return syscall.Fstat(fd, &st) }); err != nil {
-		return err
-	}
-	h.m.cache.record(&st)
-	return nil
 }

@@ -2,8 +2,6 @@ package fs
 
 import (
 	"context"
-	"errors"
-	"sync/atomic"
 	"syscall"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
@@ -35,19 +33,14 @@ type handle struct {
 	// report each loss recorded after its open once. Read only; what it
 	// points to is the Blob's.
 	mark *backing.ErrMark
-	// cacheCurrent (set at open, read only after) says the open found
-	// the kernel's cache of the file current, or dropped it (auto-cache,
-	// autocache.go); wrote says the handle has written since, failed
-	// that one of its writes failed or came up short.
-	cacheCurrent bool
-	cacheID      fileID // the store file, when auto-cache is on; read only
-	wrote        atomic.Bool
-	failed       atomic.Bool // a write through the handle failed
+	// cacheID is the store file, for auto-cache (autocache.go): set at
+	// open, read only after.
+	cacheID fileID
 }
 
 func (m *mountState) newHandle(b *backing.Blob, n *Node) *handle {
 	if n != nil {
-		b.SetOwner(blobOwner{n}) // the store's rules match its path now
+		b.SetOwner(blobOwner{n, b}) // the store's rules match its path now
 	}
 	return &handle{m: m, blob: b, node: n, appendOnly: b.AppendOnly(), mark: b.Mark()}
 }
@@ -63,7 +56,6 @@ func (h *handle) injectPath() string {
 
 // writeAt writes through the Blob as this handle may (see appendOnly).
 func (h *handle) writeAt(p []byte, off int64) (int, error) {
-	h.wrote.Store(true)
 	if h.appendOnly {
 		return h.blob.AppendAt(p, off)
 	}
@@ -202,8 +194,7 @@ var _ = (gofs.FileReleaser)((*handle)(nil))
 func (h *handle) Release(ctx context.Context) syscall.Errno {
 	rq := h.m.trace.current(ctx)
 	rq.enter(h.m.trace, h.blob, 0, 0)
-	err := h.releaseCache()
-	err = errors.Join(err, h.m.store.Release(h.blob)) // the last release may sync
+	err := h.m.store.Release(h.blob) // the last release may sync
 	rq.leave()
 	if err != nil {
 		// The kernel ignores this errno; errno() logs it (an
@@ -279,10 +270,12 @@ func (h *handle) Allocate(ctx context.Context, off uint64, size uint64, mode uin
 			return errno
 		}
 	}
-	h.wrote.Store(true) // the kernel drops what a hole punched leaves stale
 	err := h.blob.Allocate(int64(off), int64(size), mode)
 	rq.leave()
 	if err != nil {
+		// The kernel drops the range's cached pages only after a
+		// fallocate that succeeded.
+		h.forgetCache()
 		return h.errno("fallocate", err)
 	}
 	return 0

@@ -137,19 +137,38 @@ func storeInject(set *inject.Set, logf func(string, ...any)) func(op string, b *
 // blobOwner is a node as the owner of its Blob (backing.Owner): the
 // store's fault-injection rules match the node's path now, and the pages
 // a lost writeback put back are dropped from the kernel's cache of it.
-type blobOwner struct{ n *Node }
+type blobOwner struct {
+	n *Node
+	b *backing.Blob
+}
 
 // Path is the node's path now.
 func (o blobOwner) Path() string { return o.n.rel() }
 
 // Invalidate drops [off, off+n) from the kernel's cache of the node
 // (FUSE_NOTIFY_INVAL_INODE), so that a client reads what the store holds
-// now, not the content a lost writeback lost. A node the kernel has
-// forgotten has nothing cached (ENOENT).
+// now, not the content a lost writeback lost; and takes the file's
+// auto-cache stamp away first (the put-back copied into dirty pages, so
+// the mtime did not change), so that the next open drops the cache even
+// if the notification fails. The notification is sent from a goroutine
+// of its own: Invalidate may run inside a request (a WRITE under the
+// write-through policy) for which the kernel holds the very pages the
+// invalidation must lock, and it would wait for the reply the request
+// has not sent yet. A node the kernel has forgotten has nothing cached
+// (ENOENT).
 func (o blobOwner) Invalidate(off, n int64) {
-	if errno := o.n.NotifyContent(off, n); errno != 0 && errno != syscall.ENOENT {
-		o.n.m.log.Printf("inject: %q: dropping bytes %d-%d put back by a lost writeback from the kernel's cache: %v", o.n.rel(), off, off+n, errno)
+	m := o.n.m
+	var st syscall.Stat_t
+	if err := o.b.Fd(func(fd int) error { return syscall.Fstat(fd, &st) }); err == nil {
+		m.cache.forget(fileID{dev: st.Dev, ino: st.Ino})
+	} else {
+		m.cache.forgetAll() // which file it is is not known: trust no stamp
 	}
+	go func() {
+		if errno := o.n.NotifyContent(off, n); errno != 0 && errno != syscall.ENOENT {
+			m.log.Printf("inject: %q: dropping bytes %d-%d put back by a lost writeback from the kernel's cache: %v", o.n.rel(), off, off+n, errno)
+		}
+	}()
 }
 
 // newInjectSet parses the rules of opts into the mount's set, refusing

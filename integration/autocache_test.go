@@ -90,6 +90,20 @@ func TestAutoCache(t *testing.T) {
 				n := bytes.Count(got, []byte("a"))
 				t.Errorf("the first open after a change in the store read %d stale bytes of %d: the kernel's cache of the old file was kept", n, size)
 			}
+			// A change behind the mount, then an attribute change
+			// through it: the SETATTR reply shows the kernel the new
+			// mtime, which it takes without dropping its pages; the
+			// next open must still drop them.
+			third := bytes.Repeat([]byte("c"), size)
+			if err := os.WriteFile(filepath.Join(m.store, "f"), third, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(path, 0o640); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, third) {
+				t.Errorf("the first open after a change in the store and a chmod through the mount read %d stale bytes of %d (%v)", bytes.Count(got, []byte("b")), size, err)
+			}
 			// Under auto-inval-data the lookup before the open may have
 			// seen the change first, and the kernel dropped its pages
 			// then; without it, only the open can.

@@ -1181,3 +1181,43 @@ func TestInjectMsyncSizeOnly(t *testing.T) {
 		t.Fatalf("the next fsync: %v, want success", err)
 	}
 }
+
+// TestInjectFsyncgateWriteThrough: under the write-through policy the
+// sync that loses the pages runs inside the WRITE, for which the kernel
+// holds the page locked until the reply; dropping the put-back pages from
+// the kernel's cache from inside the request would wait for that lock
+// forever (the client and the daemon's thread both stuck, unkillable).
+// The write must come back, with the error, and the mount stay usable.
+func TestInjectFsyncgateWriteThrough(t *testing.T) {
+	t.Parallel()
+	const rule = "op=msync,path=w,errno=EIO,fsyncgate,times=1"
+	m := startMount(t, "--powercut-sim", "--writeback", "write-through", "--inject", rule)
+	path := filepath.Join(m.mnt, "w")
+	done := make(chan error, 1)
+	go func() {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer f.Close()
+		_, err = f.Write([]byte("a line into a page the kernel has not cached\n"))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, syscall.EIO) {
+			t.Errorf("write under write-through and %s: %v, want EIO", rule, err)
+		}
+	case <-time.After(20 * time.Second):
+		// Free the stuck client and daemon thread, so that the test's
+		// cleanup can unmount.
+		if err := abortConnection(m.conn); err != nil {
+			t.Logf("abort the connection: %v", err)
+		}
+		t.Fatalf("write under write-through and %s did not come back in 20s: the put-back's invalidation waits for the page the WRITE holds", rule)
+	}
+	if _, err := os.ReadFile(path); err != nil {
+		t.Errorf("reading the file after the lost writeback: %v", err)
+	}
+}

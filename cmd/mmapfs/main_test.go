@@ -144,7 +144,7 @@ func TestFlagRefusals(t *testing.T) {
 		{[]string{"-o", "keep-cache=maybe"}, []string{"keep-cache=maybe"}},
 		{[]string{"-o", "log="}, []string{"log=FILE"}},
 		{[]string{"--profile", "fast"}, []string{"--profile", "fast", "exclusive", "kernel-defaults"}},
-		{[]string{"-o", "profile=fast"}, []string{"--profile", "fast", "no such profile"}},
+		{[]string{"-o", "profile=fast"}, []string{"-o profile=fast", "no such profile"}},
 	} {
 		for _, form := range [][]string{{"mount"}, {"-f"}} {
 			args := append(append(append([]string{}, form...), c.args...), store, mnt)
@@ -272,6 +272,15 @@ func TestProfiles(t *testing.T) {
 		o, _ := parse(args...)
 		if o.Profile != "exclusive" || o.AttrTimeout != 5*time.Second || o.EntryTimeout != time.Hour || !o.KeepCache {
 			t.Errorf("%v: profile %q, attr timeout %v, entry timeout %v, keep-cache %v; want exclusive, 5s, 1h, true", args, o.Profile, o.AttrTimeout, o.EntryTimeout, o.KeepCache)
+		}
+	}
+	for _, args := range [][]string{
+		{"--profile", "exclusive", "--auto-cache"},
+		{"--profile", "exclusive", "--direct-io"},
+		{"-o", "profile=exclusive,auto_cache"},
+	} {
+		if o, _ := parse(args...); o.KeepCache {
+			t.Errorf("%v: the profile's --keep-cache turned off the auto-cache or direct I/O given on its own", args)
 		}
 	}
 	k, c := parse("--profile", "kernel-defaults", "--writeback", "none")

@@ -30,6 +30,7 @@ type mountConfig struct {
 	opts                    fs.Options
 	policy, advice, metrics string
 	profile                 string // --profile NAME
+	profileFromO            bool   // the profile was given as -o profile=NAME
 	autoInval               bool
 	logFile                 string   // -o log=FILE: the daemon's log goes there
 	o                       []string // the -o arguments, as given
@@ -129,7 +130,11 @@ func (c *mountConfig) options(f *pflag.FlagSet) (fs.Options, error) {
 		}
 	}
 	if _, err := applyProfile(f, c.profile); err != nil {
-		return fs.Options{}, err
+		form := "--profile"
+		if c.profileFromO { // -o is applied after the flags: its value is the one in force
+			form = "-o profile=" + c.profile
+		}
+		return fs.Options{}, fmt.Errorf("%s: %w", form, err)
 	}
 	opts := c.opts
 	opts.Profile = c.profile
@@ -290,6 +295,9 @@ func (c *mountConfig) applyOption(f *pflag.FlagSet, o string) error {
 		return nil
 	}
 	fl := f.Lookup(strings.ReplaceAll(name, "_", "-"))
+	if fl != nil && fl.Name == "profile" {
+		c.profileFromO = true
+	}
 	if fl == nil || fl.Name == "options" || fl.Name == "help" || fl.Name == "foreground" {
 		return fmt.Errorf("-o %s: unknown mount option %q (see mmapfs mount --help for the flags, each an option NAME=VALUE)", o, name)
 	}

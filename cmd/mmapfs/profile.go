@@ -91,7 +91,7 @@ func findProfile(name string) (profile, error) {
 			return p, nil
 		}
 	}
-	return profile{}, fmt.Errorf("--profile %q: no such profile; the profiles are %s", name, profileNames())
+	return profile{}, fmt.Errorf("profile %q: no such profile; the profiles are %s", name, profileNames())
 }
 
 // applyProfile sets, on f, each flag of the profile named name that was
@@ -103,14 +103,32 @@ func applyProfile(f *pflag.FlagSet, name string) ([]string, error) {
 	}
 	var set []string
 	for _, fv := range p.flags {
-		if f.Changed(fv[0]) {
+		if f.Changed(fv[0]) || overridden(f, fv[0]) {
 			continue
 		}
 		if err := f.Set(fv[0], fv[1]); err != nil {
-			return nil, fmt.Errorf("--profile %s: setting --%s=%s: %w", name, fv[0], fv[1], err)
+			return nil, fmt.Errorf("profile %s: setting --%s=%s: %w", name, fv[0], fv[1], err)
 		}
 		set = append(set, fv[0])
 	}
 	sort.Strings(set)
 	return set, nil
+}
+
+// overriddenBy names, for a flag a profile may set, the flags that when
+// given on their own win over it though they are other flags: a keep-cache
+// the profile sets would silently turn off the auto-cache or the direct
+// I/O the user asked for (each of them is in force only without it).
+var overriddenBy = map[string][]string{
+	"keep-cache": {"auto-cache", "direct-io"},
+}
+
+// overridden says a flag given on its own overrides the profile's name.
+func overridden(f *pflag.FlagSet, name string) bool {
+	for _, o := range overriddenBy[name] {
+		if f.Changed(o) {
+			return true
+		}
+	}
+	return false
 }
