@@ -313,13 +313,15 @@ var noCachestat atomic.Bool
 // Resident returns how many bytes of the blob's file, over its mapped
 // range, are in the page cache now: by cachestat(2) on its descriptor, or
 // by mincore(2) over its mapping where the kernel has no cachestat. It
-// allocates nothing, and holds b.mu shared for one system call at a time
-// (cachestat once; mincore once per chunk of mincoreChunk pages), so a
-// stats reader never holds up a grow or a remap (nor, behind that, every
+// allocates nothing, and holds b.mu shared for one short system call at a
+// time (a dup of the descriptor, which cachestat then uses unlocked; or
+// mincore of one chunk of mincoreChunk pages), so that a stats reader
+// never holds up a grow or a remap of the blob (nor, behind that, every
 // copy) for longer. A blob the store has dropped counts 0, and so does
 // one dropped while mincore is counting it. A file that the daemon
-// neither owns nor may write counts 0: the kernel refuses cachestat on it
-// (EPERM), and its mincore would say every page is resident.
+// neither owns nor may write (nor has CAP_FOWNER for) counts 0: the
+// kernel refuses cachestat on it (EPERM); its mincore, the fallback's,
+// says every page is resident.
 func (b *Blob) Resident() (int64, error) {
 	if !noCachestat.Load() {
 		n, err := b.residentCachestat()
@@ -342,22 +344,45 @@ var errNoCachestat = errors.New("cachestat(2) is not available")
 
 // residentCachestat is Resident by cachestat(2). It returns
 // errNoCachestat when the daemon cannot use cachestat at all, and
-// EOPNOTSUPP, not wrapped, when it cannot on this file.
+// EOPNOTSUPP when it cannot on this file.
+//
+// cachestat walks the file's cached pages in the range, which takes some
+// 20 ms a GiB cached in 4 KiB pages: too long to hold b.mu, behind which
+// a grow or remap of the blob, and every copy behind that, would wait.
+// So it runs on a duplicate of the blob's descriptor, made under b.mu
+// and closed after, which keeps the file open should the blob close or
+// drop its own meanwhile. Without a descriptor to spare it runs under
+// b.mu on the blob's own.
 func (b *Blob) residentCachestat() (int64, error) {
 	b.mu.RLock()
-	defer b.mu.RUnlock()
 	n := min(roundUp(b.size), int64(len(b.data)))
 	if n <= 0 || b.fd < 0 {
+		b.mu.RUnlock()
 		return 0, nil
 	}
+	writable := b.writable
+	fd, err := unix.FcntlInt(uintptr(b.fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		defer b.mu.RUnlock()
+		return b.cachestat(b.fd, n, writable)
+	}
+	b.mu.RUnlock()
+	got, err := b.cachestat(fd, n, writable)
+	return got, errors.Join(err, closeFd(fd, b.name))
+}
+
+// cachestat returns the bytes of the file open on fd (writable: for
+// writing) in the page cache over [0, n), by cachestat(2); errors as
+// residentCachestat's.
+func (b *Blob) cachestat(fd int, n int64, writable bool) (int64, error) {
 	var cs unix.Cachestat_t
-	err := unix.Cachestat(uint(b.fd), &unix.CachestatRange{Off: 0, Len: uint64(n)}, &cs, 0)
+	err := unix.Cachestat(uint(fd), &unix.CachestatRange{Off: 0, Len: uint64(n)}, &cs, 0)
 	switch {
 	case err == nil:
 		return int64(cs.Cache) * int64(pageSize), nil
 	case errors.Is(err, syscall.ENOSYS):
 		return 0, errNoCachestat
-	case errors.Is(err, syscall.EPERM) && b.writable:
+	case errors.Is(err, syscall.EPERM) && writable:
 		// The kernel lets cachestat every descriptor open for
 		// writing: this EPERM is a seccomp filter's.
 		return 0, errNoCachestat

@@ -379,6 +379,87 @@ func TestResidentBytesPageCache(t *testing.T) {
 	}
 }
 
+// TestResidentBytesConcurrent: counting resident bytes (by cachestat,
+// unlocked on a duplicate descriptor, and by mincore a chunk at a time)
+// while other goroutines grow, shrink, write and sync the blobs and the
+// store drops and reopens them through a bound of 4, under -race: no
+// error, no race, and never more than the largest size.
+func TestResidentBytesConcurrent(t *testing.T) {
+	s, _ := newBoundedStore(t, 4)
+	const n, most = 12, 64 << 10
+	blobs := make([]*Blob, n)
+	for i := range blobs {
+		blobs[i] = openBlob(t, s, fmt.Sprintf("f%d", i))
+	}
+	defer func() {
+		for _, b := range blobs {
+			release(t, s, b)
+		}
+	}()
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	stop := make(chan struct{})
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := range 200 {
+				b := blobs[(g*5+k*7)%n]
+				var err error
+				switch k % 4 {
+				case 0:
+					_, err = b.WriteAt(pattern(byte(k), 0, most), 0)
+				case 1:
+					err = b.Truncate(int64(k%3) * 4096)
+				case 2:
+					_, err = b.WriteAt([]byte("x"), int64(k%16)*4096)
+				case 3:
+					err = b.Sync()
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	var readers sync.WaitGroup
+	for r := range 2 {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			for k := 0; ; k++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := s.Stats(); err != nil {
+					errs <- err
+					return
+				}
+				b := blobs[(r+k)%n]
+				count := b.Resident
+				if k%2 == 1 {
+					count = b.residentMincore
+				}
+				got, err := count()
+				if err != nil || got < 0 || got > most {
+					errs <- fmt.Errorf("%s: resident %d bytes, %v; want 0 to %d", b.Name(), got, err, most)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	readers.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
 // BenchmarkStatsManyBigFiles: the store's figures with 16 sparse 64 GiB
 // files open, each with a few pages in the page cache (what a stats
 // reader costs the daemon per reading), counted by cachestat(2) and by
