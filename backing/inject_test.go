@@ -414,3 +414,30 @@ func TestInjectPutBackInvalidates(t *testing.T) {
 		t.Fatalf("invalidated %v, want page 1 only: [[%d %d]]", o.inval, ps, ps)
 	}
 }
+
+// TestInjectLostNothingOwed: an fsyncgate decision made before the sync's
+// lock, whose pages another sync took meanwhile, finds nothing owed: it
+// loses nothing, and no fsync is told of a loss.
+func TestInjectLostNothingOwed(t *testing.T) {
+	t.Parallel()
+	s := newStoreWith(t, t.TempDir(), Options{PowerCutSim: true})
+	b := openBlob(t, s, "f")
+	defer release(t, s, b)
+	mustWrite(t, b, pattern(1, 0, 100), 0)
+	if err := b.Fsync(); err != nil {
+		t.Fatal(err)
+	}
+	mark := b.Mark()
+	unlock, err := b.syncLock("fsync")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = b.syncTakenLocked(&pageSet{}, false, false, &WritebackLost{Err: syscall.EIO})
+	unlock()
+	if err != nil {
+		t.Errorf("a lost writeback of nothing owed: %v, want nil", err)
+	}
+	if err := b.FsyncAs(mark); err != nil {
+		t.Errorf("the next fsync after a loss of nothing: %v, want nil", err)
+	}
+}
