@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
@@ -141,6 +142,8 @@ func runCheck(out, errOut io.Writer, dir string, s checkSettings) error {
 		Replay: "mmapfs check " + shellQuote(dir),
 	}
 	if s.remount != "" {
+		// The guarantee needs the remount to fail again.
+		cfg.Replay += " --remount " + shellQuote(s.remount)
 		cfg.Remount = func() error {
 			c := exec.Command("/bin/sh", "-c", s.remount)
 			c.Stdout, c.Stderr = errOut, errOut
@@ -177,7 +180,7 @@ func runCheck(out, errOut io.Writer, dir string, s checkSettings) error {
 	}()
 
 	rep := checkReport{Dir: cfg.Dir, Filesystem: mmapcheck.FSType(dir), Seed: s.seed, Ops: s.ops}
-	if abs, err := absDir(dir); err == nil {
+	if abs, err := filepath.Abs(dir); err == nil {
 		rep.Dir = abs
 	}
 	if !s.json {
@@ -235,17 +238,6 @@ func resultLine(r mmapcheck.Result) string {
 		return line
 	}
 	return fmt.Sprintf("n/a   %-20s %s", r.Name, r.Why)
-}
-
-func absDir(dir string) (string, error) {
-	if strings.HasPrefix(dir, "/") {
-		return dir, nil
-	}
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	return wd + "/" + dir, nil
 }
 
 // shellQuote quotes s for a shell command line when it needs it.

@@ -90,7 +90,7 @@ func TestCheckCommandFails(t *testing.T) {
 		t.Fatalf("check with a failing remount: %v, want exit status 1\n%s", err, out)
 	}
 	if !strings.Contains(out, "FAIL  remount") || !strings.Contains(out, "expected the remount command succeeds") ||
-		!strings.Contains(out, "reproduce: mmapfs check "+dir+" --only remount --seed 11 (fails at step") {
+		!strings.Contains(out, "reproduce: mmapfs check "+dir+" --remount 'exit 3' --only remount --seed 11 (fails at step") {
 		t.Errorf("output lacks the failure and how to reproduce it:\n%s", out)
 	}
 	dirEmpty(t, dir)

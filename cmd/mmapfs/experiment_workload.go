@@ -355,6 +355,23 @@ func (g *goRun) Freeze() time.Time {
 
 func (g *goRun) Progress() (int64, int64) { return g.n.Load(), g.acked.Load() }
 
+// endAfterOutput closes ended once read is closed (the workload's output
+// was read to its end, or to its last word), or, if the process exits
+// first, once read is closed after all or a second has passed: the lines
+// the process wrote before it exited are still in the pipe, and each may
+// acknowledge a unit the check must count.
+func endAfterOutput(ended chan<- struct{}, read, exited <-chan struct{}) {
+	select {
+	case <-read:
+	case <-exited:
+		select {
+		case <-read:
+		case <-time.After(time.Second):
+		}
+	}
+	close(ended)
+}
+
 // errStuck is Kill's error for a workload that did not stop.
 var errStuck = fmt.Errorf("the workload was still in a system call on the mount %v after it was told to stop", killWait)
 
@@ -940,22 +957,16 @@ func (w *lmdbMapWorkload) Start(mnt, _ string, d time.Duration) (running, error)
 	if err != nil {
 		return nil, errors.Join(err, out.Close())
 	}
-	said := make(chan struct{})
+	read := make(chan struct{}) // the writer said done, or its output ended
 	ended := make(chan struct{})
+	go endAfterOutput(ended, read, p.done)
 	go func() {
-		select {
-		case <-said:
-		case <-p.done:
-		}
-		close(ended)
-	}()
-	go func() {
+		defer close(read)
 		defer out.Close()
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			line := sc.Text()
 			if line == "done" {
-				close(said)
 				return
 			}
 			if n, ok := strings.CutPrefix(line, "ack "); ok {
@@ -1194,12 +1205,21 @@ func (p *procRun) kill() (failure, group error) {
 	if err := p.signalGroup(syscall.SIGKILL); err != nil {
 		errs = append(errs, err)
 	}
-	<-p.done
-	for deadline := time.Now().Add(groupWait); !p.groupGone(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			errs = append(errs, fmt.Errorf("the workload's process group %d still has processes %v after SIGKILL", p.pgid, groupWait))
-			break
+	t := time.NewTimer(killWait)
+	defer t.Stop()
+	select {
+	case <-p.done:
+		for deadline := time.Now().Add(groupWait); !p.groupGone(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				errs = append(errs, fmt.Errorf("the workload's process group %d still has processes %v after SIGKILL: %w", p.pgid, groupWait, errStuck))
+				break
+			}
 		}
+	case <-t.C:
+		// In a system call on the mount that SIGKILL cannot end (a
+		// hung request): the mount's forced end frees it.
+		errs = append(errs, fmt.Errorf("%s (pid %d) did not die of SIGKILL: %w", filepath.Base(p.cmd.Path), p.cmd.Process.Pid, errStuck))
+		return nil, errors.Join(errs...)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -1282,13 +1302,7 @@ func (q *sqliteWorkload) Start(mnt, _ string, d time.Duration) (running, error) 
 		mode = "WAL"
 	}
 	driven := make(chan struct{})
-	go func() {
-		select {
-		case <-driven:
-		case <-p.done:
-		}
-		close(r.ended)
-	}()
+	go endAfterOutput(r.ended, driven, p.done)
 	go func() {
 		defer close(driven)
 		rd := bufio.NewReader(pr)

@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -179,7 +180,7 @@ func find(name string) *Guarantee {
 func (c *Check) Run(each func(Result)) []Result {
 	var rs []Result
 	for _, g := range guarantees {
-		if len(c.cfg.Only) > 0 && !contains(c.cfg.Only, g.Name) {
+		if len(c.cfg.Only) > 0 && !slices.Contains(c.cfg.Only, g.Name) {
 			continue
 		}
 		r := c.runOne(g)
@@ -189,15 +190,6 @@ func (c *Check) Run(each func(Result)) []Result {
 		}
 	}
 	return rs
-}
-
-func contains(l []string, s string) bool {
-	for _, x := range l {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // runOne runs g in a directory of its own under the check's.
