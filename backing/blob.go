@@ -62,6 +62,10 @@ type Blob struct {
 	// used is set by every access and cleared by the store's sweep.
 	used atomic.Bool
 
+	// ra is what the daemon read in ahead of a sequential reader
+	// (readahead.go); it has its own lock.
+	ra readState
+
 	// flags caches the file's immutable and append-only flags and
 	// whether the blob is written through afd (flagImmutable,
 	// flagAppend, flagViaAppend; see flags.go). Read without a lock on

@@ -119,3 +119,41 @@ func TestAdviceMadv(t *testing.T) {
 		}
 	}
 }
+
+// TestReadPlan: the windows read in ahead of a sequential stream of
+// 128 KiB READs double up to the cap and keep ahead of the reader; a
+// READ elsewhere gets exactly its range and starts a new stream.
+func TestReadPlan(t *testing.T) {
+	const k = 1 << 10
+	var r readState
+	type step struct {
+		first, last, from, to int64
+		window                bool
+	}
+	for i, s := range []step{
+		{0, 128 * k, 0, 128 * k, false},            // a first READ: its range
+		{128 * k, 256 * k, 128 * k, 384 * k, true}, // goes on: a window of 256 KiB
+		{256 * k, 384 * k, 384 * k, 896 * k, true}, // in its second half: the next, 512 KiB
+		{384 * k, 512 * k, 0, 0, true},             // covered, not due
+		{512 * k, 640 * k, 0, 0, true},             // covered, not due
+		{640 * k, 768 * k, 896 * k, 1920 * k, true},
+		{768 * k, 896 * k, 0, 0, true},
+		{1536 * k, 1664 * k, 1920 * k, 3968 * k, true}, // 2 MiB: the cap
+		{3200 * k, 3328 * k, 3968 * k, 6016 * k, true}, // stays 2 MiB
+		{64 << 20, 64<<20 + 128*k, 64 << 20, 64<<20 + 128*k, false}, // elsewhere: its range
+		{64<<20 + 128*k, 64<<20 + 256*k, 64<<20 + 128*k, 64<<20 + 384*k, true},
+		{8 * k, 16 * k, 8 * k, 16 * k, false}, // back: its range
+	} {
+		from, to, window := r.plan(s.first, s.last, 2<<20)
+		if from != s.from || to != s.to || window != s.window {
+			t.Errorf("step %d: plan(%d, %d) = [%d, %d) window %v; want [%d, %d) window %v", i, s.first, s.last, from, to, window, s.from, s.to, s.window)
+		}
+	}
+	// A cap no larger than the READ: nothing but the READ's range.
+	var q readState
+	for _, first := range []int64{0, 128 * k, 256 * k} {
+		if from, to, window := q.plan(first, first+128*k, 128*k); from != first || to != first+128*k || window {
+			t.Errorf("cap 128 KiB: plan(%d) = [%d, %d) window %v; want the READ's range", first, from, to, window)
+		}
+	}
+}
