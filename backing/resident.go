@@ -3,7 +3,6 @@ package backing
 import (
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -305,11 +304,6 @@ func probeReopen(rootFd int) bool {
 // one call at a time.
 const mincoreChunk = 4096
 
-// noCachestat says cachestat(2) is not available to the daemon (ENOSYS:
-// a kernel before 6.5, or a seccomp filter that refuses it): Resident
-// uses mincore(2) from then on.
-var noCachestat atomic.Bool
-
 // Resident returns how many bytes of the blob's file, over its mapped
 // range, are in the page cache now: by cachestat(2) on its descriptor, or
 // by mincore(2) over its mapping where the kernel has no cachestat. It
@@ -322,12 +316,16 @@ var noCachestat atomic.Bool
 // neither owns nor may write (nor has CAP_FOWNER for) counts 0: the
 // kernel refuses cachestat on it (EPERM); its mincore, the fallback's,
 // says every page is resident.
-func (b *Blob) Resident() (int64, error) {
-	if !noCachestat.Load() {
+func (b *Blob) Resident() (int64, error) { return b.resident(nil) }
+
+// resident is Resident, stopped (0 bytes, no error) when stopped, if not
+// nil, says so between chunks of mincore.
+func (b *Blob) resident(stopped func() bool) (int64, error) {
+	if no := &b.store.stats.noCachestat; !no.Load() {
 		n, err := b.residentCachestat()
 		switch {
 		case errors.Is(err, errNoCachestat):
-			noCachestat.Store(true)
+			no.Store(true)
 		case errors.Is(err, syscall.EOPNOTSUPP):
 			// A file whose filesystem keeps no page cache that
 			// cachestat counts (hugetlbfs): mincore, for it only.
@@ -335,7 +333,7 @@ func (b *Blob) Resident() (int64, error) {
 			return n, err
 		}
 	}
-	return b.residentMincore()
+	return b.residentMincore(stopped)
 }
 
 // errNoCachestat is residentCachestat's answer when the daemon cannot use
@@ -395,10 +393,14 @@ func (b *Blob) cachestat(fd int, n int64, writable bool) (int64, error) {
 }
 
 // residentMincore is Resident by mincore(2), one chunk of the mapping at
-// a time, each under b.mu shared.
-func (b *Blob) residentMincore() (int64, error) {
+// a time, each under b.mu shared; it stops (0 bytes, no error) when
+// stopped, if not nil, says so before a chunk.
+func (b *Blob) residentMincore(stopped func() bool) (int64, error) {
 	var total int64
 	for at := int64(0); ; {
+		if stopped != nil && stopped() {
+			return 0, nil
+		}
 		b.mu.RLock()
 		n := min(roundUp(b.size), int64(len(b.data)))
 		if b.fd < 0 || n <= 0 {

@@ -2,12 +2,14 @@ package backing
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -314,7 +316,7 @@ func TestResidentBytesBigSparse(t *testing.T) {
 	}
 
 	var mc int64
-	heap = allocated(func() { mc, err = b.residentMincore() })
+	heap = allocated(func() { mc, err = b.residentMincore(nil) })
 	if err != nil {
 		t.Fatalf("residentMincore: %v", err)
 	}
@@ -370,7 +372,7 @@ func TestResidentBytesPageCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mc, err := b.residentMincore()
+	mc, err := b.residentMincore(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,11 +441,10 @@ func TestResidentBytesConcurrent(t *testing.T) {
 					return
 				}
 				b := blobs[(r+k)%n]
-				count := b.Resident
+				got, err := b.Resident()
 				if k%2 == 1 {
-					count = b.residentMincore
+					got, err = b.residentMincore(nil)
 				}
-				got, err := count()
 				if err != nil || got < 0 || got > most {
 					errs <- fmt.Errorf("%s: resident %d bytes, %v; want 0 to %d", b.Name(), got, err, most)
 					return
@@ -457,6 +458,50 @@ func TestResidentBytesConcurrent(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+}
+
+// TestStatsInterrupted: a Stats call counting by the mincore fallback
+// (here 16 sparse 64 GiB blobs, several seconds of mincore) stops with
+// ErrStatsInterrupted when InterruptStats is called, and the next Stats
+// call counts again.
+func TestStatsInterrupted(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := newStoreAt(t, dir)
+	for i := range 16 {
+		openBigSparse(t, s, dir, fmt.Sprintf("big%d", i), 4096)
+	}
+	s.stats.noCachestat.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Stats()
+		done <- err
+	}()
+	// Until it returns: an interruption before it began would not
+	// stop it.
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+wait:
+	for {
+		select {
+		case err = <-done:
+			break wait
+		case <-tick.C:
+			s.InterruptStats()
+		}
+	}
+	if !errors.Is(err, ErrStatsInterrupted) {
+		t.Fatalf("Stats interrupted under way: %v, want ErrStatsInterrupted", err)
+	}
+	s.stats.noCachestat.Store(false)
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatalf("Stats after the interruption: %v", err)
+	}
+	if n := st.Figures.Get(wire.ResidentBytes); n != 16*pagesz() {
+		t.Errorf("resident_bytes after the interruption = %d, want %d", n, 16*pagesz())
 	}
 }
 
@@ -474,9 +519,7 @@ func BenchmarkStatsManyBigFiles(b *testing.B) {
 	}
 	for _, mode := range []string{"cachestat", "mincore"} {
 		b.Run(mode, func(b *testing.B) {
-			was := noCachestat.Load()
-			noCachestat.Store(mode == "mincore")
-			defer noCachestat.Store(was)
+			s.stats.noCachestat.Store(mode == "mincore")
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := s.Stats(); err != nil {

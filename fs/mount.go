@@ -217,6 +217,8 @@ func (s *Server) Unmount() error {
 	if s.unmounted.Load() {
 		return nil
 	}
+	// A stats file being rendered is a file open on the mount.
+	s.store.InterruptStats()
 	if !s.fdMount {
 		if err := s.server.Unmount(); err != nil {
 			return fmt.Errorf("unmount %s: %w", s.mountpoint, err)
@@ -243,6 +245,7 @@ func (s *Server) UnmountLazy() error {
 	if s.unmounted.Load() {
 		return nil
 	}
+	s.store.InterruptStats()
 	err := detach(s.mountpoint)
 	if errors.Is(err, syscall.EINVAL) {
 		still, serr := s.stillMounted()
