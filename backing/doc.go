@@ -77,8 +77,8 @@
 // sync.go, durability; pageset.go, the dirty ledger's page sets;
 // policy.go, the writeback policies; flags.go, immutable and append-only
 // files; resident.go, the bound on resident blobs and the count of their
-// pages in the page cache; unmap.go, the batch of unmaps; journal.go, the power-cut simulation's saved pages, and
-// powercut.go, the cut; atrisk.go, what a power cut now would cost;
+// pages in the page cache; unmap.go, the batch of unmaps; journal.go, the
+// power-cut simulation's saved pages, and powercut.go, the cut; atrisk.go, what a power cut now would cost;
 // counters.go, the figures; fault.go, the only code that touches mapped
 // memory or uses unsafe.
 //
