@@ -68,19 +68,19 @@
 //
 // # Files
 //
-// One concern a file: store.go, the Store (options, lifecycle, the table
-// of blobs and its reference counts, the ledger of what closed blobs owe
-// the disk); resolve.go, how a name becomes a descriptor; blob.go, the
-// Blob and its mapping (reads, grow and remap, faults, upgrade, close);
+// One concern a file: store.go, the Store (options, lifecycle, the table of
+// blobs and its reference counts, the ledger of what closed blobs owe the
+// disk); resolve.go, how a name becomes a descriptor; blob.go, the Blob and
+// its mapping (reads, grow and remap, faults, upgrade, close);
 // readahead.go, how a read's pages come into memory (advice, read-in);
 // write.go, the changes (WriteAt, Truncate, Allocate) behind one gate;
-// sync.go, durability; pageset.go, the dirty ledger's page sets;
-// policy.go, the writeback policies; flags.go, immutable and append-only
-// files; resident.go, the bound on resident blobs and the count of their
-// pages in the page cache; unmap.go, the batch of unmaps; journal.go, the
-// power-cut simulation's saved pages, and powercut.go, the cut; atrisk.go, what a power cut now would cost;
-// counters.go, the figures; fault.go, the only code that touches mapped
-// memory or uses unsafe.
+// sync.go, durability; pageset.go, the dirty ledger's page sets; policy.go,
+// the writeback policies; flags.go, immutable and append-only files;
+// resident.go, the bound on resident blobs and the count of their pages in
+// the page cache; unmap.go, the batch of unmaps; journal.go, the power-cut
+// simulation's saved pages, and powercut.go, the cut; atrisk.go, what a
+// power cut now would cost; counters.go, the figures; fault.go, the only
+// code that touches mapped memory or uses unsafe.
 //
 // # Locking
 //
