@@ -1,6 +1,8 @@
 package backing
 
 import (
+	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -138,8 +140,8 @@ func TestReadPlan(t *testing.T) {
 		{512 * k, 640 * k, 0, 0, true},             // covered, not due
 		{640 * k, 768 * k, 896 * k, 1920 * k, true},
 		{768 * k, 896 * k, 0, 0, true},
-		{1536 * k, 1664 * k, 1920 * k, 3968 * k, true}, // 2 MiB: the cap
-		{3200 * k, 3328 * k, 3968 * k, 6016 * k, true}, // stays 2 MiB
+		{1536 * k, 1664 * k, 1920 * k, 3968 * k, true},              // 2 MiB: the cap
+		{3200 * k, 3328 * k, 3968 * k, 6016 * k, true},              // stays 2 MiB
 		{64 << 20, 64<<20 + 128*k, 64 << 20, 64<<20 + 128*k, false}, // elsewhere: its range
 		{64<<20 + 128*k, 64<<20 + 256*k, 64<<20 + 128*k, 64<<20 + 384*k, true},
 		{8 * k, 16 * k, 8 * k, 16 * k, false}, // back: its range
@@ -154,6 +156,35 @@ func TestReadPlan(t *testing.T) {
 	for _, first := range []int64{0, 128 * k, 256 * k} {
 		if from, to, window := q.plan(first, first+128*k, 128*k); from != first || to != first+128*k || window {
 			t.Errorf("cap 128 KiB: plan(%d) = [%d, %d) window %v; want the READ's range", first, from, to, window)
+		}
+	}
+}
+
+// BenchmarkReadAtAdvice: warm reads of 128 KiB and 1 MiB, in order, under
+// each advice: what the read-in costs a read whose pages are all cached.
+func BenchmarkReadAtAdvice(b *testing.B) {
+	const size = 16 << 20
+	for _, adv := range []Advice{AdviceNormal, AdviceRandom, AdviceSequential} {
+		for _, n := range []int{128 << 10, 1 << 20} {
+			b.Run(fmt.Sprintf("%s/%d", adv, n), func(b *testing.B) {
+				dir := b.TempDir()
+				if err := os.WriteFile(filepath.Join(dir, "f"), bytes.Repeat([]byte{1}, size), 0o644); err != nil {
+					b.Fatal(err)
+				}
+				s := newStoreWith(b, dir, Options{Advice: adv})
+				bl := openBlob(b, s, "f")
+				defer release(b, s, bl)
+				buf := make([]byte, n)
+				slots := int64(size / n)
+				b.SetBytes(int64(n))
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					off := int64(i) % slots * int64(n)
+					if m, err := bl.ReadAt(buf, off); err != nil || m != n {
+						b.Fatalf("ReadAt = %d, %v", m, err)
+					}
+				}
+			})
 		}
 	}
 }
