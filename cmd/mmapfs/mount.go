@@ -45,7 +45,7 @@ func addMountFlags(f *pflag.FlagSet, c *mountConfig) {
 	f.StringVar(&c.profile, "profile", "default", "a named set of the flags below, each still given on its own winning over it: "+profileNames()+" (see mmapfs mount --help)")
 	f.StringVar(&c.policy, "writeback", "fsync", "writeback policy: "+backing.PolicyNames)
 	f.BoolVar(&opts.Store.IgnoreFsync, "unsafe-ignore-fsync", false, "make fsync and fdatasync return success without syncing (unsafe: for measuring what fsync costs)")
-	f.StringVar(&c.advice, "madvise", "normal", "madvise advice for every mapping: "+backing.AdviceNames)
+	f.StringVar(&c.advice, "madvise", "normal", "how the daemon brings a file's pages into memory: normal (no fault read-around; it reads in what each READ asks for, and windows ahead of a sequential reader), random (each page as the copy touches it), sequential (MADV_SEQUENTIAL: the store's readahead at every miss), willneed (normal, and MADV_WILLNEED at each map), hugepage (MADV_HUGEPAGE and the kernel's read-around); one of "+backing.AdviceNames)
 	f.BoolVar(&opts.Store.Populate, "populate", false, "map blobs with MAP_POPULATE (fault every page in at open)")
 	f.BoolVar(&opts.Store.Preallocate, "preallocate", false, "fallocate what an extending write adds before copying it (ENOSPC before anything is written; slower for small files)")
 	f.BoolVar(&opts.Store.PowerCutSim, "powercut-sim", false, "keep each page's last synced content so that 'mmapfs powercut' can show what a power cut would lose (costs a page of memory per page changed since its sync)")
