@@ -810,10 +810,12 @@ func fillDir(dir string, n int, content func(i int) []byte) error {
 // The files of the files-held-open curve are heldFileSize bytes, with
 // their second 4 KiB of data at openFileReread: past the kernel's first
 // readahead on the mount (16 KiB for a 4 KiB read at 0), so that reading
-// there is a READ request. They are small: the daemon's first fault on a
-// blob's mapping reads around it up to the store device's read_ahead_kb
-// (8 MiB here), the whole of a small file, and 70,000 files of 1 MiB
-// would fill the page cache (holes read as zero pages) several times.
+// there is a READ request. They are small: under --madvise sequential or
+// hugepage (and on the defaults before the daemon read in only what a
+// READ asks) the daemon's first fault on a blob's mapping reads around it
+// up to the store device's read_ahead_kb (8 MiB here), the whole of a
+// small file, and 70,000 files of 1 MiB would fill the page cache (holes
+// read as zero pages) several times.
 const (
 	heldFileSize   = 64 << 10
 	openFileReread = 32 << 10
