@@ -168,15 +168,7 @@ func sharedOtherProcess(e *env) error {
 		return &notApplicable{"no way to run another process was given"}
 	}
 	want := e.pattern(3*4096+100, 26)
-	if err := e.create("f", want); err != nil {
-		return err
-	}
-	f, err := e.open("f", os.O_RDWR)
-	if err != nil {
-		return err
-	}
-	e.step("mmap f, MAP_SHARED")
-	b, err := e.mmap(f, 0, len(want), rw, shared)
+	_, b, err := e.sharedFile("f", want, len(want))
 	if err != nil {
 		return err
 	}
@@ -209,15 +201,7 @@ func sharedOtherProcess(e *env) error {
 // inherits, and the parent sees the child's.
 func forkShares(e *env) error {
 	want := e.pattern(2*4096, 28)
-	if err := e.create("f", want); err != nil {
-		return err
-	}
-	f, err := e.open("f", os.O_RDWR)
-	if err != nil {
-		return err
-	}
-	e.step("mmap f, MAP_SHARED")
-	b, err := e.mmap(f, 0, len(want), rw, shared)
+	_, b, err := e.sharedFile("f", want, len(want))
 	if err != nil {
 		return err
 	}
@@ -560,15 +544,7 @@ func writeCoherence(e *env) error {
 func oDirect(e *env) error {
 	const size = 3 * 4096
 	want := e.pattern(size, 40)
-	if err := e.create("f", want); err != nil {
-		return err
-	}
-	f, err := e.open("f", os.O_RDWR)
-	if err != nil {
-		return err
-	}
-	e.step("mmap f, MAP_SHARED")
-	b, err := e.mmap(f, 0, size, rw, shared)
+	_, b, err := e.sharedFile("f", want, size)
 	if err != nil {
 		return err
 	}
@@ -865,15 +841,7 @@ func fallocateUnder(e *env) error {
 func punchHole(e *env) error {
 	const size = 4 * 4096
 	want := e.pattern(size, 110)
-	if err := e.create("f", want); err != nil {
-		return err
-	}
-	f, err := e.open("f", os.O_RDWR)
-	if err != nil {
-		return err
-	}
-	e.step("mmap f, MAP_SHARED")
-	b, err := e.mmap(f, 0, size, rw, shared)
+	f, b, err := e.sharedFile("f", want, size)
 	if err != nil {
 		return err
 	}

@@ -99,6 +99,25 @@ func (e *env) open(name string, flag int) (*os.File, error) {
 	return f, nil
 }
 
+// sharedFile creates name holding data, opens it read-write and maps its
+// first length bytes MAP_SHARED, for reading and writing: how most
+// guarantees begin.
+func (e *env) sharedFile(name string, data []byte, length int) (*os.File, []byte, error) {
+	if err := e.create(name, data); err != nil {
+		return nil, nil, err
+	}
+	f, err := e.open(name, os.O_RDWR)
+	if err != nil {
+		return nil, nil, err
+	}
+	e.step("mmap %s, MAP_SHARED", name)
+	b, err := e.mmap(f, 0, length, rw, shared)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, b, nil
+}
+
 // mmap maps length bytes of f from off. A refused MAP_SHARED mapping is a
 // *refusedError.
 func (e *env) mmap(f *os.File, off int64, length, prot, flags int) ([]byte, error) {
