@@ -5,7 +5,6 @@ package main
 
 import (
 	"encoding/csv"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -270,13 +269,7 @@ func fmtMetric(v float64, m curveMetric) string {
 	return fmtNum(v)
 }
 
-func (r *curveReport) writeJSON(path string) error {
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	return os.WriteFile(path, append(b, '\n'), 0o644)
-}
+func (r *curveReport) writeJSON(path string) error { return writeJSONFile(path, r) }
 
 // writeCSV writes every value of every point, one a row.
 func (r *curveReport) writeCSV(path string) error {

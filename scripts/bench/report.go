@@ -402,8 +402,11 @@ func opsSummary(ops map[string]opDelta, n int) string {
 	return strings.Join(s, ", ")
 }
 
-func (r *report) writeJSON(path string) error {
-	b, err := json.MarshalIndent(r, "", "  ")
+func (r *report) writeJSON(path string) error { return writeJSONFile(path, r) }
+
+// writeJSONFile writes v to path as indented JSON.
+func writeJSONFile(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
