@@ -289,23 +289,32 @@ type goRun struct {
 	// cut is set once the power cut may come while the loop still runs
 	// (Freeze gave up waiting for it, or Kill): an error it meets then
 	// is the cut's doing. One it meets while Freeze waits is its own.
-	cut      atomic.Bool
+	cut atomic.Bool
+	units
+	done    chan struct{} // closed when the loop has returned
+	err     error         // the loop's error (a failure before the cut); read after done
+	ended   time.Time     // when the loop returned; read after done
+	release func() error  // closes what the loop used, after the cut
+}
+
+// units counts what a workload run has done and acknowledged, and its
+// transactions; goRun and procRun count alike.
+type units struct {
 	n, acked atomic.Int64
-	done     chan struct{} // closed when the loop has returned
-	err      error         // the loop's error (a failure before the cut); read after done
-	ended    time.Time     // when the loop returned; read after done
-	release  func() error  // closes what the loop used, after the cut
 	tx       txLog
 }
 
-func (g *goRun) txs() *txLog { return &g.tx }
+func (u *units) txs() *txLog { return &u.tx }
 
 // commit counts a committed transaction: done and acknowledged.
-func (g *goRun) commit() {
-	g.tx.commit()
-	g.n.Add(1)
-	g.acked.Add(1)
+func (u *units) commit() {
+	u.tx.commit()
+	u.n.Add(1)
+	u.acked.Add(1)
 }
+
+// Progress returns the units done and acknowledged so far.
+func (u *units) Progress() (int64, int64) { return u.n.Load(), u.acked.Load() }
 
 // failTx counts transaction i as failed with err, unless the cut may
 // have come (then the failure is the cut's doing).
@@ -352,8 +361,6 @@ func (g *goRun) Freeze() time.Time {
 		return now
 	}
 }
-
-func (g *goRun) Progress() (int64, int64) { return g.n.Load(), g.acked.Load() }
 
 // endAfterOutput closes ended once read is closed (the workload's output
 // was read to its end, or to its last word), or, if the process exits
@@ -1055,11 +1062,10 @@ type procRun struct {
 	err         error       // what Wait returned; read after done
 	exited      time.Time   // when Wait returned; read after done
 
-	n, acked atomic.Int64
-	tx       txLog
-	mu       sync.Mutex // guards fail, failAt
-	fail     error      // the driver's own error before the cut
-	failAt   time.Time  // when the driver met it: where the workload stopped
+	units
+	mu     sync.Mutex // guards fail, failAt
+	fail   error      // the driver's own error before the cut
+	failAt time.Time  // when the driver met it: where the workload stopped
 }
 
 // startProc starts cmd as a workload process.
@@ -1079,15 +1085,6 @@ func startProc(cmd *exec.Cmd) (*procRun, error) {
 }
 
 func (p *procRun) Done() <-chan struct{} { return p.done }
-
-func (p *procRun) txs() *txLog { return &p.tx }
-
-// commit counts a committed transaction: done and acknowledged.
-func (p *procRun) commit() {
-	p.tx.commit()
-	p.n.Add(1)
-	p.acked.Add(1)
-}
 
 // failTx counts transaction i as failed with err, unless the process was
 // frozen (then it is the cut's doing).
@@ -1165,8 +1162,6 @@ func (p *procRun) Freeze() time.Time {
 	}
 	return now
 }
-
-func (p *procRun) Progress() (int64, int64) { return p.n.Load(), p.acked.Load() }
 
 // setFail keeps the driver's first error, unless the process was frozen
 // (then it is the cut's doing).
