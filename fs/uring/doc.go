@@ -1,0 +1,57 @@
+// Package uring serves a FUSE connection over io_uring (FUSE over
+// io_uring, Linux 6.14 and later, CONFIG_FUSE_IO_URING, gated by the fuse
+// module's enable_uring parameter), by raw system calls through
+// golang.org/x/sys/unix: no io_uring library.
+//
+// # The protocol
+//
+// The daemon answers INIT over /dev/fuse with FUSE_OVER_IO_URING among
+// its flags (go-fuse's fuse.Server does that when MountOptions has
+// fuse.CAP_OVER_IO_URING in ExtraCapabilities and the kernel offered it).
+// From then on the kernel holds every request back until each of its
+// queues, one per possible CPU, has an entry registered: an
+// IORING_OP_URING_CMD with cmd_op FUSE_IO_URING_CMD_REGISTER on the
+// /dev/fuse descriptor, whose 80-byte command area (IORING_SETUP_SQE128)
+// holds a struct fuse_uring_cmd_req naming the queue, and whose addr and
+// len are two iovecs: a struct fuse_uring_req_header (the fuse_in_header
+// or fuse_out_header in in_out, the op's own header in op_in, and
+// ring_ent_in_out with the commit id and the payload size) and a payload
+// buffer at least as large as the connection's largest request. The
+// command completes when the kernel has put a request in those buffers;
+// the daemon serves it, writes the reply into the same buffers and sends
+// FUSE_IO_URING_CMD_COMMIT_AND_FETCH with the commit id, which hands the
+// kernel the reply and waits for the next request in one system call. A
+// request is queued on the queue of the CPU its caller runs on. FORGET,
+// INTERRUPT and notifications stay on /dev/fuse.
+//
+// # How this package does it
+//
+// Each queue has several entries; each entry is one OS thread, locked
+// (runtime.LockOSThread) and pinned (sched_setaffinity) to the queue's
+// CPU, with its own small io_uring (IORING_SETUP_SINGLE_ISSUER and
+// DEFER_TASKRUN: the kernel's completion work runs in the thread's own
+// io_uring_enter), its own header and payload buffers, mmapped once and
+// reused for every request. A thread serves its entry's request inline
+// and then commits and fetches; a request that blocks (an fsync, a page
+// fault in a store mapping) holds up its own entry only, the queue's
+// other entries go on serving. The requests themselves are handed to a
+// Handler: go-fuse's fuse.ProtocolServer, which parses the byte stream
+// [in header, op header, payload] and writes [out header, out args and
+// payload] into the reply iovecs.
+//
+// # What it must never do
+//
+//   - Never change enable_uring: Enabled only reads it, and a caller that
+//     finds it off refuses with a message naming the parameter.
+//   - Never leave a hung mount: once the daemon has negotiated io_uring the
+//     kernel blocks every request until the queues are registered, so Start
+//     returns an error only after it has aborted the connection
+//     (/sys/fs/fuse/connections/N/abort) if the caller gave it the
+//     connection, and the caller must then detach the mount and exit.
+//   - Never hand the kernel Go heap memory: the rings, the headers and the
+//     payloads are mmaps, unmapped only once the kernel is done with them
+//     (the entry's thread has seen its last completion).
+//   - Never use unsafe outside ring_unsafe.go, and there only to pass
+//     addresses to the kernel and to read and write the rings' shared
+//     head and tail words.
+package uring

@@ -1,0 +1,444 @@
+package uring
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// The FUSE-over-io_uring ABI (include/uapi/linux/fuse.h).
+const (
+	cmdRegister       = 1 // FUSE_IO_URING_CMD_REGISTER
+	cmdCommitAndFetch = 2 // FUSE_IO_URING_CMD_COMMIT_AND_FETCH
+
+	inHeaderSize  = 40  // struct fuse_in_header
+	outHeaderSize = 16  // struct fuse_out_header
+	opInOff       = 128 // fuse_uring_req_header.op_in
+	opInSize      = 128
+	entInOutOff   = 256 // fuse_uring_req_header.ring_ent_in_out
+	reqHeaderSize = 288 // sizeof(struct fuse_uring_req_header)
+
+	// minPayload is the kernel's FUSE_MIN_READ_BUFFER: the smallest
+	// payload buffer it takes.
+	minPayload = 8192
+
+	opIoctl = 39 // FUSE_IOCTL: its input and output share the payload buffer
+)
+
+// DefaultEntries is how many entries (threads) each queue has unless
+// Config says otherwise: enough for a queue to go on serving while a few
+// of its requests block.
+const DefaultEntries = 4
+
+// Handler serves one FUSE request. in is the request as a byte stream in
+// iovecs (the fuse_in_header, the op's header, the payload), out the
+// reply's iovecs (the fuse_out_header's room, then the payload buffer);
+// it returns how many bytes of out it wrote. go-fuse's
+// *fuse.ProtocolServer is one; it must be safe for concurrent use.
+type Handler interface {
+	HandleRequest(in, out [][]byte) (int, fuse.Status)
+}
+
+// Config is what Start needs.
+type Config struct {
+	// Dev is the connection's /dev/fuse descriptor, after INIT was
+	// answered with FUSE_OVER_IO_URING. Start duplicates it; the
+	// caller keeps its own.
+	Dev int
+	// Queues is how many queues the kernel made: one per possible CPU
+	// (PossibleCPUs). Queue q's threads are pinned to CPU q.
+	Queues int
+	// Entries is how many entries each queue has; 0 means
+	// DefaultEntries.
+	Entries int
+	// Payload is the size of each entry's payload buffer: at least the
+	// kernel's max(8192, max_write, max_pages*page size) for the
+	// connection (PayloadSize computes it from the INIT reply).
+	Payload int
+	// Handler serves the requests.
+	Handler Handler
+	// Connection is the connection's directory in fusectl
+	// (/sys/fs/fuse/connections/N, see ConnectionDir), written to abort
+	// the connection if registration fails; "" when unknown, and then a
+	// failed Start leaves the aborting to the caller.
+	Connection string
+	// Logger receives the transport's log lines.
+	Logger *log.Logger
+}
+
+// QueueStats are the figures of one queue.
+type QueueStats struct {
+	Queue    int    // the queue's index, the CPU its requests come from
+	Entries  int    // entries registered
+	Pinned   int    // of those, the ones whose thread is pinned to the queue's CPU
+	Requests uint64 // requests served
+	Busy     int32  // entries serving a request now: the queue depth in use
+	MaxBusy  int32  // the most entries that were serving at once
+}
+
+// Transport is the io_uring side of one FUSE connection: its queues
+// and their entries, each served by a thread of its own.
+type Transport struct {
+	cfg    Config
+	dev    int // our duplicate of Config.Dev; closed once every entry has ended
+	queues []queue
+
+	wg      sync.WaitGroup
+	errOnce sync.Once
+	err     error // the first unexpected failure; written once under errOnce, read after wg.Wait
+	aborted atomic.Bool
+}
+
+// queue is one of the kernel's queues as the transport serves it. Its
+// fields are atomics, updated by the queue's entries.
+type queue struct {
+	registered atomic.Int32
+	pinned     atomic.Int32
+	requests   atomic.Uint64
+	busy       atomic.Int32
+	maxBusy    atomic.Int32
+}
+
+// Start registers cfg.Entries entries on each of cfg.Queues queues and
+// serves the connection's requests on them until the connection ends
+// (unmount, abort). It returns once every entry is registered, which is
+// when the kernel starts sending requests. If any entry fails to
+// register, Start aborts the connection (cfg.Connection), waits for the
+// entries already registered to end, and returns the error: the caller
+// must then detach the mount.
+func Start(cfg Config) (*Transport, error) {
+	if cfg.Entries <= 0 {
+		cfg.Entries = DefaultEntries
+	}
+	if cfg.Queues <= 0 {
+		return nil, fmt.Errorf("io_uring transport: %d queues", cfg.Queues)
+	}
+	if cfg.Payload < minPayload {
+		cfg.Payload = minPayload
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = log.New(os.Stderr, "uring: ", log.LstdFlags)
+	}
+	dev, err := unix.FcntlInt(uintptr(cfg.Dev), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("io_uring transport: duplicating /dev/fuse descriptor %d: %w", cfg.Dev, err), cfg.abort())
+	}
+	t := &Transport{cfg: cfg, dev: dev, queues: make([]queue, cfg.Queues)}
+	n := cfg.Queues * cfg.Entries
+	ready := make(chan error, n)
+	t.wg.Add(n)
+	for q := range cfg.Queues {
+		for range cfg.Entries {
+			go t.runEntry(q, ready)
+		}
+	}
+	var errs []error
+	for range n {
+		if err := <-ready; err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		err := fmt.Errorf("io_uring transport: registering the queues' entries: %w", errors.Join(errs...))
+		if aerr := t.abort(); aerr != nil {
+			// The entries registered still wait for requests:
+			// leave them, the caller cannot do better than exit.
+			return nil, errors.Join(err, aerr)
+		}
+		t.wg.Wait()
+		return nil, errors.Join(err, t.closeDev())
+	}
+	go func() {
+		t.wg.Wait()
+		if err := t.closeDev(); err != nil {
+			t.fail(err)
+		}
+	}()
+	return t, nil
+}
+
+// Wait blocks until every entry has ended (the connection is gone) and
+// returns the first unexpected error an entry met.
+func (t *Transport) Wait() error {
+	t.wg.Wait()
+	return t.err
+}
+
+// Stats returns the figures of each queue now.
+func (t *Transport) Stats() []QueueStats {
+	s := make([]QueueStats, len(t.queues))
+	for i := range t.queues {
+		q := &t.queues[i]
+		s[i] = QueueStats{
+			Queue:    i,
+			Entries:  int(q.registered.Load()),
+			Pinned:   int(q.pinned.Load()),
+			Requests: q.requests.Load(),
+			Busy:     q.busy.Load(),
+			MaxBusy:  q.maxBusy.Load(),
+		}
+	}
+	return s
+}
+
+func (t *Transport) closeDev() error {
+	if err := unix.Close(t.dev); err != nil {
+		return fmt.Errorf("io_uring transport: closing /dev/fuse duplicate %d: %w", t.dev, err)
+	}
+	return nil
+}
+
+// fail records an entry's unexpected failure and aborts the connection:
+// a queue that lost an entry might have none left, and then the
+// requests of its CPU would wait for ever.
+func (t *Transport) fail(err error) {
+	t.errOnce.Do(func() {
+		t.err = err
+		t.cfg.Logger.Printf("%v; aborting the connection", err)
+		if aerr := t.abort(); aerr != nil {
+			t.cfg.Logger.Print(aerr)
+		}
+	})
+}
+
+func (t *Transport) abort() error {
+	if t.aborted.Swap(true) {
+		return nil
+	}
+	return t.cfg.abort()
+}
+
+func (cfg *Config) abort() error {
+	if cfg.Connection == "" {
+		return errors.New("io_uring transport: the connection's fusectl directory is unknown; it could not be aborted")
+	}
+	return Abort(cfg.Connection)
+}
+
+// entry is one registered ring entry: its memory, one mmap laid out as
+// [iovecs | request header | ... | payload from entryPayloadOff].
+type entry struct {
+	mem     []byte
+	hdr     []byte // struct fuse_uring_req_header
+	payload []byte
+	scratch []byte // a copy of an IOCTL's input, whose output shares the payload buffer; made on first use
+
+	in  [3][]byte // the request's iovecs for the Handler
+	out [2][]byte // the reply's
+}
+
+const entryPayloadOff = 4096
+
+// runEntry is the thread of one entry of queue q: it pins itself to CPU
+// q, registers the entry and serves its requests until the connection
+// ends. It reports on ready once, whether the registration went through.
+func (t *Transport) runEntry(q int, ready chan<- error) {
+	defer t.wg.Done()
+	// Never unlocked: the thread ends with the goroutine, affinity and
+	// all.
+	runtime.LockOSThread()
+	qs := &t.queues[q]
+	if err := pin(q); err != nil {
+		t.cfg.Logger.Printf("io_uring queue %d: %v; its entry runs unpinned", q, err)
+	} else {
+		qs.pinned.Add(1)
+	}
+	r, e, err := t.register(q)
+	ready <- err
+	if err != nil {
+		return
+	}
+	qs.registered.Add(1)
+	err = t.serve(r, e, qs, q)
+	cerr := errors.Join(r.close(), unix.Munmap(e.mem))
+	if err != nil {
+		t.fail(fmt.Errorf("io_uring queue %d: %w", q, err))
+	} else if cerr != nil {
+		t.fail(fmt.Errorf("io_uring queue %d: %w", q, cerr))
+	}
+}
+
+// pin binds the calling thread to cpu.
+func pin(cpu int) error {
+	var set unix.CPUSet
+	set.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		return fmt.Errorf("sched_setaffinity to CPU %d: %w", cpu, err)
+	}
+	return nil
+}
+
+// register makes the entry's ring and memory and registers it on queue
+// q. A failure the kernel reports at once (EOPNOTSUPP with enable_uring
+// off, EINVAL for a buffer too small) comes back as an error; the
+// registration itself completes only with the first request.
+func (t *Transport) register(q int) (*ring, *entry, error) {
+	r, err := newRing(2)
+	if err != nil {
+		return nil, nil, fmt.Errorf("queue %d: %w", q, err)
+	}
+	mem, err := unix.Mmap(-1, 0, entryPayloadOff+t.cfg.Payload, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
+	if err != nil {
+		return nil, nil, errors.Join(fmt.Errorf("queue %d: mapping %d bytes for an entry: %w", q, entryPayloadOff+t.cfg.Payload, err), r.close())
+	}
+	e := &entry{mem: mem, hdr: mem[64 : 64+reqHeaderSize], payload: mem[entryPayloadOff:]}
+	// struct iovec[2] at the start: the header, the payload.
+	binary.LittleEndian.PutUint64(mem[0:], addrOf(e.hdr))
+	binary.LittleEndian.PutUint64(mem[8:], uint64(len(e.hdr)))
+	binary.LittleEndian.PutUint64(mem[16:], addrOf(e.payload))
+	binary.LittleEndian.PutUint64(mem[24:], uint64(len(e.payload)))
+
+	sqe := r.nextSQE()
+	t.prepCmd(sqe, cmdRegister, q, 0)
+	binary.LittleEndian.PutUint64(sqe[16:], addrOf(mem)) // addr: the iovecs
+	binary.LittleEndian.PutUint32(sqe[24:], 2)           // len: two of them
+	r.pushSQE()
+	if err := t.submit(r, 0); err != nil {
+		return nil, nil, errors.Join(fmt.Errorf("queue %d: registering: %w", q, err), r.close(), unix.Munmap(mem))
+	}
+	if c, ok := r.peekCQE(); ok {
+		err := fmt.Errorf("queue %d: FUSE_IO_URING_CMD_REGISTER: %w", q, syscall.Errno(-c.res))
+		if c.res >= 0 {
+			err = fmt.Errorf("queue %d: FUSE_IO_URING_CMD_REGISTER completed at once (%d) without a request", q, c.res)
+		}
+		return nil, nil, errors.Join(err, r.close(), unix.Munmap(mem))
+	}
+	return r, e, nil
+}
+
+// prepCmd fills sqe as an IORING_OP_URING_CMD of cmdOp on /dev/fuse for
+// queue q, with commitID.
+func (t *Transport) prepCmd(sqe []byte, cmdOp uint32, q int, commitID uint64) {
+	sqe[0] = opURINGCmd
+	binary.LittleEndian.PutUint32(sqe[4:], uint32(t.dev))
+	binary.LittleEndian.PutUint32(sqe[8:], cmdOp)
+	// struct fuse_uring_cmd_req in the command area at 48.
+	binary.LittleEndian.PutUint64(sqe[48:], 0)
+	binary.LittleEndian.PutUint64(sqe[56:], commitID)
+	binary.LittleEndian.PutUint16(sqe[64:], uint16(q))
+}
+
+// submit hands the kernel the SQEs pushed and, with wait, waits for a
+// completion; a signal's EINTR is retried.
+func (t *Transport) submit(r *ring, minComplete uint32) error {
+	flags := uint32(0)
+	if minComplete > 0 {
+		flags = enterGetEvents
+	}
+	for {
+		// What a signal's EINTR interrupted, the submission or the
+		// wait, the SQ head tells: submit what is still pending.
+		_, err := r.enter(r.pendingSQEs(), minComplete, flags)
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("io_uring_enter: %w", err)
+		}
+		return nil
+	}
+}
+
+// serve waits for the entry's requests and serves them, until the
+// kernel ends the entry: a completion with ENOTCONN, ECONNABORTED,
+// ENODEV or ECANCELED is the connection going away, and ends serve
+// without an error.
+func (t *Transport) serve(r *ring, e *entry, qs *queue, q int) error {
+	for {
+		c, ok := r.peekCQE()
+		if !ok {
+			if err := t.submit(r, 1); err != nil {
+				return err
+			}
+			continue
+		}
+		if c.res < 0 {
+			switch errno := syscall.Errno(-c.res); errno {
+			case syscall.ENOTCONN, syscall.ECONNABORTED, syscall.ENODEV, syscall.ECANCELED:
+				return nil
+			default:
+				return fmt.Errorf("FUSE over io_uring command: %w", errno)
+			}
+		}
+		busy := qs.busy.Add(1)
+		for {
+			m := qs.maxBusy.Load()
+			if busy <= m || qs.maxBusy.CompareAndSwap(m, busy) {
+				break
+			}
+		}
+		commitID := t.handle(e)
+		qs.busy.Add(-1)
+		qs.requests.Add(1)
+		sqe := r.nextSQE()
+		if sqe == nil {
+			return errors.New("no free SQE for the commit")
+		}
+		t.prepCmd(sqe, cmdCommitAndFetch, q, commitID)
+		r.pushSQE()
+	}
+}
+
+// handle serves the request in e's buffers and writes the reply there;
+// it returns the commit id.
+func (t *Transport) handle(e *entry) uint64 {
+	h := e.hdr
+	length := binary.LittleEndian.Uint32(h[0:])
+	opcode := binary.LittleEndian.Uint32(h[4:])
+	unique := binary.LittleEndian.Uint64(h[8:])
+	commitID := binary.LittleEndian.Uint64(h[entInOutOff+8:])
+	payloadSz := int(binary.LittleEndian.Uint32(h[entInOutOff+16:]))
+	// The in header's length counts every argument; the payload holds
+	// all but the first, which is in op_in.
+	opIn := int(length) - inHeaderSize - payloadSz
+	if opIn < 0 || opIn > opInSize || payloadSz > len(e.payload) {
+		t.cfg.Logger.Printf("io_uring: request %d (op %d) of %d bytes with a payload of %d: malformed", unique, opcode, length, payloadSz)
+		return replyErr(e, unique, commitID, syscall.EIO)
+	}
+	e.in[0] = h[:inHeaderSize]
+	e.in[1] = h[opInOff : opInOff+opIn]
+	e.in[2] = e.payload[:payloadSz]
+	if opcode == opIoctl && payloadSz > 0 {
+		// The reply is written into the payload buffer while the
+		// input is still read from it.
+		if cap(e.scratch) < payloadSz {
+			e.scratch = make([]byte, len(e.payload))
+		}
+		e.in[2] = e.scratch[:copy(e.scratch, e.payload[:payloadSz])]
+	}
+	e.out[0] = h[:outHeaderSize]
+	e.out[1] = e.payload
+	n, st := t.cfg.Handler.HandleRequest(e.in[:], e.out[:])
+	switch {
+	case !st.Ok():
+		return replyErr(e, unique, commitID, syscall.Errno(st))
+	case n == 0:
+		// No reply (NOTIFY_REPLY): the entry must be committed all the
+		// same to be given the next request.
+		return replyErr(e, unique, commitID, 0)
+	case n < outHeaderSize:
+		t.cfg.Logger.Printf("io_uring: request %d (op %d): a reply of %d bytes", unique, opcode, n)
+		return replyErr(e, unique, commitID, syscall.EIO)
+	}
+	binary.LittleEndian.PutUint32(h[entInOutOff+16:], uint32(n-outHeaderSize))
+	return commitID
+}
+
+// replyErr writes a reply of errno alone (0: an empty success).
+func replyErr(e *entry, unique, commitID uint64, errno syscall.Errno) uint64 {
+	h := e.hdr
+	binary.LittleEndian.PutUint32(h[0:], outHeaderSize)
+	binary.LittleEndian.PutUint32(h[4:], uint32(-int32(errno)))
+	binary.LittleEndian.PutUint64(h[8:], unique)
+	binary.LittleEndian.PutUint32(h[entInOutOff+16:], 0)
+	return commitID
+}

@@ -1,0 +1,282 @@
+package uring
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// enableMu and enableUsers share the fuse module's enable_uring between
+// this package's tests: the first to need it turns it on, the last puts
+// back what it was.
+var (
+	enableMu    sync.Mutex
+	enableUsers int
+	enableWas   []byte
+)
+
+// withURing turns enable_uring on for the test (as root), or skips it
+// where it cannot be.
+func withURing(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: enable_uring and mount(2)")
+	}
+	enableMu.Lock()
+	defer enableMu.Unlock()
+	if enableUsers == 0 {
+		was, err := os.ReadFile(EnableParam)
+		if err != nil {
+			t.Skipf("no FUSE over io_uring here: %v", err)
+		}
+		if err := os.WriteFile(EnableParam, []byte("1"), 0); err != nil {
+			t.Fatalf("turning %s on: %v", EnableParam, err)
+		}
+		enableWas = was
+	}
+	enableUsers++
+	t.Cleanup(func() {
+		enableMu.Lock()
+		defer enableMu.Unlock()
+		enableUsers--
+		if enableUsers == 0 {
+			if err := os.WriteFile(EnableParam, enableWas, 0); err != nil {
+				t.Errorf("putting %s back to %q: %v", EnableParam, enableWas, err)
+			}
+		}
+	})
+}
+
+func TestRingNop(t *testing.T) {
+	// The raw ring on its own: a NOP goes round.
+	done := make(chan error)
+	go func() {
+		// The ring is single issuer: one thread for all of it.
+		runtimeLock()
+		r, err := newRing(2)
+		if err != nil {
+			done <- err
+			return
+		}
+		sqe := r.nextSQE()
+		sqe[0] = opNop
+		sqe[32] = 0x5a // user_data
+		r.pushSQE()
+		if _, err := r.enter(1, 1, enterGetEvents); err != nil {
+			done <- errors.Join(err, r.close())
+			return
+		}
+		c, ok := r.peekCQE()
+		if !ok || c.userData != 0x5a || c.res != 0 {
+			done <- errors.Join(fmt.Errorf("completion %+v, %v; want user data 0x5a, result 0", c, ok), r.close())
+			return
+		}
+		done <- r.close()
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPossibleCPUs(t *testing.T) {
+	n, err := PossibleCPUs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 1 {
+		t.Fatalf("PossibleCPUs = %d", n)
+	}
+}
+
+func TestConnectionDir(t *testing.T) {
+	for dev, want := range map[string]string{"0:59": "/sys/fs/fuse/connections/59", "1:2": "/sys/fs/fuse/connections/1048578"} {
+		got, err := ConnectionDir(dev)
+		if err != nil || got != want {
+			t.Errorf("ConnectionDir(%q) = %q, %v; want %q", dev, got, err, want)
+		}
+	}
+	if _, err := ConnectionDir("59"); err == nil {
+		t.Error("ConnectionDir(\"59\") did not fail")
+	}
+}
+
+// testMount is a go-fuse loopback of a temporary directory served over
+// the io_uring transport.
+type testMount struct {
+	dir, mnt string
+	server   *fuse.Server
+	tr       *Transport
+}
+
+// mountLoopback mounts a loopback of a new directory with /dev/fuse
+// opened here (as fs.mountFuseFd does) and serves it over io_uring.
+func mountLoopback(t *testing.T, entries int) *testMount {
+	t.Helper()
+	m := &testMount{dir: t.TempDir(), mnt: t.TempDir()}
+	root, err := gofs.NewLoopbackRoot(m.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := gofs.NewNodeFS(root, &gofs.Options{})
+	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := fmt.Sprintf("fd=%d,rootmode=40000,user_id=0,group_id=0,max_read=131072", fd)
+	if err := unix.Mount(m.dir, m.mnt, "fuse.uringtest", unix.MS_NOSUID|unix.MS_NODEV, data); err != nil {
+		unix.Close(fd)
+		t.Fatalf("mount: %v", err)
+	}
+	t.Cleanup(func() {
+		if isMounted(m.mnt) {
+			unix.Unmount(m.mnt, unix.MNT_DETACH)
+		}
+	})
+	mo := fuse.MountOptions{Name: "uringtest", ExtraCapabilities: fuse.CAP_OVER_IO_URING, Logger: log.New(os.Stderr, "go-fuse: ", 0)}
+	m.server, err = fuse.NewServer(raw, "/dev/fd/"+strconv.Itoa(fd), &mo)
+	if err != nil {
+		t.Fatalf("NewServer: %v", err)
+	}
+	go m.server.Serve()
+	ps := fuse.NewProtocolServer(raw, &mo)
+	reply, err := Prime(ps, m.server.KernelSettings())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reply.IOUring() {
+		t.Fatalf("INIT did not negotiate FUSE_OVER_IO_URING: flags %#x", reply.Flags)
+	}
+	dev := mountDev(t, m.mnt)
+	conn, err := ConnectionDir(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	queues, err := PossibleCPUs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.tr, err = Start(Config{Dev: fd, Queues: queues, Entries: entries, Payload: reply.PayloadSize(), Handler: ps, Connection: conn, Logger: log.New(os.Stderr, "uring: ", 0)})
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	return m
+}
+
+func (m *testMount) unmount(t *testing.T) {
+	t.Helper()
+	var err error
+	for try := 0; try < 10; try++ {
+		if err = unix.Unmount(m.mnt, 0); !errors.Is(err, syscall.EBUSY) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("unmount: %v", err)
+	}
+	done := make(chan error)
+	go func() {
+		m.server.Wait()
+		done <- m.tr.Wait()
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("transport: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the transport's entries did not end 10s after the unmount")
+	}
+}
+
+func mountDev(t *testing.T, mnt string) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 4 && f[4] == mnt {
+			dev = f[2]
+		}
+	}
+	if dev == "" {
+		t.Fatalf("%s is not in the mount table", mnt)
+	}
+	return dev
+}
+
+func isMounted(mnt string) bool {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && f[4] == mnt {
+			return true
+		}
+	}
+	return false
+}
+
+func TestServeOverRings(t *testing.T) {
+	withURing(t)
+	m := mountLoopback(t, 2)
+	p := filepath.Join(m.mnt, "f")
+	want := strings.Repeat("io_uring ", 20000) // 180 KB: more than one WRITE
+	if err := os.WriteFile(p, []byte(want), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != want {
+		t.Fatalf("read back %d bytes, not the %d written", len(got), len(want))
+	}
+	if err := os.Mkdir(filepath.Join(m.mnt, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	names, err := os.ReadDir(m.mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(names) != 2 {
+		t.Fatalf("readdir: %v, want d and f", names)
+	}
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stat after unlink: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(m.dir, "d")); err != nil {
+		t.Fatalf("the mkdir did not reach the directory below: %v", err)
+	}
+	var total uint64
+	for _, q := range m.tr.Stats() {
+		if q.Entries != 2 {
+			t.Errorf("queue %d: %d entries registered, want 2", q.Queue, q.Entries)
+		}
+		total += q.Requests
+	}
+	t.Logf("queues: %+v", m.tr.Stats())
+	if total < 10 {
+		t.Errorf("%d requests served over the rings, want at least 10: %+v", total, m.tr.Stats())
+	}
+	m.unmount(t)
+}
+
+func runtimeLock() { runtime.LockOSThread() }
