@@ -92,14 +92,28 @@ func ConnectionDir(dev string) (string, error) {
 // Abort aborts the FUSE connection whose fusectl directory is dir, as
 // `echo 1 > dir/abort` does: every request waiting fails with ENOTCONN,
 // the daemon's reads and ring commands end. If the fuse control
-// filesystem is not mounted (no directory in fusectl), Abort mounts it
-// there first, where systemd would have.
+// filesystem is not mounted at fusectl, Abort mounts it on a directory
+// of its own for the write and unmounts it again, leaving the mount
+// table as it was.
 func Abort(dir string) error {
 	abort := filepath.Join(dir, "abort")
 	if _, err := os.Stat(abort); errors.Is(err, os.ErrNotExist) {
-		if merr := unix.Mount("fusectl", fusectl, "fusectl", 0, ""); merr != nil && !errors.Is(merr, unix.EBUSY) {
-			return fmt.Errorf("aborting FUSE connection %s: no %s, and mounting the fuse control filesystem at %s: %w", dir, abort, fusectl, merr)
+		tmp, err := os.MkdirTemp("", "mmapfs-fusectl-")
+		if err != nil {
+			return fmt.Errorf("aborting FUSE connection %s: no %s, and making a directory for the fuse control filesystem: %w", dir, abort, err)
 		}
+		if err := unix.Mount("fusectl", tmp, "fusectl", 0, ""); err != nil {
+			return errors.Join(fmt.Errorf("aborting FUSE connection %s: no %s, and mounting the fuse control filesystem at %s: %w", dir, abort, tmp, err), os.Remove(tmp))
+		}
+		werr := os.WriteFile(filepath.Join(tmp, filepath.Base(dir), "abort"), []byte("1"), 0)
+		if werr != nil {
+			werr = fmt.Errorf("aborting FUSE connection %s: %w", dir, werr)
+		}
+		uerr := unix.Unmount(tmp, 0)
+		if uerr != nil {
+			uerr = fmt.Errorf("unmounting the fuse control filesystem at %s: %w", tmp, uerr)
+		}
+		return errors.Join(werr, uerr, os.Remove(tmp))
 	}
 	if err := os.WriteFile(abort, []byte("1"), 0); err != nil {
 		return fmt.Errorf("aborting FUSE connection %s: %w", dir, err)

@@ -123,7 +123,9 @@ type testMount struct {
 
 // mountLoopback mounts a loopback of a new directory with /dev/fuse
 // opened here (as fs.mountFuseFd does) and serves it over io_uring.
-func mountLoopback(t *testing.T, entries int) *testMount {
+// payload 0 is the size the INIT reply calls for. Start's error is
+// returned, with the mount made.
+func mountLoopback(t *testing.T, entries, payload int) (*testMount, error) {
 	t.Helper()
 	m := &testMount{dir: t.TempDir(), mnt: t.TempDir()}
 	root, err := gofs.NewLoopbackRoot(m.dir)
@@ -168,11 +170,11 @@ func mountLoopback(t *testing.T, entries int) *testMount {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.tr, err = Start(Config{Dev: fd, Queues: queues, Entries: entries, Payload: reply.PayloadSize(), Handler: ps, Connection: conn, Logger: log.New(os.Stderr, "uring: ", 0)})
-	if err != nil {
-		t.Fatalf("Start: %v", err)
+	if payload == 0 {
+		payload = reply.PayloadSize()
 	}
-	return m
+	m.tr, err = Start(Config{Dev: fd, Queues: queues, Entries: entries, Payload: payload, Handler: ps, Connection: conn, Logger: log.New(os.Stderr, "uring: ", 0)})
+	return m, err
 }
 
 func (m *testMount) unmount(t *testing.T) {
@@ -233,7 +235,10 @@ func isMounted(mnt string) bool {
 
 func TestServeOverRings(t *testing.T) {
 	withURing(t)
-	m := mountLoopback(t, 2)
+	m, err := mountLoopback(t, 2, 0)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
 	p := filepath.Join(m.mnt, "f")
 	want := strings.Repeat("io_uring ", 20000) // 180 KB: more than one WRITE
 	if err := os.WriteFile(p, []byte(want), 0o644); err != nil {
@@ -280,3 +285,58 @@ func TestServeOverRings(t *testing.T) {
 }
 
 func runtimeLock() { runtime.LockOSThread() }
+
+func TestEnabledOff(t *testing.T) {
+	b, err := os.ReadFile(EnableParam)
+	if err != nil {
+		t.Skipf("no %s: %v", EnableParam, err)
+	}
+	err = Enabled()
+	if strings.TrimSpace(string(b)) == "N" {
+		if err == nil || !strings.Contains(err.Error(), EnableParam) || !strings.Contains(err.Error(), EnableHint) {
+			t.Fatalf("Enabled with %s N: %v; want an error naming it and %q", EnableParam, err, EnableHint)
+		}
+	}
+	withURing(t)
+	if err := Enabled(); err != nil {
+		t.Fatalf("Enabled with %s on: %v", EnableParam, err)
+	}
+}
+
+// TestRegisterFailureAborts: entries the kernel refuses (a payload
+// buffer smaller than the connection's largest request) make Start
+// abort the connection: the mount answers ENOTCONN at once instead of
+// holding every request back, and go-fuse's /dev/fuse loop ends.
+func TestRegisterFailureAborts(t *testing.T) {
+	withURing(t)
+	m, err := mountLoopback(t, 1, minPayload)
+	if err == nil {
+		t.Fatal("Start with an 8 KiB payload buffer for a 128 KiB max_write succeeded")
+	}
+	if !strings.Contains(err.Error(), "FUSE_IO_URING_CMD_REGISTER") || !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("Start: %v; want the REGISTER's EINVAL", err)
+	}
+	stat := make(chan error, 1)
+	go func() {
+		_, err := os.Stat(filepath.Join(m.mnt, "x"))
+		stat <- err
+	}()
+	select {
+	case err := <-stat:
+		if !errors.Is(err, syscall.ENOTCONN) {
+			t.Errorf("stat on the aborted mount: %v, want ENOTCONN", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("stat on the mount still waits 5s after the failed registration: the mount hangs")
+	}
+	served := make(chan struct{})
+	go func() { m.server.Wait(); close(served) }()
+	select {
+	case <-served:
+	case <-time.After(5 * time.Second):
+		t.Fatal("go-fuse's /dev/fuse loop did not end after the abort")
+	}
+	if err := unix.Unmount(m.mnt, unix.MNT_DETACH); err != nil {
+		t.Fatalf("detaching the aborted mount: %v", err)
+	}
+}
