@@ -21,6 +21,7 @@ import (
 
 	"github.com/mmapfs/mmapfs/backing"
 	"github.com/mmapfs/mmapfs/fs/inject"
+	"github.com/mmapfs/mmapfs/fs/uring"
 	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
@@ -91,6 +92,12 @@ type Options struct {
 	// string), in force from the start; the control file adds and clears
 	// rules while mounted. A bad rule refuses the mount.
 	Inject []string
+	// Transport is how the kernel's requests reach the daemon:
+	// TransportDev ("" too) or TransportURing (transport.go).
+	Transport string
+	// URingEntries is how many ring entries (threads) each io_uring
+	// queue has; 0 means uring.DefaultEntries.
+	URingEntries int
 	// Debug logs every FUSE request and reply (go-fuse's request log).
 	Debug bool
 	// Logger receives the daemon's log lines; nil means stderr.
@@ -119,6 +126,9 @@ type mountState struct {
 	trace     *reqTracer  // the request record for mmapfs trace (reqtrace.go); safe for concurrent use
 	inj       *inject.Set // fault-injection rules (injecthooks.go); safe for concurrent use
 	cache     autoCache   // what the kernel's cache of each file is of (autocache.go); safe for concurrent use
+
+	// The io_uring transport; nil with --transport dev (transport.go).
+	ring atomic.Pointer[uring.Transport]
 }
 
 // stableAttr computes a node's identity from the statx of its store
@@ -185,13 +195,17 @@ func (s *Server) Drop() error {
 // fusermount3 -u or umount), then syncs and closes the store.
 func (s *Server) Wait() error {
 	s.server.Wait()
+	var terr error
+	if tr := s.m.ring.Load(); tr != nil {
+		terr = tr.Wait()
+	}
 	s.m.trace.close()
 	// No client is left to see what a rule does: the store's last sync
 	// is a real one, so that the store is left as the mount wrote it.
 	if n, _ := s.m.inj.Clear(0); n > 0 {
 		s.m.log.Printf("inject: the mount is gone; %s cleared before the store's last sync", wire.Plural(n, "rule", "rules"))
 	}
-	errs := []error{s.m.dirs.close()}
+	errs := []error{terr, s.m.dirs.close()}
 	if err := s.store.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("closing store %s: %w", s.store.Root(), err))
 	}
@@ -391,6 +405,10 @@ func (m *mountState) rawFS() fuse.RawFileSystem {
 // itself. The mount is fully usable when serve returns.
 func (m *mountState) serve(mnt, root string) (server *fuse.Server, fdMount bool, err error) {
 	opts := m.opts
+	if err := checkTransport(opts.Transport); err != nil {
+		return nil, false, err
+	}
+	useURing := opts.Transport == TransportURing
 	mo := fuse.MountOptions{
 		FsName:       root,
 		Name:         "mmapfs",
@@ -427,6 +445,9 @@ func (m *mountState) serve(mnt, root string) (server *fuse.Server, fdMount bool,
 	// The kernel leaves clearing setuid/setgid to the daemon, so that
 	// it need not ask for security.capability before every write.
 	mo.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
+	if useURing {
+		mo.ExtraCapabilities |= fuse.CAP_OVER_IO_URING
+	}
 	raw := m.rawFS()
 
 	// As root, mount /dev/fuse here and give go-fuse the descriptor
@@ -436,6 +457,7 @@ func (m *mountState) serve(mnt, root string) (server *fuse.Server, fdMount bool,
 	// poll hack included, and keeps its short window in which a SIGKILL
 	// can leave the daemon in D state until the connection is aborted.
 	target := mnt
+	devFd := -1
 	unmount := func() error { return nil }
 	if os.Geteuid() == 0 {
 		fd, err := mountFuseFd(mnt, fdMountOptions{
@@ -447,9 +469,12 @@ func (m *mountState) serve(mnt, root string) (server *fuse.Server, fdMount bool,
 		})
 		switch {
 		case err == nil:
+			devFd = fd
 			target = "/dev/fd/" + strconv.Itoa(fd)
 			fdMount = true
 			unmount = func() error { return unmountFd(mnt) }
+		case errors.Is(err, syscall.EPERM) && useURing:
+			return nil, false, fmt.Errorf("--transport uring: %w (without CAP_SYS_ADMIN only fusermount3 can mount, and go-fuse keeps its descriptor)", err)
 		case errors.Is(err, syscall.EPERM):
 			// Root without CAP_SYS_ADMIN (a container): let go-fuse
 			// try fusermount3, as for any other user.
@@ -479,6 +504,27 @@ func (m *mountState) serve(mnt, root string) (server *fuse.Server, fdMount bool,
 	if ok {
 		dev = mi.dev
 		m.dev.Store(&dev)
+	}
+	if useURing {
+		// The kernel holds every request back until the rings are
+		// registered: nothing may touch the mount before.
+		if berr == nil && !ok {
+			berr = fmt.Errorf("mount %s is not in the mount table", mnt)
+		}
+		if berr != nil {
+			// Without the device the connection cannot be aborted
+			// through fusectl; detaching the mount nobody uses yet
+			// ends it (the kernel aborts a connection whose
+			// superblock goes), and then go-fuse's loop ends.
+			berr = errors.Join(berr, detach(mnt))
+			go server.Serve()
+			server.Wait()
+			return nil, false, berr
+		}
+		if err := m.startURing(server, raw, &mo, devFd, dev); err != nil {
+			// The connection is aborted: detach the dead mount.
+			return nil, false, errors.Join(err, detach(mnt))
+		}
 	}
 	if berr == nil {
 		berr = applyBDI(dev, opts.BDI)

@@ -82,6 +82,7 @@ func (m *mountState) snapshot() (*wire.Snapshot, error) {
 		MsyncLatency: summarize(bs.SyncLatency),
 		Ops:          make(map[string]wire.OpStats),
 		Inject:       m.inj.List(),
+		Transport:    m.transportStats(),
 		Figures:      bs.Figures,
 	}
 	f := &s.Figures

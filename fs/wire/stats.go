@@ -33,8 +33,30 @@ type Snapshot struct {
 	Ops          map[string]OpStats // by FUSE op, lower case; ops never served are left out
 	// Inject lists the mount's fault-injection rules with their
 	// counters; empty (and left out of the stats file) without rules.
-	Inject  []InjectRule
-	Figures Values
+	Inject []InjectRule
+	// Transport is how the daemon receives its requests; nil from a
+	// daemon older than the field.
+	Transport *Transport
+	Figures   Values
+}
+
+// Transport is how a mount's requests reach the daemon (mmapfs mount
+// --transport): over /dev/fuse ("dev") or over io_uring ("uring"), with
+// the queues of the latter.
+type Transport struct {
+	Name   string  `json:"name"`
+	Queues []Queue `json:"queues,omitempty"` // uring only: one per possible CPU
+}
+
+// Queue is one io_uring queue of a mount: the requests the kernel queued
+// on one CPU.
+type Queue struct {
+	Queue    int    `json:"queue"`    // the queue's index: the CPU its requests come from
+	Entries  int    `json:"entries"`  // ring entries registered, each a thread of the daemon
+	Pinned   int    `json:"pinned"`   // of those, the threads pinned to the queue's CPU
+	Requests uint64 `json:"requests"` // requests served
+	Busy     int32  `json:"busy"`     // entries serving a request now: the queue depth in use
+	MaxBusy  int32  `json:"max_busy"` // the most entries that served at once
 }
 
 // InjectRule is one fault-injection rule of a mount (mmapfs mount
@@ -165,6 +187,8 @@ func (s *Snapshot) part(k string) (any, bool) {
 		return s.Ops, true
 	case "inject":
 		return s.Inject, len(s.Inject) > 0
+	case "transport":
+		return s.Transport, s.Transport != nil
 	}
 	panic("wire: no part " + k)
 }
@@ -232,7 +256,7 @@ func (s Snapshot) MarshalJSON() ([]byte, error) {
 	if group != "" {
 		b.WriteByte('}')
 	}
-	parts("ops", "inject")
+	parts("ops", "inject", "transport")
 	b.WriteByte('}')
 	return b.Bytes(), err
 }
@@ -249,6 +273,7 @@ type snapshotParts struct {
 	MsyncLatency Latency            `json:"msync_latency"`
 	Ops          map[string]OpStats `json:"ops"`
 	Inject       []InjectRule       `json:"inject"`
+	Transport    *Transport         `json:"transport"`
 }
 
 // UnmarshalJSON reads a stats file. A figure the file lacks (from a
@@ -259,7 +284,7 @@ func (s *Snapshot) UnmarshalJSON(data []byte) error {
 		return err
 	}
 	*s = Snapshot{Policy: p.Policy, Switches: p.Switches, BDI: p.BDI, BDISources: p.BDISources, Store: p.Store, AtRisk: p.AtRisk,
-		PowerCut: p.PowerCut, MsyncLatency: p.MsyncLatency, Ops: p.Ops, Inject: p.Inject}
+		PowerCut: p.PowerCut, MsyncLatency: p.MsyncLatency, Ops: p.Ops, Inject: p.Inject, Transport: p.Transport}
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(data, &top); err != nil {
 		return err

@@ -1,0 +1,116 @@
+package fs
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/mmapfs/mmapfs/fs/uring"
+	"github.com/mmapfs/mmapfs/fs/wire"
+)
+
+// The transports: how the kernel's requests reach the daemon.
+const (
+	// TransportDev is go-fuse's /dev/fuse loop: a read for each
+	// request, a write for each reply.
+	TransportDev = "dev"
+	// TransportURing is FUSE over io_uring (package fs/uring): one
+	// queue per possible CPU, the reply and the next request in one
+	// system call. INIT, FORGET, INTERRUPT and notifications stay on
+	// /dev/fuse, in go-fuse's loop.
+	TransportURing = "uring"
+)
+
+// checkTransport refuses a transport the daemon cannot use here, before
+// anything is mounted: an unknown name, or uring without the kernel's
+// enable_uring (whose message says how to turn it on) or without root
+// (only the daemon that mounted /dev/fuse itself has the descriptor the
+// rings need; go-fuse keeps fusermount3's to itself).
+func checkTransport(name string) error {
+	switch name {
+	case "", TransportDev:
+		return nil
+	case TransportURing:
+		if err := uring.Enabled(); err != nil {
+			return fmt.Errorf("--transport uring: %w", err)
+		}
+		if os.Geteuid() != 0 {
+			return errors.New("--transport uring needs root: the daemon must mount /dev/fuse itself to hand its descriptor to the rings (go-fuse does not export the one fusermount3 passes it)")
+		}
+		return nil
+	}
+	return fmt.Errorf("--transport %q: not dev or uring", name)
+}
+
+// startURing starts the io_uring transport of a mount whose INIT the
+// fuse.Server server has answered (asking for FUSE_OVER_IO_URING): a
+// fuse.ProtocolServer over the same raw file system and options, primed
+// with the same INIT, serves the rings' requests; the server keeps
+// /dev/fuse (fd) for FORGET, INTERRUPT and the notifications. dev is
+// the mount's major:minor. On an error the connection is aborted (the
+// kernel holds every request back until the rings are registered), the
+// server's loop has ended, and the caller must detach the mount.
+func (m *mountState) startURing(server *fuse.Server, raw fuse.RawFileSystem, mo *fuse.MountOptions, fd int, dev string) error {
+	conn, cerr := uring.ConnectionDir(dev)
+	fail := func(err error) error {
+		// Abort first: the server's loop ends on the aborted
+		// connection (ENODEV), and only then can it be waited for.
+		if cerr == nil {
+			err = errors.Join(err, uring.Abort(conn))
+		} else {
+			err = errors.Join(err, cerr)
+		}
+		go server.Serve()
+		server.Wait()
+		return err
+	}
+	if cerr != nil {
+		return fail(fmt.Errorf("--transport uring: %w", cerr))
+	}
+	ps := fuse.NewProtocolServer(raw, mo)
+	reply, err := uring.Prime(ps, server.KernelSettings())
+	if err != nil {
+		return fail(fmt.Errorf("--transport uring: %w", err))
+	}
+	if !reply.IOUring() {
+		return fail(fmt.Errorf("--transport uring: the kernel did not offer FUSE_OVER_IO_URING at INIT (was %s turned off meanwhile?)", uring.EnableParam))
+	}
+	queues, err := uring.PossibleCPUs()
+	if err != nil {
+		return fail(fmt.Errorf("--transport uring: %w", err))
+	}
+	tr, err := uring.Start(uring.Config{
+		Dev:        fd,
+		Queues:     queues,
+		Entries:    m.opts.URingEntries,
+		Payload:    reply.PayloadSize(),
+		Handler:    ps,
+		Connection: conn,
+		Logger:     m.log,
+	})
+	if err != nil {
+		// Start has aborted the connection.
+		go server.Serve()
+		server.Wait()
+		return fmt.Errorf("--transport uring: %w", err)
+	}
+	m.ring.Store(tr)
+	st := tr.Stats()
+	m.log.Printf("transport uring: %d queues of %d entries (FUSE over io_uring)", len(st), st[0].Entries)
+	return nil
+}
+
+// transportStats is the transport part of the stats.
+func (m *mountState) transportStats() *wire.Transport {
+	tr := m.ring.Load()
+	if tr == nil {
+		return &wire.Transport{Name: TransportDev}
+	}
+	t := &wire.Transport{Name: TransportURing}
+	for _, q := range tr.Stats() {
+		t.Queues = append(t.Queues, wire.Queue(q))
+	}
+	return t
+}
