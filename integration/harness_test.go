@@ -126,7 +126,7 @@ func (m *mount) args() []string {
 		// loopback [flags] MOUNTPOINT ORIGINAL
 		return append(append([]string{}, m.flags...), m.mnt, m.store)
 	}
-	return append(append([]string{"mount"}, m.flags...), m.store, m.mnt)
+	return append(append(append([]string{"mount"}, suiteTransportFlags()...), m.flags...), m.store, m.mnt)
 }
 
 // start runs a new daemon and waits until the mountpoint is mounted.

@@ -15,6 +15,20 @@ import (
 	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
+// suiteTransportEnv, set to dev or uring, runs every mount of the suite
+// over that transport (a test's own --transport, given after, wins).
+// With uring the run needs enable_uring on, which the suite does not
+// turn on for it: `echo 1 > /sys/module/fuse/parameters/enable_uring`.
+const suiteTransportEnv = "MMAPFS_INTEGRATION_TRANSPORT"
+
+// suiteTransportFlags are the daemon flags suiteTransportEnv asks for.
+func suiteTransportFlags() []string {
+	if v := os.Getenv(suiteTransportEnv); v != "" {
+		return []string{"--transport", v}
+	}
+	return nil
+}
+
 // enableURing is the fuse module's switch for FUSE over io_uring.
 const enableURing = "/sys/module/fuse/parameters/enable_uring"
 
