@@ -499,6 +499,7 @@ func (m *mountState) serve(mnt, root string) (server *fuse.Server, fdMount bool,
 	// before Serve runs: set the mount's bdi here, so that no request is
 	// served before its limits are in force (and the stats know the
 	// device from the first read on).
+	serveLoop := server.Serve // with uring, startURing's loop
 	var dev string
 	mi, ok, berr := findMount(mnt)
 	if ok {
@@ -521,16 +522,18 @@ func (m *mountState) serve(mnt, root string) (server *fuse.Server, fdMount bool,
 			server.Wait()
 			return nil, false, berr
 		}
-		if err := m.startURing(server, raw, &mo, devFd, dev); err != nil {
+		loop, err := m.startURing(server, raw, &mo, devFd, dev)
+		if err != nil {
 			// The connection is aborted: detach the dead mount.
 			return nil, false, errors.Join(err, detach(mnt))
 		}
+		serveLoop = loop
 	}
 	if berr == nil {
 		berr = applyBDI(dev, opts.BDI)
 	}
 	ignoreUmask() // requests carry modes the caller's umask already masked (creds.go)
-	go server.Serve()
+	go serveLoop()
 	// A no-op for the "/dev/fd/N" mount; with fusermount3, go-fuse's
 	// poll hack.
 	if err := server.WaitMount(); err != nil {

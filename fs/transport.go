@@ -47,12 +47,16 @@ func checkTransport(name string) error {
 // startURing starts the io_uring transport of a mount whose INIT the
 // fuse.Server server has answered (asking for FUSE_OVER_IO_URING): a
 // fuse.ProtocolServer over the same raw file system and options, primed
-// with the same INIT, serves the rings' requests; the server keeps
-// /dev/fuse (fd) for FORGET, INTERRUPT and the notifications. dev is
-// the mount's major:minor. On an error the connection is aborted (the
-// kernel holds every request back until the rings are registered), the
+// with the same INIT, serves the rings' requests. It returns the loop
+// the caller must run in place of server.Serve: it serves what still
+// comes over /dev/fuse (fd), FORGET and INTERRUPT, with the same
+// ProtocolServer (so that an interrupt finds its ring request), and once
+// the connection ends runs server.Serve to close the server down; the
+// server writes the notifications to /dev/fuse as before. dev is the
+// mount's major:minor. On an error the connection is aborted (the kernel
+// holds every request back until the rings are registered), the
 // server's loop has ended, and the caller must detach the mount.
-func (m *mountState) startURing(server *fuse.Server, raw fuse.RawFileSystem, mo *fuse.MountOptions, fd int, dev string) error {
+func (m *mountState) startURing(server *fuse.Server, raw fuse.RawFileSystem, mo *fuse.MountOptions, fd int, dev string) (func(), error) {
 	conn, cerr := uring.ConnectionDir(dev)
 	fail := func(err error) error {
 		// Abort first: the server's loop ends on the aborted
@@ -67,19 +71,19 @@ func (m *mountState) startURing(server *fuse.Server, raw fuse.RawFileSystem, mo 
 		return err
 	}
 	if cerr != nil {
-		return fail(fmt.Errorf("--transport uring: %w", cerr))
+		return nil, fail(fmt.Errorf("--transport uring: %w", cerr))
 	}
 	ps := fuse.NewProtocolServer(raw, mo)
 	reply, err := uring.Prime(ps, server.KernelSettings())
 	if err != nil {
-		return fail(fmt.Errorf("--transport uring: %w", err))
+		return nil, fail(fmt.Errorf("--transport uring: %w", err))
 	}
 	if !reply.IOUring() {
-		return fail(fmt.Errorf("--transport uring: the kernel did not offer FUSE_OVER_IO_URING at INIT (was %s turned off meanwhile?)", uring.EnableParam))
+		return nil, fail(fmt.Errorf("--transport uring: the kernel did not offer FUSE_OVER_IO_URING at INIT (was %s turned off meanwhile?)", uring.EnableParam))
 	}
 	queues, err := uring.PossibleCPUs()
 	if err != nil {
-		return fail(fmt.Errorf("--transport uring: %w", err))
+		return nil, fail(fmt.Errorf("--transport uring: %w", err))
 	}
 	tr, err := uring.Start(uring.Config{
 		Dev:        fd,
@@ -94,12 +98,22 @@ func (m *mountState) startURing(server *fuse.Server, raw fuse.RawFileSystem, mo 
 		// Start has aborted the connection.
 		go server.Serve()
 		server.Wait()
-		return fmt.Errorf("--transport uring: %w", err)
+		return nil, fmt.Errorf("--transport uring: %w", err)
 	}
 	m.ring.Store(tr)
 	st := tr.Stats()
 	m.log.Printf("transport uring: %d queues of %d entries (FUSE over io_uring)", len(st), st[0].Entries)
-	return nil
+	return func() {
+		// The largest request /dev/fuse could carry, as go-fuse
+		// sizes its own buffers: the payload and the headers.
+		if err := uring.ServeDev(fd, ps, reply.PayloadSize()+4096); err != nil {
+			m.log.Printf("--transport uring: %v; aborting the connection", err)
+			if aerr := uring.Abort(conn); aerr != nil {
+				m.log.Print(aerr)
+			}
+		}
+		server.Serve()
+	}, nil
 }
 
 // transportStats is the transport part of the stats.

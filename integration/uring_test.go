@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -251,4 +252,42 @@ func TestURingStopsCleanly(t *testing.T) {
 		t.Errorf("after the remount: transport %q", tr.Name)
 	}
 	m.stop(t)
+}
+
+// TestURingInterruptReachesRingRequest: a client killed while its READ
+// is held by the daemon (an injected delay; --direct-io, so that the
+// reader waits for the request itself, not for a page it can give up
+// on) ends at once under both transports. The kernel sends the INTERRUPT over /dev/fuse even for a
+// request it gave a ring; unless the daemon hands it to the handler that
+// serves the rings, the delay runs out first and the killed client
+// stays in D state all that time.
+func TestURingInterruptReachesRingRequest(t *testing.T) {
+	withURing(t)
+	const delay = 8 * time.Second
+	for _, tr := range []string{"dev", "uring"} {
+		t.Run(tr, func(t *testing.T) {
+			store := t.TempDir()
+			storeWrite(t, store, "slow", []byte("slow\n"))
+			m := startMountAt(t, store, t.TempDir(), "--transport", tr, "--direct-io", "--inject", "op=read,path=slow,delay="+delay.String())
+			cmd := exec.Command("cat", filepath.Join(m.mnt, "slow"))
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan struct{})
+			go func() { cmd.Wait(); close(done) }()
+			time.Sleep(500 * time.Millisecond) // the READ is in the daemon, sleeping
+			start := time.Now()
+			if err := cmd.Process.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-done:
+				t.Logf("%s: the killed reader ended %v after the kill", tr, time.Since(start).Round(time.Millisecond))
+			case <-time.After(delay / 2):
+				<-done // the delay runs out: nothing is left behind
+				t.Fatalf("%s: the killed reader ended only %v after the kill, with the injected delay: its INTERRUPT did not reach the request", tr, time.Since(start).Round(time.Millisecond))
+			}
+			m.stop(t)
+		})
+	}
 }
