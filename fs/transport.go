@@ -18,8 +18,9 @@ const (
 	TransportDev = "dev"
 	// TransportURing is FUSE over io_uring (package fs/uring): one
 	// queue per possible CPU, the reply and the next request in one
-	// system call. INIT, FORGET, INTERRUPT and notifications stay on
-	// /dev/fuse, in go-fuse's loop.
+	// system call. INIT (answered by go-fuse's fuse.Server), FORGET,
+	// INTERRUPT (served by uring.ServeDev) and notifications (written
+	// by the fuse.Server) stay on /dev/fuse.
 	TransportURing = "uring"
 )
 

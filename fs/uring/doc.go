@@ -37,7 +37,21 @@
 // other entries go on serving. The requests themselves are handed to a
 // Handler: go-fuse's fuse.ProtocolServer, which parses the byte stream
 // [in header, op header, payload] and writes [out header, out args and
-// payload] into the reply iovecs.
+// payload] into the reply iovecs. ServeDev serves what still comes over
+// /dev/fuse (FORGET, INTERRUPT) with the same Handler, so that an
+// interrupt finds the ring request it is for.
+//
+// # What go-fuse does not give
+//
+// go-fuse v2.12.1 has no io_uring transport, and fuse.Server does not
+// export what a second request parser needs: the INIT it answered (only
+// KernelSettings, the kernel's half) and the flags it negotiated. Prime
+// replays the kernel's INIT to the ProtocolServer, which computes the
+// same reply from the same MountOptions. ProtocolServer.HandleRequest
+// allocates a request (and a cancel channel) per call: the rings' own
+// buffers are reused, go-fuse's per-request state is not. The
+// descriptor fusermount3 passes go-fuse is not exported either: only a
+// daemon that mounts /dev/fuse itself (as root) can use the rings.
 //
 // # What it must never do
 //
