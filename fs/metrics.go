@@ -144,6 +144,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, r := range s.Inject {
 		ch <- prometheus.MustNewConstMetric(descInjectHits, prometheus.CounterValue, float64(r.Hits), strconv.Itoa(r.ID), r.Rule)
 	}
+	collectTransport(ch, s.Transport)
 }
 
 // histogram turns a latency snapshot into a Prometheus histogram with the

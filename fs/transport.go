@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mmapfs/mmapfs/fs/uring"
 	"github.com/mmapfs/mmapfs/fs/wire"
@@ -128,4 +130,46 @@ func (m *mountState) transportStats() *wire.Transport {
 		t.Queues = append(t.Queues, wire.Queue(q))
 	}
 	return t
+}
+
+// The transport's metrics (metrics.go collects them with the rest).
+var (
+	descTransport      = desc("transport_info", "How the kernel's requests reach the daemon (mmapfs mount --transport), as a label; always 1.", "transport")
+	descURingRequests  = desc("uring_requests_total", "Requests served over io_uring, by queue (the CPU they came from).", "queue")
+	descURingBusy      = desc("uring_queue_busy_entries", "Ring entries of the queue serving a request now: the queue depth in use.", "queue")
+	descURingEntries   = desc("uring_queue_entries", "Ring entries registered on the queue, each a daemon thread pinned to the queue's CPU.", "queue")
+	descURingMaxBusy   = desc("uring_queue_busy_entries_max", "The most entries of the queue that served at once.", "queue")
+	descURingUnpinned  = desc("uring_queue_unpinned_entries", "Ring entries of the queue whose thread could not be pinned to its CPU.", "queue")
+	transportMetricFns = []func(q wire.Queue) (*prometheus.Desc, prometheus.ValueType, float64){
+		func(q wire.Queue) (*prometheus.Desc, prometheus.ValueType, float64) {
+			return descURingRequests, prometheus.CounterValue, float64(q.Requests)
+		},
+		func(q wire.Queue) (*prometheus.Desc, prometheus.ValueType, float64) {
+			return descURingBusy, prometheus.GaugeValue, float64(q.Busy)
+		},
+		func(q wire.Queue) (*prometheus.Desc, prometheus.ValueType, float64) {
+			return descURingEntries, prometheus.GaugeValue, float64(q.Entries)
+		},
+		func(q wire.Queue) (*prometheus.Desc, prometheus.ValueType, float64) {
+			return descURingMaxBusy, prometheus.GaugeValue, float64(q.MaxBusy)
+		},
+		func(q wire.Queue) (*prometheus.Desc, prometheus.ValueType, float64) {
+			return descURingUnpinned, prometheus.GaugeValue, float64(q.Entries - q.Pinned)
+		},
+	}
+)
+
+// collectTransport sends the metrics of the transport t (from the
+// stats).
+func collectTransport(ch chan<- prometheus.Metric, t *wire.Transport) {
+	if t == nil {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(descTransport, prometheus.GaugeValue, 1, t.Name)
+	for _, q := range t.Queues {
+		for _, f := range transportMetricFns {
+			d, kind, v := f(q)
+			ch <- prometheus.MustNewConstMetric(d, kind, v, strconv.Itoa(q.Queue))
+		}
+	}
 }

@@ -3,9 +3,13 @@ package integration
 import (
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -105,7 +109,13 @@ func transportOf(t *testing.T, mnt string) *wire.Transport {
 // stats name the transport and count the requests of its queues.
 func TestURingServes(t *testing.T) {
 	withURing(t)
-	m := startMount(t, "--transport", "uring", "--uring-entries", "2")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics := l.Addr().String()
+	l.Close()
+	m := startMount(t, "--transport", "uring", "--uring-entries", "2", "--metrics", metrics)
 	before := transportOf(t, m.mnt)
 	if before.Name != "uring" || len(before.Queues) == 0 {
 		t.Fatalf("transport %+v, want uring with its queues", before)
@@ -187,6 +197,34 @@ func TestURingServes(t *testing.T) {
 		t.Errorf("%d requests served over the rings for the operations above, want at least 20: %+v", n, after.Queues)
 	}
 	t.Logf("queues: %+v", after.Queues)
+
+	// Prometheus has the same: the transport, and each queue's requests.
+	resp, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(body), `mmapfs_transport_info{transport="uring"} 1`) {
+		t.Errorf("metrics lack the transport:\n%s", body)
+	}
+	var scraped uint64
+	for _, line := range strings.Split(string(body), "\n") {
+		if rest, ok := strings.CutPrefix(line, "mmapfs_uring_requests_total{queue="); ok {
+			_, v, _ := strings.Cut(rest, " ")
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				t.Fatalf("metric line %q: %v", line, err)
+			}
+			scraped += n
+		}
+	}
+	if scraped < served(after) {
+		t.Errorf("mmapfs_uring_requests_total sums to %d, the stats said %d before", scraped, served(after))
+	}
 	m.stop(t)
 }
 
