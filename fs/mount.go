@@ -93,7 +93,8 @@ type Options struct {
 	// rules while mounted. A bad rule refuses the mount.
 	Inject []string
 	// Transport is how the kernel's requests reach the daemon:
-	// TransportDev ("" too) or TransportURing (transport.go).
+	// TransportDev ("" too), TransportURing or TransportAuto
+	// (transport.go).
 	Transport string
 	// URingEntries is how many ring entries (threads) each io_uring
 	// queue has; 0 means uring.DefaultEntries.
@@ -408,7 +409,7 @@ func (m *mountState) serve(mnt, root string) (server *fuse.Server, fdMount bool,
 	if err := checkTransport(opts.Transport); err != nil {
 		return nil, false, err
 	}
-	useURing := opts.Transport == TransportURing
+	useURing := m.resolveTransport(opts.Transport) == TransportURing
 	mo := fuse.MountOptions{
 		FsName:       root,
 		Name:         "mmapfs",

@@ -24,6 +24,10 @@ const (
 	// INTERRUPT (served by uring.ServeDev) and notifications (written
 	// by the fuse.Server) stay on /dev/fuse.
 	TransportURing = "uring"
+	// TransportAuto is uring where it can be had (the kernel offers
+	// it: enable_uring on; the daemon runs as root), dev otherwise; the
+	// log and the stats say which.
+	TransportAuto = "auto"
 )
 
 // checkTransport refuses a transport the daemon cannot use here, before
@@ -33,18 +37,38 @@ const (
 // rings need; go-fuse keeps fusermount3's to itself).
 func checkTransport(name string) error {
 	switch name {
-	case "", TransportDev:
+	case "", TransportDev, TransportAuto:
 		return nil
 	case TransportURing:
-		if err := uring.Enabled(); err != nil {
-			return fmt.Errorf("--transport uring: %w", err)
-		}
-		if os.Geteuid() != 0 {
-			return errors.New("--transport uring needs root: the daemon must mount /dev/fuse itself to hand its descriptor to the rings (go-fuse does not export the one fusermount3 passes it)")
-		}
-		return nil
+		return uringAvailable()
 	}
-	return fmt.Errorf("--transport %q: not dev or uring", name)
+	return fmt.Errorf("--transport %q: not dev, uring or auto", name)
+}
+
+// uringAvailable says why the uring transport cannot be used here, or
+// nil.
+func uringAvailable() error {
+	if err := uring.Enabled(); err != nil {
+		return fmt.Errorf("--transport uring: %w", err)
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("--transport uring needs root: the daemon must mount /dev/fuse itself to hand its descriptor to the rings (go-fuse does not export the one fusermount3 passes it)")
+	}
+	return nil
+}
+
+// resolveTransport turns auto into the transport it stands for here,
+// and logs the choice.
+func (m *mountState) resolveTransport(name string) string {
+	if name != TransportAuto {
+		return name
+	}
+	if err := uringAvailable(); err != nil {
+		m.log.Printf("--transport auto: dev (%v)", err)
+		return TransportDev
+	}
+	m.log.Printf("--transport auto: uring (the kernel offers FUSE over io_uring)")
+	return TransportURing
 }
 
 // startURing starts the io_uring transport of a mount whose INIT the

@@ -329,3 +329,41 @@ func TestURingInterruptReachesRingRequest(t *testing.T) {
 		})
 	}
 }
+
+// TestURingAuto: --transport auto serves over /dev/fuse while
+// enable_uring is off and over the rings once it is on, and the stats
+// and the log say which.
+func TestURingAuto(t *testing.T) {
+	if loopbackMode {
+		t.Skip("--transport is mmapfs's")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("--transport uring needs root")
+	}
+	uringUsers.Lock()
+	b, err := os.ReadFile(enableURing)
+	off := uringUsers.n == 0 && err == nil && strings.TrimSpace(string(b)) == "N"
+	if off {
+		m := startMount(t, "--transport", "auto")
+		if tr := transportOf(t, m.mnt); tr.Name != "dev" || len(tr.Queues) != 0 {
+			t.Errorf("--transport auto with enable_uring off: transport %+v, want dev", tr)
+		}
+		m.stop(t)
+		if !strings.Contains(m.out.String(), "--transport auto: dev") || !strings.Contains(m.out.String(), enableURing) {
+			t.Errorf("the log does not say auto chose dev, and why:\n%s", m.out)
+		}
+	}
+	uringUsers.Unlock()
+	if !off {
+		t.Log("enable_uring was not off: only the uring half runs")
+	}
+	withURing(t)
+	m := startMount(t, "--transport", "auto")
+	if tr := transportOf(t, m.mnt); tr.Name != "uring" || len(tr.Queues) == 0 {
+		t.Errorf("--transport auto with enable_uring on: transport %+v, want uring with its queues", tr)
+	}
+	m.stop(t)
+	if !strings.Contains(m.out.String(), "--transport auto: uring") {
+		t.Errorf("the log does not say auto chose uring:\n%s", m.out)
+	}
+}

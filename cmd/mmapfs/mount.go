@@ -66,7 +66,7 @@ func addMountFlags(f *pflag.FlagSet, c *mountConfig) {
 	f.IntVar(&opts.BDI.StrictLimit, "bdi-strict-limit", -1, "1: hold the mount to its bdi share strictly (the kernel's FUSE default), 0: let it use the global budget; -1: leave it")
 	f.IntVar(&opts.BDI.ReadaheadKB, "readahead-kb", -1, "the mount's bdi readahead in KiB, 0 or more; -1: leave it")
 	f.StringArrayVar(&opts.Inject, "inject", nil, "fault-injection RULE, repeatable: op=OP[,path=GLOB][,nth=N|after=BYTES|prob=P[,seed=S]][,times=K],ACTION with ACTION errno=NAME, delay=D[-D2], torn=K[:ERRNO] (write), short=K (read), or errno=NAME,fsyncgate (op=msync, needs --powercut-sim); as -o inject=RULE, the rule's commas need no escaping (see 'mmapfs inject --help')")
-	f.StringVar(&opts.Transport, "transport", "dev", "how requests reach the daemon: dev (read and write /dev/fuse) or uring (FUSE over io_uring, Linux 6.14+: as root, with the fuse module's enable_uring on: echo 1 > /sys/module/fuse/parameters/enable_uring)")
+	f.StringVar(&opts.Transport, "transport", "dev", "how requests reach the daemon: dev (read and write /dev/fuse), uring (FUSE over io_uring, Linux 6.14+: as root, with the fuse module's enable_uring on: echo 1 > /sys/module/fuse/parameters/enable_uring), or auto (uring where it can be had, dev otherwise; the log and the stats say which)")
 	f.IntVar(&opts.URingEntries, "uring-entries", 0, "with --transport uring: ring entries (daemon threads) per CPU queue, each serving one request at a time (0: 4)")
 	f.BoolVar(&opts.Debug, "debug", false, "log every FUSE request and reply")
 	f.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics at ADDR (host:port or port; loopback unless a host is named)")
