@@ -1,0 +1,199 @@
+package integration
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// deadMountTimeout bounds how long a dead mount may answer with the
+// io_uring teardown's errnos before it answers ENOTCONN.
+const deadMountTimeout = 5 * time.Second
+
+// uringTeardownErrnos are what the kernel answers a request made on a
+// FUSE over io_uring connection whose daemon is dead but whose rings
+// are not yet torn down (fs/fuse/dev_uring.c, fs/fuse/dev.c):
+//
+//   - ECANCELED: the request was handed to a ring entry whose task was
+//     exiting (fuse_uring_send_in_task, the cancel branch: io_uring
+//     runs the entry's task work as cancelled, and the request ends
+//     with -ECANCELED);
+//   - ECONNABORTED: the request found no entry (the dying daemon's
+//     IO_URING_F_CANCEL took them all, fuse_uring_cancel) and waited on
+//     the queue until the connection was aborted, which ends it
+//     (fuse_abort_conn -> fuse_uring_abort -> fuse_uring_abort_end_requests
+//     -> fuse_dev_end_requests, which sets -ECONNABORTED).
+//
+// The abort comes when the last reference to /dev/fuse goes
+// (fuse_dev_release). Under dev that is the daemon's own descriptor,
+// closed as it exits, before it is reaped. Under uring every ring
+// command the daemon had queued holds /dev/fuse too, and io_uring lets
+// go of them in its asynchronous teardown of the dead daemon's rings
+// (io_ring_exit_work), some milliseconds after the daemon is reaped
+// (5-10 ms here). It is a window: once the connection is aborted,
+// fc->connected is 0 and every request gets ENOTCONN (fuse_get_req),
+// as under dev. Nothing the daemon does can close it: it is dead.
+var uringTeardownErrnos = []syscall.Errno{unix.ECANCELED, unix.ECONNABORTED}
+
+// deadMountAnswers stats path, on a mount whose daemon was just
+// SIGKILLed and reaped, until it answers ENOTCONN. Under dev (uring
+// false) the first stat must: the connection is aborted before the
+// daemon is reaped. Under uring the first stats may get
+// uringTeardownErrnos for a few milliseconds, and then ENOTCONN within
+// deadMountTimeout.
+func deadMountAnswers(t testing.TB, path string, uring bool) {
+	t.Helper()
+	start := time.Now()
+	var seen []string
+	for {
+		var st unix.Stat_t
+		done := make(chan error, 1)
+		go func() { done <- unix.Stat(path, &st) }()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(deadMountTimeout):
+			t.Fatalf("stat %s on the dead mount still waits after %v (answers so far: %v)", path, deadMountTimeout, seen)
+		}
+		e := errnoOf(err)
+		if e == unix.ENOTCONN {
+			if len(seen) > 0 {
+				t.Logf("the dead mount answered %s for %v, then ENOTCONN", strings.Join(seen, ", "), time.Since(start).Round(time.Microsecond))
+			}
+			return
+		}
+		teardown := false
+		for _, te := range uringTeardownErrnos {
+			teardown = teardown || e == te
+		}
+		if !uring || !teardown {
+			t.Errorf("stat %s on the dead mount: %v, want ENOTCONN (answers before: %v)", path, err, seen)
+			return
+		}
+		if n := len(seen); n == 0 || seen[n-1] != unix.ErrnoName(e) {
+			seen = append(seen, unix.ErrnoName(e))
+		}
+		if time.Since(start) > deadMountTimeout {
+			t.Errorf("the dead mount still answers %v after %v, want ENOTCONN once the kernel has torn the rings down (answers: %v)", err, deadMountTimeout, seen)
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// servesOverURing says whether the mount's requests go over the rings
+// (its own --transport or the suite's), from its stats.
+func servesOverURing(t *testing.T, m *mount) bool {
+	t.Helper()
+	return !loopbackMode && transportOf(t, m.mnt).Name == "uring"
+}
+
+// TestURingKillMidRequest: SIGKILL of a daemon serving over the rings,
+// with a request held in the daemon (an injected fsync delay) and
+// others streaming in from both CPUs, ends the held request at once
+// with ECONNABORTED (the kernel ends the requests its dying entries
+// held: fuse_uring_entry_teardown -> fuse_uring_stop_fuse_req_end), the
+// dead mount answers ENOTCONN once the rings are torn down (after
+// uringTeardownErrnos for some milliseconds), it detaches, and the store
+// mounts again over the rings with what was written before the kill.
+// TestDurabilityKill checks the same under the suite's transport; this
+// one runs over the rings in every run.
+func TestURingKillMidRequest(t *testing.T) {
+	withURing(t)
+	const delay = 30 * time.Second
+	rule := "op=fsync,path=held,delay=" + delay.String()
+	m := startMount(t, "--transport", "uring", "--inject", rule)
+	if tr := transportOf(t, m.mnt); tr.Name != "uring" {
+		t.Fatalf("transport %q, want uring", tr.Name)
+	}
+	kept := pattern(1<<20+3, 50)
+	writeFile(t, filepath.Join(m.mnt, "kept"), kept)
+
+	f, err := os.Create(filepath.Join(m.mnt, "held"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write([]byte("held")); err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan error, 1)
+	go func() { held <- f.Sync() }()
+	injectLogged(t, m, rule, "fsync", "held", "delayed "+delay.String())
+
+	// Writers on both CPUs until the mount dies under them: each answer
+	// after the kill must be one the kernel gives a dead connection.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var answers []error
+	stop := make(chan struct{})
+	for w := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var set unix.CPUSet
+			set.Set(w % 2)
+			unix.SchedSetaffinity(0, &set) // best effort: the goroutine's thread may change
+			p := filepath.Join(m.mnt, "w"+string(rune('a'+w)))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+					mu.Lock()
+					answers = append(answers, err)
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	m.kill(t)
+	select {
+	case err := <-held:
+		if !errors.Is(err, unix.ECONNABORTED) {
+			t.Errorf("the fsync held in the daemon when it died: %v, want ECONNABORTED", err)
+		}
+		t.Logf("the held fsync ended %v after the kill", time.Since(start).Round(time.Millisecond))
+	case <-time.After(deadMountTimeout):
+		t.Errorf("the fsync held in the daemon still waits %v after the kill (its delay is %v)", deadMountTimeout, delay)
+	}
+	deadMountAnswers(t, filepath.Join(m.mnt, "kept"), true)
+	close(stop)
+	wg.Wait()
+	for _, err := range answers {
+		e := errnoOf(err)
+		if e != unix.ENOTCONN && e != unix.ECONNABORTED && e != unix.ECANCELED {
+			t.Errorf("a write streaming when the daemon died: %v, want ENOTCONN, ECONNABORTED or ECANCELED", err)
+		}
+	}
+	checkContent(t, filepath.Join(m.store, "kept"), kept)
+	f.Close()
+	if out, err := exec.Command("umount", "-l", m.mnt).CombinedOutput(); err != nil {
+		t.Fatalf("umount -l %s: %v: %s", m.mnt, err, out)
+	}
+	if mounted(m.mnt) {
+		t.Fatalf("%s still mounted after umount -l", m.mnt)
+	}
+
+	m.start(t)
+	if tr := transportOf(t, m.mnt); tr.Name != "uring" || len(tr.Queues) == 0 {
+		t.Errorf("after the kill and a new mount: transport %+v, want uring", tr)
+	}
+	checkBoth(t, m, "kept", kept)
+	writeFile(t, filepath.Join(m.mnt, "after"), []byte("after"))
+	checkBoth(t, m, "after", []byte("after"))
+	m.stop(t)
+}
