@@ -31,8 +31,9 @@
 // CPU, with its own small io_uring (IORING_SETUP_SINGLE_ISSUER and
 // DEFER_TASKRUN: the kernel's completion work runs in the thread's own
 // io_uring_enter), its own header and payload buffers, mmapped once and
-// reused for every request. A thread serves its entry's request inline
-// and then commits and fetches; a request that blocks (an fsync, a page
+// reused for every request (package backing/ringmem makes and drives
+// them). A thread serves its entry's request inline and then commits and
+// fetches; a request that blocks (an fsync, a page
 // fault in a store mapping) holds up its own entry only, the queue's
 // other entries go on serving. The requests themselves are handed to a
 // Handler: go-fuse's fuse.ProtocolServer, which parses the byte stream
@@ -65,7 +66,8 @@
 //   - Never hand the kernel Go heap memory: the rings, the headers and the
 //     payloads are mmaps, unmapped only once the kernel is done with them
 //     (the entry's thread has seen its last completion).
-//   - Never use unsafe outside ring_unsafe.go, and there only to pass
-//     addresses to the kernel and to read and write the rings' shared
-//     head and tail words.
+//   - Never use unsafe: the rings' shared memory (setup, the SQ and CQ
+//     head and tail words, the entries' mappings and their addresses)
+//     is package backing/ringmem's, the project's rule keeping every
+//     unsafe use under backing/.
 package uring

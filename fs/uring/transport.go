@@ -13,6 +13,8 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/backing/ringmem"
 )
 
 // The FUSE-over-io_uring ABI (include/uapi/linux/fuse.h).
@@ -227,7 +229,7 @@ func (cfg *Config) abort() error {
 // entry is one registered ring entry: its memory, one mmap laid out as
 // [iovecs | request header | ... | payload from entryPayloadOff].
 type entry struct {
-	mem     []byte
+	mem     *ringmem.Mem
 	hdr     []byte // struct fuse_uring_req_header
 	payload []byte
 	scratch []byte // a copy of an IOCTL's input, whose output shares the payload buffer; made on first use
@@ -236,7 +238,11 @@ type entry struct {
 	out [2][]byte // the reply's
 }
 
-const entryPayloadOff = 4096
+// Where an entry's memory holds the request header and the payload.
+const (
+	hdrOff          = 64
+	entryPayloadOff = 4096
+)
 
 // runEntry is the thread of one entry of queue q: it pins itself to CPU
 // q, registers the entry and serves its requests until the connection
@@ -259,7 +265,7 @@ func (t *Transport) runEntry(q int, ready chan<- error) {
 	}
 	qs.registered.Add(1)
 	err = t.serve(r, e, qs, q)
-	cerr := errors.Join(r.close(), unix.Munmap(e.mem))
+	cerr := errors.Join(r.Close(), e.mem.Unmap())
 	if err != nil {
 		t.fail(fmt.Errorf("io_uring queue %d: %w", q, err))
 	} else if cerr != nil {
@@ -281,36 +287,37 @@ func pin(cpu int) error {
 // q. A failure the kernel reports at once (EOPNOTSUPP with enable_uring
 // off, EINVAL for a buffer too small) comes back as an error; the
 // registration itself completes only with the first request.
-func (t *Transport) register(q int) (*ring, *entry, error) {
-	r, err := newRing(2)
+func (t *Transport) register(q int) (*ringmem.Ring, *entry, error) {
+	r, err := ringmem.Setup(2, ringmem.SetupSingleIssuer|ringmem.SetupDeferTaskrun)
 	if err != nil {
 		return nil, nil, fmt.Errorf("queue %d: %w", q, err)
 	}
-	mem, err := unix.Mmap(-1, 0, entryPayloadOff+t.cfg.Payload, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
+	m, err := ringmem.Map(entryPayloadOff + t.cfg.Payload)
 	if err != nil {
-		return nil, nil, errors.Join(fmt.Errorf("queue %d: mapping %d bytes for an entry: %w", q, entryPayloadOff+t.cfg.Payload, err), r.close())
+		return nil, nil, errors.Join(fmt.Errorf("queue %d: %w", q, err), r.Close())
 	}
-	e := &entry{mem: mem, hdr: mem[64 : 64+reqHeaderSize], payload: mem[entryPayloadOff:]}
+	mem := m.Bytes()
+	e := &entry{mem: m, hdr: mem[hdrOff : hdrOff+reqHeaderSize], payload: mem[entryPayloadOff:]}
 	// struct iovec[2] at the start: the header, the payload.
-	binary.LittleEndian.PutUint64(mem[0:], addrOf(e.hdr))
+	binary.LittleEndian.PutUint64(mem[0:], m.Addr(hdrOff))
 	binary.LittleEndian.PutUint64(mem[8:], uint64(len(e.hdr)))
-	binary.LittleEndian.PutUint64(mem[16:], addrOf(e.payload))
+	binary.LittleEndian.PutUint64(mem[16:], m.Addr(entryPayloadOff))
 	binary.LittleEndian.PutUint64(mem[24:], uint64(len(e.payload)))
 
-	sqe := r.nextSQE()
+	sqe := r.NextSQE()
 	t.prepCmd(sqe, cmdRegister, q, 0)
-	binary.LittleEndian.PutUint64(sqe[16:], addrOf(mem)) // addr: the iovecs
-	binary.LittleEndian.PutUint32(sqe[24:], 2)           // len: two of them
-	r.pushSQE()
+	binary.LittleEndian.PutUint64(sqe[16:], m.Addr(0)) // addr: the iovecs
+	binary.LittleEndian.PutUint32(sqe[24:], 2)         // len: two of them
+	r.PushSQE()
 	if err := t.submit(r, 0); err != nil {
-		return nil, nil, errors.Join(fmt.Errorf("queue %d: registering: %w", q, err), r.close(), unix.Munmap(mem))
+		return nil, nil, errors.Join(fmt.Errorf("queue %d: registering: %w", q, err), r.Close(), m.Unmap())
 	}
-	if c, ok := r.peekCQE(); ok {
-		err := fmt.Errorf("queue %d: FUSE_IO_URING_CMD_REGISTER: %w", q, syscall.Errno(-c.res))
-		if c.res >= 0 {
-			err = fmt.Errorf("queue %d: FUSE_IO_URING_CMD_REGISTER completed at once (%d) without a request", q, c.res)
+	if c, ok := r.PeekCQE(); ok {
+		err := fmt.Errorf("queue %d: FUSE_IO_URING_CMD_REGISTER: %w", q, syscall.Errno(-c.Res))
+		if c.Res >= 0 {
+			err = fmt.Errorf("queue %d: FUSE_IO_URING_CMD_REGISTER completed at once (%d) without a request", q, c.Res)
 		}
-		return nil, nil, errors.Join(err, r.close(), unix.Munmap(mem))
+		return nil, nil, errors.Join(err, r.Close(), m.Unmap())
 	}
 	return r, e, nil
 }
@@ -318,7 +325,7 @@ func (t *Transport) register(q int) (*ring, *entry, error) {
 // prepCmd fills sqe as an IORING_OP_URING_CMD of cmdOp on /dev/fuse for
 // queue q, with commitID.
 func (t *Transport) prepCmd(sqe []byte, cmdOp uint32, q int, commitID uint64) {
-	sqe[0] = opURINGCmd
+	sqe[0] = ringmem.OpURINGCmd
 	binary.LittleEndian.PutUint32(sqe[4:], uint32(t.dev))
 	binary.LittleEndian.PutUint32(sqe[8:], cmdOp)
 	// struct fuse_uring_cmd_req in the command area at 48.
@@ -329,15 +336,15 @@ func (t *Transport) prepCmd(sqe []byte, cmdOp uint32, q int, commitID uint64) {
 
 // submit hands the kernel the SQEs pushed and, with wait, waits for a
 // completion; a signal's EINTR is retried.
-func (t *Transport) submit(r *ring, minComplete uint32) error {
+func (t *Transport) submit(r *ringmem.Ring, minComplete uint32) error {
 	flags := uint32(0)
 	if minComplete > 0 {
-		flags = enterGetEvents
+		flags = ringmem.EnterGetEvents
 	}
 	for {
 		// What a signal's EINTR interrupted, the submission or the
 		// wait, the SQ head tells: submit what is still pending.
-		_, err := r.enter(r.pendingSQEs(), minComplete, flags)
+		_, err := r.Enter(r.PendingSQEs(), minComplete, flags)
 		if errors.Is(err, syscall.EINTR) {
 			continue
 		}
@@ -352,17 +359,17 @@ func (t *Transport) submit(r *ring, minComplete uint32) error {
 // kernel ends the entry: a completion with ENOTCONN, ECONNABORTED,
 // ENODEV or ECANCELED is the connection going away, and ends serve
 // without an error.
-func (t *Transport) serve(r *ring, e *entry, qs *queue, q int) error {
+func (t *Transport) serve(r *ringmem.Ring, e *entry, qs *queue, q int) error {
 	for {
-		c, ok := r.peekCQE()
+		c, ok := r.PeekCQE()
 		if !ok {
 			if err := t.submit(r, 1); err != nil {
 				return err
 			}
 			continue
 		}
-		if c.res < 0 {
-			switch errno := syscall.Errno(-c.res); errno {
+		if c.Res < 0 {
+			switch errno := syscall.Errno(-c.Res); errno {
 			case syscall.ENOTCONN, syscall.ECONNABORTED, syscall.ENODEV, syscall.ECANCELED:
 				return nil
 			default:
@@ -379,12 +386,12 @@ func (t *Transport) serve(r *ring, e *entry, qs *queue, q int) error {
 		commitID := t.handle(e)
 		qs.busy.Add(-1)
 		qs.requests.Add(1)
-		sqe := r.nextSQE()
+		sqe := r.NextSQE()
 		if sqe == nil {
 			return errors.New("no free SQE for the commit")
 		}
 		t.prepCmd(sqe, cmdCommitAndFetch, q, commitID)
-		r.pushSQE()
+		r.PushSQE()
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"log"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,37 +57,6 @@ func withURing(t *testing.T) {
 			}
 		}
 	})
-}
-
-func TestRingNop(t *testing.T) {
-	// The raw ring on its own: a NOP goes round.
-	done := make(chan error)
-	go func() {
-		// The ring is single issuer: one thread for all of it.
-		runtimeLock()
-		r, err := newRing(2)
-		if err != nil {
-			done <- err
-			return
-		}
-		sqe := r.nextSQE()
-		sqe[0] = opNop
-		sqe[32] = 0x5a // user_data
-		r.pushSQE()
-		if _, err := r.enter(1, 1, enterGetEvents); err != nil {
-			done <- errors.Join(err, r.close())
-			return
-		}
-		c, ok := r.peekCQE()
-		if !ok || c.userData != 0x5a || c.res != 0 {
-			done <- errors.Join(fmt.Errorf("completion %+v, %v; want user data 0x5a, result 0", c, ok), r.close())
-			return
-		}
-		done <- r.close()
-	}()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
 }
 
 func TestPossibleCPUs(t *testing.T) {
@@ -283,8 +251,6 @@ func TestServeOverRings(t *testing.T) {
 	}
 	m.unmount(t)
 }
-
-func runtimeLock() { runtime.LockOSThread() }
 
 func TestEnabledOff(t *testing.T) {
 	b, err := os.ReadFile(EnableParam)
