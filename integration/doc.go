@@ -68,6 +68,22 @@
 //   - brokenfs: two FUSE filesystems that break mmap on purpose (direct
 //     I/O without shared mappings; stale pages), for TestCheck to catch.
 //
+// # The transport
+//
+// MMAPFS_INTEGRATION_TRANSPORT=dev|uring|auto runs every mount of the
+// suite with that --transport (a test's own --transport wins). With
+// uring TestMain turns the fuse module's enable_uring on for the run if
+// it is off, and puts back what it was when the run ends; it shares that
+// with the tests that need the rings themselves (withURing: the first
+// user turns it on, the last puts it back, and nothing turns it off
+// while one runs). Without root, or in a kernel without FUSE over
+// io_uring (no /sys/module/fuse/parameters/enable_uring), the run is
+// skipped, with the reason, instead of every test failing. The tests of
+// uring_test.go and uringkill_test.go mount over the rings in every run
+// whatever the variable says.
+//
+//	MMAPFS_INTEGRATION_TRANSPORT=uring go test -count=1 ./integration/
+//
 // # Checking the suite itself
 //
 // With MMAPFS_INTEGRATION_FS=loopback the suite runs against go-fuse's

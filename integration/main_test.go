@@ -101,7 +101,7 @@ func roleCommand(bin, role string, args ...string) *exec.Cmd {
 	return cmd
 }
 
-func runMain(m *testing.M) int {
+func runMain(m *testing.M) (code int) {
 	if os.Geteuid() != 0 {
 		fmt.Println("SKIP: the integration tests mount FUSE filesystems and need root")
 		return 0
@@ -124,6 +124,23 @@ func runMain(m *testing.M) int {
 		fmt.Printf("MMAPFS_INTEGRATION_FS=%q: want mmapfs or loopback\n", fsName)
 		return 2
 	}
+
+	// MMAPFS_INTEGRATION_TRANSPORT=uring: enable_uring on for the run.
+	release, skip, err := suiteURing()
+	if err != nil {
+		fmt.Println(err)
+		return 2
+	}
+	if skip != "" {
+		fmt.Println("SKIP: " + skip)
+		return 0
+	}
+	defer func() {
+		if err := release(); err != nil {
+			fmt.Printf("FAIL: %v\n", err)
+			code = 1
+		}
+	}()
 
 	// Every store, mountpoint and binary of this run lives under one
 	// directory of its own, so that a mount a killed run left behind is
@@ -156,7 +173,7 @@ func runMain(m *testing.M) int {
 	}
 	defer stopWatchdog()
 
-	code := m.Run()
+	code = m.Run()
 	if n := sweepDaemons(); n > 0 {
 		fmt.Printf("FAIL: %d daemon(s) or mount(s) were left behind by the tests and have been removed\n", n)
 		if code == 0 {

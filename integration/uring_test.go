@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -20,10 +21,12 @@ import (
 	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
-// suiteTransportEnv, set to dev or uring, runs every mount of the suite
-// over that transport (a test's own --transport, given after, wins).
-// With uring the run needs enable_uring on, which the suite does not
-// turn on for it: `echo 1 > /sys/module/fuse/parameters/enable_uring`.
+// suiteTransportEnv, set to dev, uring or auto, runs every mount of the
+// suite over that transport (a test's own --transport, given after,
+// wins). With uring TestMain turns enable_uring on for the run, through
+// the same count as withURing, and puts back what it was at the end
+// (suiteURing); where it cannot (no CONFIG_FUSE_IO_URING) the run is
+// skipped, saying why.
 const suiteTransportEnv = "MMAPFS_INTEGRATION_TRANSPORT"
 
 // suiteTransportFlags are the daemon flags suiteTransportEnv asks for.
@@ -37,12 +40,62 @@ func suiteTransportFlags() []string {
 // enableURing is the fuse module's switch for FUSE over io_uring.
 const enableURing = "/sys/module/fuse/parameters/enable_uring"
 
-// uringUsers shares enable_uring between the tests of this file that
-// run at once: the first turns it on, the last puts back what it was.
+// uringUsers shares enable_uring between the users of this process that
+// run at once (the suite under MMAPFS_INTEGRATION_TRANSPORT=uring, the
+// tests that call withURing): the first turns it on, the last puts back
+// what it was. Nothing turns it off while n > 0. mu guards n and was.
 var uringUsers struct {
 	sync.Mutex
-	n   int
+	n int
+	// was is what enable_uring read before the first user turned it
+	// on, to be written back by the last; nil if it was on already
+	// (then nothing is written either way).
 	was []byte
+}
+
+// errNoURing says that this kernel has no FUSE over io_uring.
+var errNoURing = errors.New("no FUSE over io_uring in this kernel (" + enableURing + " does not exist: Linux 6.14 or later with CONFIG_FUSE_IO_URING)")
+
+// acquireURing makes the caller a user of enable_uring: on while it
+// is one. It returns errNoURing where the kernel has none.
+func acquireURing() error {
+	uringUsers.Lock()
+	defer uringUsers.Unlock()
+	if uringUsers.n == 0 {
+		was, err := os.ReadFile(enableURing)
+		if errors.Is(err, os.ErrNotExist) {
+			return errNoURing
+		}
+		if err != nil {
+			return err
+		}
+		uringUsers.was = nil
+		if v := strings.TrimSpace(string(was)); v != "Y" && v != "1" {
+			if err := os.WriteFile(enableURing, []byte("1"), 0); err != nil {
+				return fmt.Errorf("turning %s on: %w", enableURing, err)
+			}
+			uringUsers.was = was
+		}
+	}
+	uringUsers.n++
+	return nil
+}
+
+// releaseURing ends a use acquireURing began; the last user puts back
+// what enable_uring was.
+func releaseURing() error {
+	uringUsers.Lock()
+	defer uringUsers.Unlock()
+	uringUsers.n--
+	if uringUsers.n > 0 || uringUsers.was == nil {
+		return nil
+	}
+	was := uringUsers.was
+	uringUsers.was = nil
+	if err := os.WriteFile(enableURing, was, 0); err != nil {
+		return fmt.Errorf("putting %s back to %q: %w", enableURing, strings.TrimSpace(string(was)), err)
+	}
+	return nil
 }
 
 // withURing turns enable_uring on for the test and puts it back after;
@@ -56,32 +109,43 @@ func withURing(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("--transport uring needs root")
 	}
-	uringUsers.Lock()
-	defer uringUsers.Unlock()
-	if uringUsers.n == 0 {
-		was, err := os.ReadFile(enableURing)
-		if errors.Is(err, os.ErrNotExist) {
-			t.Skipf("no FUSE over io_uring in this kernel (%s)", enableURing)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(enableURing, []byte("1"), 0); err != nil {
-			t.Fatalf("turning %s on: %v", enableURing, err)
-		}
-		uringUsers.was = was
+	if err := acquireURing(); errors.Is(err, errNoURing) {
+		t.Skip(err)
+	} else if err != nil {
+		t.Fatal(err)
 	}
-	uringUsers.n++
 	t.Cleanup(func() {
-		uringUsers.Lock()
-		defer uringUsers.Unlock()
-		uringUsers.n--
-		if uringUsers.n == 0 {
-			if err := os.WriteFile(enableURing, uringUsers.was, 0); err != nil {
-				t.Errorf("putting %s back to %q: %v", enableURing, uringUsers.was, err)
-			}
+		if err := releaseURing(); err != nil {
+			t.Error(err)
 		}
 	})
+}
+
+// suiteURing prepares the run for suiteTransportEnv: with uring it
+// turns enable_uring on for the whole run (the caller calls release
+// after the last test); skip, if not empty, says why the run cannot be
+// had here. An unknown transport is an error.
+func suiteURing() (release func() error, skip string, err error) {
+	release = func() error { return nil }
+	switch v := os.Getenv(suiteTransportEnv); v {
+	case "", "dev", "auto":
+		return release, "", nil
+	case "uring":
+		if loopbackMode {
+			return release, "", nil // go-fuse's loopback has no --transport: the env is ignored
+		}
+		if os.Geteuid() != 0 {
+			return release, suiteTransportEnv + "=uring needs root", nil
+		}
+		if err := acquireURing(); errors.Is(err, errNoURing) {
+			return release, suiteTransportEnv + "=uring: " + err.Error(), nil
+		} else if err != nil {
+			return release, "", fmt.Errorf("%s=uring: %w", suiteTransportEnv, err)
+		}
+		return releaseURing, "", nil
+	default:
+		return release, "", fmt.Errorf("%s=%q: want dev, uring or auto", suiteTransportEnv, v)
+	}
 }
 
 // transportOf reads the transport part of the mount's stats.
@@ -230,7 +294,13 @@ func TestURingServes(t *testing.T) {
 
 // TestURingRefusedWhenOff: with enable_uring off, --transport uring
 // refuses to mount, naming the parameter and how to turn it on, and
-// leaves nothing mounted.
+// leaves nothing mounted. Where enable_uring is really off and no test
+// of this process needs it on, the daemon meets the real thing. Where it
+// is on (a test of this run, or another run on the machine, needs it:
+// the test never turns it off under them), the daemon runs in a mount
+// namespace of its own in which a file that reads N is bind-mounted on
+// enableURing: what is tested then is the daemon's own check and
+// message, which run before anything is mounted, not the kernel's.
 func TestURingRefusedWhenOff(t *testing.T) {
 	if loopbackMode {
 		t.Skip("--transport is mmapfs's")
@@ -238,28 +308,79 @@ func TestURingRefusedWhenOff(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
+	store, mnt := t.TempDir(), t.TempDir()
+	args := []string{"mount", "--transport", "uring", store, mnt}
 	uringUsers.Lock()
-	defer uringUsers.Unlock()
-	if uringUsers.n > 0 {
-		t.Skip("another test has enable_uring on")
-	}
 	b, err := os.ReadFile(enableURing)
 	if err != nil {
+		uringUsers.Unlock()
 		t.Skipf("no FUSE over io_uring in this kernel: %v", err)
 	}
-	if strings.TrimSpace(string(b)) != "N" {
-		t.Skipf("%s is %s here", enableURing, strings.TrimSpace(string(b)))
+	if v := strings.TrimSpace(string(b)); uringUsers.n == 0 && (v == "N" || v == "0") {
+		// Under the lock: no test of this process turns it on meanwhile.
+		r := runBinary(t, cliTimeout, []string{mnt}, args...)
+		uringUsers.Unlock()
+		checkURingRefusal(t, r.exitCode, r.stderr, mnt)
+		return
 	}
-	mnt := t.TempDir()
-	r := runBinary(t, cliTimeout, []string{mnt}, "mount", "--transport", "uring", t.TempDir(), mnt)
-	if r.exitCode == 0 {
-		t.Fatalf("mount --transport uring with enable_uring off succeeded:\n%s", r.stderr)
+	uringUsers.Unlock()
+
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skipf("%s is on and there is no unshare(1) to show the daemon a private one that is off: %v", enableURing, err)
+	}
+	off := filepath.Join(t.TempDir(), "enable_uring")
+	if err := os.WriteFile(off, []byte("N\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := trampolineCommand(unshare, append([]string{"--mount", "--propagation", "private", "sh", "-c",
+		`mount --bind "$1" "$2" && shift 2 && exec "$@"`, "sh", off, enableURing, binPath}, args...)...)
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var werr error
+	select {
+	case werr = <-done:
+	case <-time.After(cliTimeout):
+		cmd.Process.Kill() // its namespace, and whatever it mounted there, goes with it
+		<-done
+		t.Fatalf("mount --transport uring with a private enable_uring of N still running after %v:\n%s", cliTimeout, stderr.String())
+	}
+	code := 0
+	if werr != nil {
+		var ee *exec.ExitError
+		if !errors.As(werr, &ee) {
+			t.Fatal(werr)
+		}
+		code = ee.ExitCode()
+	}
+	if strings.Contains(stderr.String(), "mount: ") && !strings.Contains(stderr.String(), "mmapfs") {
+		t.Fatalf("could not bind-mount a private %s: %s", enableURing, stderr.String())
+	}
+	checkURingRefusal(t, code, stderr.String(), mnt)
+}
+
+// checkURingRefusal checks the end of a mount --transport uring with
+// enable_uring off: a failure whose message names the parameter and how
+// to turn it on, and nothing mounted on mnt.
+func checkURingRefusal(t *testing.T, exitCode int, stderr, mnt string) {
+	t.Helper()
+	if exitCode == 0 {
+		t.Fatalf("mount --transport uring with enable_uring off succeeded:\n%s", stderr)
 	}
 	for _, want := range []string{enableURing, "echo 1 > " + enableURing} {
-		if !strings.Contains(r.stderr, want) {
-			t.Errorf("refusal does not say %q:\n%s", want, r.stderr)
+		if !strings.Contains(stderr, want) {
+			t.Errorf("refusal does not say %q:\n%s", want, stderr)
 		}
 	}
+	if mounted(mnt) {
+		t.Errorf("%s is mounted after the refusal", mnt)
+	}
+	t.Logf("refused: %s", strings.TrimSpace(stderr))
 }
 
 // TestURingStopsCleanly: a mount served over the rings, with files
