@@ -30,6 +30,15 @@ const (
 	TransportAuto = "auto"
 )
 
+// TestURingPayloadEnv, for the tests only, makes --transport uring
+// register its ring entries with payload buffers of that many bytes
+// instead of the connection's largest request. The kernel refuses a
+// buffer smaller than that (FUSE_IO_URING_CMD_REGISTER fails with
+// EINVAL), after INIT has negotiated io_uring: it is how the integration
+// tests drive the daemon's failed-registration path (abort the
+// connection, detach the mount, exit with the error) on a real mount.
+const TestURingPayloadEnv = "MMAPFS_TEST_URING_PAYLOAD"
+
 // checkTransport refuses a transport the daemon cannot use here, before
 // anything is mounted: an unknown name, or uring without the kernel's
 // enable_uring (whose message says how to turn it on) or without root
@@ -112,11 +121,20 @@ func (m *mountState) startURing(server *fuse.Server, raw fuse.RawFileSystem, mo 
 	if err != nil {
 		return nil, fail(fmt.Errorf("--transport uring: %w", err))
 	}
+	payload := reply.PayloadSize()
+	if v := os.Getenv(TestURingPayloadEnv); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return nil, fail(fmt.Errorf("%s=%q: not a positive number of bytes", TestURingPayloadEnv, v))
+		}
+		m.log.Printf("%s=%d: registering payload buffers of %d bytes, not the connection's %d (for the tests of a failed registration)", TestURingPayloadEnv, n, n, payload)
+		payload = n
+	}
 	tr, err := uring.Start(uring.Config{
 		Dev:        fd,
 		Queues:     queues,
 		Entries:    m.opts.URingEntries,
-		Payload:    reply.PayloadSize(),
+		Payload:    payload,
 		Handler:    ps,
 		Connection: conn,
 		Logger:     m.log,

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/fs"
 )
 
 // deadMountTimeout bounds how long a dead mount may answer with the
@@ -195,5 +197,74 @@ func TestURingKillMidRequest(t *testing.T) {
 	checkBoth(t, m, "kept", kept)
 	writeFile(t, filepath.Join(m.mnt, "after"), []byte("after"))
 	checkBoth(t, m, "after", []byte("after"))
+	m.stop(t)
+}
+
+// runCommand runs cmd (a daemonCommand) for at most timeout and returns
+// its exit status (-1: it did not exit in time and was killed) and its
+// stderr.
+func runCommand(t *testing.T, cmd *exec.Cmd, timeout time.Duration) (int, string) {
+	t.Helper()
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	d := startDaemon(t, cmd)
+	if !d.waitExit(timeout) {
+		cmd.Process.Kill()
+		d.waitExit(killTimeout)
+		return -1, stderr.String()
+	}
+	var ee *exec.ExitError
+	if errors.As(d.err, &ee) {
+		return ee.ExitCode(), stderr.String()
+	}
+	if d.err != nil {
+		t.Fatal(d.err)
+	}
+	return 0, stderr.String()
+}
+
+// TestURingRegisterFailure: a daemon that negotiated io_uring at INIT
+// and then has its ring entries refused by the kernel (payload buffers
+// smaller than the connection's largest request, through
+// fs.TestURingPayloadEnv: FUSE_IO_URING_CMD_REGISTER fails with EINVAL)
+// aborts the connection, detaches the mount and exits with an error
+// that names the registration and its errno: nothing is left hanging
+// (the kernel holds every request back until the rings are registered),
+// the mountpoint is a plain directory again, and the store mounts again.
+func TestURingRegisterFailure(t *testing.T) {
+	withURing(t)
+	store, mnt := t.TempDir(), t.TempDir()
+	storeWrite(t, store, "f", []byte("before\n"))
+	watchdogWatch(mnt)
+	cmd := daemonCommand("mount", "--transport", "uring", store, mnt)
+	cmd.Env = append(cmd.Env, fs.TestURingPayloadEnv+"=4096")
+	start := time.Now()
+	code, stderr := runCommand(t, cmd, cliTimeout)
+	if mounted(mnt) {
+		t.Errorf("%s still mounted after the failed registration", mnt)
+		if err := forceUnmount(mnt); err != nil {
+			t.Error(err)
+		}
+	}
+	watchdogForget(mnt)
+	switch code {
+	case -1:
+		t.Fatalf("the daemon whose registration failed still ran %v later:\n%s", cliTimeout, stderr)
+	case 0:
+		t.Fatalf("the daemon whose registration failed exited 0:\n%s", stderr)
+	}
+	t.Logf("exit %d after %v: %s", code, time.Since(start).Round(time.Millisecond), strings.TrimSpace(stderr))
+	for _, want := range []string{"--transport uring", "FUSE_IO_URING_CMD_REGISTER", unix.EINVAL.Error()} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("the error does not say %q:\n%s", want, stderr)
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(mnt, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		t.Errorf("stat %s after the failed registration: mode %o, %v; want the plain directory", mnt, st.Mode, err)
+	}
+
+	m := startMountAt(t, store, mnt, "--transport", "uring")
+	checkBoth(t, m, "f", []byte("before\n"))
 	m.stop(t)
 }
