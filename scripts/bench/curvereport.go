@@ -103,6 +103,8 @@ type curveReport struct {
 	Configs  []fsConfig   `json:"configs"`
 	Notes    []string     `json:"notes,omitempty"`
 	Points   []curvePoint `json:"points"`
+	// Costs: seconds per "GROUP FILESYSTEM" and per "GROUP" (curveRun).
+	Costs map[string]float64 `json:"costs_s,omitempty"`
 }
 
 // xs is the sorted set of x of curve c.
@@ -167,10 +169,13 @@ func (r *curveReport) markdown() string {
 			sw = "the store directory itself"
 		case kLoopbackNP:
 			sw = "go-fuse's loopback, CAP_PASSTHROUGH disabled"
-		case kMmapfs:
+		case kMmapfs, kMmapfsURing:
 			if sw == "" {
 				sw = "defaults"
 			}
+		}
+		if c.Transport != "" {
+			sw += ", --transport " + c.Transport
 		}
 		p("- `%s`: %s\n", c.Name, sw)
 	}
@@ -253,6 +258,7 @@ func (r *curveReport) markdown() string {
 		}
 	}
 	p("(In each table, the last row is the last point's figure over the first's: for a cost per operation, more than ×1 means it grows with the size.)\n")
+	r.costTable(p)
 	if len(r.Notes) > 0 {
 		p("\n### Notes\n\n")
 		for _, n := range r.Notes {

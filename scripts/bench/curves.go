@@ -56,11 +56,16 @@ var curveMmapfs = []fsConfig{
 // curveExtra are measured on one group of curves only: on the threads
 // curves, the fast set with MADV_RANDOM on the daemon's mappings (a miss
 // in a mapping then reads its page, not the 128 KiB the kernel reads
-// around a fault); on the files-held-open curve, mmapfs without its bound
+// around a fault), and mmapfs on its defaults under --transport uring
+// (issue 17: a queue per CPU, the request served on the CPU of the
+// thread that made it); on the files-held-open curve, mmapfs without its bound
 // on resident blobs, to show what the bound is for (one descriptor and one
 // mapping per open file).
 var curveExtra = map[string][]fsConfig{
-	cgThreads:   {{Name: "mmapfs+cache+random", Kind: kMmapfsBest, Flags: cache("--madvise", "random")}},
+	cgThreads: {
+		{Name: "mmapfs+cache+random", Kind: kMmapfsBest, Flags: cache("--madvise", "random")},
+		{Name: kMmapfsURing, Kind: kMmapfsURing, Transport: "uring"},
+	},
 	cgOpenFiles: {{Name: "mmapfs+unbounded", Kind: kMmapfsBest, Flags: []string{"--max-resident", "-1"}}},
 }
 
@@ -126,6 +131,11 @@ type curveRun struct {
 	logDir string
 	points []curvePoint
 	notes  []string
+	// group is the group being measured; costs, the seconds spent per
+	// "GROUP FILESYSTEM" (its points' mounts and clients) and per "GROUP"
+	// (all of it, with the layouts).
+	group string
+	costs map[string]float64
 }
 
 // curveConfigs are the filesystems of the curves that -only selects (nil:
@@ -135,7 +145,11 @@ func curveConfigs(selFS map[string]bool, have map[string]bool) (cfgs []fsConfig,
 		if selFS != nil && !selFS[c.Kind] {
 			return false
 		}
-		if c.Kind == kMmapfs || c.Kind == kMmapfsBest {
+		if isMmapfsKind(c.Kind) {
+			if c.Transport != "" && !have["transport"] {
+				notes = append(notes, fmt.Sprintf("curves: %s skipped: this mmapfs has no --transport", c.Name))
+				return false
+			}
 			if ok, missing := supported(candidate{Name: c.Name, Flags: c.Flags}, have); !ok {
 				notes = append(notes, fmt.Sprintf("curves: %s skipped: this mmapfs has no %s", c.Name, missing))
 				return false
@@ -176,6 +190,8 @@ func (cr *curveRun) run(groups map[string]bool, base []fsConfig, extra map[strin
 		// earlier point unlinked would pay for those unlinks.
 		spreadDir(filepath.Join(dir, "store"))
 		cfgs := append(append([]fsConfig(nil), base...), extra[g]...)
+		cr.group = g
+		t0 := time.Now()
 		var err error
 		switch g {
 		case cgThreads:
@@ -193,6 +209,9 @@ func (cr *curveRun) run(groups map[string]bool, base []fsConfig, extra map[strin
 		}
 		// The store is the run's; nothing is mounted on it any more.
 		_ = os.RemoveAll(dir)
+		if cr.costs != nil {
+			cr.costs[g] += time.Since(t0).Seconds()
+		}
 	}
 }
 
@@ -223,6 +242,10 @@ func (cr *curveRun) withMount(c fsConfig, store string, f func(m *mountedFS) err
 		return err
 	}
 	_ = os.Remove(mnt) // mountOn makes it
+	if cr.costs != nil {
+		t0 := time.Now()
+		defer func() { cr.costs[cr.group+" "+c.Name] += time.Since(t0).Seconds() }()
+	}
 	m, err := mountOn(cr.ctx, c, store, mnt, cr.bins, cr.logDir)
 	if err != nil {
 		return err
@@ -692,7 +715,7 @@ func daemonSample(m *mountedFS) map[string]float64 {
 	if ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid)); err == nil {
 		v["fds"] = float64(len(ents))
 	}
-	if m.cfg.Kind == kMmapfs || m.cfg.Kind == kMmapfsBest {
+	if isMmapfsKind(m.cfg.Kind) {
 		if b, err := os.ReadFile(filepath.Join(m.mnt, ".mmapfs-stats")); err == nil {
 			var st map[string]any
 			if json.Unmarshal(b, &st) == nil {

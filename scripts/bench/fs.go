@@ -5,6 +5,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -25,6 +26,10 @@ const (
 	kLoopbackNP = "loopback-nopt"
 	kMmapfs     = "mmapfs"
 	kMmapfsBest = "mmapfs-best"
+	// kMmapfsURing is mmapfs on its defaults under --transport uring;
+	// kMmapfsBestURing, candidate switch sets under it (uringBestFor).
+	kMmapfsURing     = "mmapfs-uring"
+	kMmapfsBestURing = "mmapfs-uring-best"
 )
 
 // candidate is a named flag set of `mmapfs mount`.
@@ -100,6 +105,9 @@ type fsConfig struct {
 	Kind      string   // one of the k* constants
 	Flags     []string // mmapfs flags, for candidates
 	Workloads []string // the workloads run on it
+	// Transport is mmapfs's --transport: "dev" or "uring"; "" for the
+	// others, and in results of runs older than the flag (which were dev).
+	Transport string `json:",omitempty"`
 }
 
 // mountedFS is a live mount (or the native directory).
@@ -183,6 +191,9 @@ func mountOn(ctx context.Context, cfg fsConfig, store, mnt string, bins binaries
 	default:
 		bin = bins.mmapfs
 		args = append([]string{"mount"}, cfg.Flags...)
+		if cfg.Transport != "" {
+			args = append(args, "--transport", cfg.Transport)
+		}
 		args = append(args, m.store, m.mnt)
 	}
 	m.log, err = os.OpenFile(filepath.Join(logDir, cfg.Name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -224,7 +235,33 @@ func mountOn(ctx context.Context, cfg fsConfig, store, mnt string, bins binaries
 			return nil, fmt.Errorf("%s: not mounted after 15s; see %s", cfg.Name, m.log.Name())
 		}
 	}
+	if cfg.Transport != "" {
+		if got := statsTransport(m); got != cfg.Transport {
+			m.unmount()
+			return nil, fmt.Errorf("%s: mounted with --transport %s, but its stats say the transport is %q", cfg.Name, cfg.Transport, got)
+		}
+	}
 	return m, nil
+}
+
+// statsTransport is the transport an mmapfs mount's .mmapfs-stats names.
+func statsTransport(m *mountedFS) string {
+	b, err := os.ReadFile(filepath.Join(m.mnt, ".mmapfs-stats"))
+	if err != nil {
+		return "(stats unreadable: " + err.Error() + ")"
+	}
+	var st struct {
+		Transport *struct {
+			Name string `json:"name"`
+		} `json:"transport"`
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return "(stats: " + err.Error() + ")"
+	}
+	if st.Transport == nil {
+		return "(none)"
+	}
+	return st.Transport.Name
 }
 
 // pid is the daemon's process id; 0 for native.

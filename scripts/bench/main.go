@@ -94,12 +94,12 @@ func main() {
 	runtimeF := flag.Duration("runtime", 3*time.Second, "runtime of each time-based fio job")
 	files := flag.Int("files", 10000, "files of the create+stat+unlink workload")
 	fileBytes := flag.Int64("file-bytes", 1024, "bytes written to each of those files")
-	records := flag.Int("records", 1000000, "records of the logger workloads")
+	records := flag.Int("records", 1000000, "records of the logger workloads (each ends after these or -runtime, whichever comes first)")
 	recordSize := flag.Int64("record-bytes", 512, "bytes per logger record")
 	region := flag.Int64("region-bytes", 150*1024, "the logger's region of the file, bytes")
 	maxSpread := flag.Float64("max-spread", 0.30, "refuse to report when a workload's runs on native spread more than this: (max-min)/median")
 	quick := flag.Bool("quick", false, "smoke run: 16 MiB files, 1 s jobs, 1,000 files, 100,000 records, 1 run, one candidate switch set per workload, no refusal; the curves at a few small points")
-	only := flag.String("only", "", "comma-separated workloads, curves and/or filesystems to run (curves: curves for all, or curve-threads, curve-dirsize, curve-filesize, curve-openfiles; filesystems: native, loopback, loopback-nopt, mmapfs, mmapfs-best); default all")
+	only := flag.String("only", "", "comma-separated workloads, curves and/or filesystems to run (curves: curves for all, or curve-threads, curve-dirsize, curve-filesize, curve-openfiles; filesystems: native, loopback, loopback-nopt, mmapfs, mmapfs-best, mmapfs-uring, mmapfs-uring-best); default all")
 	base := flag.String("dir", os.TempDir(), "directory under which stores and mountpoints are made (its filesystem is the store filesystem)")
 	mmapfsBin := flag.String("mmapfs-bin", "", "use this mmapfs binary instead of building ./cmd/mmapfs")
 	loopbackBin := flag.String("loopback-bin", "", "use this loopback binary instead of building ./scripts/loopback")
@@ -165,6 +165,7 @@ func main() {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	defer restoreURing()
 	defer unmountAll()
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
@@ -177,6 +178,7 @@ func main() {
 		case <-time.After(60 * time.Second):
 		}
 		unmountAll()
+		restoreURing()
 		if benchBaseDir != "" {
 			_ = os.RemoveAll(benchBaseDir)
 		}
@@ -217,12 +219,16 @@ func main() {
 		}
 	}
 	var cfgs []fsConfig
-	for _, k := range []string{kNative, kLoopback, kLoopbackNP, kMmapfs} {
+	for _, k := range []string{kNative, kLoopback, kLoopbackNP, kMmapfs, kMmapfsURing} {
 		if len(wls) == 0 {
 			break
 		}
 		if selFS == nil || selFS[k] {
-			cfgs = append(cfgs, fsConfig{Name: k, Kind: k, Workloads: wls})
+			c := fsConfig{Name: k, Kind: k, Workloads: wls}
+			if k == kMmapfsURing {
+				c.Transport = "uring"
+			}
+			cfgs = append(cfgs, c)
 		}
 	}
 	var notes []string
@@ -250,11 +256,38 @@ func main() {
 			}
 		}
 	}
+	if len(wls) > 0 && (selFS == nil || selFS[kMmapfsBestURing]) {
+		cfgs = append(cfgs, uringCandidates(wls, have)...)
+	}
+	ccfgs, cextra, cnotes := curveConfigs(selFS, have)
+	pinTransport(cfgs, have)
+	pinTransport(ccfgs, have)
+	for _, g := range curveGroups {
+		pinTransport(cextra[g], have)
+	}
+	// The uring rows need enable_uring: on for the run if it is off (and
+	// put back on every exit path), or the rows say why they are missing.
+	uringWhy := ""
+	if wantsURing(cfgs, ccfgs, cextra, selC) {
+		if !have["transport"] {
+			uringWhy = "this mmapfs has no --transport"
+		} else if err := benchURing.enable(enableURingParam); err != nil {
+			uringWhy = err.Error()
+		}
+		if uringWhy != "" {
+			notes = append(notes, "uring rows not measured: "+uringWhy)
+			cfgs = dropURing(cfgs)
+			ccfgs = dropURing(ccfgs)
+			for g := range cextra {
+				cextra[g] = dropURing(cextra[g])
+			}
+			cnotes = append(cnotes, "uring curves not measured: "+uringWhy)
+		}
+	}
 	notes = dedup(notes)
 	for _, n := range notes {
 		fmt.Println("note:", n)
 	}
-	ccfgs, cextra, cnotes := curveConfigs(selFS, have)
 	for _, n := range cnotes {
 		fmt.Println("note:", n)
 	}
@@ -269,16 +302,18 @@ func main() {
 	}
 
 	start := time.Now()
+	costs := map[string]float64{}
 	for r := 1; r <= *runs; r++ {
 		for _, c := range cfgs {
 			if ctx.Err() != nil {
 				break
 			}
+			t0 := time.Now()
 			runRound(ctx, s, c, r, *runs, benchBase, bins, filepath.Join(*out, "logs"), figs[c.Name])
+			costs[c.Name] += time.Since(t0).Seconds()
 		}
 	}
 	if ctx.Err() != nil {
-		unmountAll()
 		fatalf("interrupted")
 	}
 	elapsed := time.Since(start)
@@ -298,6 +333,8 @@ func main() {
 		Configs:   cfgs,
 		Figures:   figs,
 		Quick:     *quick,
+		Costs:     costs,
+		URingWhy:  uringWhy,
 	}
 	rep.pickBest()
 	status := 0
@@ -307,7 +344,7 @@ func main() {
 
 	if len(selC) > 0 && len(ccfgs) > 0 {
 		z := curveSizesFor(*quick, *runtimeF)
-		cr := &curveRun{ctx: ctx, s: s, z: z, base: benchBase, bins: bins, logDir: filepath.Join(*out, "logs"), notes: cnotes}
+		cr := &curveRun{ctx: ctx, s: s, z: z, base: benchBase, bins: bins, logDir: filepath.Join(*out, "logs"), notes: cnotes, costs: map[string]float64{}}
 		cstart := time.Now()
 		var cs []fsConfig
 		cs = append(cs, ccfgs...)
@@ -319,7 +356,6 @@ func main() {
 		fmt.Printf("\ncurves (%s) on %s\n", strings.Join(sortedKeys(selC), ", "), strings.Join(names(cs), ", "))
 		cr.run(selC, ccfgs, cextra)
 		if ctx.Err() != nil {
-			unmountAll()
 			fatalf("interrupted")
 		}
 		q := ""
@@ -336,10 +372,13 @@ func main() {
 			Configs:  cs,
 			Notes:    dedup(cr.notes),
 			Points:   cr.points,
+			Costs:    cr.costs,
 		}
 		status |= emitCurves(crep, *out)
 	}
 
+	unmountAll()
+	restoreURing()
 	_ = os.RemoveAll(benchBase)
 	os.Exit(status)
 }
@@ -476,7 +515,7 @@ func runRound(ctx context.Context, s settings, c fsConfig, r, runs int, benchBas
 
 func needsReadFiles(w string) bool {
 	switch w {
-	case "seqread-warm", "seqread-cold", "randread-1", "randread-2", "mmap-randread":
+	case "seqread-warm", "seqread-cold", "randread-1", "randread-2", "mmap-randread", "randread-daemon":
 		return true
 	}
 	return false
@@ -492,7 +531,7 @@ type statsOps struct {
 
 // readOps reads the ops of an mmapfs mount's .mmapfs-stats; nil elsewhere.
 func readOps(m *mountedFS) *statsOps {
-	if m.cfg.Kind != kMmapfs && m.cfg.Kind != kMmapfsBest {
+	if !isMmapfsKind(m.cfg.Kind) {
 		return nil
 	}
 	b, err := os.ReadFile(filepath.Join(m.mnt, ".mmapfs-stats"))
@@ -557,7 +596,7 @@ func parseOnly(s string) (map[string]bool, map[string]bool, map[string]bool, err
 			} else {
 				cs[n] = true
 			}
-		case kNative, kLoopback, kLoopbackNP, kMmapfs, kMmapfsBest:
+		case kNative, kLoopback, kLoopbackNP, kMmapfs, kMmapfsBest, kMmapfsURing, kMmapfsBestURing:
 			if fs == nil {
 				fs = map[string]bool{}
 			}
@@ -598,8 +637,8 @@ func (s settings) describe(runs int, maxSpread float64, quick bool) string {
 	if quick {
 		q = "QUICK smoke run (not figures to quote); "
 	}
-	return fmt.Sprintf("%smedian of %d runs; fio files %d MiB per job, time-based jobs %s; create+stat+unlink %d files of %d B; loggers %d records of %d B in a %d B region; refuse when native spread > %.2f",
-		q, runs, s.size>>20, s.runtime, s.files, s.fileBytes, s.records, s.recordSize, s.region, maxSpread)
+	return fmt.Sprintf("%smedian of %d runs; fio files %d MiB per job, time-based jobs %s; create+stat+unlink %d files of %d B; loggers %d records of %d B (or what they write in %s) in a %d B region; refuse when native spread > %.2f",
+		q, runs, s.size>>20, s.runtime, s.files, s.fileBytes, s.records, s.recordSize, s.runtime, s.region, maxSpread)
 }
 
 func dedup(s []string) []string {
@@ -638,6 +677,7 @@ func fmtRuns(v []float64) string {
 func fatalf(format string, a ...any) {
 	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", a...)
 	unmountAll()
+	restoreURing()
 	if benchBaseDir != "" {
 		_ = os.RemoveAll(benchBaseDir)
 	}

@@ -45,6 +45,14 @@ type report struct {
 	// BestKeeping: per workload, the best of the defaults and the
 	// candidates that keep the defaults' promises (candidate.Keeps).
 	BestKeeping map[string]string `json:"best_keeping"`
+	// BestURing: per workload, the best of mmapfs's defaults and its
+	// candidates under --transport uring.
+	BestURing map[string]string `json:"best_uring,omitempty"`
+	// URingWhy says why the uring rows were not measured; "" when they
+	// were (or when the run is older than them: then they are missing).
+	URingWhy string `json:"uring_not_measured,omitempty"`
+	// Costs: per configuration, the seconds its rounds took in all.
+	Costs map[string]float64 `json:"costs_s,omitempty"`
 }
 
 func machineInfo(base, fio string) machine {
@@ -115,22 +123,28 @@ func (r *report) fig(fs, w string) *figure {
 func (r *report) pickBest() {
 	r.Best = map[string]string{}
 	r.BestKeeping = map[string]string{}
+	r.BestURing = map[string]string{}
 	for _, w := range r.Workloads {
 		best, bv := "", -1.0
 		keep, kv := "", -1.0
+		ub, uv := "", -1.0
 		for _, c := range r.Configs {
-			if c.Kind != kMmapfs && c.Kind != kMmapfsBest {
-				continue
-			}
 			f := r.fig(c.Name, w)
 			if f == nil {
 				continue
 			}
-			if f.Median > bv {
-				best, bv = c.Name, f.Median
-			}
-			if keeps(c.Name) && f.Median > kv {
-				keep, kv = c.Name, f.Median
+			switch c.Kind {
+			case kMmapfs, kMmapfsBest:
+				if f.Median > bv {
+					best, bv = c.Name, f.Median
+				}
+				if keeps(c.Name) && f.Median > kv {
+					keep, kv = c.Name, f.Median
+				}
+			case kMmapfsURing, kMmapfsBestURing:
+				if f.Median > uv {
+					ub, uv = c.Name, f.Median
+				}
 			}
 		}
 		if best != "" {
@@ -139,16 +153,26 @@ func (r *report) pickBest() {
 		if keep != "" {
 			r.BestKeeping[w] = keep
 		}
+		if ub != "" {
+			r.BestURing[w] = ub
+		}
 	}
+}
+
+// candName is the candidate a configuration name ("mmapfs+SET",
+// "mmapfs-uring+SET") runs; "" for the defaults.
+func candName(name string) string {
+	_, c, _ := strings.Cut(name, "+")
+	return c
 }
 
 // keeps says the mmapfs configuration name keeps the defaults' promises:
 // the defaults themselves, or a candidate marked so.
 func keeps(name string) bool {
-	if name == kMmapfs {
+	if name == kMmapfs || name == kMmapfsURing {
 		return true
 	}
-	c, ok := candidateByName(strings.TrimPrefix(name, "mmapfs+"))
+	c, ok := candidateByName(candName(name))
 	return ok && c.Keeps
 }
 
@@ -175,17 +199,17 @@ func fmtRatio(v float64) string {
 // configTitle names an mmapfs configuration in a table: "defaults", or
 // the candidate's name and its flags.
 func configTitle(name string) string {
-	if name == kMmapfs {
+	if name == kMmapfs || name == kMmapfsURing {
 		return "defaults"
 	}
-	return fmt.Sprintf("%s: `%s`", strings.TrimPrefix(name, "mmapfs+"), switchesOf(name))
+	return fmt.Sprintf("%s: `%s`", candName(name), switchesOf(name))
 }
 
 func switchesOf(name string) string {
-	if name == kMmapfs {
+	if name == kMmapfs || name == kMmapfsURing {
 		return "(defaults)"
 	}
-	c, ok := candidateByName(strings.TrimPrefix(name, "mmapfs+"))
+	c, ok := candidateByName(candName(name))
 	if !ok {
 		return name
 	}
@@ -200,11 +224,16 @@ var columns = []struct{ key, title string }{
 	{kLoopbackNP, "go-fuse loopback (no passthrough)"},
 	{kMmapfs, "mmapfs (defaults)"},
 	{kMmapfsBest, "mmapfs (best switches)"},
+	{kMmapfsURing, "mmapfs uring (defaults)"},
+	{kMmapfsBestURing, "mmapfs uring (best switches)"},
 }
 
 func (r *report) resolve(key, w string) string {
-	if key == kMmapfsBest {
+	switch key {
+	case kMmapfsBest:
 		return r.Best[w]
+	case kMmapfsBestURing:
+		return r.BestURing[w]
 	}
 	return key
 }
@@ -245,12 +274,14 @@ func (r *report) markdown() string {
 		if bn := r.Best[w]; bn == kMmapfs {
 			p(" defaults |\n")
 		} else if bn != "" {
-			p(" %s: `%s` |\n", strings.TrimPrefix(bn, "mmapfs+"), switchesOf(bn))
+			p(" %s: `%s` |\n", candName(bn), switchesOf(bn))
 		} else {
 			p(" – |\n")
 		}
 	}
-	p("\n`~`: that figure's runs spread more than 0.25 ((max-min)/median); on native, more than -max-spread makes the bench refuse to report.\n\n")
+	p("\n`~`: that figure's runs spread more than 0.25 ((max-min)/median); on native, more than -max-spread makes the bench refuse to report. The mmapfs columns are `--transport dev` unless they say uring.\n\n")
+	r.transportTable(p)
+	r.targets17(p)
 
 	p("### The defaults against the best switch set that keeps their promises (issue 16: at least 0.8)\n\n")
 	p("The defaults promise the durability contract, that a SIGKILL of the daemon loses nothing that reached it, and that a change made in the store behind the mount is seen; sets that give one up (`--keep-cache`, `--auto-inval-data=false`, long timeouts, the writeback cache) are left out here.\n\n")
@@ -304,7 +335,7 @@ func (r *report) markdown() string {
 	if len(cands) > 0 {
 		p("\n### mmapfs switch sets tried (median; the best per workload is in the table above)\n\n| workload | defaults |")
 		for _, c := range cands {
-			p(" %s |", strings.TrimPrefix(c.Name, "mmapfs+"))
+			p(" %s |", candName(c.Name))
 		}
 		p("\n|---|---:|")
 		for range cands {
@@ -329,7 +360,7 @@ func (r *report) markdown() string {
 			if keeps(c.Name) {
 				kept = " (keeps the defaults' promises)"
 			}
-			p("- %s: `%s`%s\n", strings.TrimPrefix(c.Name, "mmapfs+"), strings.Join(c.Flags, " "), kept)
+			p("- %s: `%s`%s\n", candName(c.Name), strings.Join(c.Flags, " "), kept)
 		}
 	}
 
@@ -344,6 +375,7 @@ func (r *report) markdown() string {
 		}
 		p("| %s | %s |\n", wl.Title, opsSummary(f.Ops, 7))
 	}
+	r.costTable(p)
 	var errs []string
 	for _, c := range r.Configs {
 		for _, w := range c.Workloads {
@@ -419,7 +451,7 @@ func (r *report) writeCSV(path string) error {
 		return err
 	}
 	w := csv.NewWriter(f)
-	_ = w.Write([]string{"date", "workload", "title", "unit", "filesystem", "switches", "best_for_workload", "median", "min", "max", "spread", "runs", "ratio_native", "ratio_loopback_nopt"})
+	_ = w.Write([]string{"date", "workload", "title", "unit", "filesystem", "switches", "best_for_workload", "median", "min", "max", "spread", "runs", "ratio_native", "ratio_loopback_nopt", "transport"})
 	for _, wn := range r.Workloads {
 		wl, _ := workloadByName(wn)
 		for _, c := range r.Configs {
@@ -437,7 +469,7 @@ func (r *report) writeCSV(path string) error {
 			}
 			_ = w.Write([]string{r.Date, wn, wl.Title, wl.Unit, c.Name, strings.Join(c.Flags, " "), best,
 				fmt.Sprintf("%.6g", f.Median), fmt.Sprintf("%.6g", f.Min), fmt.Sprintf("%.6g", f.Max), fmt.Sprintf("%.3f", f.Spread),
-				strings.Join(runs, ";"), fmt.Sprintf("%.4f", r.ratio(c.Name, kNative, wn)), fmt.Sprintf("%.4f", r.ratio(c.Name, kLoopbackNP, wn))})
+				strings.Join(runs, ";"), fmt.Sprintf("%.4f", r.ratio(c.Name, kNative, wn)), fmt.Sprintf("%.4f", r.ratio(c.Name, kLoopbackNP, wn)), c.Transport})
 		}
 	}
 	w.Flush()

@@ -42,6 +42,7 @@ func workerMain(args []string) {
 	region := fl.Int64("region", 150*1024, "logger region in bytes")
 	files := fl.Int("files", 1, "prep: files to lay out")
 	prefix := fl.String("prefix", "read", "prep: the files are PREFIX.0, PREFIX.1, ...")
+	seconds := fl.Float64("seconds", 0, "logger: stop after this long if the records are not all written (0: no limit)")
 	_ = fl.Parse(args)
 	var res workerResult
 	var err error
@@ -51,9 +52,9 @@ func workerMain(args []string) {
 	case "createstat":
 		res, err = createStat(*dir, *n, *size)
 	case "logger-pwrite":
-		res, err = loggerPwrite(*dir, *n, *size, *region)
+		res, err = loggerPwrite(*dir, *n, *size, *region, secondsDur(*seconds))
 	case "logger-mmap":
-		res, err = loggerMmap(*dir, *n, *size, *region)
+		res, err = loggerMmap(*dir, *n, *size, *region, secondsDur(*seconds))
 	default:
 		err = fmt.Errorf("unknown worker %q", *name)
 	}
@@ -195,13 +196,20 @@ func loggerResult(n int, rec int64, d time.Duration) workerResult {
 	return workerResult{
 		Value: float64(n) * float64(rec) / s / (1 << 20),
 		Unit:  "MiB/s",
-		Extra: map[string]float64{"records_per_s": float64(n) / s, "seconds": s},
+		Extra: map[string]float64{"records_per_s": float64(n) / s, "seconds": s, "records": float64(n)},
 	}
 }
 
+func secondsDur(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+// loggerCheck is how many records a logger writes between looks at the
+// clock.
+const loggerCheck = 256
+
 // loggerPwrite writes n records of rec bytes with pwrite, wrapping around
-// a region of region bytes (no fsync: the records are in the page cache).
-func loggerPwrite(dir string, n int, rec, region int64) (workerResult, error) {
+// a region of region bytes (no fsync: the records are in the page cache),
+// or as many as it writes in limit (0: no limit); the figure is a rate.
+func loggerPwrite(dir string, n int, rec, region int64, limit time.Duration) (workerResult, error) {
 	fd, err := loggerFile(dir, region)
 	if err != nil {
 		return workerResult{}, err
@@ -210,18 +218,23 @@ func loggerPwrite(dir string, n int, rec, region int64) (workerResult, error) {
 	slots := region / rec
 	buf := make([]byte, rec)
 	start := time.Now()
-	for i := 0; i < n; i++ {
+	i := 0
+	for ; i < n; i++ {
+		if limit > 0 && i%loggerCheck == 0 && i > 0 && time.Since(start) >= limit {
+			break
+		}
 		binary.LittleEndian.PutUint64(buf, uint64(i))
 		if _, err := unix.Pwrite(fd, buf, (int64(i)%slots)*rec); err != nil {
 			return workerResult{}, fmt.Errorf("pwrite record %d: %w", i, err)
 		}
 	}
-	return loggerResult(n, rec, time.Since(start)), nil
+	return loggerResult(i, rec, time.Since(start)), nil
 }
 
 // loggerMmap writes n records of rec bytes into a MAP_SHARED mapping of the
-// region, wrapping around, then msync(MS_SYNC)s the region once.
-func loggerMmap(dir string, n int, rec, region int64) (workerResult, error) {
+// region, wrapping around (or as many as it writes in limit; 0: no limit),
+// then msync(MS_SYNC)s the region once.
+func loggerMmap(dir string, n int, rec, region int64, limit time.Duration) (workerResult, error) {
 	fd, err := loggerFile(dir, region)
 	if err != nil {
 		return workerResult{}, err
@@ -235,7 +248,11 @@ func loggerMmap(dir string, n int, rec, region int64) (workerResult, error) {
 	slots := region / rec
 	buf := make([]byte, rec)
 	start := time.Now()
-	for i := 0; i < n; i++ {
+	i := 0
+	for ; i < n; i++ {
+		if limit > 0 && i%loggerCheck == 0 && i > 0 && time.Since(start) >= limit {
+			break
+		}
 		binary.LittleEndian.PutUint64(buf, uint64(i))
 		off := (int64(i) % slots) * rec
 		copy(m[off:off+rec], buf)
@@ -243,5 +260,5 @@ func loggerMmap(dir string, n int, rec, region int64) (workerResult, error) {
 	if err := unix.Msync(m, unix.MS_SYNC); err != nil {
 		return workerResult{}, fmt.Errorf("msync: %w", err)
 	}
-	return loggerResult(n, rec, time.Since(start)), nil
+	return loggerResult(i, rec, time.Since(start)), nil
 }
