@@ -289,6 +289,17 @@ func TestURingServes(t *testing.T) {
 	if scraped < served(after) {
 		t.Errorf("mmapfs_uring_requests_total sums to %d, the stats said %d before", scraped, served(after))
 	}
+
+	// And mmapfs stats' table has a row for the transport and its queues.
+	r := runBinary(t, cliTimeout, nil, "stats", m.mnt)
+	const want = "\ntransport  "
+	row := ""
+	if i := strings.Index(r.stdout, want); i >= 0 {
+		row, _, _ = strings.Cut(r.stdout[i+1:], "\n")
+	}
+	if r.exitCode != 0 || !strings.Contains(row, fmt.Sprintf("uring, %d queues: ", len(after.Queues))) || !strings.Contains(row, "queue 0: ") || !strings.Contains(row, " of 2 entries busy (most ") {
+		t.Errorf("mmapfs stats (exit %d): transport row %q, want uring with its %d queues of 2 entries:\n%s%s", r.exitCode, row, len(after.Queues), r.stdout, r.stderr)
+	}
 	m.stop(t)
 }
 

@@ -206,6 +206,9 @@ func printStats(w io.Writer, s *wire.Snapshot) error {
 		{"switches", fmt.Sprintf("keep-cache=%v auto-cache=%v auto-inval-data=%v direct-io=%v writeback-cache=%v madvise=%s populate=%v attr-timeout=%gs entry-timeout=%gs max-write=%d read-only=%v allow-other=%v unsafe-ignore-fsync=%v",
 			sw.KeepCache, sw.AutoCache, sw.AutoInvalData, sw.DirectIO, sw.WritebackCache, sw.Madvise, sw.Populate, sw.AttrTimeoutSecs, sw.EntryTimeoutSecs, sw.MaxWrite, sw.ReadOnly, sw.AllowOther, sw.UnsafeIgnoreFsync)},
 	}
+	if t := s.Transport; t != nil {
+		rows = append(rows, [2]string{"transport", transportText(t)})
+	}
 	figures, quiet := figureRows(s)
 	rows = append(rows, figures...)
 	if b := s.BDI; b != nil {
@@ -245,6 +248,27 @@ func printStats(w io.Writer, s *wire.Snapshot) error {
 		fmt.Fprintf(w, "\nfault injection\n")
 	}
 	return printInjectRules(w, s.Inject, false)
+}
+
+// transportText is the table's transport row: the transport, and under
+// uring the requests each queue served and its depth in use (entries
+// busy now, the most at once) of its entries, and the entries whose
+// thread could not be pinned to the queue's CPU.
+func transportText(t *wire.Transport) string {
+	if len(t.Queues) == 0 {
+		return t.Name
+	}
+	var total uint64
+	var qs []string
+	for _, q := range t.Queues {
+		total += q.Requests
+		v := fmt.Sprintf("queue %d: %d, %d of %d entries busy (most %d)", q.Queue, q.Requests, q.Busy, q.Entries, q.MaxBusy)
+		if q.Pinned < q.Entries {
+			v += fmt.Sprintf(", %d unpinned", q.Entries-q.Pinned)
+		}
+		qs = append(qs, v)
+	}
+	return fmt.Sprintf("%s, %d queues: %d requests; %s", t.Name, len(t.Queues), total, strings.Join(qs, "; "))
 }
 
 // figureRows returns the table's rows of wire's figures, in the order in
