@@ -55,11 +55,14 @@ func (u *uringSwitch) enable(path string) error {
 	if err := os.WriteFile(path, []byte("1"), 0); err != nil {
 		return fmt.Errorf("turning %s on for the run: %w", path, err)
 	}
-	if now, err := os.ReadFile(path); err != nil || !bytes.HasPrefix(bytes.TrimSpace(now), []byte("Y")) && !bytes.HasPrefix(bytes.TrimSpace(now), []byte("1")) {
-		_ = os.WriteFile(path, b, 0)
-		return fmt.Errorf("turning %s on for the run: it reads %q after writing 1 (%v)", path, bytes.TrimSpace(now), err)
-	}
 	u.was, u.changed = b, true
+	now, err := os.ReadFile(path)
+	if v := string(bytes.TrimSpace(now)); err != nil || v != "Y" && v != "1" {
+		if rerr := u.restoreLocked(); rerr != nil {
+			err = errors.Join(err, rerr)
+		}
+		return fmt.Errorf("turning %s on for the run: it reads %q after writing 1 (%v)", path, v, err)
+	}
 	fmt.Printf("note: %s was N: on for this run, put back at its end\n", path)
 	return nil
 }
@@ -69,6 +72,11 @@ func (u *uringSwitch) enable(path string) error {
 func (u *uringSwitch) restore() error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	return u.restoreLocked()
+}
+
+// restoreLocked is restore with u.mu held.
+func (u *uringSwitch) restoreLocked() error {
 	if !u.changed {
 		return nil
 	}
