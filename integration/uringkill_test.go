@@ -26,8 +26,10 @@ const deadMountTimeout = 5 * time.Second
 //
 //   - ECANCELED: the request was handed to a ring entry whose task was
 //     exiting (fuse_uring_send_in_task, the cancel branch: io_uring
-//     runs the entry's task work as cancelled, and the request ends
-//     with -ECANCELED);
+//     runs the entry's task work as cancelled; kernels with the fix
+//     "fuse: end fuse_req on io-uring cancel task work", as this one,
+//     end the request there with -ECANCELED, older ones leave it to the
+//     abort, which answers ECONNABORTED);
 //   - ECONNABORTED: the request found no entry (the dying daemon's
 //     IO_URING_F_CANCEL took them all, fuse_uring_cancel) and waited on
 //     the queue until the connection was aborted, which ends it
