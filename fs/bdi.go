@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mmapfs/mmapfs/fs/wire"
 )
 
@@ -29,7 +31,41 @@ type BDISettings struct {
 // NoBDIChanges leaves every bdi setting as the kernel sets it.
 var NoBDIChanges = BDISettings{MaxRatio: -1, StrictLimit: -1, ReadaheadKB: -1}
 
-func bdiDir(dev string) string { return filepath.Join("/sys/class/bdi", dev) }
+// RootMaxRatio is the max_ratio a mount asks for when its daemon can set
+// its bdi (CanSetBDI) and no flag or profile says otherwise. The kernel's
+// 1 % strict share holds a client writing through a mapping of the mount
+// to a few MiB of dirty pages on most machines, and so to the speed of
+// one WRITE at a time (mmap random 4 KiB writes: 0.15 of what 10 % gives,
+// scripts/bench). The strict limit stays as the kernel sets it: the mount
+// can still hold no more than this share of the machine's dirty budget,
+// whatever its daemon does (a wedged daemon's mount holds up to 10 % of
+// it, dirty, where the kernel's default lets it hold 1 %), and the
+// daemon, which dirties store pages to clean the mount's, keeps the other
+// 90 % to do it in.
+const RootMaxRatio = 10
+
+// CanSetBDI says whether this daemon can set its mount's bdi: nil when it
+// runs as root and /sys/class/bdi is writable, else why not. A bdi's
+// files are root's (0644), and a read-only sysfs (a container's) refuses
+// root too.
+func CanSetBDI() error {
+	if uid := os.Geteuid(); uid != 0 {
+		return fmt.Errorf("the daemon runs as uid %d, and the files of /sys/class/bdi are root's", uid)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(bdiRoot, &st); err != nil {
+		return fmt.Errorf("%s: %w", bdiRoot, err)
+	}
+	if st.Flags&unix.ST_RDONLY != 0 {
+		return fmt.Errorf("%s is on a read-only sysfs", bdiRoot)
+	}
+	return nil
+}
+
+// bdiRoot is where the kernel shows every bdi.
+const bdiRoot = "/sys/class/bdi"
+
+func bdiDir(dev string) string { return filepath.Join(bdiRoot, dev) }
 
 // applyBDI writes the settings of set to the bdi of the mount dev.
 func applyBDI(dev string, set BDISettings) error {

@@ -62,8 +62,8 @@ func addMountFlags(f *pflag.FlagSet, c *mountConfig) {
 	f.BoolVar(&opts.ReadOnly, "read-only", false, "mount read-only")
 	f.BoolVar(&opts.AllowOther, "allow-other", false, "let other users use the mount; turns on default_permissions (the kernel checks modes)")
 	f.BoolVar(&opts.DefaultPermissions, "default-permissions", false, "let the kernel check file modes before it sends a request (default_permissions)")
-	f.IntVar(&opts.BDI.MaxRatio, "bdi-max-ratio", -1, "percent of the kernel's dirty page budget the mount may use, 0 to 100 (its bdi max_ratio; the kernel gives FUSE 1); -1: leave it")
-	f.IntVar(&opts.BDI.StrictLimit, "bdi-strict-limit", -1, "1: hold the mount to its bdi share strictly (the kernel's FUSE default), 0: let it use the global budget; -1: leave it")
+	f.IntVar(&opts.BDI.MaxRatio, "bdi-max-ratio", -1, fmt.Sprintf("percent of the kernel's dirty page budget the mount may use, 0 to 100 (its bdi max_ratio); -1: leave the kernel's, which gives every FUSE mount 1 (default: %d for a root daemon, which may set it, and the kernel's otherwise; --profile kernel-defaults: the kernel's)", fs.RootMaxRatio))
+	f.IntVar(&opts.BDI.StrictLimit, "bdi-strict-limit", -1, "1: hold the mount to its bdi share strictly, even while the machine is under its dirty limits (the kernel's FUSE default, kept by default), 0: let it use the global budget (a wedged daemon's mount can then hold all of it); -1: leave it")
 	f.IntVar(&opts.BDI.ReadaheadKB, "readahead-kb", -1, "the mount's bdi readahead in KiB, 0 or more; -1: leave it")
 	f.StringArrayVar(&opts.Inject, "inject", nil, "fault-injection RULE, repeatable: op=OP[,path=GLOB][,nth=N|after=BYTES|prob=P[,seed=S]][,times=K],ACTION with ACTION errno=NAME, delay=D[-D2], torn=K[:ERRNO] (write), short=K (read), or errno=NAME,fsyncgate (op=msync, needs --powercut-sim); as -o inject=RULE, the rule's commas need no escaping (see 'mmapfs inject --help')")
 	f.StringVar(&opts.Transport, "transport", "dev", "how requests reach the daemon: dev (read and write /dev/fuse), uring (FUSE over io_uring, Linux 6.14+: as root, with the fuse module's enable_uring on: echo 1 > /sys/module/fuse/parameters/enable_uring), or auto (uring where it can be had, dev otherwise; the log and the stats say which)")
@@ -140,6 +140,11 @@ func (c *mountConfig) options(f *pflag.FlagSet) (fs.Options, error) {
 	}
 	opts := c.opts
 	opts.Profile = c.profile
+	if !f.Changed("bdi-max-ratio") && fs.CanSetBDI() == nil {
+		// Neither the flag nor the profile set it: a root daemon
+		// raises the kernel's 1 % (fs.RootMaxRatio says why).
+		opts.BDI.MaxRatio = fs.RootMaxRatio
+	}
 	p, err := backing.ParsePolicy(c.policy)
 	if err != nil {
 		return fs.Options{}, fmt.Errorf("--writeback: %w", err)
@@ -413,6 +418,11 @@ func runMount(logOut io.Writer, store, mountpoint string, opts fs.Options, metri
 			err = errors.Join(err, ln.Close())
 		}
 		return err
+	}
+	if opts.BDI.MaxRatio < 0 && opts.Profile != "kernel-defaults" {
+		if why := fs.CanSetBDI(); why != nil {
+			logger.Printf("the mount keeps the kernel's dirty-page budget for FUSE (bdi max_ratio 1, strict): %v; writes through a mapping of it are throttled sooner than on a root daemon's mount, which gets --bdi-max-ratio %d", why, fs.RootMaxRatio)
+		}
 	}
 	if ln != nil {
 		hs := serveMetrics(ln, srv, logger)

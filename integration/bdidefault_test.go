@@ -1,0 +1,194 @@
+package integration
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mmapfs/mmapfs/fs"
+)
+
+// The mount's dirty-page budget (its bdi's max_ratio and strict_limit):
+// the kernel gives every FUSE mount 1 % of the machine's dirty budget,
+// strictly; a root daemon raises the share to fs.RootMaxRatio and keeps
+// the strict limit, unless a flag or the kernel-defaults profile says
+// otherwise; a daemon that may not set it keeps the kernel's and says so.
+
+// sysBDI reads max_ratio and strict_limit of the bdi of the mount at mnt
+// from sysfs, as the kernel has them.
+func sysBDI(t *testing.T, mnt string) (maxRatio, strict int) {
+	t.Helper()
+	e, ok := mountInfo(mnt)
+	if !ok {
+		t.Fatalf("%s is not mounted", mnt)
+	}
+	read := func(name string) int {
+		p := filepath.Join("/sys/class/bdi", e.dev, name)
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		return v
+	}
+	return read("max_ratio"), read("strict_limit")
+}
+
+// wantBDI checks that the stats and sysfs both show the bdi of m with
+// max_ratio and strict_limit as wanted.
+func wantBDI(t *testing.T, m *mount, what string, maxRatio, strict int) {
+	t.Helper()
+	if r, s := sysBDI(t, m.mnt); r != maxRatio || s != strict {
+		t.Errorf("%s: /sys/class/bdi max_ratio %d, strict_limit %d; want %d, %d", what, r, s, maxRatio, strict)
+	}
+	b := bdiSnapshot(t, m).BDI
+	if b == nil {
+		t.Fatalf("%s: the stats show no bdi", what)
+	}
+	if b.MaxRatio != maxRatio || b.StrictLimit != strict {
+		t.Errorf("%s: stats bdi %+v; want max_ratio %d, strict_limit %d", what, *b, maxRatio, strict)
+	}
+}
+
+// TestBDIDefault: a root daemon's mount gets max_ratio fs.RootMaxRatio
+// with the kernel's strict limit kept; --profile kernel-defaults and
+// --bdi-max-ratio -1 leave the kernel's 1 %, also on a mount made at the
+// same mountpoint after a raised one (the bdi is the superblock's, made
+// anew by each mount), and a flag given on its own wins over the default.
+func TestBDIDefault(t *testing.T) {
+	t.Parallel()
+	skipIfLoopback(t)
+	if os.Geteuid() != 0 {
+		t.Skip("setting a bdi needs root")
+	}
+	if fs.RootMaxRatio == 1 {
+		t.Fatal("fs.RootMaxRatio is the kernel's 1: nothing to tell apart")
+	}
+	t.Run("defaults", func(t *testing.T) {
+		t.Parallel()
+		store, mnt := t.TempDir(), t.TempDir()
+		m := startMountAt(t, store, mnt)
+		wantBDI(t, m, "defaults", fs.RootMaxRatio, 1)
+		if logged(m, "keeps the kernel's dirty-page budget") {
+			t.Errorf("a root daemon says it keeps the kernel's budget:\n%s", m.out)
+		}
+		m.stop(t)
+		// The next mount at the same place, asking for the kernel's.
+		k := startMountAt(t, store, mnt, "--profile", "kernel-defaults")
+		defer k.stop(t)
+		wantBDI(t, k, "--profile kernel-defaults after a mount with the defaults", 1, 1)
+		k.remount(t)
+		wantBDI(t, k, "--profile kernel-defaults, remounted", 1, 1)
+	})
+	for _, c := range []struct {
+		name             string
+		flags            []string
+		maxRatio, strict int
+	}{
+		{"leave it", []string{"--bdi-max-ratio", "-1"}, 1, 1},
+		{"as -o", []string{"-o", "bdi_max_ratio=-1"}, 1, 1},
+		{"flag wins", []string{"--bdi-max-ratio", "30"}, 30, 1},
+		{"profile and flag", []string{"--profile", "kernel-defaults", "--bdi-max-ratio", "5"}, 5, 1},
+		{"strict off", []string{"--bdi-strict-limit", "0"}, fs.RootMaxRatio, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			m := startMount(t, c.flags...)
+			defer m.stop(t)
+			wantBDI(t, m, strings.Join(c.flags, " "), c.maxRatio, c.strict)
+		})
+	}
+}
+
+// TestBDIDefaultNotRoot: a daemon that is not root cannot set its bdi:
+// the mount keeps the kernel's 1 % strict budget, and the log says so
+// once, with the reason.
+func TestBDIDefaultNotRoot(t *testing.T) {
+	t.Parallel()
+	skipIfLoopback(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the daemon as nobody")
+	}
+	if fi, err := os.Stat("/dev/fuse"); err != nil || fi.Mode().Perm()&0o006 != 0o006 {
+		t.Skipf("/dev/fuse is not open to other users here (%v, %v): no non-root mount is possible", fi.Mode(), err)
+	}
+	if err := os.Chmod(filepath.Dir(binPath), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	store, mnt := openDir(t, "store"), openDir(t, "mnt")
+	for _, d := range []string{store, mnt} {
+		if err := os.Chown(d, nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := startMountAs(t, &syscall.Credential{Uid: nobody, Gid: nobody}, store, mnt)
+	defer m.stop(t)
+	if r, s := sysBDI(t, mnt); r != 1 || s != 1 {
+		t.Errorf("a non-root daemon's mount: max_ratio %d, strict_limit %d; want the kernel's 1, 1", r, s)
+	}
+	const line = "keeps the kernel's dirty-page budget for FUSE (bdi max_ratio 1, strict)"
+	if !logged(m, line, "uid 65534") {
+		t.Fatalf("no log line says the mount keeps the kernel's budget, and why:\n%s", m.out)
+	}
+	if n := strings.Count(m.out.String(), line); n != 1 {
+		t.Errorf("the log says it %d times, want once:\n%s", n, m.out)
+	}
+}
+
+// TestBDIDefaultReadOnlySysfs: a root daemon that finds /sys/class/bdi
+// read-only (as in a container) keeps the kernel's budget and says so
+// once, instead of refusing the mount. The daemon runs in a mount
+// namespace of its own, where /sys/class/bdi is bound read-only; its
+// mount lives and ends there.
+func TestBDIDefaultReadOnlySysfs(t *testing.T) {
+	t.Parallel()
+	skipIfLoopback(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make a mount namespace")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("no unshare(1)")
+	}
+	store, mnt := t.TempDir(), t.TempDir()
+	log := filepath.Join(t.TempDir(), "log")
+	script := `set -e
+mount --bind /sys/class/bdi /sys/class/bdi
+mount -o remount,bind,ro /sys/class/bdi
+"$0" mount "$@" >"$LOG" 2>&1 &
+pid=$!
+for i in $(seq 200); do grep -q serving "$LOG" && break; sleep 0.05; done
+dev=$(mountpoint -d "$MNT")
+echo "bdi $(cat /sys/class/bdi/$dev/max_ratio) $(cat /sys/class/bdi/$dev/strict_limit)"
+kill $pid
+wait $pid`
+	args := append([]string{"-m", "--propagation", "private", "sh", "-c", script, binPath}, suiteTransportFlags()...)
+	args = append(args, store, mnt)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "unshare", args...)
+	cmd.Env = append(os.Environ(), "LOG="+log, "MNT="+mnt)
+	out, err := cmd.CombinedOutput()
+	logged, _ := os.ReadFile(log)
+	if err != nil {
+		t.Fatalf("unshare: %v\n%s\ndaemon log:\n%s", err, out, logged)
+	}
+	if !strings.Contains(string(out), "bdi 1 1\n") {
+		t.Errorf("the mount's bdi in the namespace: %q; want the kernel's max_ratio 1, strict_limit 1\ndaemon log:\n%s", out, logged)
+	}
+	const line = "keeps the kernel's dirty-page budget for FUSE (bdi max_ratio 1, strict)"
+	if n := strings.Count(string(logged), line); n != 1 || !strings.Contains(string(logged), "read-only sysfs") {
+		t.Errorf("the log says %d times that the mount keeps the kernel's budget (want once, with the read-only sysfs as the reason):\n%s", n, logged)
+	}
+	if mounted(mnt) {
+		t.Errorf("%s is mounted outside the namespace", mnt)
+	}
+}
