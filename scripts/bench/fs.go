@@ -235,10 +235,22 @@ func mountOn(ctx context.Context, cfg fsConfig, store, mnt string, bins binaries
 			return nil, fmt.Errorf("%s: not mounted after 15s; see %s", cfg.Name, m.log.Name())
 		}
 	}
-	if cfg.Transport != "" {
-		if got := statsTransport(m); got != cfg.Transport {
+	// The daemon's stats name the transport once it serves over it: under
+	// uring, once the rings are registered, a moment after the mount
+	// appears (they say dev until then).
+	for got := ""; cfg.Transport != "" && got != cfg.Transport; {
+		if got = statsTransport(m); got == cfg.Transport {
+			break
+		}
+		if time.Now().After(deadline) {
 			m.unmount()
-			return nil, fmt.Errorf("%s: mounted with --transport %s, but its stats say the transport is %q", cfg.Name, cfg.Transport, got)
+			return nil, fmt.Errorf("%s: mounted with --transport %s, but 15s on its stats say the transport is %q; see %s", cfg.Name, cfg.Transport, got, m.log.Name())
+		}
+		select {
+		case <-ctx.Done():
+			m.unmount()
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	return m, nil

@@ -2,7 +2,9 @@
 // and go-fuse's loopback filesystem (with and without kernel FUSE
 // passthrough), on the same machine, with the same file sizes, in one run,
 // and writes a Markdown table, a CSV, a JSON file and a PNG chart of the
-// ratios to native. Run it as root from the repository:
+// ratios to native. mmapfs runs under both transports, --transport dev
+// and --transport uring (FUSE over io_uring; uring.go), with issue 17's
+// targets drawn from the same run. Run it as root from the repository:
 //
 //	go run ./scripts/bench -out /tmp/mmapfs-bench    # full run (3 runs of everything)
 //	go run ./scripts/bench -quick -out /tmp/bq       # smoke run, about a minute
@@ -103,6 +105,7 @@ func main() {
 	base := flag.String("dir", os.TempDir(), "directory under which stores and mountpoints are made (its filesystem is the store filesystem)")
 	mmapfsBin := flag.String("mmapfs-bin", "", "use this mmapfs binary instead of building ./cmd/mmapfs")
 	loopbackBin := flag.String("loopback-bin", "", "use this loopback binary instead of building ./scripts/loopback")
+	flag.StringVar(&enableURingParam, "enable-uring-param", enableURingParam, "the fuse module's enable_uring switch, turned on for the run if it is off and put back at its end (another file: to try that path without touching the machine's)")
 	raw := flag.String("rerender", "", "do not measure: write the outputs from this results-raw.json of an earlier run (the refusal applies, with -max-spread)")
 	flag.Usage = func() {
 		fmt.Fprintf(os.Stderr, "usage: go run ./scripts/bench [flags]\n\nworkloads:")

@@ -43,7 +43,7 @@ func (u *uringSwitch) enable(path string) error {
 		return fmt.Errorf("this kernel has no FUSE over io_uring (%s does not exist: Linux 6.14 or later with CONFIG_FUSE_IO_URING, and the fuse module loaded)", path)
 	}
 	if err != nil {
-		return fmt.Errorf("reading %s: %w", path, err)
+		return fmt.Errorf("reading the fuse module's enable_uring: %w", err)
 	}
 	switch v := strings.TrimSpace(string(b)); v {
 	case "Y", "1":
