@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -134,7 +135,37 @@ func (n *Node) withDir(op, child string, fn func(dirfd int) error) syscall.Errno
 	if err == nil {
 		return 0 // spare walking the path for a name no message needs
 	}
+	if e, ok := quietErrno(err); ok {
+		return e
+	}
 	return n.m.errno(op, filepath.Join(n.rel(), child), err)
+}
+
+// quietErrno is the errno of err, when err is one of the everyday
+// failures (no such name, no such xattr, a name taken, a directory not
+// empty) as a system call returned it, bare or in one *os.PathError:
+// errno() would give the same errno and log nothing (TestQuietErrno
+// holds the two to that), but only after walking the node's path for a
+// label no message uses and errors.As's reflection. Every CREATE is
+// preceded by a LOOKUP that fails so, and every write to a new file by
+// a GETXATTR of security.capability that fails so. Anything else is
+// errno()'s.
+func quietErrno(err error) (syscall.Errno, bool) {
+	e, ok := err.(syscall.Errno)
+	if !ok {
+		pe, isPath := err.(*os.PathError)
+		if !isPath {
+			return 0, false
+		}
+		if e, ok = pe.Err.(syscall.Errno); !ok {
+			return 0, false
+		}
+	}
+	switch e {
+	case syscall.ENOENT, syscall.ENODATA, syscall.EEXIST, syscall.ENOTEMPTY:
+		return e, true
+	}
+	return 0, false
 }
 
 // withParent calls fn with the node's parent open and the node's name in
@@ -150,6 +181,9 @@ func (n *Node) withParent(op string, fn func(dirfd int, name string) error) sysc
 	}
 	if err == nil {
 		return 0
+	}
+	if e, ok := quietErrno(err); ok {
+		return e
 	}
 	return n.m.errno(op, n.rel(), err)
 }
