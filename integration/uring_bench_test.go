@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,12 +42,13 @@ func BenchmarkTransport(b *testing.B) {
 		})
 	}
 	b.Run("native/write-4k-fsync", func(b *testing.B) {
-		benchWriteFsync(b, filepath.Join(b.TempDir(), "w"))
+		benchWriteFsync(b, filepath.Join(b.TempDir(), "w"), 0)
 	})
 	for _, tr := range []string{"dev", "uring"} {
 		b.Run(tr+"/create-stat-unlink", func(b *testing.B) {
 			m := startMount(b, "--transport", tr)
 			defer m.stop(b)
+			cpu := startCPU(b, m.pid())
 			b.ResetTimer()
 			for i := range b.N {
 				p := filepath.Join(m.mnt, fmt.Sprintf("f%d", i))
@@ -62,11 +65,12 @@ func BenchmarkTransport(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			cpu.report(b)
 		})
 		b.Run(tr+"/write-4k-fsync", func(b *testing.B) {
 			m := startMount(b, "--transport", tr)
 			defer m.stop(b)
-			benchWriteFsync(b, filepath.Join(m.mnt, "w"))
+			benchWriteFsync(b, filepath.Join(m.mnt, "w"), m.pid())
 		})
 		b.Run(tr+"/read-4k-direct-io", func(b *testing.B) {
 			m := startMount(b, "--transport", tr, "--direct-io")
@@ -83,6 +87,7 @@ func BenchmarkTransport(b *testing.B) {
 			defer f.Close()
 			buf := make([]byte, 4096)
 			b.SetBytes(4096)
+			cpu := startCPU(b, m.pid())
 			b.ResetTimer()
 			x := uint64(1)
 			for range b.N {
@@ -91,14 +96,16 @@ func BenchmarkTransport(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+			cpu.report(b)
 		})
 	}
 }
 
 // benchWriteFsync writes 4 KiB at a random 4 KiB-aligned offset of a
 // 16 MiB file at p and fsyncs it, b.N times: what a database's commit
-// does.
-func benchWriteFsync(b *testing.B, p string) {
+// does. daemon is the serving daemon's pid (0: none, p is on the store's
+// own filesystem).
+func benchWriteFsync(b *testing.B, p string, daemon int) {
 	const size = 16 << 20
 	if err := os.WriteFile(p, make([]byte, size), 0o644); err != nil {
 		b.Fatal(err)
@@ -116,6 +123,7 @@ func benchWriteFsync(b *testing.B, p string) {
 		buf[i] = byte(i)
 	}
 	b.SetBytes(4096)
+	cpu := startCPU(b, daemon)
 	b.ResetTimer()
 	x := uint64(7)
 	for range b.N {
@@ -127,4 +135,73 @@ func benchWriteFsync(b *testing.B, p string) {
 			b.Fatal(err)
 		}
 	}
+	cpu.report(b)
+}
+
+// cpuMark is the CPU time the benchmark's own process (the client) and
+// the daemon had used at its start. On a machine shared with other work
+// the time per op swings with the load, while the CPU each side spends
+// per op does not: the benchmark reports both (client-cpu-us/op,
+// daemon-cpu-us/op). Every case here is one client thread waiting on
+// each request, so the time per op is at least their sum.
+type cpuMark struct {
+	daemon         int // pid; 0: no daemon
+	client, served time.Duration
+}
+
+func startCPU(b *testing.B, daemon int) cpuMark {
+	b.Helper()
+	c := cpuMark{daemon: daemon, client: selfCPU(b)}
+	if daemon != 0 {
+		c.served = procCPU(b, daemon)
+	}
+	return c
+}
+
+// report adds the CPU used per op since c as the benchmark's metrics.
+func (c cpuMark) report(b *testing.B) {
+	b.Helper()
+	b.StopTimer()
+	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(b.N) }
+	b.ReportMetric(per(selfCPU(b)-c.client), "client-cpu-us/op")
+	if c.daemon != 0 {
+		b.ReportMetric(per(procCPU(b, c.daemon)-c.served), "daemon-cpu-us/op")
+	}
+}
+
+// selfCPU is the user and system time this process has used.
+func selfCPU(b *testing.B) time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		b.Fatalf("getrusage: %v", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// procCPU is the user and system time process pid has used, every thread
+// of it, ended ones too (/proc/PID/stat's utime and stime, in clock ticks:
+// 10 ms on Linux, a few hundredths of the seconds a case runs).
+func procCPU(b *testing.B, pid int) time.Duration {
+	path := fmt.Sprintf("/proc/%d/stat", pid)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The command name, in parentheses, may hold spaces: count the
+	// fields after its closing parenthesis (state is field 3, utime 14).
+	i := strings.LastIndexByte(string(raw), ')')
+	f := strings.Fields(string(raw[i+1:]))
+	if i < 0 || len(f) < 13 {
+		b.Fatalf("%s: %q: no utime and stime", path, raw)
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			b.Fatalf("%s: utime or stime %q: %v", path, s, err)
+		}
+		ticks += n
+	}
+	const hz = 100 // USER_HZ, what /proc reports in on every Linux
+	return time.Duration(ticks) * time.Second / hz
 }
