@@ -124,6 +124,17 @@ func TestTargets17(t *testing.T) {
 	if !strings.Contains(md, "mmapfs: 63007 READs for 63000 reads (1.00 a read)") {
 		t.Errorf("no READs-per-read line in:\n%s", md)
 	}
+	// One run each (-quick): no spread, no answer.
+	q := fakeReport(t)
+	for _, fs := range []string{kMmapfs, kMmapfsURing} {
+		for _, f := range q.Figures[fs] {
+			f.Runs = []float64{f.Median}
+			f.finish()
+		}
+	}
+	if c := row(t, q.markdown(), sec, "every workload: uring not slower than dev beyond the run's spread"); c[3] != "–" || !strings.HasPrefix(c[1], "one run, no spread") {
+		t.Errorf("no-slower row of a single run %q", c)
+	}
 	// Below 2x and below a rival, and slower nowhere: the answers turn.
 	set := func(fs, w string, v ...float64) {
 		f := r.Figures[fs][w]
