@@ -80,7 +80,10 @@
 // the page cache; unmap.go, the batch of unmaps; journal.go, the power-cut
 // simulation's saved pages, and powercut.go, the cut; atrisk.go, what a
 // power cut now would cost; counters.go, the figures; fault.go, the only
-// code that touches mapped memory or uses unsafe.
+// code that touches a store's mapped memory or uses unsafe on it. The
+// subpackage ringmem holds the module's only other unsafe: the shared
+// memory of FUSE over io_uring's rings (fs/uring), which never maps a
+// store file.
 //
 // # Locking
 //
