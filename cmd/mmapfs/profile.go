@@ -25,7 +25,7 @@ type profile struct {
 var profiles = []profile{
 	{
 		name:    "default",
-		promise: "the defaults: every promise of the README holds",
+		promise: "the defaults: every promise of the README holds; a root daemon's mount may hold 10 % of the machine's dirty page budget, strictly (the kernel gives a FUSE mount 1 %)",
 	},
 	{
 		name: "exclusive",
