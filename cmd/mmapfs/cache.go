@@ -374,7 +374,7 @@ func cachestat(f *os.File) (pageStat, error) {
 // not be looked at.
 func cachePathError(path, mnt string, err error) error {
 	switch {
-	case errors.Is(err, syscall.ENOTCONN), errors.Is(err, syscall.ECONNABORTED):
+	case deadMount(err):
 		return mountError("cache", mnt, err)
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
 		return fmt.Errorf("cache: no permission to open %s for reading, which cachestat needs (%w): a mount is open only to the user running its daemon unless mounted with --allow-other, and then the file's mode decides", path, err)
@@ -395,7 +395,7 @@ func cachestatError(path, layer string, err error) error {
 		return fmt.Errorf("cache: %s has no cachestat(2), which Linux 6.5 added: cannot show %s page cache of %s: %w", release, layer, path, err)
 	case errors.Is(err, syscall.EPERM), errors.Is(err, syscall.EACCES):
 		return fmt.Errorf("cache: the kernel refused to show %s page cache of %s (%w): it shows a file's page cache only to its owner, to one who may write it, or to root", layer, path, err)
-	case errors.Is(err, syscall.ENOTCONN), errors.Is(err, syscall.ECONNABORTED):
+	case deadMount(err):
 		return fmt.Errorf("cache: %s page cache of %s: %w", layer, path, err)
 	}
 	return fmt.Errorf("cache: cachestat of %s page cache of %s: %w", layer, path, err)

@@ -130,13 +130,24 @@ func readStats(path string) (*wire.Snapshot, []byte, error) {
 	return &s, raw, nil
 }
 
+// deadMount reports whether err is what the kernel answers on a FUSE
+// mount whose daemon is gone: ENOTCONN once the connection is aborted;
+// ECONNABORTED for a request the abort ended; and, on a mount served over
+// io_uring (--transport uring), in the milliseconds before the abort,
+// while the kernel tears the dead daemon's rings down, ECANCELED for a
+// request it had handed to a ring entry whose task was exiting
+// (fs/fuse/dev_uring.c, fuse_uring_send_in_task).
+func deadMount(err error) bool {
+	return errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ECANCELED)
+}
+
 // mountError explains why cmd (stats, powercut) could not use the mount
 // at mnt: for a dead mount, what to do; otherwise what mnt is (missing,
 // not a mount point, a mount of another filesystem, not the caller's). It
 // wraps err.
 func mountError(cmd, mnt string, err error) error {
 	switch {
-	case errors.Is(err, syscall.ENOTCONN), errors.Is(err, syscall.ECONNABORTED):
+	case deadMount(err):
 		return fmt.Errorf("%s: %s is a dead mount: the mmapfs daemon that served it is gone (%w); detach it with `fusermount3 -u %s` (or `umount %s`), then mount the store again", cmd, mnt, err, mnt, mnt)
 	case (errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM)) && cmd == "stats":
 		return fmt.Errorf("%s: no permission to read the figures of %s (%w): only the user running its daemon may, and other users only if it was mounted with --allow-other", cmd, mnt, err)

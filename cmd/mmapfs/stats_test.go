@@ -219,6 +219,8 @@ func TestMountError(t *testing.T) {
 	}{
 		{dir, enotconn, []string{"stats: " + dir + " is a dead mount", "transport endpoint is not connected", "fusermount3 -u " + dir, "umount " + dir, "mount the store again"}},
 		{dir, syscall.ECONNABORTED, []string{"dead mount", "fusermount3 -u " + dir}},
+		// Under --transport uring, the first milliseconds after the daemon died.
+		{dir, &os.PathError{Op: "open", Path: dir + "/" + fs.StatsName, Err: syscall.ECANCELED}, []string{"stats: " + dir + " is a dead mount", "operation canceled", "fusermount3 -u " + dir}},
 		{dir, &os.PathError{Op: "open", Path: dir, Err: syscall.EACCES}, []string{"stats: no permission to read the figures of " + dir, "permission denied", "--allow-other"}},
 		{dir, syscall.ENOENT, []string{dir + " is not an mmapfs mount: nothing is mounted there"}},
 		{filepath.Join(dir, "missing"), syscall.ENOENT, []string{"stat " + filepath.Join(dir, "missing") + ": no such file"}},
