@@ -548,17 +548,21 @@ func (m *mountState) serve(mnt, root string) (server *fuse.Server, fdMount bool,
 
 // checkMountpoint returns the absolute, symlink-free mountpoint, or an error
 // that names it and says what is wrong. A dead mmapfs mount left there by a
-// killed daemon is detached.
+// killed daemon is detached: one that answers ENOTCONN, or, served over
+// io_uring, ECONNABORTED or ECANCELED in the milliseconds after its daemon
+// died, while the kernel tears the dead daemon's rings down before it
+// aborts the connection (fs/fuse/dev_uring.c: fuse_uring_send_in_task;
+// fuse_dev_end_requests at the abort).
 func checkMountpoint(mountpoint string, logger *log.Logger) (string, error) {
 	abs, err := filepath.Abs(mountpoint)
 	if err != nil {
 		return "", fmt.Errorf("mountpoint %s: %w", mountpoint, err)
 	}
 	fi, err := os.Stat(abs)
-	if errors.Is(err, syscall.ENOTCONN) {
-		mi, ok, err := findMount(abs)
-		if err != nil {
-			return "", fmt.Errorf("mountpoint %s is a dead FUSE mount (its daemon is gone): %w", abs, err)
+	if errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ECANCELED) {
+		mi, ok, ferr := findMount(abs)
+		if ferr != nil {
+			return "", fmt.Errorf("mountpoint %s is a dead FUSE mount (its daemon is gone): %w", abs, ferr)
 		}
 		if !ok || mi.fstype != "fuse.mmapfs" {
 			return "", fmt.Errorf("mountpoint %s is a dead FUSE mount (its daemon is gone); unmount it with fusermount3 -u %s", abs, abs)
