@@ -128,8 +128,13 @@ type mountState struct {
 	inj       *inject.Set // fault-injection rules (injecthooks.go); safe for concurrent use
 	cache     autoCache   // what the kernel's cache of each file is of (autocache.go); safe for concurrent use
 
-	// The io_uring transport; nil with --transport dev (transport.go).
+	// The io_uring transport; nil with --transport dev (transport.go),
+	// and under uring until the rings are registered.
 	ring atomic.Pointer[uring.Transport]
+	// uringChosen says the mount is served over io_uring (--transport
+	// uring, or auto where it could be had), from before the rings are
+	// registered; written once by serve before the mount exists.
+	uringChosen atomic.Bool
 }
 
 // stableAttr computes a node's identity from the statx of its store
@@ -410,6 +415,7 @@ func (m *mountState) serve(mnt, root string) (server *fuse.Server, fdMount bool,
 		return nil, false, err
 	}
 	useURing := m.resolveTransport(opts.Transport) == TransportURing
+	m.uringChosen.Store(useURing)
 	mo := fuse.MountOptions{
 		FsName:       root,
 		Name:         "mmapfs",

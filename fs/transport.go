@@ -165,6 +165,13 @@ func (m *mountState) startURing(server *fuse.Server, raw fuse.RawFileSystem, mo 
 func (m *mountState) transportStats() *wire.Transport {
 	tr := m.ring.Load()
 	if tr == nil {
+		if m.uringChosen.Load() {
+			// A request the kernel held back until the rings were
+			// registered can be served before startURing has
+			// stored the transport: it is uring, with no queue
+			// figures yet.
+			return &wire.Transport{Name: TransportURing}
+		}
 		return &wire.Transport{Name: TransportDev}
 	}
 	t := &wire.Transport{Name: TransportURing}
