@@ -42,6 +42,35 @@
 // /dev/fuse (FORGET, INTERRUPT) with the same Handler, so that an
 // interrupt finds the ring request it is for.
 //
+// # Interrupts
+//
+// The kernel sends a ring request's INTERRUPT over /dev/fuse
+// (fuse_io_uring_ops.send_interrupt is fuse_dev_queue_interrupt) once
+// the request's FR_SENT bit is set, which fuse_uring_prepare_send does
+// when it has copied the request into an entry's buffers, before the
+// entry's command completes. Between that and the entry's thread calling
+// HandleRequest (which registers the request as in flight) go-fuse finds
+// no such unique and answers EAGAIN. Over /dev/fuse alone the kernel
+// queues the interrupt again on that answer, but fuse_dev_do_write looks
+// the unique up only in /dev/fuse's own processing queue, and a ring
+// request is in its ring queue's (fuse_uring_add_to_pq): the reply gets
+// ENOENT, the interrupt is dropped, and a killed caller waits for the
+// request to end. So ServeDev does not answer an INTERRUPT's EAGAIN but
+// retries it against the Handler, every millisecond for up to 100 ms
+// (the hand-off takes microseconds), then drops it; an INTERRUPT for a
+// request already answered costs those retries only, and they end with
+// ServeDev.
+//
+// What is left is the kernel's own window: fuse_dev_do_read, having set
+// FR_SENT, checks FR_INTERRUPTED again and queues the interrupt of a
+// request whose caller was signalled meanwhile; fuse_uring_prepare_send
+// sets FR_SENT without that check. A caller signalled after its request
+// was given to an entry (fuse_uring_add_req_to_ring_ent clears
+// FR_PENDING, so the request can no longer be taken back) but before
+// the entry's task work set FR_SENT sends no INTERRUPT at all
+// (request_wait_answer sees FR_SENT unset), and a killed one then waits
+// for the request to end: nothing reaches the daemon to act on.
+//
 // # What go-fuse does not give
 //
 // go-fuse v2.12.1 has no io_uring transport, and fuse.Server does not

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -33,6 +34,7 @@ const (
 	// payload buffer it takes.
 	minPayload = 8192
 
+	opRead  = 15 // FUSE_READ
 	opIoctl = 39 // FUSE_IOCTL: its input and output share the payload buffer
 )
 
@@ -75,6 +77,13 @@ type Config struct {
 	Connection string
 	// Logger receives the transport's log lines.
 	Logger *log.Logger
+	// HandoffDelay, for the tests only, makes each entry's thread wait
+	// this long before handing a READ it was given to the Handler,
+	// logging "holding READ" as it starts to: it widens the window in
+	// which the request is the entry's but not yet in flight in the
+	// Handler, where an INTERRUPT for it finds nothing (see ServeDev).
+	// 0 in production.
+	HandoffDelay time.Duration
 }
 
 // QueueStats are the figures of one queue.
@@ -424,6 +433,10 @@ func (t *Transport) handle(e *entry) uint64 {
 	}
 	e.out[0] = h[:outHeaderSize]
 	e.out[1] = e.payload
+	if t.cfg.HandoffDelay > 0 && opcode == opRead {
+		t.cfg.Logger.Printf("io_uring: test hand-off delay: holding READ %d for %v before the handler", unique, t.cfg.HandoffDelay)
+		time.Sleep(t.cfg.HandoffDelay)
+	}
 	n, st := t.cfg.Handler.HandleRequest(e.in[:], e.out[:])
 	switch {
 	case !st.Ok():
