@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,6 +39,14 @@ const (
 // tests drive the daemon's failed-registration path (abort the
 // connection, detach the mount, exit with the error) on a real mount.
 const TestURingPayloadEnv = "MMAPFS_TEST_URING_PAYLOAD"
+
+// TestURingHandoffDelayEnv, for the tests only, is a duration (as
+// time.ParseDuration reads it) that --transport uring's ring entries
+// wait before handing a READ they were given to go-fuse
+// (uring.Config.HandoffDelay): an INTERRUPT the kernel sends for it
+// meanwhile finds no request in flight, which is how the integration
+// tests reach the daemon's retrying of such INTERRUPTs on a real mount.
+const TestURingHandoffDelayEnv = "MMAPFS_TEST_URING_HANDOFF_DELAY"
 
 // checkTransport refuses a transport the daemon cannot use here, before
 // anything is mounted: an unknown name, or uring without the kernel's
@@ -130,14 +139,24 @@ func (m *mountState) startURing(server *fuse.Server, raw fuse.RawFileSystem, mo 
 		m.log.Printf("%s=%d: registering payload buffers of %d bytes, not the connection's %d (for the tests of a failed registration)", TestURingPayloadEnv, n, n, payload)
 		payload = n
 	}
+	var handoff time.Duration
+	if v := os.Getenv(TestURingHandoffDelayEnv); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return nil, fail(fmt.Errorf("%s=%q: not a positive duration", TestURingHandoffDelayEnv, v))
+		}
+		m.log.Printf("%s=%v: each ring entry holds a READ that long before go-fuse sees it (for the tests of a lost INTERRUPT)", TestURingHandoffDelayEnv, d)
+		handoff = d
+	}
 	tr, err := uring.Start(uring.Config{
-		Dev:        fd,
-		Queues:     queues,
-		Entries:    m.opts.URingEntries,
-		Payload:    payload,
-		Handler:    ps,
-		Connection: conn,
-		Logger:     m.log,
+		Dev:          fd,
+		Queues:       queues,
+		Entries:      m.opts.URingEntries,
+		Payload:      payload,
+		Handler:      ps,
+		Connection:   conn,
+		Logger:       m.log,
+		HandoffDelay: handoff,
 	})
 	if err != nil {
 		// Start has aborted the connection.

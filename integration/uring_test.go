@@ -499,3 +499,62 @@ func TestURingAuto(t *testing.T) {
 		t.Errorf("the log does not say auto chose uring:\n%s", m.out)
 	}
 }
+
+// TestURingInterruptDuringHandoff: a client killed while its READ is
+// the ring entry's but not yet in flight in go-fuse (the entry's
+// hand-off, widened by fs.TestURingHandoffDelayEnv; the READ then held
+// by an injected delay, under --direct-io) ends at once. Its INTERRUPT
+// comes over /dev/fuse while go-fuse knows no such request: answered
+// EAGAIN, it would be lost (the kernel looks the unique up only among
+// /dev/fuse's requests, not the rings'), and the killed client would
+// wait out the delay; the daemon instead retries it until the entry has
+// handed the READ over.
+func TestURingInterruptDuringHandoff(t *testing.T) {
+	withURing(t)
+	const (
+		delay   = 8 * time.Second
+		handoff = 90 * time.Millisecond // within the daemon's 100 ms of retries
+		holding = "test hand-off delay: holding READ"
+	)
+	t.Setenv(fs.TestURingHandoffDelayEnv, handoff.String())
+	store := t.TempDir()
+	storeWrite(t, store, "slow", []byte("slow\n"))
+	m := startMountAt(t, store, t.TempDir(), "--transport", "uring", "--direct-io", "--inject", "op=read,path=slow,delay="+delay.String())
+	defer m.stop(t)
+	// The kill must land inside the hand-off, or the INTERRUPT finds
+	// the READ in flight and the test proves nothing: a kill that came
+	// late is tried again.
+	for attempt := 1; attempt <= 3; attempt++ {
+		before := strings.Count(m.out.String(), holding)
+		cmd := exec.Command("cat", filepath.Join(m.mnt, "slow"))
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		deadline := time.Now().Add(10 * time.Second)
+		for strings.Count(m.out.String(), holding) == before && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Microsecond)
+		}
+		seen := time.Now()
+		if err := cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		late := time.Since(seen)
+		if strings.Count(m.out.String(), holding) == before {
+			<-done
+			t.Fatalf("the READ of slow never reached a ring entry's hand-off (no %q in the log):\n%s", holding, m.out)
+		}
+		select {
+		case <-done:
+		case <-time.After(delay / 2):
+			<-done // the delay runs out: nothing is left behind
+			t.Fatalf("the reader killed %v into its READ's hand-off ended only %v after the kill: its INTERRUPT was lost", late.Round(time.Microsecond), time.Since(seen).Round(time.Millisecond))
+		}
+		t.Logf("attempt %d: killed %v into the %v hand-off, the reader ended %v after the kill", attempt, late.Round(time.Microsecond), handoff, time.Since(seen).Round(time.Millisecond))
+		if late < handoff/2 {
+			return
+		}
+	}
+	t.Skipf("the kill came later than %v into the hand-off three times: the machine is too busy to aim at the window", handoff/2)
+}
