@@ -54,6 +54,18 @@ type Owner interface {
 	Invalidate(off, n int64)
 }
 
+// PutBackWaiter is an Owner whose Invalidate may deliver its news after
+// it returns (from a goroutine, as it must when a request holding the
+// pages is what lost them): WaitPutBack waits until what Invalidate was
+// told so far has reached the clients. The store calls it before
+// returning from a sync a client asked for that reports a lost
+// writeback (FsyncAs, FlushAs), so that the client's next read, by any
+// descriptor, comes after it: what Linux promises after fsyncgate, that
+// readers see what the disk has.
+type PutBackWaiter interface {
+	WaitPutBack()
+}
+
 // SetOwner tells the blob which file of the mount it serves now (the
 // latest open's); Path and the put-back's invalidation go to it.
 func (b *Blob) SetOwner(o Owner) {
@@ -231,6 +243,19 @@ func (b *Blob) notifyPutBack() {
 	})
 }
 
+// waitPutBack waits for the owner's invalidation of pages put back to
+// be delivered (PutBackWaiter). Call it holding none of the blob's locks,
+// from a sync a client asked for (fsync, flush), never from inside a
+// WRITE: the kernel holds that request's pages until its reply, and the
+// invalidation waits for them.
+func (b *Blob) waitPutBack() {
+	if p := b.owner.Load(); p != nil {
+		if w, ok := (*p).(PutBackWaiter); ok {
+			w.WaitPutBack()
+		}
+	}
+}
+
 // ErrMark is one open file description's place in its blob's record of
 // lost writebacks, as Linux's f_wb_err is in the file's errseq: an fsync
 // through it reports a loss recorded after it was made, once. Make it
@@ -293,6 +318,9 @@ func (b *Blob) reportedAs(m *ErrMark, err error) error {
 		err = nil
 	}
 	lost := b.takeLost(m)
+	if lost != nil {
+		b.waitPutBack()
+	}
 	if err == nil {
 		return lost
 	}

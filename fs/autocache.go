@@ -48,6 +48,9 @@ const autoCacheFiles = 1 << 16
 type autoCache struct {
 	mu     sync.Mutex
 	stamps map[fileID]cacheStamp // guarded by mu
+	// putBacks are fsyncgate's invalidations not delivered yet
+	// (injecthooks.go); it has its own lock.
+	putBacks putBacks
 }
 
 // stampOf is st's stamp, and whether st is a regular file's.
@@ -147,6 +150,10 @@ func (m *mountState) sawStatx(x *unix.Statx_t) {
 // cache; if not, this open drops it, and the file as it is now is what
 // the cache will be of.
 func (h *handle) openCacheFlags() (uint32, error) {
+	if h.m.cache.putBacks.any() && h.node != nil {
+		// Under any cache option: see blobOwner.Invalidate.
+		blobOwner{h.node, h.blob}.WaitPutBack()
+	}
 	if !h.m.autoCacheOn() {
 		return 0, nil
 	}

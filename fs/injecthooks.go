@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -150,25 +152,142 @@ func (o blobOwner) Path() string { return o.n.rel() }
 // now, not the content a lost writeback lost; and takes the file's
 // auto-cache stamp away first (the put-back copied into dirty pages, so
 // the mtime did not change), so that the next open drops the cache even
-// if the notification fails. The notification is sent from a goroutine
-// of its own: Invalidate may run inside a request (a WRITE under the
-// write-through policy) for which the kernel holds the very pages the
-// invalidation must lock, and it would wait for the reply the request
-// has not sent yet. A node the kernel has forgotten has nothing cached
-// (ENOENT).
+// if the notification fails. A node the kernel has forgotten has nothing
+// cached (ENOENT).
+//
+// The notification is sent from a goroutine of its own: Invalidate may
+// run inside a request (a WRITE under the write-through policy, or the
+// kernel's writeback under the writeback cache) for which the kernel
+// holds the very pages the invalidation must lock, and it would wait for
+// the reply the request has not sent yet. So that the goroutine cannot
+// let a client read the lost content after all, it is registered
+// (putBacks) before Invalidate returns, and what must come after it
+// waits for it where that cannot deadlock:
+//   - the fsync (or the close policy's flush) that reports the loss
+//     replies only once it is delivered (WaitPutBack, called by the
+//     store's reportedAs): the kernel holds no page of the file locked
+//     across an FSYNC or a FLUSH (it waits for its writeback first, and
+//     holds the inode lock, which keeps writes out), so the invalidation
+//     only waits for the READs in flight, which the daemon serves;
+//   - an open of the file replies only once it is delivered
+//     (openCacheFlags), so that a new open and read after a WRITE that
+//     lost the writeback, or after the fsync, never meets the lost pages
+//     (under --keep-cache nothing else would drop them).
 func (o blobOwner) Invalidate(off, n int64) {
 	m := o.n.m
-	var st syscall.Stat_t
-	if err := o.b.Fd(func(fd int) error { return syscall.Fstat(fd, &st) }); err == nil {
-		m.cache.forget(fileID{dev: st.Dev, ino: st.Ino})
+	id, known := o.fileID()
+	if known {
+		m.cache.forget(id)
 	} else {
 		m.cache.forgetAll() // which file it is is not known: trust no stamp
 	}
+	done := m.cache.putBacks.start(id)
 	go func() {
+		defer done()
 		if errno := o.n.NotifyContent(off, n); errno != 0 && errno != syscall.ENOENT {
 			m.log.Printf("inject: %q: dropping bytes %d-%d put back by a lost writeback from the kernel's cache: %v", o.n.rel(), off, off+n, errno)
 		}
 	}()
+}
+
+// WaitPutBack waits for the put-back invalidations of the file sent by
+// Invalidate to be delivered (backing.PutBackWaiter), at most
+// putBackWait.
+func (o blobOwner) WaitPutBack() {
+	if !o.n.m.cache.putBacks.any() {
+		return
+	}
+	id, _ := o.fileID()
+	o.n.m.cache.putBacks.wait(id, o.n.m.log.Printf, o.n.rel())
+}
+
+// fileID is the store file of the owner's Blob, and whether its fstat
+// told it (fileID{} if not).
+func (o blobOwner) fileID() (fileID, bool) {
+	var st syscall.Stat_t
+	if err := o.b.Fd(func(fd int) error { return syscall.Fstat(fd, &st) }); err != nil {
+		return fileID{}, false
+	}
+	return fileID{dev: st.Dev, ino: st.Ino}, true
+}
+
+// putBackWait bounds a wait for a put-back's invalidation: it waits only
+// for requests the daemon serves (see blobOwner.Invalidate), so it ends
+// within their time; the bound turns a case the reasoning there missed
+// into a delay and a log line rather than a request stuck for ever.
+const putBackWait = 10 * time.Second
+
+// putBacks are the put-back invalidations sent (Invalidate's goroutines)
+// and not yet delivered, per store file (fileID{}: one whose file its
+// fstat could not tell, which every wait waits for).
+type putBacks struct {
+	count atomic.Int64 // the invalidations pending, over every file
+	mu    sync.Mutex
+	files map[fileID]*putBackFile // guarded by mu
+}
+
+// putBackFile is one file's pending invalidations: done is closed when
+// the last of them (n, guarded by putBacks.mu) is delivered.
+type putBackFile struct {
+	n    int
+	done chan struct{}
+}
+
+// start registers an invalidation of the file id and returns the
+// function that marks it delivered.
+func (p *putBacks) start(id fileID) func() {
+	p.mu.Lock()
+	if p.files == nil {
+		p.files = make(map[fileID]*putBackFile)
+	}
+	f := p.files[id]
+	if f == nil {
+		f = &putBackFile{done: make(chan struct{})}
+		p.files[id] = f
+	}
+	f.n++
+	p.count.Add(1)
+	p.mu.Unlock()
+	return func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.count.Add(-1)
+		if f.n--; f.n == 0 {
+			close(f.done)
+			delete(p.files, id)
+		}
+	}
+}
+
+// any says whether an invalidation is pending at all: one atomic load,
+// what an open pays when no writeback was lost.
+func (p *putBacks) any() bool { return p.count.Load() > 0 }
+
+// wait waits, at most putBackWait, for the invalidations of the file id
+// (and of unknown files) pending now to be delivered; past the bound it
+// logs, through logf, naming the file rel, and returns.
+func (p *putBacks) wait(id fileID, logf func(string, ...any), rel string) {
+	p.mu.Lock()
+	var chans []chan struct{}
+	for _, k := range []fileID{id, {}} {
+		if f := p.files[k]; f != nil {
+			chans = append(chans, f.done)
+		}
+	}
+	p.mu.Unlock()
+	if len(chans) == 0 {
+		return
+	}
+	t := time.NewTimer(putBackWait)
+	defer t.Stop()
+	for _, c := range chans {
+		select {
+		case <-c:
+		case <-t.C:
+			logf("inject: %q: the kernel has not taken the invalidation of the pages a lost writeback put back after %v; going on without it (a client may read the lost content from its cache)", rel, putBackWait)
+			return
+		}
+	}
 }
 
 // newInjectSet parses the rules of opts into the mount's set, refusing
