@@ -264,12 +264,28 @@ func (c *Collector) give(out []item) {
 	for _, it := range out {
 		switch {
 		case it.req != nil:
+			c.nameLate(&it.req.File, it.req.Ino)
 			c.opts.Sink.Request(it.req)
 		case it.ev != nil:
+			if it.ev.Layer == layerMount {
+				c.nameLate(&it.ev.File, it.ev.K.Ino)
+			}
 			c.opts.Sink.Event(it.ev)
 		case it.sample != nil:
 			c.opts.Sink.Sample(it.sample)
 		}
+	}
+}
+
+// nameLate asks Mount.Names again for the name of ino that it did not
+// know when the item was made (*file empty): a file made during the
+// trace is unknown to it until its next walk of the store, which it
+// makes only so often. By the time an item reaches the sink it has
+// been held Options.Reorder at least, and at Flush the caller has had
+// the chance to refresh its names. c.outMu held (Names is read only).
+func (c *Collector) nameLate(file *string, ino uint64) {
+	if *file == "" && ino != 0 && c.m.Names != nil {
+		*file = c.m.Names(ino)
 	}
 }
 

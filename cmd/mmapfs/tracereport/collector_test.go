@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/mmapfs/mmapfs/cmd/mmapfs/ktrace"
@@ -900,5 +901,62 @@ func TestKernelStreamLags(t *testing.T) {
 		if q.Unique == 1 && len(q.Missing) > 0 {
 			t.Errorf("request 1 emitted twice: %+v", r.reqs)
 		}
+	}
+}
+
+// A file made during the trace is unknown to Names until it next walks
+// the store, which it does only so often (mmapfs trace: not more than a
+// twentieth of the time): a request or mount event whose name Names did
+// not know when it was joined is named when it reaches the sink, held
+// Options.Reorder later, or at Flush, if Names knows it by then. (Under
+// --transport uring, the msync's WRITEs of a file just made reached the
+// sink with no name.)
+func TestNameLearnedLater(t *testing.T) {
+	t.Parallel()
+	var known atomic.Bool // Names has walked the store since the file was made
+	m := testMount()
+	m.Names = func(ino uint64) string {
+		if ino == 11 && known.Load() {
+			return "made.bin"
+		}
+		return ""
+	}
+	r := &recorder{}
+	c := NewCollector(m, Options{Sink: r})
+	f := feed{c}
+	// Joined while Names does not know inode 11 yet.
+	f.request(1*ms, 1, writeOp, 100, "mapper", 11, 0, 4096, 0)
+	f.k(ktrace.Event{Kind: ktrace.PageAdd, Time: testStart + 1*ms + 20*us, Pid: 100, Comm: "mapper", Dev: testConn, Ino: 11, Pages: 1})
+	f.request(2*ms, 2, writeOp, 100, "mapper", 11, 4096, 4096, 0)
+	if len(r.reqs) != 0 {
+		t.Fatalf("requests reached the sink before Options.Reorder: %+v", r.reqs)
+	}
+	known.Store(true) // a walk found it
+	// Event time passes 1 ms + Reorder: requests 1 and 2 and the
+	// page_add go to the sink.
+	f.request(300*ms, 3, writeOp, 100, "mapper", 11, 8192, 4096, 0)
+	if len(r.reqs) < 2 {
+		t.Fatalf("requests 1 and 2 not yet at the sink: %+v", r.reqs)
+	}
+	known.Store(false) // renamed, say, and not walked since
+	f.request(301*ms, 4, writeOp, 100, "mapper", 11, 12288, 4096, 0)
+	known.Store(true) // the walk at the end (storeNames.refresh)
+	c.Flush()
+	for u := uint64(1); u <= 4; u++ {
+		if q := r.byUnique(t, u); q.File != "made.bin" {
+			t.Errorf("request %d (%s at %d ms): file %q, want made.bin", u, q.Op, q.Rel/ms, q.File)
+		}
+	}
+	var adds int
+	for _, e := range r.evs {
+		if e.Type == EventPageAdd && e.Layer == layerMount {
+			adds++
+			if e.File != "made.bin" {
+				t.Errorf("the mount's page_add of inode 11: file %q, want made.bin", e.File)
+			}
+		}
+	}
+	if adds != 1 {
+		t.Errorf("%d page_add events of the mount, want 1: %+v", adds, r.evs)
 	}
 }

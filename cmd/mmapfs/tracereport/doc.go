@@ -101,5 +101,7 @@
 // items in the order the collector made them and needs no lock of its
 // own. Lock order: mu before outMu (outMu is taken before mu is released,
 // then the sink is called with outMu alone held). A Sink must not call
-// back into the Collector.
+// back into the Collector. Mount.Names is called under either lock (a
+// name not known at the join is asked for again, under outMu, as the
+// item goes to the Sink).
 package tracereport

@@ -30,7 +30,13 @@ type Mount struct {
 	// control file) are counted in Summary.Own and not shown. 0: none.
 	TracePid int
 	// Names returns the path, relative to the mount, of a file by inode
-	// number, or "" when it does not know it. Nil: no names.
+	// number, or "" when it does not know it (yet). A name it did not
+	// know when a request or event was joined is asked for again when
+	// the item goes to the Sink (Options.Reorder later, or at Flush), so
+	// a file made during the trace is named once Names has learnt it.
+	// It is called with Collector.mu or Collector.outMu held, from the
+	// goroutines of Kernel, Daemon, Sample and Flush: it must be safe
+	// for concurrent use. Nil: no names.
 	Names func(ino uint64) string
 	// StoreNames is Names for an inode of the store's device that may not
 	// be the store's at all (the page-cache events of its other files):
