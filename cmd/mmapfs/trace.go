@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -173,9 +174,14 @@ func findTraceMount(mnt string) (*traceMount, error) {
 // start, at the end (refresh), and again when asked for an inode it lacks
 // (a file made during the trace), at most every walkEvery and never more
 // than a twentieth of the time, so that a big store is not walked
-// without end. An inode a walk did not find is not looked for again for
-// missRetry (the store's filesystem has other files: their page-cache
-// events are asked about too).
+// without end. A walk's cost is the CPU time of the thread that walked:
+// on a busy machine (the rings' pinned threads, a traced workload on
+// every core) the scheduler may hold a walk up for many times what it
+// costs, and twenty times that wall-clock time left every file made
+// meanwhile unnamed (the msync's WRITEs of a file just made, under
+// --transport uring). An inode a walk did not find is not looked for
+// again for missRetry (the store's filesystem has other files: their
+// page-cache events are asked about too).
 type storeNames struct {
 	root string
 	dev  uint64
@@ -184,7 +190,7 @@ type storeNames struct {
 	paths    map[uint64]string
 	missed   map[uint64]time.Time // inode → when a walk last missed it
 	walked   time.Time            // when the last walk began
-	walkCost time.Duration        // how long it took
+	walkCost time.Duration        // the CPU time it took (wall time if that could not be read)
 }
 
 const (
@@ -202,7 +208,19 @@ func newStoreNames(root string, dev uint64) *storeNames {
 
 // walk records every file of the store; n.mu held or not yet shared.
 func (n *storeNames) walk() {
+	// The thread's CPU clock counts this walk only if it stays on it.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	n.walked = time.Now()
+	cpu0, cpuErr := threadCPU()
+	defer func() {
+		cpu1, err := threadCPU()
+		if cpuErr != nil || err != nil {
+			n.walkCost = time.Since(n.walked)
+			return
+		}
+		n.walkCost = cpu1 - cpu0
+	}()
 	_ = filepath.WalkDir(n.root, func(p string, d iofs.DirEntry, err error) error {
 		if err != nil {
 			return nil // a file gone while walking: skip it
@@ -230,7 +248,15 @@ func (n *storeNames) walk() {
 		}
 		return nil
 	})
-	n.walkCost = time.Since(n.walked)
+}
+
+// threadCPU returns the CPU time the calling thread has used.
+func threadCPU() (time.Duration, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+		return 0, fmt.Errorf("reading CLOCK_THREAD_CPUTIME_ID: %w", err)
+	}
+	return time.Duration(ts.Nano()), nil
 }
 
 // refresh walks the store again now (at the end of a trace, so that the
