@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/spf13/pflag"
@@ -43,6 +44,43 @@ func TestBDIDefaultOptions(t *testing.T) {
 		}
 		if opts.BDI.MaxRatio != c.maxRatio || opts.BDI.StrictLimit != c.strict || opts.BDI.ReadaheadKB != -1 {
 			t.Errorf("%v: bdi %+v; want max ratio %d, strict limit %d, readahead -1", c.args, opts.BDI, c.maxRatio, c.strict)
+		}
+	}
+}
+
+// TestURingEntriesRange: --uring-entries (as a flag or an -o option)
+// takes 0 (the default) or 1 to maxURingEntries; anything else is
+// refused with an error naming the flag and what it accepts.
+func TestURingEntriesRange(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want int    // the entries options() returns
+		err  string // or the error it must give
+	}{
+		{nil, 0, ""},
+		{[]string{"--uring-entries", "0"}, 0, ""},
+		{[]string{"--uring-entries", "1"}, 1, ""},
+		{[]string{"--uring-entries", "64"}, 64, ""},
+		{[]string{"-o", "uring_entries=8"}, 8, ""},
+		{[]string{"--uring-entries", "-1"}, 0, "--uring-entries -1: out of range; accepted: 0 (the default, 4) or 1 to 64"},
+		{[]string{"--uring-entries", "65"}, 0, "--uring-entries 65: out of range"},
+		{[]string{"-o", "uring_entries=100000"}, 0, "--uring-entries 100000: out of range"},
+	} {
+		var cfg mountConfig
+		set := pflag.NewFlagSet("mount", pflag.ContinueOnError)
+		addMountFlags(set, &cfg)
+		addOptionFlag(set, &cfg)
+		if err := set.Parse(c.args); err != nil {
+			t.Fatalf("%v: %v", c.args, err)
+		}
+		opts, err := cfg.options(set)
+		switch {
+		case c.err == "" && err != nil:
+			t.Errorf("%v: %v", c.args, err)
+		case c.err == "" && opts.URingEntries != c.want:
+			t.Errorf("%v: entries %d, want %d", c.args, opts.URingEntries, c.want)
+		case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+			t.Errorf("%v: error %v, want one containing %q", c.args, err, c.err)
 		}
 	}
 }

@@ -22,7 +22,14 @@ import (
 	"github.com/mmapfs/mmapfs/backing"
 	"github.com/mmapfs/mmapfs/fs"
 	"github.com/mmapfs/mmapfs/fs/inject"
+	"github.com/mmapfs/mmapfs/fs/uring"
 )
+
+// maxURingEntries bounds --uring-entries: every entry is a daemon thread
+// pinned to its CPU's queue with a populated payload buffer (132 KiB to
+// 1 MiB), on every CPU, so a large value costs threads and memory at
+// once, not just ring space.
+const maxURingEntries = 64
 
 // mountConfig is what the flags (and -o options) of a mount set, before
 // it is checked and turned into fs.Options by options.
@@ -67,7 +74,7 @@ func addMountFlags(f *pflag.FlagSet, c *mountConfig) {
 	f.IntVar(&opts.BDI.ReadaheadKB, "readahead-kb", -1, "the mount's bdi readahead in KiB, 0 or more; -1: leave it")
 	f.StringArrayVar(&opts.Inject, "inject", nil, "fault-injection RULE, repeatable: op=OP[,path=GLOB][,nth=N|after=BYTES|prob=P[,seed=S]][,times=K],ACTION with ACTION errno=NAME, delay=D[-D2], torn=K[:ERRNO] (write), short=K (read), or errno=NAME,fsyncgate (op=msync, needs --powercut-sim); as -o inject=RULE, the rule's commas need no escaping (see 'mmapfs inject --help')")
 	f.StringVar(&opts.Transport, "transport", "dev", "how requests reach the daemon: dev (read and write /dev/fuse), uring (FUSE over io_uring, Linux 6.14+: as root, with the fuse module's enable_uring on: echo 1 > /sys/module/fuse/parameters/enable_uring), or auto (uring where it can be had, dev otherwise; the log and the stats say which)")
-	f.IntVar(&opts.URingEntries, "uring-entries", 0, "with --transport uring: ring entries (daemon threads) per CPU queue, each serving one request at a time (0: 4)")
+	f.IntVar(&opts.URingEntries, "uring-entries", 0, fmt.Sprintf("with --transport uring: ring entries (daemon threads) per CPU queue, each serving one request at a time, 1 to %d (0: %d)", maxURingEntries, uring.DefaultEntries))
 	f.BoolVar(&opts.Debug, "debug", false, "log every FUSE request and reply")
 	f.StringVar(&c.metrics, "metrics", "", "serve Prometheus metrics at ADDR (host:port or port; loopback unless a host is named)")
 	f.BoolVar(&opts.SharedStore, "unsafe-shared-store", false, "serve the store even if another mmapfs daemon serves it, and let others serve it too (unsafe: each daemon's unsynced-bytes figures, fsync accounting and power-cut simulation miss the other's writes, and each mount's kernel caches go stale behind the other's); a daemon without the flag is still refused while this one runs")
@@ -168,6 +175,9 @@ func (c *mountConfig) options(f *pflag.FlagSet) (fs.Options, error) {
 		{"--bdi-max-ratio", int64(opts.BDI.MaxRatio), 0, 100, -1, "-1 (leave it) or 0 to 100"},
 		{"--bdi-strict-limit", int64(opts.BDI.StrictLimit), 0, 1, -1, "-1 (leave it), 0 or 1"},
 		{"--readahead-kb", int64(opts.BDI.ReadaheadKB), 0, math.MaxInt32, -1, "-1 (leave it) or 0 to 2147483647"},
+		// Each entry is a pinned daemon thread with a populated payload
+		// buffer of up to 1 MiB, on every CPU's queue.
+		{"--uring-entries", int64(opts.URingEntries), 1, maxURingEntries, 0, fmt.Sprintf("0 (the default, %d) or 1 to %d", uring.DefaultEntries, maxURingEntries)},
 	} {
 		if r.v != r.none && (r.v < r.lo || r.v > r.hi) {
 			return fs.Options{}, fmt.Errorf("%s %d: out of range; accepted: %s", r.flag, r.v, r.want)
