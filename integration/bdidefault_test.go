@@ -165,6 +165,7 @@ mount --bind /sys/class/bdi /sys/class/bdi
 mount -o remount,bind,ro /sys/class/bdi
 "$0" mount "$@" >"$LOG" 2>&1 &
 pid=$!
+trap 'kill $pid 2>/dev/null' EXIT
 for i in $(seq 200); do grep -q serving "$LOG" && break; sleep 0.05; done
 dev=$(mountpoint -d "$MNT")
 echo "bdi $(cat /sys/class/bdi/$dev/max_ratio) $(cat /sys/class/bdi/$dev/strict_limit)"
