@@ -107,6 +107,9 @@ type Transport struct {
 	errOnce sync.Once
 	err     error // the first unexpected failure; written once under errOnce, read after wg.Wait
 	aborted atomic.Bool
+
+	closeOnce sync.Once
+	closeErr  error // closing dev, by the first Wait; written once under closeOnce
 }
 
 // queue is one of the kernel's queues as the transport serves it. Its
@@ -168,20 +171,17 @@ func Start(cfg Config) (*Transport, error) {
 		t.wg.Wait()
 		return nil, errors.Join(err, t.closeDev())
 	}
-	go func() {
-		t.wg.Wait()
-		if err := t.closeDev(); err != nil {
-			t.fail(err)
-		}
-	}()
 	return t, nil
 }
 
-// Wait blocks until every entry has ended (the connection is gone) and
-// returns the first unexpected error an entry met.
+// Wait blocks until every entry has ended (the connection is gone),
+// closes the transport's duplicate of the /dev/fuse descriptor (the
+// first call only), and returns the first unexpected error an entry met,
+// joined with the close's.
 func (t *Transport) Wait() error {
 	t.wg.Wait()
-	return t.err
+	t.closeOnce.Do(func() { t.closeErr = t.closeDev() })
+	return errors.Join(t.err, t.closeErr)
 }
 
 // Stats returns the figures of each queue now.
