@@ -3,6 +3,7 @@ package fs
 import (
 	"errors"
 	"fmt"
+	"log"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -26,6 +27,14 @@ type BDISettings struct {
 	MaxRatio    int // percent of the dirty page budget, 0..100
 	StrictLimit int // 0 or 1
 	ReadaheadKB int
+	// MaxRatioDefaulted says that nothing asked for MaxRatio: it is
+	// RootMaxRatio, set because CanSetBDI found nothing against it.
+	// If the bdi then refuses it for lack of permission (EACCES,
+	// EPERM, EROFS: a user namespace's root over the host's sysfs,
+	// a read-only file), the mount keeps the kernel's and the log
+	// says so once (KeptKernelBDI), instead of failing; a ratio that
+	// was asked for still fails the mount.
+	MaxRatioDefaulted bool
 }
 
 // NoBDIChanges leaves every bdi setting as the kernel sets it.
@@ -62,13 +71,21 @@ func CanSetBDI() error {
 	return nil
 }
 
+// KeptKernelBDI is the log line of a mount that keeps the kernel's
+// dirty-page budget for FUSE because its daemon cannot set its bdi, why.
+func KeptKernelBDI(why error) string {
+	return fmt.Sprintf("the mount keeps the kernel's dirty-page budget for FUSE (bdi max_ratio 1, strict): %v; writes through a mapping of it are throttled sooner than on a root daemon's mount, which gets --bdi-max-ratio %d", why, RootMaxRatio)
+}
+
 // bdiRoot is where the kernel shows every bdi.
 const bdiRoot = "/sys/class/bdi"
 
 func bdiDir(dev string) string { return filepath.Join(bdiRoot, dev) }
 
-// applyBDI writes the settings of set to the bdi of the mount dev.
-func applyBDI(dev string, set BDISettings) error {
+// applyBDI writes the settings of set to the bdi of the mount dev. A
+// defaulted max_ratio the bdi refuses for lack of permission is left as
+// the kernel's, said once to logger (see BDISettings.MaxRatioDefaulted).
+func applyBDI(dev string, set BDISettings, logger *log.Logger) error {
 	dir := bdiDir(dev)
 	for _, kv := range []struct {
 		file string
@@ -78,11 +95,22 @@ func applyBDI(dev string, set BDISettings) error {
 			continue
 		}
 		p := filepath.Join(dir, kv.file)
-		if err := os.WriteFile(p, []byte(strconv.Itoa(kv.v)), 0); err != nil {
+		err := os.WriteFile(p, []byte(strconv.Itoa(kv.v)), 0)
+		if err != nil && kv.file == "max_ratio" && set.MaxRatioDefaulted && isPermission(err) {
+			logger.Print(KeptKernelBDI(fmt.Errorf("writing %d to %s: %w", kv.v, p, err)))
+			continue
+		}
+		if err != nil {
 			return fmt.Errorf("setting %s to %d: %w", p, kv.v, err)
 		}
 	}
 	return nil
+}
+
+// isPermission says err is a refusal for lack of permission: EACCES,
+// EPERM or EROFS.
+func isPermission(err error) bool {
+	return errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) || errors.Is(err, unix.EROFS)
 }
 
 // readBDI reads the bdi settings of the mount dev.

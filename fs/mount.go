@@ -537,7 +537,7 @@ func (m *mountState) serve(mnt, root string) (server *fuse.Server, fdMount bool,
 		serveLoop = loop
 	}
 	if berr == nil {
-		berr = applyBDI(dev, opts.BDI)
+		berr = applyBDI(dev, opts.BDI, opts.Logger)
 	}
 	ignoreUmask() // requests carry modes the caller's umask already masked (creds.go)
 	go serveLoop()
