@@ -151,6 +151,7 @@ func (c *mountConfig) options(f *pflag.FlagSet) (fs.Options, error) {
 		// Neither the flag nor the profile set it: a root daemon
 		// raises the kernel's 1 % (fs.RootMaxRatio says why).
 		opts.BDI.MaxRatio = fs.RootMaxRatio
+		opts.BDI.MaxRatioDefaulted = true
 	}
 	p, err := backing.ParsePolicy(c.policy)
 	if err != nil {
@@ -431,7 +432,7 @@ func runMount(logOut io.Writer, store, mountpoint string, opts fs.Options, metri
 	}
 	if opts.BDI.MaxRatio < 0 && opts.Profile != "kernel-defaults" {
 		if why := fs.CanSetBDI(); why != nil {
-			logger.Printf("the mount keeps the kernel's dirty-page budget for FUSE (bdi max_ratio 1, strict): %v; writes through a mapping of it are throttled sooner than on a root daemon's mount, which gets --bdi-max-ratio %d", why, fs.RootMaxRatio)
+			logger.Print(fs.KeptKernelBDI(why))
 		}
 	}
 	if ln != nil {
