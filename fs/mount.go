@@ -298,6 +298,19 @@ func detach(mnt string) error {
 	return nil
 }
 
+// detachIfMounted detaches mnt if it is still a mount point: a forced
+// unmount that aborted a connection may have taken the mount already.
+func detachIfMounted(mnt string) error {
+	_, ok, err := findMount(mnt)
+	if err != nil {
+		return fmt.Errorf("unmount %s: %w", mnt, err)
+	}
+	if !ok {
+		return nil
+	}
+	return detach(mnt)
+}
+
 // Mount mounts the store directory at mountpoint and serves it in the
 // background. The store is created if it does not exist. The mount is
 // ready when Mount returns.
@@ -521,18 +534,26 @@ func (m *mountState) serve(mnt, root string) (server *fuse.Server, fdMount bool,
 		}
 		if berr != nil {
 			// Without the device the connection cannot be aborted
-			// through fusectl; detaching the mount nobody uses yet
-			// ends it (the kernel aborts a connection whose
-			// superblock goes), and then go-fuse's loop ends.
-			berr = errors.Join(berr, detach(mnt))
+			// through fusectl, and a detach does not end it while
+			// a process waits on the mount: a forced unmount
+			// aborts it (busy or not), then the detach takes what
+			// is left, and go-fuse's loop ends.
+			if aerr := uring.AbortByUnmount(mnt); aerr != nil {
+				// Nothing ends the connection but the
+				// daemon's exit: do not wait for the loop.
+				return nil, false, errors.Join(berr, aerr, detachIfMounted(mnt))
+			}
+			berr = errors.Join(berr, detachIfMounted(mnt))
 			go server.Serve()
 			server.Wait()
 			return nil, false, berr
 		}
-		loop, err := m.startURing(server, raw, &mo, devFd, dev)
+		loop, err := m.startURing(server, raw, &mo, devFd, mnt, dev)
 		if err != nil {
-			// The connection is aborted: detach the dead mount.
-			return nil, false, errors.Join(err, detach(mnt))
+			// The connection is aborted (or, if even that failed,
+			// ends as the daemon exits): detach the dead mount,
+			// if the forced unmount has not already taken it.
+			return nil, false, errors.Join(err, detachIfMounted(mnt))
 		}
 		serveLoop = loop
 	}

@@ -40,6 +40,14 @@ const (
 // connection, detach the mount, exit with the error) on a real mount.
 const TestURingPayloadEnv = "MMAPFS_TEST_URING_PAYLOAD"
 
+// TestURingConnectionEnv, for the tests only, names the directory
+// --transport uring aborts the connection through (its "abort" file)
+// instead of the connection's own in fusectl: a directory that does not
+// exist makes the abort through fusectl fail, as it does where fusectl
+// cannot be mounted (a container), which is how the integration tests
+// reach the forced unmount that aborts the connection then.
+const TestURingConnectionEnv = "MMAPFS_TEST_URING_CONNECTION"
+
 // TestURingHandoffDelayEnv, for the tests only, is a duration (as
 // time.ParseDuration reads it) that --transport uring's ring entries
 // wait before handing a READ they were given to go-fuse
@@ -97,26 +105,32 @@ func (m *mountState) resolveTransport(name string) string {
 // comes over /dev/fuse (fd), FORGET and INTERRUPT, with the same
 // ProtocolServer (so that an interrupt finds its ring request), and once
 // the connection ends runs server.Serve to close the server down; the
-// server writes the notifications to /dev/fuse as before. dev is the
-// mount's major:minor. On an error the connection is aborted (the kernel
-// holds every request back until the rings are registered), the
-// server's loop has ended, and the caller must detach the mount.
-func (m *mountState) startURing(server *fuse.Server, raw fuse.RawFileSystem, mo *fuse.MountOptions, fd int, dev string) (func(), error) {
+// server writes the notifications to /dev/fuse as before. mnt is the
+// mountpoint, dev the mount's major:minor. On an error the connection is
+// aborted (the kernel holds every request back until the rings are
+// registered: through fusectl, else by a forced unmount of mnt), the
+// server's loop has ended, and the caller must detach the mount; if
+// even the forced unmount failed, the error wraps uring.ErrNotAborted,
+// nothing was waited for, and the caller must exit, which ends the
+// connection.
+func (m *mountState) startURing(server *fuse.Server, raw fuse.RawFileSystem, mo *fuse.MountOptions, fd int, mnt, dev string) (func(), error) {
 	conn, cerr := uring.ConnectionDir(dev)
+	if v := os.Getenv(TestURingConnectionEnv); v != "" {
+		m.log.Printf("%s=%s: aborting the connection through %s, not %s (for the tests of a failed abort)", TestURingConnectionEnv, v, v, conn)
+		conn, cerr = v, nil
+	}
 	fail := func(err error) error {
-		// Abort first: the server's loop ends on the aborted
-		// connection (ENODEV), and only then can it be waited for.
-		if cerr == nil {
-			err = errors.Join(err, uring.Abort(conn))
-		} else {
-			err = errors.Join(err, cerr)
+		if aerr := uring.AbortConnection(conn, mnt, m.log); aerr != nil {
+			// Nothing ends the connection: the server's loop
+			// would serve the requests the kernel let go, and
+			// waiting for it would hang.
+			return errors.Join(err, aerr)
 		}
+		// The server's loop ends on the aborted connection
+		// (ENODEV), and only then can it be waited for.
 		go server.Serve()
 		server.Wait()
 		return err
-	}
-	if cerr != nil {
-		return nil, fail(fmt.Errorf("--transport uring: %w", cerr))
 	}
 	ps := fuse.NewProtocolServer(raw, mo)
 	reply, err := uring.Prime(ps, server.KernelSettings())
@@ -125,6 +139,9 @@ func (m *mountState) startURing(server *fuse.Server, raw fuse.RawFileSystem, mo 
 	}
 	if !reply.IOUring() {
 		return nil, fail(fmt.Errorf("--transport uring: the kernel did not offer FUSE_OVER_IO_URING at INIT (was %s turned off meanwhile?)", uring.EnableParam))
+	}
+	if cerr != nil {
+		return nil, fail(fmt.Errorf("--transport uring: %w", cerr))
 	}
 	queues, err := uring.PossibleCPUs()
 	if err != nil {
@@ -155,14 +172,19 @@ func (m *mountState) startURing(server *fuse.Server, raw fuse.RawFileSystem, mo 
 		Payload:      payload,
 		Handler:      ps,
 		Connection:   conn,
+		Mountpoint:   mnt,
 		Logger:       m.log,
 		HandoffDelay: handoff,
 	})
 	if err != nil {
+		err = fmt.Errorf("--transport uring: %w", err)
+		if errors.Is(err, uring.ErrNotAborted) {
+			return nil, err // see fail
+		}
 		// Start has aborted the connection.
 		go server.Serve()
 		server.Wait()
-		return nil, fmt.Errorf("--transport uring: %w", err)
+		return nil, err
 	}
 	m.ring.Store(tr)
 	st := tr.Stats()
@@ -172,7 +194,7 @@ func (m *mountState) startURing(server *fuse.Server, raw fuse.RawFileSystem, mo 
 		// sizes its own buffers: the payload and the headers.
 		if err := uring.ServeDev(fd, ps, reply.PayloadSize()+4096); err != nil {
 			m.log.Printf("--transport uring: %v; aborting the connection", err)
-			if aerr := uring.Abort(conn); aerr != nil {
+			if aerr := uring.AbortConnection(conn, mnt, m.log); aerr != nil {
 				m.log.Print(aerr)
 			}
 		}

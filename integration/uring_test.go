@@ -558,3 +558,47 @@ func TestURingInterruptDuringHandoff(t *testing.T) {
 	}
 	t.Skipf("the kill came later than %v into the hand-off three times: the machine is too busy to aim at the window", handoff/2)
 }
+
+// TestURingRegisterFailureAbortWithoutFusectl: a daemon whose ring
+// entries the kernel refuses (fs.TestURingPayloadEnv) and which cannot
+// abort the connection through fusectl (fs.TestURingConnectionEnv names
+// a directory that does not exist, as where fusectl cannot be mounted)
+// aborts it by a forced unmount instead, and exits with the
+// registration's error: it neither hangs nor serves the mount over
+// /dev/fuse (the kernel lets the held requests go there after a failed
+// registration), and no mount is left.
+func TestURingRegisterFailureAbortWithoutFusectl(t *testing.T) {
+	withURing(t)
+	store, mnt := t.TempDir(), t.TempDir()
+	storeWrite(t, store, "f", []byte("before\n"))
+	noConn := filepath.Join(t.TempDir(), "no-such-connection")
+	watchdogWatch(mnt)
+	cmd := daemonCommand("mount", "--transport", "uring", store, mnt)
+	cmd.Env = append(cmd.Env, fs.TestURingPayloadEnv+"=4096", fs.TestURingConnectionEnv+"="+noConn)
+	code, stderr := runCommand(t, cmd, cliTimeout)
+	if mounted(mnt) {
+		t.Errorf("%s still mounted after the failed registration", mnt)
+		if err := forceUnmount(mnt); err != nil {
+			t.Error(err)
+		}
+	}
+	watchdogForget(mnt)
+	switch code {
+	case -1:
+		t.Fatalf("the daemon that could not abort through fusectl still ran %v later:\n%s", cliTimeout, stderr)
+	case 0:
+		t.Fatalf("the daemon whose registration failed exited 0:\n%s", stderr)
+	}
+	for _, want := range []string{"FUSE_IO_URING_CMD_REGISTER", syscall.EINVAL.Error(), noConn, "aborted the connection by a forced unmount of " + mnt} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("the daemon's output does not say %q:\n%s", want, stderr)
+		}
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(mnt, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		t.Errorf("stat %s after the failed registration: mode %o, %v; want the plain directory", mnt, st.Mode, err)
+	}
+	m := startMountAt(t, store, mnt, "--transport", "uring")
+	checkBoth(t, m, "f", []byte("before\n"))
+	m.stop(t)
+}

@@ -89,9 +89,15 @@
 //     finds it off refuses with a message naming the parameter.
 //   - Never leave a hung mount: once the daemon has negotiated io_uring the
 //     kernel blocks every request until the queues are registered, so Start
-//     returns an error only after it has aborted the connection
-//     (/sys/fs/fuse/connections/N/abort) if the caller gave it the
-//     connection, and the caller must then detach the mount and exit.
+//     returns an error only after it has aborted the connection: through
+//     fusectl (/sys/fs/fuse/connections/N/abort, mounting fusectl on a
+//     temporary directory if it is not mounted), or, where that fails (a
+//     container that may not mount fusectl) or the connection is unknown,
+//     by a forced unmount of Config.Mountpoint (umount2 MNT_FORCE: the
+//     kernel aborts the connection, busy or not; AbortByUnmount). The
+//     caller must then detach the mount and exit. Only if both fail does
+//     Start leave its entries waiting and say so; the daemon's exit, which
+//     closes the last /dev/fuse descriptor, then ends the connection.
 //   - Never hand the kernel Go heap memory: the rings, the headers and the
 //     payloads are mmaps, unmapped only once the kernel is done with them
 //     (the entry's thread has seen its last completion).

@@ -72,9 +72,14 @@ type Config struct {
 	Handler Handler
 	// Connection is the connection's directory in fusectl
 	// (/sys/fs/fuse/connections/N, see ConnectionDir), written to abort
-	// the connection if registration fails; "" when unknown, and then a
-	// failed Start leaves the aborting to the caller.
+	// the connection if registration fails; "" when unknown.
 	Connection string
+	// Mountpoint is the mount's path. When the connection cannot be
+	// aborted through fusectl (Connection unknown, fusectl not mounted
+	// and not mountable here), it is force-unmounted instead
+	// (AbortByUnmount), which aborts the connection without fusectl;
+	// "" leaves the aborting to the caller then.
+	Mountpoint string
 	// Logger receives the transport's log lines.
 	Logger *log.Logger
 	// HandoffDelay, for the tests only, makes each entry's thread wait
@@ -164,8 +169,11 @@ func Start(cfg Config) (*Transport, error) {
 	if len(errs) > 0 {
 		err := fmt.Errorf("io_uring transport: registering the queues' entries: %w", errors.Join(errs...))
 		if aerr := t.abort(); aerr != nil {
-			// The entries registered still wait for requests:
-			// leave them, the caller cannot do better than exit.
+			// Neither fusectl nor a forced unmount could abort
+			// the connection: the entries registered still wait
+			// for requests. Leave them: the caller cannot do
+			// better than exit, which ends the connection with
+			// the last /dev/fuse descriptor.
 			return nil, errors.Join(err, aerr)
 		}
 		t.wg.Wait()
@@ -229,10 +237,49 @@ func (t *Transport) abort() error {
 }
 
 func (cfg *Config) abort() error {
-	if cfg.Connection == "" {
-		return errors.New("io_uring transport: the connection's fusectl directory is unknown; it could not be aborted")
+	return AbortConnection(cfg.Connection, cfg.Mountpoint, cfg.Logger)
+}
+
+// ErrNotAborted is in the error of AbortConnection (and of Start) when
+// the connection could not be aborted at all: the kernel may still hold
+// requests back, so nothing may wait for the connection to end.
+var ErrNotAborted = errors.New("the FUSE connection could not be aborted")
+
+// AbortConnection aborts the FUSE connection whose fusectl directory is
+// conn ("" when unknown) and whose mount is at mnt ("" when unknown):
+// through fusectl (Abort), else by a forced unmount of mnt
+// (AbortByUnmount), which it then logs to logger (if not nil) with why
+// fusectl failed. An error wraps ErrNotAborted.
+func AbortConnection(conn, mnt string, logger *log.Logger) error {
+	var err error
+	if conn == "" {
+		err = errors.New("io_uring transport: the connection's fusectl directory is unknown")
+	} else if err = Abort(conn); err == nil {
+		return nil
 	}
-	return Abort(cfg.Connection)
+	if mnt == "" {
+		return fmt.Errorf("%w: %w", ErrNotAborted, err)
+	}
+	if uerr := AbortByUnmount(mnt); uerr != nil {
+		return fmt.Errorf("%w: %w", ErrNotAborted, errors.Join(err, uerr))
+	}
+	if logger != nil {
+		logger.Printf("%v; aborted the connection by a forced unmount of %s instead", err, mnt)
+	}
+	return nil
+}
+
+// AbortByUnmount aborts the FUSE connection of the mount at mnt without
+// fusectl: umount2(MNT_FORCE) has the kernel abort the connection
+// (fuse_umount_begin: fuse_abort_conn) before it looks whether the mount
+// is busy, so that EBUSY, a process still using the mount, also means
+// aborted; the caller detaches what is left. Needs CAP_SYS_ADMIN in the
+// mount's namespace, as the mount did.
+func AbortByUnmount(mnt string) error {
+	if err := unix.Unmount(mnt, unix.MNT_FORCE); err != nil && !errors.Is(err, syscall.EBUSY) {
+		return fmt.Errorf("aborting the FUSE connection of %s by a forced unmount: %w", mnt, err)
+	}
+	return nil
 }
 
 // entry is one registered ring entry: its memory, one mmap laid out as
