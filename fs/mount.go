@@ -526,18 +526,23 @@ func (m *mountState) serve(mnt, root string) (server *fuse.Server, fdMount bool,
 		dev = mi.dev
 		m.dev.Store(&dev)
 	}
+	if useURing && berr == nil && !ok {
+		berr = fmt.Errorf("mount %s is not in the mount table", mnt)
+	}
+	if berr == nil {
+		// Under uring too, before the rings are registered: the
+		// kernel lets the requests it held back go at once.
+		berr = applyBDI(dev, opts.BDI, opts.Logger)
+	}
 	if useURing {
 		// The kernel holds every request back until the rings are
 		// registered: nothing may touch the mount before.
-		if berr == nil && !ok {
-			berr = fmt.Errorf("mount %s is not in the mount table", mnt)
-		}
 		if berr != nil {
-			// Without the device the connection cannot be aborted
-			// through fusectl, and a detach does not end it while
-			// a process waits on the mount: a forced unmount
-			// aborts it (busy or not), then the detach takes what
-			// is left, and go-fuse's loop ends.
+			// The device unknown (no fusectl directory to abort
+			// through) or its bdi refused: a forced unmount aborts
+			// the connection (busy or not; a detach does not end
+			// it while a process waits on the mount), then the
+			// detach takes what is left, and go-fuse's loop ends.
 			if aerr := uring.AbortByUnmount(mnt); aerr != nil {
 				// Nothing ends the connection but the
 				// daemon's exit: do not wait for the loop.
@@ -556,9 +561,6 @@ func (m *mountState) serve(mnt, root string) (server *fuse.Server, fdMount bool,
 			return nil, false, errors.Join(err, detachIfMounted(mnt))
 		}
 		serveLoop = loop
-	}
-	if berr == nil {
-		berr = applyBDI(dev, opts.BDI, opts.Logger)
 	}
 	ignoreUmask() // requests carry modes the caller's umask already masked (creds.go)
 	go serveLoop()

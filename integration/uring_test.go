@@ -602,3 +602,37 @@ func TestURingRegisterFailureAbortWithoutFusectl(t *testing.T) {
 	checkBoth(t, m, "f", []byte("before\n"))
 	m.stop(t)
 }
+
+// TestURingBDIBeforeRings: under uring the mount's bdi is set before the
+// rings are registered (the kernel lets the requests it held back go the
+// moment they are): a --bdi-max-ratio the bdi refuses (its files bound
+// read-only in a mount namespace of the daemon's own) fails the mount
+// before any ring entry exists, naming the file, and leaves no mount.
+func TestURingBDIBeforeRings(t *testing.T) {
+	withURing(t)
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("no unshare(1)")
+	}
+	store, mnt := t.TempDir(), t.TempDir()
+	const script = `mount --bind /sys/devices/virtual/bdi /sys/devices/virtual/bdi || exit 3
+mount -o remount,bind,ro /sys/devices/virtual/bdi || exit 3
+exec "$0" mount "$@"`
+	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", script, binPath,
+		"--transport", "uring", "--bdi-max-ratio", "20", store, mnt)
+	code, stderr := runCommand(t, cmd, cliTimeout)
+	switch code {
+	case -1:
+		t.Fatalf("the daemon whose bdi was refused still ran %v later:\n%s", cliTimeout, stderr)
+	case 0, 3:
+		t.Fatalf("exit %d, want the daemon's failure:\n%s", code, stderr)
+	}
+	if !strings.Contains(stderr, "/max_ratio to 20") || !strings.Contains(stderr, "read-only file system") {
+		t.Errorf("the error does not name the bdi's max_ratio and EROFS:\n%s", stderr)
+	}
+	if strings.Contains(stderr, "transport uring:") {
+		t.Errorf("the rings were registered (and served) before the bdi was set:\n%s", stderr)
+	}
+	if mounted(mnt) {
+		t.Errorf("%s is mounted outside the namespace", mnt)
+	}
+}
