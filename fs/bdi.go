@@ -97,7 +97,7 @@ func applyBDI(dev string, set BDISettings, logger *log.Logger) error {
 		p := filepath.Join(dir, kv.file)
 		err := os.WriteFile(p, []byte(strconv.Itoa(kv.v)), 0)
 		if err != nil && kv.file == "max_ratio" && set.MaxRatioDefaulted && isPermission(err) {
-			logger.Print(KeptKernelBDI(fmt.Errorf("writing %d to %s: %w", kv.v, p, err)))
+			logger.Print(KeptKernelBDI(fmt.Errorf("cannot write its default %d: %w", kv.v, err)))
 			continue
 		}
 		if err != nil {

@@ -165,7 +165,7 @@ mount --bind /sys/class/bdi /sys/class/bdi
 mount -o remount,bind,ro /sys/class/bdi
 "$0" mount "$@" >"$LOG" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null' EXIT
+trap 'kill $pid 2>/dev/null || true' EXIT
 for i in $(seq 200); do grep -q serving "$LOG" && break; sleep 0.05; done
 dev=$(mountpoint -d "$MNT")
 echo "bdi $(cat /sys/class/bdi/$dev/max_ratio) $(cat /sys/class/bdi/$dev/strict_limit)"
@@ -191,5 +191,72 @@ wait $pid`
 	}
 	if mounted(mnt) {
 		t.Errorf("%s is mounted outside the namespace", mnt)
+	}
+}
+
+// TestBDIDefaultUnwritableBDI: a root daemon whose sysfs is writable
+// but whose bdi files are not (bound read-only here: EROFS; a user
+// namespace's root over the host's sysfs gets EACCES, which takes the
+// same path) keeps the kernel's budget when the ratio was only the
+// default, and says so once with the cause; a --bdi-max-ratio asked for
+// still fails the mount, naming the file. The daemon runs in a mount
+// namespace of its own where /sys/devices/virtual/bdi (the bdis
+// /sys/class/bdi links to) is bound read-only, so that CanSetBDI's look
+// at /sys/class/bdi finds it writable.
+func TestBDIDefaultUnwritableBDI(t *testing.T) {
+	t.Parallel()
+	skipIfLoopback(t)
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to make a mount namespace")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("no unshare(1)")
+	}
+	const script = `mount --bind /sys/devices/virtual/bdi /sys/devices/virtual/bdi || exit 3
+mount -o remount,bind,ro /sys/devices/virtual/bdi || exit 3
+"$0" mount "$@" >"$LOG" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null || true' EXIT
+for i in $(seq 200); do grep -q serving "$LOG" && break; kill -0 $pid 2>/dev/null || break; sleep 0.05; done
+if ! kill -0 $pid 2>/dev/null; then wait $pid; echo "exited $?"; exit 0; fi
+dev=$(mountpoint -d "$MNT") || exit 4
+echo "bdi $(cat /sys/class/bdi/$dev/max_ratio) $(cat /sys/class/bdi/$dev/strict_limit)"
+kill $pid
+wait $pid
+echo "stopped $?"`
+	for _, c := range []struct {
+		name  string
+		flags []string
+		out   string // what the script must print
+		log   string // what the daemon's log must say
+	}{
+		{"default", nil, "bdi 1 1\nstopped 0\n", "keeps the kernel's dirty-page budget for FUSE (bdi max_ratio 1, strict): cannot write its default 10: open /sys/class/bdi/"},
+		{"asked for", []string{"--bdi-max-ratio", "20"}, "exited 1\n", "/max_ratio to 20: open /sys/class/bdi/"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			store, mnt := t.TempDir(), t.TempDir()
+			log := filepath.Join(t.TempDir(), "log")
+			args := append([]string{"-m", "--propagation", "private", "sh", "-c", script, binPath}, suiteTransportFlags()...)
+			args = append(append(args, c.flags...), store, mnt)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, "unshare", args...)
+			cmd.Env = append(os.Environ(), "LOG="+log, "MNT="+mnt)
+			out, err := cmd.CombinedOutput()
+			logged, _ := os.ReadFile(log)
+			if err != nil {
+				t.Fatalf("unshare: %v\n%s\ndaemon log:\n%s", err, out, logged)
+			}
+			if string(out) != c.out {
+				t.Errorf("the script printed %q, want %q\ndaemon log:\n%s", out, c.out, logged)
+			}
+			if n := strings.Count(string(logged), c.log); n != 1 || !strings.Contains(string(logged), "read-only file system") {
+				t.Errorf("the daemon's log says %q %d times, want once, with EROFS as the cause:\n%s", c.log, n, logged)
+			}
+			if mounted(mnt) {
+				t.Errorf("%s is mounted outside the namespace", mnt)
+			}
+		})
 	}
 }

@@ -45,6 +45,10 @@ func TestBDIDefaultOptions(t *testing.T) {
 		if opts.BDI.MaxRatio != c.maxRatio || opts.BDI.StrictLimit != c.strict || opts.BDI.ReadaheadKB != -1 {
 			t.Errorf("%v: bdi %+v; want max ratio %d, strict limit %d, readahead -1", c.args, opts.BDI, c.maxRatio, c.strict)
 		}
+		// Only the root default may be dropped when the bdi refuses it.
+		if want := len(c.args) == 0 || c.args[0] == "--profile" && c.args[1] == "exclusive" || c.args[0] == "--bdi-strict-limit"; opts.BDI.MaxRatioDefaulted != want {
+			t.Errorf("%v: MaxRatioDefaulted %v, want %v", c.args, opts.BDI.MaxRatioDefaulted, want)
+		}
 	}
 }
 
