@@ -467,6 +467,10 @@ func (m *mountState) serve(mnt, root string) (server *fuse.Server, fdMount bool,
 	mo.ExtraCapabilities |= fuse.CAP_HANDLE_KILLPRIV_V2
 	if useURing {
 		mo.ExtraCapabilities |= fuse.CAP_OVER_IO_URING
+		if os.Getenv(TestURingNoInitEnv) != "" {
+			opts.Logger.Printf("%s set: not asking for FUSE_OVER_IO_URING at INIT (for the tests of an INIT that did not negotiate it)", TestURingNoInitEnv)
+			mo.ExtraCapabilities &^= fuse.CAP_OVER_IO_URING
+		}
 	}
 	raw := m.rawFS()
 
@@ -493,6 +497,13 @@ func (m *mountState) serve(mnt, root string) (server *fuse.Server, fdMount bool,
 			target = "/dev/fd/" + strconv.Itoa(fd)
 			fdMount = true
 			unmount = func() error { return unmountFd(mnt) }
+		case errors.Is(err, syscall.EPERM) && useURing && opts.Transport == TransportAuto:
+			// auto means dev where uring cannot be had: through
+			// fusermount3, whose descriptor go-fuse keeps.
+			opts.Logger.Printf("--transport auto: dev (%v: without CAP_SYS_ADMIN only fusermount3 can mount, and go-fuse keeps its descriptor); mounting through fusermount3", err)
+			useURing = false
+			m.uringChosen.Store(false)
+			mo.ExtraCapabilities &^= fuse.CAP_OVER_IO_URING
 		case errors.Is(err, syscall.EPERM) && useURing:
 			return nil, false, fmt.Errorf("--transport uring: %w (without CAP_SYS_ADMIN only fusermount3 can mount, and go-fuse keeps its descriptor)", err)
 		case errors.Is(err, syscall.EPERM):

@@ -48,6 +48,14 @@ const TestURingPayloadEnv = "MMAPFS_TEST_URING_PAYLOAD"
 // reach the forced unmount that aborts the connection then.
 const TestURingConnectionEnv = "MMAPFS_TEST_URING_CONNECTION"
 
+// TestURingNoInitEnv, for the tests only, when not empty, makes a mount
+// that chose the uring transport not ask for FUSE_OVER_IO_URING at INIT,
+// so that INIT does not negotiate it, as when enable_uring is turned off
+// between the daemon's look at it and the mount: how the integration
+// tests reach --transport auto's fallback to dev, and uring's refusal,
+// then.
+const TestURingNoInitEnv = "MMAPFS_TEST_URING_NO_INIT"
+
 // TestURingHandoffDelayEnv, for the tests only, is a duration (as
 // time.ParseDuration reads it) that --transport uring's ring entries
 // wait before handing a READ they were given to go-fuse
@@ -112,7 +120,9 @@ func (m *mountState) resolveTransport(name string) string {
 // server's loop has ended, and the caller must detach the mount; if
 // even the forced unmount failed, the error wraps uring.ErrNotAborted,
 // nothing was waited for, and the caller must exit, which ends the
-// connection.
+// connection. Under --transport auto, an INIT that did not negotiate
+// io_uring (nothing is held back then) is logged and served over
+// /dev/fuse: the loop returned is server.Serve.
 func (m *mountState) startURing(server *fuse.Server, raw fuse.RawFileSystem, mo *fuse.MountOptions, fd int, mnt, dev string) (func(), error) {
 	conn, cerr := uring.ConnectionDir(dev)
 	if v := os.Getenv(TestURingConnectionEnv); v != "" {
@@ -138,6 +148,11 @@ func (m *mountState) startURing(server *fuse.Server, raw fuse.RawFileSystem, mo 
 		return nil, fail(fmt.Errorf("--transport uring: %w", err))
 	}
 	if !reply.IOUring() {
+		if m.opts.Transport == TransportAuto {
+			m.log.Printf("--transport auto: dev (the kernel did not offer FUSE_OVER_IO_URING at INIT; was %s turned off meanwhile?)", uring.EnableParam)
+			m.uringChosen.Store(false)
+			return server.Serve, nil
+		}
 		return nil, fail(fmt.Errorf("--transport uring: the kernel did not offer FUSE_OVER_IO_URING at INIT (was %s turned off meanwhile?)", uring.EnableParam))
 	}
 	if cerr != nil {

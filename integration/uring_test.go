@@ -636,3 +636,40 @@ exec "$0" mount "$@"`
 		t.Errorf("%s is mounted outside the namespace", mnt)
 	}
 }
+
+// TestURingAutoInitWithoutURing: an INIT that does not negotiate io_uring
+// (fs.TestURingNoInitEnv: the daemon does not ask, as when enable_uring
+// is turned off between its look and the mount) makes --transport auto
+// serve over /dev/fuse (nothing is held back then) and say why, while
+// --transport uring fails with that reason and leaves no mount.
+func TestURingAutoInitWithoutURing(t *testing.T) {
+	withURing(t)
+	t.Setenv(fs.TestURingNoInitEnv, "1")
+	m := startMount(t, "--transport", "auto")
+	if tr := transportOf(t, m.mnt); tr.Name != "dev" || len(tr.Queues) != 0 {
+		t.Errorf("--transport auto after an INIT without io_uring: transport %+v, want dev", tr)
+	}
+	writeFile(t, filepath.Join(m.mnt, "f"), []byte("over dev\n"))
+	checkBoth(t, m, "f", []byte("over dev\n"))
+	m.stop(t)
+	if !strings.Contains(m.out.String(), "--transport auto: dev (the kernel did not offer FUSE_OVER_IO_URING at INIT") {
+		t.Errorf("the log does not say auto fell back to dev, and why:\n%s", m.out)
+	}
+
+	store, mnt := t.TempDir(), t.TempDir()
+	watchdogWatch(mnt)
+	code, stderr := runCommand(t, daemonCommand("mount", "--transport", "uring", store, mnt), cliTimeout)
+	if mounted(mnt) {
+		t.Errorf("%s still mounted after --transport uring was refused at INIT", mnt)
+		if err := forceUnmount(mnt); err != nil {
+			t.Error(err)
+		}
+	}
+	watchdogForget(mnt)
+	if code == -1 || code == 0 {
+		t.Fatalf("--transport uring after an INIT without io_uring: exit %d, want a failure:\n%s", code, stderr)
+	}
+	if !strings.Contains(stderr, "--transport uring: the kernel did not offer FUSE_OVER_IO_URING at INIT") {
+		t.Errorf("the error does not say INIT did not offer io_uring:\n%s", stderr)
+	}
+}
