@@ -131,9 +131,11 @@ type queue struct {
 // serves the connection's requests on them until the connection ends
 // (unmount, abort). It returns once every entry is registered, which is
 // when the kernel starts sending requests. If any entry fails to
-// register, Start aborts the connection (cfg.Connection), waits for the
-// entries already registered to end, and returns the error: the caller
-// must then detach the mount.
+// register, Start aborts the connection (AbortConnection: cfg.Connection,
+// else a forced unmount of cfg.Mountpoint), waits for the entries
+// already registered to end, and returns the error: the caller must then
+// detach the mount. If the connection could not be aborted, the error
+// wraps ErrNotAborted and nothing was waited for: the caller must exit.
 func Start(cfg Config) (*Transport, error) {
 	if cfg.Entries <= 0 {
 		cfg.Entries = DefaultEntries
