@@ -673,3 +673,46 @@ func TestURingAutoInitWithoutURing(t *testing.T) {
 		t.Errorf("the error does not say INIT did not offer io_uring:\n%s", stderr)
 	}
 }
+
+// TestURingAutoFdMountRefused: root without CAP_SYS_ADMIN (setpriv drops
+// it from the daemon's sets and bounding set) cannot mount /dev/fuse
+// itself, so --transport auto, which chose uring, falls back to dev
+// through fusermount3 and says why, where --transport uring refuses with
+// that EPERM. (fusermount3 cannot mount either without the capability in
+// the bounding set: both daemons exit 1 here; what differs is the path
+// taken.)
+func TestURingAutoFdMountRefused(t *testing.T) {
+	withURing(t)
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("no setpriv(1)")
+	}
+	for _, c := range []struct {
+		transport string
+		want      string
+	}{
+		{"auto", "--transport auto: dev (mount(2) of "},
+		{"uring", "--transport uring: mount(2) of "},
+	} {
+		store, mnt := t.TempDir(), t.TempDir()
+		watchdogWatch(mnt)
+		cmd := exec.Command("setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin",
+			binPath, "mount", "--transport", c.transport, store, mnt)
+		code, stderr := runCommand(t, cmd, cliTimeout)
+		if mounted(mnt) {
+			t.Errorf("--transport %s without CAP_SYS_ADMIN: %s mounted", c.transport, mnt)
+			if err := forceUnmount(mnt); err != nil {
+				t.Error(err)
+			}
+		}
+		watchdogForget(mnt)
+		if code != 1 {
+			t.Errorf("--transport %s without CAP_SYS_ADMIN: exit %d, want 1:\n%s", c.transport, code, stderr)
+		}
+		if !strings.Contains(stderr, c.want) || !strings.Contains(stderr, syscall.EPERM.Error()) {
+			t.Errorf("--transport %s without CAP_SYS_ADMIN: the output does not say %q with EPERM:\n%s", c.transport, c.want, stderr)
+		}
+		if c.transport == "auto" && strings.Contains(stderr, "--transport uring: ") {
+			t.Errorf("--transport auto failed as uring instead of falling back to dev:\n%s", stderr)
+		}
+	}
+}
