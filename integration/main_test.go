@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"os/exec"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/internal/enableuring"
 )
 
 const (
@@ -61,6 +64,7 @@ const (
 	roleManyFilesClient = "manyfiles-client" // hold a share of TestManyFilesOpen's files (manyFilesClient)
 	roleModesClient     = "modes-client"     // the client of the modes tests (modesClient)
 	roleTraceClient     = "trace-client"     // the command mmapfs trace runs in the trace tests (traceClient)
+	roleURingUser       = "uring-user"       // a user of a switch file until killed (uringUser)
 )
 
 // roles maps every role to what plays it: a function of the process's
@@ -72,6 +76,7 @@ var roles = map[string]func(args []string) int{
 	roleManyFilesClient: manyFilesClient,
 	roleModesClient:     modesClient,
 	roleTraceClient:     traceClient,
+	roleURingUser:       uringUser,
 }
 
 // runRole plays role with args and returns the exit status.
@@ -125,6 +130,14 @@ func runMain(m *testing.M) (code int) {
 		return 2
 	}
 
+	// The watchdog first: it detaches the run's mounts, and puts
+	// enable_uring back, if this process dies however it dies.
+	if err := startWatchdog(); err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	defer stopWatchdog()
+
 	// MMAPFS_INTEGRATION_TRANSPORT=uring: enable_uring on for the run.
 	release, skip, err := suiteURing()
 	if err != nil {
@@ -166,12 +179,6 @@ func runMain(m *testing.M) (code int) {
 		fmt.Println(err)
 		return 1
 	}
-
-	if err := startWatchdog(); err != nil {
-		fmt.Println(err)
-		return 1
-	}
-	defer stopWatchdog()
 
 	code = m.Run()
 	if n := sweepDaemons(); n > 0 {
@@ -316,4 +323,134 @@ func repoRoot(goTool string) (string, error) {
 		return "", fmt.Errorf("cannot find the module root: %v", err)
 	}
 	return root, nil
+}
+
+// uringUser acquires the enable_uring switch file args[0], says "held"
+// and waits for its stdin to end, then releases it.
+func uringUser(args []string) int {
+	if len(args) != 1 {
+		fmt.Fprintln(os.Stderr, "uring-user: want the switch file")
+		return 2
+	}
+	u, err := enableuring.For(args[0]).Acquire()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println("held")
+	io.Copy(io.Discard, os.Stdin)
+	if err := u.Release(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
+}
+
+// TestWatchdogRestoresEnableURing: a run killed as the last user of
+// enable_uring has it put back by its watchdog; one killed while another
+// process still uses it leaves that to the other. On a switch file of
+// the test's own (the real one is never written here).
+func TestWatchdogRestoresEnableURing(t *testing.T) {
+	t.Parallel()
+	for _, other := range []bool{false, true} {
+		t.Run(fmt.Sprintf("another user %v", other), func(t *testing.T) {
+			t.Parallel()
+			param := filepath.Join(t.TempDir(), "enable_uring")
+			if err := os.WriteFile(param, []byte("N\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			read := func() string {
+				b, err := os.ReadFile(param)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return strings.TrimSpace(string(b))
+			}
+			// The watchdog of a run that dies: its stdin ends.
+			wdIn, wdOut, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			wd := roleCommand(testBinary, roleWatchdog, param)
+			wd.Stdin = wdIn
+			wd.Stderr = os.Stderr
+			if err := wd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			wdIn.Close()
+			defer func() { wdOut.Close(); wd.Wait() }()
+			// The run itself, a user of the switch, to be killed.
+			run := startURingUser(t, param)
+			var second *uringUserProc
+			if other {
+				second = startURingUser(t, param)
+			}
+			if v := read(); v != "1" {
+				t.Fatalf("the switch reads %q while used, want 1", v)
+			}
+			run.Process.Kill()
+			run.Wait()
+			wdOut.Close() // the run is dead: the watchdog sees EOF
+			if err := wd.Wait(); err != nil {
+				t.Fatalf("watchdog: %v", err)
+			}
+			if !other {
+				if v := read(); v != "N" {
+					t.Fatalf("after the killed run's watchdog: the switch reads %q, want N put back", v)
+				}
+				return
+			}
+			if v := read(); v != "1" {
+				t.Fatalf("the watchdog turned the switch off under another user: it reads %q", v)
+			}
+			second.in.Close()
+			if err := second.Wait(); err != nil {
+				t.Fatal(err)
+			}
+			if v := read(); v != "N" {
+				t.Fatalf("after the other user left: the switch reads %q, want N", v)
+			}
+		})
+	}
+}
+
+// uringUserProc is a uring-user process; closing in makes it release.
+type uringUserProc struct {
+	*exec.Cmd
+	in io.WriteCloser
+}
+
+// startURingUser starts a uring-user of param and waits (10s at most)
+// until it holds it; it is killed at the end of the test.
+func startURingUser(t *testing.T, param string) *uringUserProc {
+	t.Helper()
+	cmd := roleCommand(testBinary, roleURingUser, param)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	held := make(chan string, 1)
+	go func() {
+		b := make([]byte, 5)
+		n, _ := io.ReadFull(out, b)
+		held <- string(b[:n])
+	}()
+	select {
+	case l := <-held:
+		if l != "held\n" {
+			t.Fatalf("uring-user said %q, want held", l)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("uring-user did not hold the switch in 10s")
+	}
+	return &uringUserProc{cmd, in}
 }

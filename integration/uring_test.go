@@ -19,14 +19,16 @@ import (
 
 	"github.com/mmapfs/mmapfs/fs"
 	"github.com/mmapfs/mmapfs/fs/wire"
+	"github.com/mmapfs/mmapfs/internal/enableuring"
 )
 
 // suiteTransportEnv, set to dev, uring or auto, runs every mount of the
 // suite over that transport (a test's own --transport, given after,
-// wins). With uring TestMain turns enable_uring on for the run, through
-// the same count as withURing, and puts back what it was at the end
-// (suiteURing); where it cannot (no CONFIG_FUSE_IO_URING) the run is
-// skipped, saying why.
+// wins). With uring TestMain is a user of enable_uring for the whole run,
+// as withURing is for a test (uringSwitch: on while used, put back by the
+// last user of any process, or by the watchdog if this binary dies);
+// where it cannot (no CONFIG_FUSE_IO_URING) the run is skipped, saying
+// why.
 const suiteTransportEnv = "MMAPFS_INTEGRATION_TRANSPORT"
 
 // suiteTransportFlags are the daemon flags suiteTransportEnv asks for.
@@ -40,62 +42,25 @@ func suiteTransportFlags() []string {
 // enableURing is the fuse module's switch for FUSE over io_uring.
 const enableURing = "/sys/module/fuse/parameters/enable_uring"
 
-// uringUsers shares enable_uring between the users of this process that
-// run at once (the suite under MMAPFS_INTEGRATION_TRANSPORT=uring, the
-// tests that call withURing): the first turns it on, the last puts back
-// what it was. Nothing turns it off while n > 0. mu guards n and was.
-var uringUsers struct {
-	sync.Mutex
-	n int
-	// was is what enable_uring read before the first user turned it
-	// on, to be written back by the last; nil if it was on already
-	// (then nothing is written either way).
-	was []byte
-}
+// uringSwitch is enable_uring as this suite shares it with every other
+// process that needs it (fs/uring's tests, other runs of the suite, the
+// bench): internal/enableuring. A use turns it on if it is off; the last
+// use of any process puts back what it was; the watchdog puts it back if
+// this binary dies while the last user (runWatchdog).
+var uringSwitch = enableuring.For(enableURing)
 
 // errNoURing says that this kernel has no FUSE over io_uring.
-var errNoURing = errors.New("no FUSE over io_uring in this kernel (" + enableURing + " does not exist: Linux 6.14 or later with CONFIG_FUSE_IO_URING)")
+var errNoURing = enableuring.ErrNoURing
 
-// acquireURing makes the caller a user of enable_uring: on while it
-// is one. It returns errNoURing where the kernel has none.
-func acquireURing() error {
-	uringUsers.Lock()
-	defer uringUsers.Unlock()
-	if uringUsers.n == 0 {
-		was, err := os.ReadFile(enableURing)
-		if errors.Is(err, os.ErrNotExist) {
-			return errNoURing
-		}
-		if err != nil {
-			return err
-		}
-		uringUsers.was = nil
-		if v := strings.TrimSpace(string(was)); v != "Y" && v != "1" {
-			if err := os.WriteFile(enableURing, []byte("1"), 0); err != nil {
-				return fmt.Errorf("turning %s on: %w", enableURing, err)
-			}
-			uringUsers.was = was
-		}
+// acquireURing makes the caller a user of enable_uring: on until it
+// calls release. It returns an error wrapping errNoURing where the
+// kernel has none.
+func acquireURing() (release func() error, err error) {
+	u, err := uringSwitch.Acquire()
+	if err != nil {
+		return nil, err
 	}
-	uringUsers.n++
-	return nil
-}
-
-// releaseURing ends a use acquireURing began; the last user puts back
-// what enable_uring was.
-func releaseURing() error {
-	uringUsers.Lock()
-	defer uringUsers.Unlock()
-	uringUsers.n--
-	if uringUsers.n > 0 || uringUsers.was == nil {
-		return nil
-	}
-	was := uringUsers.was
-	uringUsers.was = nil
-	if err := os.WriteFile(enableURing, was, 0); err != nil {
-		return fmt.Errorf("putting %s back to %q: %w", enableURing, strings.TrimSpace(string(was)), err)
-	}
-	return nil
+	return u.Release, nil
 }
 
 // withURing turns enable_uring on for the test and puts it back after;
@@ -109,13 +74,14 @@ func withURing(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("--transport uring needs root")
 	}
-	if err := acquireURing(); errors.Is(err, errNoURing) {
+	release, err := acquireURing()
+	if errors.Is(err, errNoURing) {
 		t.Skip(err)
 	} else if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := releaseURing(); err != nil {
+		if err := release(); err != nil {
 			t.Error(err)
 		}
 	})
@@ -137,12 +103,13 @@ func suiteURing() (release func() error, skip string, err error) {
 		if os.Geteuid() != 0 {
 			return release, suiteTransportEnv + "=uring needs root", nil
 		}
-		if err := acquireURing(); errors.Is(err, errNoURing) {
+		r, err := acquireURing()
+		if errors.Is(err, errNoURing) {
 			return release, suiteTransportEnv + "=uring: " + err.Error(), nil
 		} else if err != nil {
 			return release, "", fmt.Errorf("%s=uring: %w", suiteTransportEnv, err)
 		}
-		return releaseURing, "", nil
+		return r, "", nil
 	default:
 		return release, "", fmt.Errorf("%s=%q: want dev, uring or auto", suiteTransportEnv, v)
 	}
@@ -321,20 +288,20 @@ func TestURingRefusedWhenOff(t *testing.T) {
 	}
 	store, mnt := t.TempDir(), t.TempDir()
 	args := []string{"mount", "--transport", "uring", store, mnt}
-	uringUsers.Lock()
-	b, err := os.ReadFile(enableURing)
-	if err != nil {
-		uringUsers.Unlock()
+	if _, err := os.Stat(enableURing); err != nil {
 		t.Skipf("no FUSE over io_uring in this kernel: %v", err)
 	}
-	if v := strings.TrimSpace(string(b)); uringUsers.n == 0 && (v == "N" || v == "0") {
-		// Under the lock: no test of this process turns it on meanwhile.
+	// Off and unused: no process turns it on while IfOff holds it.
+	ran, err := uringSwitch.IfOff(func() {
 		r := runBinary(t, cliTimeout, []string{mnt}, args...)
-		uringUsers.Unlock()
 		checkURingRefusal(t, r.exitCode, r.stderr, mnt)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ran {
 		return
 	}
-	uringUsers.Unlock()
 
 	unshare, err := exec.LookPath("unshare")
 	if err != nil {
@@ -472,10 +439,7 @@ func TestURingAuto(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("--transport uring needs root")
 	}
-	uringUsers.Lock()
-	b, err := os.ReadFile(enableURing)
-	off := uringUsers.n == 0 && err == nil && strings.TrimSpace(string(b)) == "N"
-	if off {
+	off, err := uringSwitch.IfOff(func() {
 		m := startMount(t, "--transport", "auto")
 		if tr := transportOf(t, m.mnt); tr.Name != "dev" || len(tr.Queues) != 0 {
 			t.Errorf("--transport auto with enable_uring off: transport %+v, want dev", tr)
@@ -484,8 +448,10 @@ func TestURingAuto(t *testing.T) {
 		if !strings.Contains(m.out.String(), "--transport auto: dev") || !strings.Contains(m.out.String(), enableURing) {
 			t.Errorf("the log does not say auto chose dev, and why:\n%s", m.out)
 		}
+	})
+	if err != nil && !errors.Is(err, errNoURing) {
+		t.Fatal(err)
 	}
-	uringUsers.Unlock()
 	if !off {
 		t.Log("enable_uring was not off: only the uring half runs")
 	}

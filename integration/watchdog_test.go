@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/internal/enableuring"
 )
 
 // The watchdog is the last line of defence against mounts left behind when
@@ -72,8 +74,10 @@ func watchdogWatch(mnt string) { watchdogSend('+', mnt) }
 func watchdogForget(mnt string) { watchdogSend('-', mnt) }
 
 // runWatchdog is the watchdog process: it reads the pipe (its stdin) until
-// EOF and then detaches what is left. It takes no arguments.
-func runWatchdog([]string) int {
+// EOF and then detaches what is left, and puts enable_uring back if the
+// run died as its last user; args[0], if given, is another switch file
+// (TestWatchdogRestoresEnableURing).
+func runWatchdog(args []string) int {
 	watched := map[string]int{}
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
@@ -94,6 +98,16 @@ func runWatchdog([]string) int {
 		for i := 0; i < 5 && mounted(mnt); i++ {
 			unix.Unmount(mnt, unix.MNT_DETACH)
 		}
+	}
+	// If the run died as the last user of enable_uring, put it back
+	// (a no-op while another process uses it, or if nothing was changed).
+	sw := uringSwitch
+	if len(args) > 0 { // a test's own switch file
+		sw = enableuring.For(args[0])
+	}
+	if err := sw.Recover(); err != nil {
+		fmt.Fprintf(os.Stderr, "watchdog: %v\n", err)
+		return 1
 	}
 	return 0
 }
