@@ -171,7 +171,7 @@ func main() {
 	defer restoreURing()
 	defer unmountAll()
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP) // SIGHUP: the terminal went
 	go func() {
 		s := <-sigs
 		fmt.Fprintf(os.Stderr, "\nbench: %v: stopping, unmounting\n", s)

@@ -3,15 +3,15 @@ package main
 // The transport dimension: mmapfs under --transport uring (FUSE over
 // io_uring) beside --transport dev, and the fuse module's enable_uring
 // switch, which the bench turns on for its run when it is off and puts
-// back on every exit path.
+// back on every exit path (shared with the test suites through
+// internal/enableuring: the last user of any process puts it back).
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"sync"
+
+	"github.com/mmapfs/mmapfs/internal/enableuring"
 )
 
 // enableURingParam is the fuse module's switch for FUSE over io_uring
@@ -19,72 +19,47 @@ import (
 // file of their own.
 var enableURingParam = "/sys/module/fuse/parameters/enable_uring"
 
-// uringSwitch remembers what enable_uring was when the bench turned it on.
-// mu guards was and changed.
+// uringSwitch is the bench's use of enable_uring, shared with every
+// other process that needs it on (the test suites, another bench):
+// internal/enableuring turns it on if it is off and the last user of any
+// process puts back what it was. mu guards use.
 type uringSwitch struct {
-	mu      sync.Mutex
-	path    string
-	was     []byte // its content before the bench wrote it
-	changed bool   // the bench wrote it and has not put it back yet
+	mu  sync.Mutex
+	use *enableuring.Use // nil until enable, and after restore
 }
 
 // benchURing is this run's switch; restoreURing puts it back.
 var benchURing = &uringSwitch{}
 
 // enable makes path read Y for the run: it leaves a Y alone, and turns an
-// N on (as root), remembering it for restore. The error says why the
+// N on (as root), for the last user to put back. The error says why the
 // uring rows cannot be measured.
 func (u *uringSwitch) enable(path string) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	u.path = path
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("this kernel has no FUSE over io_uring (%s does not exist: Linux 6.14 or later with CONFIG_FUSE_IO_URING, and the fuse module loaded)", path)
-	}
+	use, err := enableuring.For(path).Acquire()
 	if err != nil {
-		return fmt.Errorf("reading the fuse module's enable_uring: %w", err)
+		return fmt.Errorf("enable_uring: %w", err)
 	}
-	switch v := strings.TrimSpace(string(b)); v {
-	case "Y", "1":
-		return nil
-	case "N", "0":
-	default:
-		return fmt.Errorf("%s reads %q, neither Y nor N", path, v)
+	u.use = use
+	if use.Changed {
+		fmt.Printf("note: %s was N: on for this run, put back at its end (by the last of its users)\n", path)
 	}
-	if err := os.WriteFile(path, []byte("1"), 0); err != nil {
-		return fmt.Errorf("turning %s on for the run: %w", path, err)
-	}
-	u.was, u.changed = b, true
-	now, err := os.ReadFile(path)
-	if v := string(bytes.TrimSpace(now)); err != nil || v != "Y" && v != "1" {
-		if rerr := u.restoreLocked(); rerr != nil {
-			err = errors.Join(err, rerr)
-		}
-		return fmt.Errorf("turning %s on for the run: it reads %q after writing 1 (%v)", path, v, err)
-	}
-	fmt.Printf("note: %s was N: on for this run, put back at its end\n", path)
 	return nil
 }
 
-// restore puts back what enable found, if it changed it. Safe to call
-// twice, and from the signal handler.
+// restore ends the bench's use: the switch goes back to what enable
+// found if no other process uses it. Safe to call twice, and from the
+// signal handler.
 func (u *uringSwitch) restore() error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	return u.restoreLocked()
-}
-
-// restoreLocked is restore with u.mu held.
-func (u *uringSwitch) restoreLocked() error {
-	if !u.changed {
+	if u.use == nil {
 		return nil
 	}
-	if err := os.WriteFile(u.path, u.was, 0); err != nil {
-		return fmt.Errorf("putting %s back to %q: %w", u.path, bytes.TrimSpace(u.was), err)
-	}
-	u.changed = false
-	return nil
+	err := u.use.Release()
+	u.use = nil
+	return err
 }
 
 // restoreURing puts enable_uring back (after the mounts are gone); on
