@@ -33,7 +33,7 @@ const Param = "/sys/module/fuse/parameters/enable_uring"
 
 // ErrNoURing says that this kernel has no FUSE over io_uring: the
 // switch does not exist.
-var ErrNoURing = errors.New("no FUSE over io_uring in this kernel (" + Param + " does not exist: Linux 6.14 or later with CONFIG_FUSE_IO_URING, and the fuse module loaded)")
+var ErrNoURing = errors.New("this kernel has no FUSE over io_uring")
 
 // Switch is an enable_uring switch and the files that share it.
 type Switch struct {
@@ -91,10 +91,7 @@ func (s Switch) lockMu() (*os.File, error) {
 func (s Switch) read() (string, []byte, error) {
 	b, err := os.ReadFile(s.Param)
 	if errors.Is(err, os.ErrNotExist) {
-		if s.Param == Param {
-			return "", nil, ErrNoURing
-		}
-		return "", nil, fmt.Errorf("%w (%s)", ErrNoURing, s.Param)
+		return "", nil, fmt.Errorf("%w (%s does not exist: Linux 6.14 or later with CONFIG_FUSE_IO_URING, and the fuse module loaded)", ErrNoURing, s.Param)
 	}
 	if err != nil {
 		return "", nil, fmt.Errorf("reading %s: %w", s.Param, err)
