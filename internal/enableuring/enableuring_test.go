@@ -51,6 +51,14 @@ type user struct {
 // the switch.
 func startUser(t *testing.T, param string) *user {
 	t.Helper()
+	u := spawnUser(t, param)
+	u.expect(t, "held")
+	return u
+}
+
+// spawnUser starts a helper process on param.
+func spawnUser(t *testing.T, param string) *user {
+	t.Helper()
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), helperEnv+"="+param)
 	in, err := cmd.StdinPipe()
@@ -67,7 +75,6 @@ func startUser(t *testing.T, param string) *user {
 	}
 	u := &user{cmd: cmd, stdin: in, out: bufio.NewReader(out)}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	u.expect(t, "held")
 	return u
 }
 
@@ -276,16 +283,16 @@ func TestIfOff(t *testing.T) {
 	}
 	release(t, u)
 	// A user of another process that waits for IfOff's lock.
-	done := make(chan *user, 1)
+	var other *user
 	ran, err = s.IfOff(func() {
-		go func() { done <- startUser(t, p) }()
+		other = spawnUser(t, p)
 		time.Sleep(200 * time.Millisecond)
 		wantParam(t, p, "N", "another process acquires during IfOff")
 	})
 	if err != nil || !ran {
 		t.Fatalf("IfOff: ran %v, %v", ran, err)
 	}
-	other := <-done
+	other.expect(t, "held")
 	wantParam(t, p, "1", "after IfOff")
 	other.release(t)
 	wantParam(t, p, "N", "the other left")
