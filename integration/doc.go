@@ -74,9 +74,12 @@
 // suite with that --transport (a test's own --transport wins). With
 // uring TestMain turns the fuse module's enable_uring on for the run if
 // it is off, and puts back what it was when the run ends; it shares that
-// with the tests that need the rings themselves (withURing: the first
-// user turns it on, the last puts it back, and nothing turns it off
-// while one runs). Without root, or in a kernel without FUSE over
+// with the tests that need the rings themselves (withURing) and with
+// every other process that does (fs/uring's tests, another run, the
+// bench) through internal/enableuring: the first user turns it on, the
+// last of any process puts it back, nothing turns it off while one
+// runs, and the watchdog puts it back if this binary dies as the last
+// user. Without root, or in a kernel without FUSE over
 // io_uring (no /sys/module/fuse/parameters/enable_uring), the run is
 // skipped, with the reason, instead of every test failing. The tests of
 // uring_test.go and uringkill_test.go mount over the rings in every run
