@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -127,7 +128,12 @@ func runTool(t testing.TB, timeout time.Duration, dir string, stdin io.Reader, n
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	var atTimeout string
 	cmd.Cancel = func() error {
+		// What the group was doing when its time ran out: a tool
+		// stuck on a request the daemon never answered shows its
+		// FUSE wait here, one merely slow shows running threads.
+		atTimeout = groupStacks(cmd.Process.Pid)
 		// The group's leader is still running (not yet reaped), so the
 		// group is ours.
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
@@ -139,6 +145,9 @@ func runTool(t testing.TB, timeout time.Duration, dir string, stdin io.Reader, n
 	r.elapsed = time.Since(start)
 	r.timedOut = ctx.Err() != nil
 	r.stdout, r.stderr = stdout.String(), stderr.String()
+	if atTimeout != "" {
+		r.stderr += "\n--- at the timeout, the threads of its process group not sleeping interruptibly:\n" + atTimeout
+	}
 	var ee *exec.ExitError
 	switch {
 	case r.err == nil:
@@ -150,6 +159,36 @@ func runTool(t testing.TB, timeout time.Duration, dir string, stdin io.Reader, n
 		t.Logf("%s: exit %d in %v", clipText(strings.ReplaceAll(r.cmdline, "\n", " "), 300), r.code, r.elapsed.Round(time.Millisecond))
 	}
 	return r
+}
+
+// groupStacks returns, for every process of the process group pgid, its
+// command and the kernel stacks of its threads that are not sleeping
+// interruptibly (threadStacks).
+func groupStacks(pgid int) string {
+	var b strings.Builder
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		// pid (comm) state ppid pgrp ...: comm may hold spaces and
+		// parentheses, so the fields are counted from its last ')'.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) < 3 || f[2] != strconv.Itoa(pgid) {
+			continue
+		}
+		fmt.Fprintf(&b, "pid %d %s, state %s:\n%s", pid, stat[:i+1], f[0], threadStacks(pid))
+	}
+	return b.String()
 }
 
 // shellLine renders a command line to paste into a shell.
