@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/internal/procstat"
 )
 
 // Reads of pages not in the page cache (issue 16). The daemon serves a
@@ -136,18 +138,11 @@ func readPieces(t *testing.T, path string) {
 // majorFaults returns the major page faults of process pid so far.
 func majorFaults(t *testing.T, pid int) int64 {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := procstat.OfPid(pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The fields after the command (which may hold spaces) start at
-	// state, field 3; majflt is field 12.
-	rest := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	n, err := strconv.ParseInt(rest[12-3], 10, 64)
-	if err != nil {
-		t.Fatalf("/proc/%d/stat: majflt: %v", pid, err)
-	}
-	return n
+	return st.MajFlt
 }
 
 // mountReadahead returns the read_ahead_kb of the mount's bdi, in bytes.

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +15,8 @@ import (
 	"time"
 
 	"github.com/mmapfs/mmapfs/fs/wire"
+
+	"github.com/mmapfs/mmapfs/internal/procstat"
 )
 
 // Mounting the way Linux users mount: mount(8) with -t fuse and PROG#STORE,
@@ -96,12 +97,8 @@ func (f *fstabDaemon) findPid() int {
 
 // processAlive reports whether pid runs (a zombie has ended).
 func processAlive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
+	st, err := procstat.OfPid(pid)
+	return err == nil && !st.Gone()
 }
 
 func waitProcessGone(pid int, timeout time.Duration) bool {

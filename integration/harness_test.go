@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/internal/procstat"
 )
 
 // Bounds of every wait in the harness.
@@ -322,16 +324,16 @@ func threadStacks(pid int) string {
 	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	for _, task := range tasks {
 		dir := fmt.Sprintf("/proc/%d/task/%s", pid, task.Name())
-		stat, _ := os.ReadFile(dir + "/stat")
-		state := ""
-		if i := bytes.LastIndexByte(stat, ')'); i >= 0 && i+2 < len(stat) {
-			state = string(stat[i+2 : i+3])
+		st, err := procstat.Read(dir + "/stat")
+		if err != nil {
+			fmt.Fprintf(&b, "thread %s: %v\n", task.Name(), err)
+			continue
 		}
-		if state == "S" {
+		if st.State == 'S' {
 			continue
 		}
 		stack, _ := os.ReadFile(dir + "/stack")
-		fmt.Fprintf(&b, "thread %s, state %s:\n%s", task.Name(), state, stack)
+		fmt.Fprintf(&b, "thread %s, state %c:\n%s", task.Name(), st.State, stack)
 	}
 	return b.String()
 }

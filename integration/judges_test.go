@@ -29,6 +29,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mmapfs/mmapfs/internal/procstat"
 )
 
 // judgeSwitchSets are the mounts every judge runs on: the defaults, and
@@ -172,21 +174,11 @@ func groupStacks(pgid int) string {
 		if err != nil {
 			continue
 		}
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue // gone meanwhile
+		st, err := procstat.OfPid(pid)
+		if err != nil || st.Pgrp != pgid {
+			continue // gone meanwhile, or another group's
 		}
-		// pid (comm) state ppid pgrp ...: comm may hold spaces and
-		// parentheses, so the fields are counted from its last ')'.
-		i := bytes.LastIndexByte(stat, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) < 3 || f[2] != strconv.Itoa(pgid) {
-			continue
-		}
-		fmt.Fprintf(&b, "pid %d %s, state %s:\n%s", pid, stat[:i+1], f[0], threadStacks(pid))
+		fmt.Fprintf(&b, "pid %d (%s), state %c:\n%s", pid, st.Comm, st.State, threadStacks(pid))
 	}
 	return b.String()
 }

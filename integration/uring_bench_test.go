@@ -4,12 +4,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/internal/procstat"
 )
 
 // BenchmarkTransport measures the two transports in the same run, on
@@ -182,26 +183,11 @@ func selfCPU(b *testing.B) time.Duration {
 // of it, ended ones too (/proc/PID/stat's utime and stime, in clock ticks:
 // 10 ms on Linux, a few hundredths of the seconds a case runs).
 func procCPU(b *testing.B, pid int) time.Duration {
-	path := fmt.Sprintf("/proc/%d/stat", pid)
-	raw, err := os.ReadFile(path)
+	st, err := procstat.OfPid(pid)
 	if err != nil {
 		b.Fatal(err)
 	}
-	// The command name, in parentheses, may hold spaces: count the
-	// fields after its closing parenthesis (state is field 3, utime 14).
-	i := strings.LastIndexByte(string(raw), ')')
-	f := strings.Fields(string(raw[i+1:]))
-	if i < 0 || len(f) < 13 {
-		b.Fatalf("%s: %q: no utime and stime", path, raw)
-	}
-	var ticks int64
-	for _, s := range f[11:13] {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			b.Fatalf("%s: utime or stime %q: %v", path, s, err)
-		}
-		ticks += n
-	}
+	ticks := st.UTime + st.STime
 	const hz = 100 // USER_HZ, what /proc reports in on every Linux
 	return time.Duration(ticks) * time.Second / hz
 }

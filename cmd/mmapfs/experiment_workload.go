@@ -26,6 +26,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mmapfs/mmapfs/fs/wire"
+
+	"github.com/mmapfs/mmapfs/internal/procstat"
 )
 
 // validWorkloads names the workloads an experiment takes, for errors.
@@ -1117,18 +1119,11 @@ func (p *procRun) groupGone() bool {
 		if _, err := strconv.Atoi(e.Name()); err != nil {
 			continue
 		}
-		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		st, err := procstat.Read(filepath.Join("/proc", e.Name(), "stat"))
 		if err != nil {
 			continue // gone meanwhile
 		}
-		// pid (comm) state ppid pgrp ...: comm may hold spaces and
-		// parentheses, so the fields are counted from its last ')'.
-		i := bytes.LastIndexByte(stat, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(stat[i+1:]))
-		if len(f) > 2 && f[2] == strconv.Itoa(p.pgid) && f[0] != "Z" && f[0] != "X" {
+		if st.Pgrp == p.pgid && !st.Gone() {
 			return false
 		}
 	}

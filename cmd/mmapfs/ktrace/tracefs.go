@@ -1,7 +1,6 @@
 package ktrace
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/mmapfs/mmapfs/internal/procstat"
 )
 
 // The places tracefs is found, in order: its own mount point, and the
@@ -70,25 +71,8 @@ func findRoot(root string, mount bool) (dir, note string, err error) {
 // clock ticks since boot), which with the pid names a process for good:
 // a reused pid has another start time.
 func startTime(procStat string) (uint64, error) {
-	b, err := os.ReadFile(procStat)
-	if err != nil {
-		return 0, err
-	}
-	// The comm (field 2) is in parentheses and may hold anything; the
-	// fields after its last ')' are space-separated, field 3 first.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("%s: no ')' after the comm", procStat)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 22-2 {
-		return 0, fmt.Errorf("%s: %d fields, want at least 22", procStat, len(f)+2)
-	}
-	n, err := strconv.ParseUint(f[22-3], 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%s: field 22 (starttime): %w", procStat, err)
-	}
-	return n, nil
+	st, err := procstat.Read(procStat)
+	return st.StartTime, err
 }
 
 // parseInstanceName parses "mmapfs-trace-PID-START" or
