@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/mmapfs/mmapfs/internal/enableuring"
+	"github.com/mmapfs/mmapfs/internal/testproc"
 )
 
 const (
@@ -425,19 +426,7 @@ type uringUserProc struct {
 func startURingUser(t *testing.T, param string) *uringUserProc {
 	t.Helper()
 	cmd := roleCommand(testBinary, roleURingUser, param)
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	in, out := testproc.Start(t, cmd)
 	held := make(chan string, 1)
 	go func() {
 		b := make([]byte, 5)

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mmapfs/mmapfs/internal/testproc"
 )
 
 // helperEnv makes the test binary a user of the switch at its value
@@ -61,21 +63,8 @@ func spawnUser(t *testing.T, param string) *user {
 	t.Helper()
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), helperEnv+"="+param)
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	u := &user{cmd: cmd, stdin: in, out: bufio.NewReader(out)}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return u
+	in, out := testproc.Start(t, cmd)
+	return &user{cmd: cmd, stdin: in, out: bufio.NewReader(out)}
 }
 
 // expect reads the user's next line, which must be want (in 10s).
