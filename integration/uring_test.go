@@ -63,10 +63,10 @@ func acquireURing() (release func() error, err error) {
 	return u.Release, nil
 }
 
-// withURing turns enable_uring on for the test and puts it back after;
-// it skips the test where FUSE over io_uring cannot be had (not root,
-// no CONFIG_FUSE_IO_URING, the loopback mode of the suite).
-func withURing(t *testing.T) {
+// skipUnlessTransport skips a test of --transport where the flag cannot
+// be tried: the loopback mode of the suite (the flag is mmapfs's) and a
+// test that is not root (--transport uring needs root).
+func skipUnlessTransport(t *testing.T) {
 	t.Helper()
 	if loopbackMode {
 		t.Skip("--transport is mmapfs's")
@@ -74,6 +74,14 @@ func withURing(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("--transport uring needs root")
 	}
+}
+
+// withURing turns enable_uring on for the test and puts it back after;
+// it skips the test where FUSE over io_uring cannot be had (not root,
+// no CONFIG_FUSE_IO_URING, the loopback mode of the suite).
+func withURing(t *testing.T) {
+	t.Helper()
+	skipUnlessTransport(t)
 	release, err := acquireURing()
 	if errors.Is(err, errNoURing) {
 		t.Skip(err)
@@ -280,12 +288,7 @@ func TestURingServes(t *testing.T) {
 // enableURing: what is tested then is the daemon's own check and
 // message, which run before anything is mounted, not the kernel's.
 func TestURingRefusedWhenOff(t *testing.T) {
-	if loopbackMode {
-		t.Skip("--transport is mmapfs's")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	skipUnlessTransport(t)
 	store, mnt := t.TempDir(), t.TempDir()
 	args := []string{"mount", "--transport", "uring", store, mnt}
 	if _, err := os.Stat(enableURing); err != nil {
@@ -433,12 +436,7 @@ func TestURingInterruptReachesRingRequest(t *testing.T) {
 // enable_uring is off and over the rings once it is on, and the stats
 // and the log say which.
 func TestURingAuto(t *testing.T) {
-	if loopbackMode {
-		t.Skip("--transport is mmapfs's")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("--transport uring needs root")
-	}
+	skipUnlessTransport(t)
 	off, err := uringSwitch.IfOff(func() {
 		m := startMount(t, "--transport", "auto")
 		if tr := transportOf(t, m.mnt); tr.Name != "dev" || len(tr.Queues) != 0 {
@@ -535,38 +533,13 @@ func TestURingInterruptDuringHandoff(t *testing.T) {
 // registration), and no mount is left.
 func TestURingRegisterFailureAbortWithoutFusectl(t *testing.T) {
 	withURing(t)
-	store, mnt := t.TempDir(), t.TempDir()
-	storeWrite(t, store, "f", []byte("before\n"))
 	noConn := filepath.Join(t.TempDir(), "no-such-connection")
-	watchdogWatch(mnt)
-	cmd := daemonCommand("mount", "--transport", "uring", store, mnt)
-	cmd.Env = append(cmd.Env, fs.TestURingPayloadEnv+"=4096", fs.TestURingConnectionEnv+"="+noConn)
-	code, stderr := runCommand(t, cmd, cliTimeout)
-	if mounted(mnt) {
-		t.Errorf("%s still mounted after the failed registration", mnt)
-		if err := forceUnmount(mnt); err != nil {
-			t.Error(err)
-		}
-	}
-	watchdogForget(mnt)
-	switch code {
-	case -1:
-		t.Fatalf("the daemon that could not abort through fusectl still ran %v later:\n%s", cliTimeout, stderr)
-	case 0:
-		t.Fatalf("the daemon whose registration failed exited 0:\n%s", stderr)
-	}
+	mnt, stderr := failedRegistration(t, fs.TestURingPayloadEnv+"=4096", fs.TestURingConnectionEnv+"="+noConn)
 	for _, want := range []string{"FUSE_IO_URING_CMD_REGISTER", syscall.EINVAL.Error(), noConn, "aborted the connection by a forced unmount of " + mnt} {
 		if !strings.Contains(stderr, want) {
 			t.Errorf("the daemon's output does not say %q:\n%s", want, stderr)
 		}
 	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(mnt, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
-		t.Errorf("stat %s after the failed registration: mode %o, %v; want the plain directory", mnt, st.Mode, err)
-	}
-	m := startMountAt(t, store, mnt, "--transport", "uring")
-	checkBoth(t, m, "f", []byte("before\n"))
-	m.stop(t)
 }
 
 // TestURingBDIBeforeRings: under uring the mount's bdi is set before the

@@ -236,11 +236,28 @@ func runCommand(t *testing.T, cmd *exec.Cmd, timeout time.Duration) (int, string
 // the mountpoint is a plain directory again, and the store mounts again.
 func TestURingRegisterFailure(t *testing.T) {
 	withURing(t)
+	_, stderr := failedRegistration(t, fs.TestURingPayloadEnv+"=4096")
+	for _, want := range []string{"--transport uring", "FUSE_IO_URING_CMD_REGISTER", unix.EINVAL.Error()} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("the error does not say %q:\n%s", want, stderr)
+		}
+	}
+}
+
+// failedRegistration runs a uring daemon on a store holding f, with env
+// added to its environment to make the kernel refuse its ring entries,
+// and requires of it what every such failure must leave: the daemon
+// exits non-zero within cliTimeout, nothing is mounted on its
+// mountpoint, which is a plain directory again, and the store mounts
+// there again afterwards and serves f. It returns the mountpoint and
+// the daemon's output, for the caller's checks of what it says.
+func failedRegistration(t *testing.T, env ...string) (mnt, stderr string) {
+	t.Helper()
 	store, mnt := t.TempDir(), t.TempDir()
 	storeWrite(t, store, "f", []byte("before\n"))
 	watchdogWatch(mnt)
 	cmd := daemonCommand("mount", "--transport", "uring", store, mnt)
-	cmd.Env = append(cmd.Env, fs.TestURingPayloadEnv+"=4096")
+	cmd.Env = append(cmd.Env, env...)
 	start := time.Now()
 	code, stderr := runCommand(t, cmd, cliTimeout)
 	if mounted(mnt) {
@@ -252,24 +269,19 @@ func TestURingRegisterFailure(t *testing.T) {
 	watchdogForget(mnt)
 	switch code {
 	case -1:
-		t.Fatalf("the daemon whose registration failed still ran %v later:\n%s", cliTimeout, stderr)
+		t.Fatalf("the daemon whose registration failed (%q) still ran %v later:\n%s", env, cliTimeout, stderr)
 	case 0:
-		t.Fatalf("the daemon whose registration failed exited 0:\n%s", stderr)
+		t.Fatalf("the daemon whose registration failed (%q) exited 0:\n%s", env, stderr)
 	}
 	t.Logf("exit %d after %v: %s", code, time.Since(start).Round(time.Millisecond), strings.TrimSpace(stderr))
-	for _, want := range []string{"--transport uring", "FUSE_IO_URING_CMD_REGISTER", unix.EINVAL.Error()} {
-		if !strings.Contains(stderr, want) {
-			t.Errorf("the error does not say %q:\n%s", want, stderr)
-		}
-	}
 	var st unix.Stat_t
 	if err := unix.Stat(mnt, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		t.Errorf("stat %s after the failed registration: mode %o, %v; want the plain directory", mnt, st.Mode, err)
 	}
-
 	m := startMountAt(t, store, mnt, "--transport", "uring")
 	checkBoth(t, m, "f", []byte("before\n"))
 	m.stop(t)
+	return mnt, stderr
 }
 
 // restartOverDead starts a new daemon of m at once on the mountpoint its
