@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -115,21 +116,7 @@ func TestBDIDefault(t *testing.T) {
 func TestBDIDefaultNotRoot(t *testing.T) {
 	t.Parallel()
 	skipIfLoopback(t)
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run the daemon as nobody")
-	}
-	if fi, err := os.Stat("/dev/fuse"); err != nil || fi.Mode().Perm()&0o006 != 0o006 {
-		t.Skipf("/dev/fuse is not open to other users here (%v, %v): no non-root mount is possible", fi.Mode(), err)
-	}
-	if err := os.Chmod(filepath.Dir(binPath), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	store, mnt := openDir(t, "store"), openDir(t, "mnt")
-	for _, d := range []string{store, mnt} {
-		if err := os.Chown(d, nobody, nobody); err != nil {
-			t.Fatal(err)
-		}
-	}
+	store, mnt := nobodyMountDirs(t)
 	m := startMountAs(t, &syscall.Credential{Uid: nobody, Gid: nobody}, store, mnt)
 	defer m.stop(t)
 	if r, s := sysBDI(t, mnt); r != 1 || s != 1 {
@@ -144,13 +131,12 @@ func TestBDIDefaultNotRoot(t *testing.T) {
 	}
 }
 
-// TestBDIDefaultReadOnlySysfs: a root daemon that finds /sys/class/bdi
-// read-only (as in a container) keeps the kernel's budget and says so
-// once, instead of refusing the mount. The daemon runs in a mount
-// namespace of its own, where /sys/class/bdi is bound read-only; its
-// mount lives and ends there.
-func TestBDIDefaultReadOnlySysfs(t *testing.T) {
-	t.Parallel()
+// skipUnlessMountNamespace skips a test that runs the daemon in a mount
+// namespace of its own (inMountNamespace) where it cannot: the loopback
+// mode (the script runs mmapfs's command line), a test that is not root,
+// or no unshare(1).
+func skipUnlessMountNamespace(t *testing.T) {
+	t.Helper()
 	skipIfLoopback(t)
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to make a mount namespace")
@@ -158,9 +144,50 @@ func TestBDIDefaultReadOnlySysfs(t *testing.T) {
 	if _, err := exec.LookPath("unshare"); err != nil {
 		t.Skip("no unshare(1)")
 	}
+}
+
+// inMountNamespace runs script with sh in a mount namespace of its own
+// (unshare -m, private propagation: what it mounts stays there) on a
+// fresh store and mountpoint, for a minute at the most: $0 is the
+// mmapfs binary, "$@" the suite's transport flags, flags, the store and
+// the mountpoint, and the environment has LOG, the file for the
+// daemon's output, and MNT, the mountpoint. It fails the test if the
+// script fails, and reports the mountpoint if it is mounted outside the
+// namespace afterwards. It returns what the script printed and the
+// daemon's log.
+func inMountNamespace(t *testing.T, script string, flags ...string) (out, log string) {
+	t.Helper()
 	store, mnt := t.TempDir(), t.TempDir()
-	log := filepath.Join(t.TempDir(), "log")
-	script := `set -e
+	logFile := filepath.Join(t.TempDir(), "log")
+	args := append([]string{"-m", "--propagation", "private", "sh", "-c", script, binPath}, suiteTransportFlags()...)
+	args = append(append(args, flags...), store, mnt)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "unshare", args...)
+	cmd.Env = append(os.Environ(), "LOG="+logFile, "MNT="+mnt)
+	b, err := cmd.CombinedOutput()
+	logged, lerr := os.ReadFile(logFile)
+	if lerr != nil {
+		logged = []byte(fmt.Sprintf("(none: %v)", lerr))
+	}
+	if mounted(mnt) {
+		t.Errorf("%s is mounted outside the namespace", mnt)
+	}
+	if err != nil {
+		t.Fatalf("unshare: %v\n%s\ndaemon log:\n%s", err, b, logged)
+	}
+	return string(b), string(logged)
+}
+
+// TestBDIDefaultReadOnlySysfs: a root daemon that finds /sys/class/bdi
+// read-only (as in a container) keeps the kernel's budget and says so
+// once, instead of refusing the mount. The daemon runs in a mount
+// namespace of its own, where /sys/class/bdi is bound read-only; its
+// mount lives and ends there.
+func TestBDIDefaultReadOnlySysfs(t *testing.T) {
+	t.Parallel()
+	skipUnlessMountNamespace(t)
+	const script = `set -e
 mount --bind /sys/class/bdi /sys/class/bdi
 mount -o remount,bind,ro /sys/class/bdi
 "$0" mount "$@" >"$LOG" 2>&1 &
@@ -171,26 +198,13 @@ dev=$(mountpoint -d "$MNT")
 echo "bdi $(cat /sys/class/bdi/$dev/max_ratio) $(cat /sys/class/bdi/$dev/strict_limit)"
 kill $pid
 wait $pid`
-	args := append([]string{"-m", "--propagation", "private", "sh", "-c", script, binPath}, suiteTransportFlags()...)
-	args = append(args, store, mnt)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "unshare", args...)
-	cmd.Env = append(os.Environ(), "LOG="+log, "MNT="+mnt)
-	out, err := cmd.CombinedOutput()
-	logged, _ := os.ReadFile(log)
-	if err != nil {
-		t.Fatalf("unshare: %v\n%s\ndaemon log:\n%s", err, out, logged)
-	}
-	if !strings.Contains(string(out), "bdi 1 1\n") {
+	out, logged := inMountNamespace(t, script)
+	if !strings.Contains(out, "bdi 1 1\n") {
 		t.Errorf("the mount's bdi in the namespace: %q; want the kernel's max_ratio 1, strict_limit 1\ndaemon log:\n%s", out, logged)
 	}
 	const line = "keeps the kernel's dirty-page budget for FUSE (bdi max_ratio 1, strict)"
-	if n := strings.Count(string(logged), line); n != 1 || !strings.Contains(string(logged), "read-only sysfs") {
+	if n := strings.Count(logged, line); n != 1 || !strings.Contains(logged, "read-only sysfs") {
 		t.Errorf("the log says %d times that the mount keeps the kernel's budget (want once, with the read-only sysfs as the reason):\n%s", n, logged)
-	}
-	if mounted(mnt) {
-		t.Errorf("%s is mounted outside the namespace", mnt)
 	}
 }
 
@@ -205,13 +219,7 @@ wait $pid`
 // at /sys/class/bdi finds it writable.
 func TestBDIDefaultUnwritableBDI(t *testing.T) {
 	t.Parallel()
-	skipIfLoopback(t)
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to make a mount namespace")
-	}
-	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Skip("no unshare(1)")
-	}
+	skipUnlessMountNamespace(t)
 	const script = `mount --bind /sys/devices/virtual/bdi /sys/devices/virtual/bdi || exit 3
 mount -o remount,bind,ro /sys/devices/virtual/bdi || exit 3
 "$0" mount "$@" >"$LOG" 2>&1 &
@@ -235,27 +243,12 @@ echo "stopped $?"`
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			store, mnt := t.TempDir(), t.TempDir()
-			log := filepath.Join(t.TempDir(), "log")
-			args := append([]string{"-m", "--propagation", "private", "sh", "-c", script, binPath}, suiteTransportFlags()...)
-			args = append(append(args, c.flags...), store, mnt)
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, "unshare", args...)
-			cmd.Env = append(os.Environ(), "LOG="+log, "MNT="+mnt)
-			out, err := cmd.CombinedOutput()
-			logged, _ := os.ReadFile(log)
-			if err != nil {
-				t.Fatalf("unshare: %v\n%s\ndaemon log:\n%s", err, out, logged)
-			}
-			if string(out) != c.out {
+			out, logged := inMountNamespace(t, script, c.flags...)
+			if out != c.out {
 				t.Errorf("the script printed %q, want %q\ndaemon log:\n%s", out, c.out, logged)
 			}
-			if n := strings.Count(string(logged), c.log); n != 1 || !strings.Contains(string(logged), "read-only file system") {
+			if n := strings.Count(logged, c.log); n != 1 || !strings.Contains(logged, "read-only file system") {
 				t.Errorf("the daemon's log says %q %d times, want once, with EROFS as the cause:\n%s", c.log, n, logged)
-			}
-			if mounted(mnt) {
-				t.Errorf("%s is mounted outside the namespace", mnt)
 			}
 		})
 	}

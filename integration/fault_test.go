@@ -144,6 +144,37 @@ func TestReadOnlyStore(t *testing.T) {
 	}
 }
 
+// nobodyMountDirs prepares a mount by a daemon run as nobody (through
+// fusermount3, as a user without root mounts): it makes the binary's
+// directory open to nobody and returns a store and a mountpoint that
+// nobody owns. It skips the test where no such mount can be had: the
+// test is not root (it could not run the daemon as nobody), or /dev/fuse
+// is not open to other users (fusermount3 opens it as the user: on a
+// machine where only root may, no user can mount).
+func nobodyMountDirs(t *testing.T) (store, mnt string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the daemon as nobody")
+	}
+	fi, err := os.Stat("/dev/fuse")
+	if err != nil {
+		t.Skipf("no non-root mount is possible: %v", err)
+	}
+	if fi.Mode().Perm()&0o006 != 0o006 {
+		t.Skipf("/dev/fuse is not open to other users here (%v): no non-root mount is possible", fi.Mode())
+	}
+	if err := os.Chmod(filepath.Dir(binPath), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	store, mnt = openDir(t, "store"), openDir(t, "mnt")
+	for _, d := range []string{store, mnt} {
+		if err := os.Chown(d, nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return store, mnt
+}
+
 // TestUnopenableBlob: a daemon that may not open a blob (here: run as
 // nobody, the blob root's and mode 0600) gives the caller EACCES, logs the
 // file, and keeps serving the others. It also runs the daemon the way a
@@ -151,23 +182,7 @@ func TestReadOnlyStore(t *testing.T) {
 func TestUnopenableBlob(t *testing.T) {
 	t.Parallel()
 	skipIfLoopback(t)
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run the daemon as nobody")
-	}
-	if fi, err := os.Stat("/dev/fuse"); err != nil || fi.Mode().Perm()&0o006 != 0o006 {
-		// fusermount3 opens /dev/fuse as the user: on a machine where
-		// only root may, no user can mount.
-		t.Skipf("/dev/fuse is not open to other users here (%v, %v): no non-root mount is possible", fi.Mode(), err)
-	}
-	if err := os.Chmod(filepath.Dir(binPath), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	store, mnt := openDir(t, "store"), openDir(t, "mnt")
-	for _, d := range []string{store, mnt} {
-		if err := os.Chown(d, nobody, nobody); err != nil {
-			t.Fatal(err)
-		}
-	}
+	store, mnt := nobodyMountDirs(t)
 	writeFile(t, filepath.Join(store, "locked"), []byte("root's"))
 	if err := os.Chmod(filepath.Join(store, "locked"), 0o600); err != nil {
 		t.Fatal(err)
