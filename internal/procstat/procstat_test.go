@@ -2,6 +2,7 @@ package procstat
 
 import (
 	"os"
+	"runtime"
 	"testing"
 )
 
@@ -27,12 +28,19 @@ func TestParse(t *testing.T) {
 }
 
 func TestOfPidSelf(t *testing.T) {
-	s, err := OfPid(os.Getpid())
+	// The calling thread's own line: the process's (its main thread's)
+	// state is S whenever another thread is the one running.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	s, err := Read("/proc/thread-self/stat")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s.State != 'R' || s.PPid != os.Getppid() || s.Pgrp <= 0 || s.StartTime == 0 {
 		t.Errorf("own stat %+v: want running, ppid %d, a group and a start time", s, os.Getppid())
+	}
+	if p, err := OfPid(os.Getpid()); err != nil || p.PPid != os.Getppid() || p.StartTime == 0 {
+		t.Errorf("OfPid(own pid) = %+v, %v: want ppid %d and a start time", p, err, os.Getppid())
 	}
 	if _, err := OfPid(1 << 30); err == nil {
 		t.Error("stat of a pid that cannot exist succeeded")
