@@ -12,13 +12,20 @@ import (
 	"time"
 )
 
-// tracefsInstances is where tracefs keeps its instances.
-const tracefsInstances = "/sys/kernel/tracing/instances"
+// tracefsInstances are where tracefs keeps its instances, in the order
+// mmapfs trace looks for tracefs: its own mount point, then debugfs's
+// automount of it (a machine may have only that one). Both show the same
+// instances when both are mounted.
+var tracefsInstances = []string{"/sys/kernel/tracing/instances", "/sys/kernel/debug/tracing/instances"}
 
 // traceInstances returns the tracefs instances of trace process pid.
 func traceInstances(pid int) []string {
-	m, _ := filepath.Glob(filepath.Join(tracefsInstances, fmt.Sprintf("mmapfs-trace-%d-*", pid)))
-	return m
+	for _, d := range tracefsInstances {
+		if m, _ := filepath.Glob(filepath.Join(d, fmt.Sprintf("mmapfs-trace-%d-*", pid))); len(m) > 0 {
+			return m
+		}
+	}
+	return nil
 }
 
 // bgTrace is an mmapfs trace running in the background.

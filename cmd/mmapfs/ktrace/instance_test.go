@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 		if left := ourInstances(); len(left) > 0 {
 			fmt.Fprintf(os.Stderr, "trace instances left behind: %v\n", left)
 			for _, d := range left {
-				unix.Rmdir(filepath.Join(tracefsDir, "instances", d))
+				unix.Rmdir(filepath.Join(traceRoot(), "instances", d))
 			}
 			code = 1
 		}
@@ -97,6 +97,17 @@ func mountnsHelper() int {
 	return 0
 }
 
+// traceRoot is where tracefs is in this mount namespace, found as Open
+// finds it: /sys/kernel/tracing, else debugfs's automount of it under
+// /sys/kernel/debug/tracing (a machine may have only that one), else
+// /sys/kernel/tracing, where Open will mount it.
+func traceRoot() string {
+	if d, _, err := findRoot("", false); err == nil && d != "" {
+		return d
+	}
+	return tracefsDir
+}
+
 // ourInstances lists the instances named after this process.
 func ourInstances() []string {
 	start, err := startTime("/proc/self/stat")
@@ -104,7 +115,7 @@ func ourInstances() []string {
 		return []string{err.Error()}
 	}
 	prefix := fmt.Sprintf("%s%d-%d", instancePrefix, os.Getpid(), start)
-	ents, _ := os.ReadDir(filepath.Join(tracefsDir, "instances"))
+	ents, _ := os.ReadDir(filepath.Join(traceRoot(), "instances"))
 	var out []string
 	for _, e := range ents {
 		if e.Name() == prefix || strings.HasPrefix(e.Name(), prefix+"-") {
@@ -589,7 +600,7 @@ func TestStaleAndLiveInstances(t *testing.T) {
 	needRoot(t)
 	// Not parallel: the Opens of other tests would remove the stale
 	// instances this one plants before its own Open can name them.
-	inst := filepath.Join(tracefsDir, "instances")
+	inst := filepath.Join(traceRoot(), "instances")
 
 	// A live trace in another process (its Open removes stale
 	// instances too, so it starts first).
@@ -916,11 +927,14 @@ func runMountns(t *testing.T, env ...string) string {
 func TestMountsTracefs(t *testing.T) {
 	needRoot(t)
 	t.Parallel()
+	// The helper's namespace is a copy of this one with private
+	// mounts: what it unmounts and mounts leaves this one as it was.
+	had := isTracefs(tracefsDir)
 	if out := runMountns(t); !strings.Contains(out, "mounted tracefs at /sys/kernel/tracing") {
 		t.Errorf("Open without tracefs mounted said %q, want a note that it mounted it", out)
 	}
-	if !isTracefs(tracefsDir) {
-		t.Error("tracefs gone from this namespace after the helper's")
+	if now := isTracefs(tracefsDir); now != had {
+		t.Errorf("tracefs at %s in this namespace: %v before the helper's namespace ran, %v after", tracefsDir, had, now)
 	}
 }
 
@@ -940,6 +954,9 @@ func TestRoot(t *testing.T) {
 	_, err := Open(Config{Syscalls: true, Root: t.TempDir()})
 	if !errors.Is(err, ErrNoTracefs) || !strings.Contains(err.Error(), "is not a tracefs mount") {
 		t.Errorf("Open with Root not tracefs: %v", err)
+	}
+	if !isTracefs(debugfsDir) || !isTracefs(tracefsDir) {
+		t.Skipf("tracefs is not mounted both at %s and at %s here", tracefsDir, debugfsDir)
 	}
 	in := openT(t, Config{Syscalls: true, BufferKB: 64, Root: debugfsDir})
 	if _, err := os.Stat(filepath.Join(tracefsDir, "instances", in.Name())); err != nil {
