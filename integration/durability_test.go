@@ -119,12 +119,7 @@ func TestDurabilityKill(t *testing.T) {
 	deadMountAnswers(t, filepath.Join(m.mnt, "written"), uring)
 	fw.Close()
 	fm.Close()
-	if out, err := exec.Command("umount", "-l", m.mnt).CombinedOutput(); err != nil {
-		t.Fatalf("umount -l %s: %v: %s", m.mnt, err, out)
-	}
-	if mounted(m.mnt) {
-		t.Fatalf("%s still mounted after umount -l", m.mnt)
-	}
+	detachDead(t, m.mnt)
 
 	m.start(t)
 	checkBoth(t, m, "written", written)

@@ -94,6 +94,19 @@ func deadMountAnswers(t testing.TB, path string, uring bool) {
 	}
 }
 
+// detachDead takes the dead mount at mnt (its daemon killed, or its
+// connection aborted) away as a user would, with umount -l, and
+// requires that nothing is mounted there then.
+func detachDead(t testing.TB, mnt string) {
+	t.Helper()
+	if out, err := exec.Command("umount", "-l", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("umount -l %s: %v: %s", mnt, err, out)
+	}
+	if mounted(mnt) {
+		t.Fatalf("%s still mounted after umount -l", mnt)
+	}
+}
+
 // servesOverURing says whether the mount's requests go over the rings
 // (its own --transport or the suite's), from its stats.
 func servesOverURing(t *testing.T, m *mount) bool {
@@ -186,12 +199,7 @@ func TestURingKillMidRequest(t *testing.T) {
 	}
 	checkContent(t, filepath.Join(m.store, "kept"), kept)
 	f.Close()
-	if out, err := exec.Command("umount", "-l", m.mnt).CombinedOutput(); err != nil {
-		t.Fatalf("umount -l %s: %v: %s", m.mnt, err, out)
-	}
-	if mounted(m.mnt) {
-		t.Fatalf("%s still mounted after umount -l", m.mnt)
-	}
+	detachDead(t, m.mnt)
 
 	m.start(t)
 	if tr := transportOf(t, m.mnt); tr.Name != "uring" || len(tr.Queues) == 0 {
