@@ -112,7 +112,9 @@ func (m *mountState) resolveTransport(name string) string {
 // the caller must run in place of server.Serve: it serves what still
 // comes over /dev/fuse (fd), FORGET and INTERRUPT, with the same
 // ProtocolServer (so that an interrupt finds its ring request), and once
-// the connection ends runs server.Serve to close the server down; the
+// the connection ends cancels what the rings still serve
+// (uring.Transport.CancelInFlight, as server.Serve's loop does for its
+// own requests) and runs server.Serve to close the server down; the
 // server writes the notifications to /dev/fuse as before. mnt is the
 // mountpoint, dev the mount's major:minor. On an error the connection is
 // aborted (the kernel holds every request back until the rings are
@@ -205,13 +207,24 @@ func (m *mountState) startURing(server *fuse.Server, raw fuse.RawFileSystem, mo 
 	st := tr.Stats()
 	m.log.Printf("transport uring: %d queues of %d entries (FUSE over io_uring)", len(st), st[0].Entries)
 	return func() {
+		ended := true
 		// The largest request /dev/fuse could carry, as go-fuse
 		// sizes its own buffers: the payload and the headers.
 		if err := uring.ServeDev(fd, ps, reply.PayloadSize()+4096); err != nil {
 			m.log.Printf("--transport uring: %v; aborting the connection", err)
 			if aerr := uring.AbortConnection(conn, mnt, m.log); aerr != nil {
 				m.log.Print(aerr)
+				ended = false
 			}
+		}
+		if ended {
+			// What the rings' entries still serve is cancelled, as
+			// server.Serve's loop cancels its own requests on
+			// ENODEV, so that Wait does not wait for a request held
+			// in the daemon (an injected delay) to run its course.
+			// The entries do it too when the kernel ends them, but
+			// when every entry is busy only this read sees the end.
+			tr.CancelInFlight()
 		}
 		server.Serve()
 	}, nil

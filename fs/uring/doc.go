@@ -71,6 +71,30 @@
 // (request_wait_answer sees FR_SENT unset), and a killed one then waits
 // for the request to end: nothing reaches the daemon to act on.
 //
+// # The connection's end
+//
+// Over /dev/fuse, go-fuse's server loop cancels every request in flight
+// when its read gets ENODEV (the connection aborted through fusectl or
+// by umount -f, or the mount gone): it closes each request's cancel
+// channel (its unexported cancelAll), so that a handler waiting on it,
+// such as an injected delay, returns at once. Nothing of go-fuse's sees
+// the end of a ring connection: the kernel answers the callers of the
+// requests the entries hold (ECONNABORTED) and ends the idle entries'
+// commands, but an entry whose thread is in the Handler stays there
+// until the request ends by itself, and Transport.Wait (and with it the
+// daemon's exit) waits for it; so did the daemon's own unmount of the
+// aborted mount on SIGTERM, which did not return while an entry held a
+// request (the kernel waits for the queues to stop). So the transport
+// cancels them itself (Transport.CancelInFlight): each entry keeps the
+// unique of the request it has handed the Handler, and once the
+// connection has ended (an entry sees the kernel end it, ServeDev reads
+// ENODEV, or the transport aborted the connection) an INTERRUPT for each
+// such unique goes to the Handler, as the kernel's own would, every 5 ms
+// until every entry has ended: one sent before the entry's thread handed
+// the request over finds nothing, a later one finds it. A request that
+// does not watch its cancel channel (a store-level delay, an msync)
+// still ends only when it does, as over /dev/fuse.
+//
 // # What go-fuse does not give
 //
 // go-fuse v2.12.1 has no io_uring transport, and fuse.Server does not

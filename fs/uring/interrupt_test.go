@@ -2,7 +2,11 @@ package uring
 
 import (
 	"encoding/binary"
+	"io"
+	"log"
+	"maps"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -50,16 +54,6 @@ func (h *interruptHandler) callCount() int {
 
 // errWord is errno as a fuse_out_header's error field holds it.
 func errWord(errno syscall.Errno) uint32 { return uint32(-int32(errno)) }
-
-// interruptFor is an INTERRUPT (unique u|1) for request u.
-func interruptFor(u uint64) []byte {
-	b := make([]byte, inHeaderSize+8)
-	binary.LittleEndian.PutUint32(b[0:], uint32(len(b)))
-	binary.LittleEndian.PutUint32(b[4:], opInterrupt)
-	binary.LittleEndian.PutUint64(b[8:], u|1)
-	binary.LittleEndian.PutUint64(b[inHeaderSize:], u)
-	return b
-}
 
 // TestInterruptRetried: an INTERRUPT answered EAGAIN is retried until
 // its request is in flight, and then no more.
@@ -140,5 +134,113 @@ func TestInterruptNotFound(t *testing.T) {
 		if got := interruptNotFound(c.req, c.reply); got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// cancelHandler answers INTERRUPTs as go-fuse's ProtocolServer does for
+// the requests in inFlight (found: no reply, the request's cancel
+// channel closed) and EAGAIN for others (not yet handed to it, or
+// answered). mu guards its fields.
+type cancelHandler struct {
+	mu        sync.Mutex
+	inFlight  map[uint64]bool
+	cancelled map[uint64]bool
+	calls     int
+	other     int // requests other than INTERRUPT
+}
+
+func (h *cancelHandler) HandleRequest(in, out [][]byte) (int, fuse.Status) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.calls++
+	req := in[0]
+	if binary.LittleEndian.Uint32(req[4:]) != opInterrupt || len(req) != inHeaderSize+8 {
+		h.other++
+		return 0, fuse.EIO
+	}
+	u := binary.LittleEndian.Uint64(req[inHeaderSize:])
+	if binary.LittleEndian.Uint64(req[8:]) != u|1 {
+		h.other++
+		return 0, fuse.EIO
+	}
+	if h.inFlight[u] && !h.cancelled[u] {
+		h.cancelled[u] = true
+		return 0, fuse.OK
+	}
+	o := out[0]
+	binary.LittleEndian.PutUint32(o[0:], outHeaderSize)
+	binary.LittleEndian.PutUint32(o[4:], errWord(syscall.EAGAIN))
+	copy(o[8:16], req[8:16])
+	return outHeaderSize, fuse.OK
+}
+
+func (h *cancelHandler) state() (cancelled map[uint64]bool, calls, other int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return maps.Clone(h.cancelled), h.calls, h.other
+}
+
+func (h *cancelHandler) handOver(u uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.inFlight[u] = true
+}
+
+// TestCancelInFlight: CancelInFlight interrupts, through the Handler,
+// the request every busy entry serves, again and again until it is
+// found (one given to an entry but not yet to the Handler is found once
+// it is), none for an idle entry, and stops once every entry has ended.
+func TestCancelInFlight(t *testing.T) {
+	t.Parallel()
+	h := &cancelHandler{inFlight: map[uint64]bool{10: true}, cancelled: map[uint64]bool{}}
+	tr := &Transport{
+		cfg:     Config{Handler: h, Logger: log.New(io.Discard, "", 0)},
+		serving: make([]atomic.Uint64, 3),
+		ended:   make(chan struct{}),
+	}
+	tr.serving[0].Store(10) // in the Handler
+	tr.serving[2].Store(12) // the entry's, not yet the Handler's
+	tr.CancelInFlight()
+	tr.CancelInFlight() // a second call changes nothing
+	waitFor := func(what string, ok func(map[uint64]bool) bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			c, _, _ := h.state()
+			if ok(c) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not after 5s (cancelled: %v)", what, c)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitFor("request 10 cancelled", func(c map[uint64]bool) bool { return c[10] })
+	// Sent again: three rounds at least, of two each.
+	deadline := time.Now().Add(5 * time.Second)
+	for _, calls, _ := h.state(); calls < 6; _, calls, _ = h.state() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d calls of the Handler in 5s: the INTERRUPTs are not sent again", calls)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if c, _, _ := h.state(); c[12] {
+		t.Fatalf("request 12 cancelled before it reached the Handler")
+	}
+	h.handOver(12)
+	waitFor("request 12 cancelled once the Handler had it", func(c map[uint64]bool) bool { return c[12] })
+	tr.serving[0].Store(0)
+	tr.serving[2].Store(0)
+	close(tr.ended)
+	time.Sleep(2 * cancelEvery)
+	_, n, other := h.state()
+	time.Sleep(5 * cancelEvery)
+	c, m, _ := h.state()
+	if m != n {
+		t.Errorf("%d more calls of the Handler after every entry had ended", m-n)
+	}
+	if other != 0 || len(c) != 2 {
+		t.Errorf("%d requests other than a well-formed INTERRUPT; cancelled %v, want 10 and 12", other, c)
 	}
 }

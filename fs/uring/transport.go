@@ -115,7 +115,20 @@ type Transport struct {
 
 	closeOnce sync.Once
 	closeErr  error // closing dev, by the first Wait; written once under closeOnce
+
+	// serving holds, for each entry (by its index, q*Entries+i), the
+	// unique of the request it has handed the Handler, 0 when it
+	// serves none: what CancelInFlight interrupts.
+	serving    []atomic.Uint64
+	ended      chan struct{} // closed once every entry has ended
+	cancelOnce sync.Once
 }
+
+// cancelEvery is how often CancelInFlight interrupts again the requests
+// the entries still serve, until every entry has ended: a request given
+// to an entry but not yet to the Handler (which registers it in flight)
+// is not found by its first INTERRUPT.
+const cancelEvery = 5 * time.Millisecond
 
 // queue is one of the kernel's queues as the transport serves it. Its
 // fields are atomics, updated by the queue's entries.
@@ -153,15 +166,19 @@ func Start(cfg Config) (*Transport, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("io_uring transport: duplicating /dev/fuse descriptor %d: %w", cfg.Dev, err), cfg.abort())
 	}
-	t := &Transport{cfg: cfg, dev: dev, queues: make([]queue, cfg.Queues)}
 	n := cfg.Queues * cfg.Entries
+	t := &Transport{cfg: cfg, dev: dev, queues: make([]queue, cfg.Queues), serving: make([]atomic.Uint64, n), ended: make(chan struct{})}
 	ready := make(chan error, n)
 	t.wg.Add(n)
 	for q := range cfg.Queues {
-		for range cfg.Entries {
-			go t.runEntry(q, ready)
+		for i := range cfg.Entries {
+			go t.runEntry(q, q*cfg.Entries+i, ready)
 		}
 	}
+	go func() {
+		t.wg.Wait()
+		close(t.ended)
+	}()
 	var errs []error
 	for range n {
 		if err := <-ready; err != nil {
@@ -192,6 +209,62 @@ func (t *Transport) Wait() error {
 	t.wg.Wait()
 	t.closeOnce.Do(func() { t.closeErr = t.closeDev() })
 	return errors.Join(t.err, t.closeErr)
+}
+
+// CancelInFlight cancels every request the entries are serving, as
+// go-fuse's /dev/fuse loop does (its unexported cancelAll) when its read
+// gets ENODEV: the caller calls it once the connection has ended
+// (ServeDev returned, the connection was aborted). Each request is
+// interrupted through the Handler, with the INTERRUPT the kernel would
+// send, so that a request waiting on its cancel channel (an injected
+// delay, anything that waits on the request's context) returns at once;
+// otherwise the entry serving it, and Wait with it, would wait until the
+// request ends by itself. The kernel has already answered the callers
+// (ECONNABORTED): no reply reaches anyone. The INTERRUPTs are sent again
+// every cancelEvery, from a goroutine of their own, until every entry
+// has ended: a request given to an entry but not yet to the Handler is
+// caught by a later one. A request that does not watch its cancel
+// channel still ends only when it does. Safe to call more than once and
+// from any goroutine; the entries call it themselves when the kernel
+// ends them.
+func (t *Transport) CancelInFlight() {
+	t.cancelOnce.Do(func() { go t.cancelInFlight() })
+}
+
+func (t *Transport) cancelInFlight() {
+	out := make([]byte, outHeaderSize)
+	inv, outv := [][]byte{nil}, [][]byte{out}
+	tick := time.NewTicker(cancelEvery)
+	defer tick.Stop()
+	for first := true; ; first = false {
+		busy := 0
+		for i := range t.serving {
+			if u := t.serving[i].Load(); u != 0 {
+				busy++
+				inv[0] = interruptFor(u)
+				t.cfg.Handler.HandleRequest(inv, outv)
+			}
+		}
+		if first && busy > 0 {
+			t.cfg.Logger.Printf("io_uring: the connection ended with %d requests in the daemon; cancelling them", busy)
+		}
+		select {
+		case <-t.ended:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// interruptFor is the INTERRUPT of request unique, as the kernel sends
+// it (its own unique is the request's with FUSE_INT_REQ_BIT set).
+func interruptFor(unique uint64) []byte {
+	b := make([]byte, inHeaderSize+8)
+	binary.LittleEndian.PutUint32(b[0:], uint32(len(b)))
+	binary.LittleEndian.PutUint32(b[4:], opInterrupt)
+	binary.LittleEndian.PutUint64(b[8:], unique|1)
+	binary.LittleEndian.PutUint64(b[inHeaderSize:], unique)
+	return b
 }
 
 // Stats returns the figures of each queue now.
@@ -227,7 +300,9 @@ func (t *Transport) fail(err error) {
 		t.cfg.Logger.Printf("%v; aborting the connection", err)
 		if aerr := t.abort(); aerr != nil {
 			t.cfg.Logger.Print(aerr)
+			return
 		}
+		t.CancelInFlight()
 	})
 }
 
@@ -302,10 +377,11 @@ const (
 	entryPayloadOff = 4096
 )
 
-// runEntry is the thread of one entry of queue q: it pins itself to CPU
-// q, registers the entry and serves its requests until the connection
-// ends. It reports on ready once, whether the registration went through.
-func (t *Transport) runEntry(q int, ready chan<- error) {
+// runEntry is the thread of entry slot (its index in t.serving) of queue
+// q: it pins itself to CPU q, registers the entry and serves its
+// requests until the connection ends. It reports on ready once, whether
+// the registration went through.
+func (t *Transport) runEntry(q, slot int, ready chan<- error) {
 	defer t.wg.Done()
 	// Never unlocked: the thread ends with the goroutine, affinity and
 	// all.
@@ -322,7 +398,7 @@ func (t *Transport) runEntry(q int, ready chan<- error) {
 		return
 	}
 	qs.registered.Add(1)
-	err = t.serve(r, e, qs, q)
+	err = t.serve(r, e, qs, q, slot)
 	cerr := errors.Join(r.Close(), e.mem.Unmap())
 	if err != nil {
 		t.fail(fmt.Errorf("io_uring queue %d: %w", q, err))
@@ -416,8 +492,9 @@ func (t *Transport) submit(r *ringmem.Ring, minComplete uint32) error {
 // serve waits for the entry's requests and serves them, until the
 // kernel ends the entry: a completion with ENOTCONN, ECONNABORTED,
 // ENODEV or ECANCELED is the connection going away, and ends serve
-// without an error.
-func (t *Transport) serve(r *ringmem.Ring, e *entry, qs *queue, q int) error {
+// without an error, once it has had the requests other entries still
+// serve cancelled (CancelInFlight).
+func (t *Transport) serve(r *ringmem.Ring, e *entry, qs *queue, q, slot int) error {
 	for {
 		c, ok := r.PeekCQE()
 		if !ok {
@@ -429,6 +506,7 @@ func (t *Transport) serve(r *ringmem.Ring, e *entry, qs *queue, q int) error {
 		if c.Res < 0 {
 			switch errno := syscall.Errno(-c.Res); errno {
 			case syscall.ENOTCONN, syscall.ECONNABORTED, syscall.ENODEV, syscall.ECANCELED:
+				t.CancelInFlight()
 				return nil
 			default:
 				return fmt.Errorf("FUSE over io_uring command: %w", errno)
@@ -441,7 +519,7 @@ func (t *Transport) serve(r *ringmem.Ring, e *entry, qs *queue, q int) error {
 				break
 			}
 		}
-		commitID := t.handle(e)
+		commitID := t.handle(e, slot)
 		qs.busy.Add(-1)
 		qs.requests.Add(1)
 		sqe := r.NextSQE()
@@ -454,8 +532,9 @@ func (t *Transport) serve(r *ringmem.Ring, e *entry, qs *queue, q int) error {
 }
 
 // handle serves the request in e's buffers and writes the reply there;
-// it returns the commit id.
-func (t *Transport) handle(e *entry) uint64 {
+// it returns the commit id. While the Handler serves it, the request's
+// unique is the entry's in t.serving (slot).
+func (t *Transport) handle(e *entry, slot int) uint64 {
 	h := e.hdr
 	length := binary.LittleEndian.Uint32(h[0:])
 	opcode := binary.LittleEndian.Uint32(h[4:])
@@ -486,7 +565,9 @@ func (t *Transport) handle(e *entry) uint64 {
 		t.cfg.Logger.Printf("io_uring: test hand-off delay: holding READ %d for %v before the handler", unique, t.cfg.HandoffDelay)
 		time.Sleep(t.cfg.HandoffDelay)
 	}
+	t.serving[slot].Store(unique)
 	n, st := t.cfg.Handler.HandleRequest(e.in[:], e.out[:])
+	t.serving[slot].Store(0)
 	switch {
 	case !st.Ok():
 		return replyErr(e, unique, commitID, syscall.Errno(st))
