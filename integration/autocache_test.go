@@ -60,15 +60,27 @@ func TestAutoCache(t *testing.T) {
 					t.Fatalf("read %d: %d bytes, %v", i, len(got), err)
 				}
 			}
-			before := bytesRead(t, m)
-			if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, first) {
-				t.Fatalf("read again: %d bytes, %v", len(got), err)
+			// Read again through a new open, counting what reached the
+			// daemon. The kernel may reclaim a page of the cache
+			// meanwhile (memory pressure from whatever else the machine
+			// runs; CI once saw one 4 KiB READ), so a cached mount
+			// gets three tries to show an open that read nothing;
+			// under --auto-cache=false every open reads afresh.
+			var read []int64
+			for try := 0; try < 3; try++ {
+				before := bytesRead(t, m)
+				if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, first) {
+					t.Fatalf("read again: %d bytes, %v", len(got), err)
+				}
+				read = append(read, bytesRead(t, m)-before)
+				if read[try] == 0 {
+					break
+				}
 			}
-			after := bytesRead(t, m)
-			if c.cached && after != before {
-				t.Errorf("reading an unchanged file again read %d bytes in the daemon, want 0: the open dropped the kernel's cache", after-before)
+			if last := read[len(read)-1]; c.cached && last != 0 {
+				t.Errorf("reading an unchanged file again read %v bytes in the daemon on each of %d opens, want 0: the open dropped the kernel's cache", read, len(read))
 			}
-			if !c.cached && after == before {
+			if !c.cached && read[0] == 0 {
 				t.Errorf("with --auto-cache=false, reading the file again read nothing in the daemon: the cache was kept")
 			}
 			if c.cached {

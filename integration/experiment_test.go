@@ -333,7 +333,7 @@ func TestExperimentWorkloads(t *testing.T) {
 		args           []string
 		check          string // the check column starts so
 	}{
-		{"logger-mmap:sync=8", "", []string{"--cut-at", "300ms", "--duration", "5s"}, "records "},
+		{"logger-mmap:sync=8", "", []string{"--cut-at", "2s", "--duration", "5s"}, "records "},
 		{"sqlite-wal", "sqlite3", []string{"--cut-at", "1s", "--duration", "5s"}, "rows "},
 		{"sqlite-rollback:synchronous=NORMAL", "sqlite3", nil, "rows "},
 		{"bbolt", "", []string{"--switches", "--writeback-cache --keep-cache"}, "keys "},
