@@ -47,8 +47,10 @@ func TestStatsWatchIntervalForms(t *testing.T) {
 		name := strings.ReplaceAll(strings.Join(args, " "), m.mnt, "MNT")
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			// --watch runs until interrupted: stop it after a few lines.
-			r := runBinary(t, 1200*time.Millisecond, nil, append([]string{"stats"}, args...)...)
+			// --watch runs until interrupted: stop it after a few lines
+			// (the header and two intervals), or after pollTimeout with
+			// fewer, which fails.
+			r := runUntilLines(t, pollTimeout, 3, append([]string{"stats"}, args...)...)
 			lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 			if r.exitCode != -1 || r.stderr != "" || len(lines) < 3 || !strings.Contains(lines[0], "wr MiB/s") {
 				t.Errorf("stats %s: exit %d, stderr %q, stdout:\n%s\nwant a header and lines every 200ms until stopped", strings.Join(args, " "), r.exitCode, r.stderr, r.stdout)
@@ -111,7 +113,8 @@ func TestStatsFreshMountTable(t *testing.T) {
 	if want := "not an mmapfs mount but a directory inside the one at " + m.mnt; r.exitCode != 1 || !strings.Contains(r.stderr, want) {
 		t.Errorf("stats of a directory inside the mount: exit %d, stderr %q; want %q", r.exitCode, r.stderr, want)
 	}
-	w := runBinary(t, 700*time.Millisecond, nil, "stats", "--watch=200ms", m.mnt)
+	// The header and the first interval's line, then stopped.
+	w := runUntilLines(t, pollTimeout, 2, "stats", "--watch=200ms", m.mnt)
 	if !strings.Contains(w.stdout, "unsynced MiB") || strings.Contains(w.stdout, "MB") {
 		t.Errorf("stats --watch header: want MiB (the values are), got:\n%s", w.stdout)
 	}
