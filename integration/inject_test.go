@@ -226,11 +226,16 @@ func TestInjectErrno(t *testing.T) {
 	})
 }
 
-// TestInjectDelay: delay=200ms holds an fsync for at least 200ms; other
-// files' fsyncs are not held.
+// TestInjectDelay: delay=2s holds an fsync for at least 2s; other files'
+// fsyncs are not held. The delay is long and the bound for the others
+// loose (1s) so that an undelayed fsync slowed by a loaded machine (175ms
+// seen) is still told apart from a held one.
 func TestInjectDelay(t *testing.T) {
 	t.Parallel()
-	const rule = "op=fsync,path=slow,delay=200ms"
+	const (
+		rule  = "op=fsync,path=slow,delay=2s"
+		delay = 2 * time.Second
+	)
 	m := startMount(t, "--inject", rule)
 	timeFsync := func(name string) time.Duration {
 		f, err := os.Create(filepath.Join(m.mnt, name))
@@ -247,12 +252,15 @@ func TestInjectDelay(t *testing.T) {
 		}
 		return time.Since(start)
 	}
-	if d := timeFsync("slow"); d < 200*time.Millisecond {
+	if d := timeFsync("slow"); d < delay {
 		t.Fatalf("fsync under %s took %v", rule, d)
 	}
-	injectLogged(t, m, rule, "fsync", "slow", "delayed 200ms")
-	if d := timeFsync("fast"); d >= 200*time.Millisecond {
+	injectLogged(t, m, rule, "fsync", "slow", "delayed 2s")
+	if d := timeFsync("fast"); d >= delay/2 {
 		t.Fatalf("fsync of another file took %v", d)
+	}
+	if notHeld := fmt.Sprintf("fsync %q: delayed", "fast"); strings.Contains(m.out.String(), notHeld) {
+		t.Errorf("the daemon held the fsync of another file; its log:\n%s", m.out.String())
 	}
 }
 
