@@ -604,6 +604,9 @@ func (s *Store) syncfs() error {
 	s.mu.Lock()
 	gen := s.gen
 	s.mu.Unlock()
+	if hook := testHookSyncfs.Load(); hook != nil {
+		(*hook)(s)
+	}
 	if err := unix.Syncfs(s.rootFd); err != nil {
 		return &os.PathError{Op: "syncfs", Path: s.root, Err: err}
 	}

@@ -3,6 +3,7 @@ package backing
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -14,6 +15,12 @@ import (
 // Durability: Sync and the policies' syncs msync exactly the pages the
 // daemon dirtied (the ledger, pageset.go) and fdatasync when the size or
 // the allocation changed; see the package doc, Durability.
+
+// testHookSyncfs, set only by tests, runs in Store.syncfs once it has
+// read the generation it will forget up to and before the syncfs itself:
+// a blob closed dirty then is one closed during syncfs, whose pages it
+// need not cover. (Declared here with the syncs; syncfs is in store.go.)
+var testHookSyncfs atomic.Pointer[func(s *Store)]
 
 // syncRange msyncs (MS_SYNC) the pages of [off, end) and, if the write
 // changed the size, fdatasyncs, so that the range is durable on return.

@@ -3,6 +3,7 @@ package backing
 import (
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -263,49 +264,55 @@ func TestUnsyncedAfterOverflow(t *testing.T) {
 // TestClosedDuringSyncfs closes a blob dirty while Store.Sync is in its
 // syncfs. syncfs need not cover pages dirtied after it started, so the
 // store must keep what that blob owes (syncfs's own comment: "only clear
-// what was known before"). The timing is arranged with a large amount of
-// unrelated dirty data that makes syncfs slow; when the close does not land
-// inside syncfs the test is inconclusive and skips.
+// what was known before"). The close is made from testHookSyncfs, once
+// syncfs has read the generation it forgets up to: after Store.Sync's sync
+// of the open blob has let go of it, so that the test's release is the
+// blob's last and records its page as the close of a dirty blob.
 func TestClosedDuringSyncfs(t *testing.T) {
-	if testing.Short() {
-		t.Skip("slow")
-	}
 	s := newStore(t)
 	ps := pagesz()
 	b := openBlob(t, s, "b")
 	mustWrite(t, b, make([]byte, 4*ps), 0)
-	// Unrelated dirty data for syncfs to write.
-	if err := os.WriteFile(filepath.Join(s.Root(), "ballast"), make([]byte, 48<<20), 0o644); err != nil {
-		t.Fatal(err)
+	inSyncfs, resume := make(chan struct{}), make(chan struct{})
+	var once, resumed sync.Once
+	hook := func(hs *Store) {
+		if hs != s {
+			return // another test's store
+		}
+		once.Do(func() {
+			close(inSyncfs)
+			<-resume
+		})
 	}
-	calls := mustStats(t, s).SyncCalls
-	done := make(chan time.Time)
-	go func() {
-		err := s.Sync()
+	testHookSyncfs.Store(&hook)
+	// Before the store's Close (cleanups run last first), and on every
+	// path: a Fatal below must not leave Store.Sync waiting in the hook.
+	t.Cleanup(func() {
+		resumed.Do(func() { close(resume) })
+		testHookSyncfs.Store(nil)
+	})
+	done := make(chan error, 1)
+	go func() { done <- s.Sync() }()
+	select {
+	case <-inSyncfs:
+	case err := <-done:
+		t.Fatalf("Store.Sync returned (%v) without reaching its syncfs", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Store.Sync did not reach its syncfs")
+	}
+	// Store.Sync has synced the open blob's 4 pages and released it; it
+	// is about to syncfs. Dirty one page more and close the blob now.
+	mustWrite(t, b, []byte{1}, ps)
+	release(t, s, b)
+	resumed.Do(func() { close(resume) })
+	select {
+	case err := <-done:
 		if err != nil {
 			t.Errorf("Store.Sync: %v", err)
 		}
-		done <- time.Now()
-	}()
-	// Wait until Store.Sync has synced the open blob; it then releases it
-	// and enters syncfs.
-	for mustStats(t, s).SyncCalls == calls {
-		time.Sleep(100 * time.Microsecond)
-	}
-	time.Sleep(2 * time.Millisecond)
-	mustWrite(t, b, []byte{1}, ps)
-	release(t, s, b)
-	closedAt := time.Now()
-	var end time.Time
-	select {
-	case end = <-done:
 	case <-time.After(20 * time.Second):
 		t.Fatal("Store.Sync did not return")
 	}
-	if !end.After(closedAt) {
-		t.Skip("syncfs finished before the blob was closed: inconclusive")
-	}
-	t.Logf("syncfs ran %v past the close", end.Sub(closedAt))
 	if got := storeUnsynced(s); got != ps {
 		t.Errorf("BUG: a blob closed dirty during syncfs: Store.Unsynced = %d after Store.Sync, want %d (its page was forgotten)", got, ps)
 	}
