@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -92,10 +93,13 @@ func TestWatchStats(t *testing.T) {
 	if err := os.WriteFile(path, []byte(`{"policy":"fsync","unsynced_bytes":1048576,"bytes_written":0,"ops":{"write":{"count":3}}}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	stop := make(chan struct{})
-	time.AfterFunc(280*time.Millisecond, func() { close(stop) })
-	var out bytes.Buffer
-	if err := watchStats(&out, path, 50*time.Millisecond, false, stop); err != nil {
+	// Stopped once it has printed the header and two lines (or after 5 s,
+	// which fails below): not at a fixed time, which a loaded machine can
+	// reach before the second tick is printed.
+	out := &linesWriter{want: 3, stop: make(chan struct{})}
+	fallback := time.AfterFunc(5*time.Second, out.close)
+	defer fallback.Stop()
+	if err := watchStats(out, path, 50*time.Millisecond, false, out.stop); err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
@@ -106,10 +110,29 @@ func TestWatchStats(t *testing.T) {
 	if f := strings.Fields(lines[1]); len(f) != len(watchColumns)+1 || f[0] != "0" || f[5] != "1.0" {
 		t.Errorf("line %q: want 0 ops/s and 1.0 MB unsynced", lines[1])
 	}
-	if err := watchStats(&out, t.TempDir()+"/missing", time.Millisecond, false, stop); err == nil || !strings.Contains(err.Error(), "mmapfs mount") {
+	if err := watchStats(out, t.TempDir()+"/missing", time.Millisecond, false, out.stop); err == nil || !strings.Contains(err.Error(), "mmapfs mount") {
 		t.Errorf("watch of a missing stats file: %v", err)
 	}
 }
+
+// linesWriter collects what is written to it and closes stop once it holds
+// want lines.
+type linesWriter struct {
+	bytes.Buffer
+	want int
+	stop chan struct{}
+	once sync.Once
+}
+
+func (w *linesWriter) Write(p []byte) (int, error) {
+	n, err := w.Buffer.Write(p)
+	if bytes.Count(w.Bytes(), []byte("\n")) >= w.want {
+		w.close()
+	}
+	return n, err
+}
+
+func (w *linesWriter) close() { w.once.Do(func() { close(w.stop) }) }
 
 // TestFlagRefusals checks that every out-of-range value is refused before
 // anything is mounted (the store and mountpoint do not even exist), with
