@@ -103,7 +103,11 @@ func TestInterruptRetriesEndWithStop(t *testing.T) {
 	h := &interruptHandler{}
 	r := startInterruptRetrier(h, time.Millisecond, time.Hour)
 	r.add(interruptFor(6))
-	time.Sleep(20 * time.Millisecond)
+	// Stopped while it is retrying: once it has called twice.
+	deadline := time.Now().Add(5 * time.Second)
+	for h.callCount() < 2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
 	r.stop()
 	n := h.callCount()
 	time.Sleep(50 * time.Millisecond)
