@@ -317,40 +317,72 @@ func TestTraceDaemonDropsCounted(t *testing.T) {
 		}
 	}
 	close(tc.resume)
-	time.Sleep(200 * time.Millisecond) // the ring drains: there is room again
-	const more = 100
-	for i := range more {
-		if _, err := f.ReadAt(buf, int64(i)*4096); err != nil {
+	// Once the tracer reads again the ring drains and there is room: a
+	// batch of preads, and a marker pread after it, is then recorded
+	// whole. How soon that is depends on the machine, so batches (each
+	// with its own marker) are made until one is, for up to pollTimeout.
+	// In the stream a drop record comes before the first record kept
+	// after a loss, so a marker with more records since the last drop
+	// record than its batch's preads ends a batch kept whole.
+	const (
+		more       = 100
+		markerBase = 12345 // batch k's marker: one byte at markerBase+k
+	)
+	var reads, markers, dropped, dropRecords, afterDrop int
+	whole := -1 // the batch recorded whole
+	deadline := time.Now().Add(pollTimeout)
+	for k := 0; whole < 0; k++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d batches of %d preads since the tracer read again, none recorded whole within %v (%d preads recorded, %d dropped in %d drop records)", k, more, pollTimeout, reads, dropped, dropRecords)
+		}
+		for i := range more {
+			if _, err := f.ReadAt(buf, int64(i)*4096); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := f.ReadAt(buf[:1], int64(markerBase+k)); err != nil {
 			t.Fatal(err)
 		}
-	}
-	const marker = 12345
-	if _, err := f.ReadAt(buf[:1], marker); err != nil {
-		t.Fatal(err)
-	}
-	var reads, dropped, dropRecords, afterDrop int
-	tc.find(t, "the marker pread", func(r wire.TraceRecord) bool {
-		switch {
-		case r.Opcode == wire.TraceDropped:
-			dropped += int(r.Result)
-			dropRecords++
-			afterDrop = 0
-			if r.Result == 0 || r.Service < 0 {
-				t.Errorf("drop record %+v", r)
+		// Read up to this batch's marker; it may have been dropped
+		// itself, so not for longer than a while.
+		wait := time.After(500 * time.Millisecond)
+	records:
+		for whole < 0 {
+			select {
+			case r, ok := <-tc.records:
+				if !ok {
+					t.Fatalf("the trace ended (%v) before a batch was recorded whole", <-tc.err)
+				}
+				switch {
+				case r.Opcode == wire.TraceDropped:
+					dropped += int(r.Result)
+					dropRecords++
+					afterDrop = 0
+					if r.Result == 0 || r.Service < 0 {
+						t.Errorf("drop record %+v", r)
+					}
+				case r.Opcode == fuseRead && r.Offset >= markerBase && r.Offset <= uint64(markerBase+k):
+					markers++
+					if afterDrop >= more {
+						whole = int(r.Offset - markerBase)
+					}
+					if r.Offset == uint64(markerBase+k) {
+						break records
+					}
+				case r.Opcode == fuseRead && r.Length == 4096:
+					reads++
+					afterDrop++
+				}
+			case <-wait:
+				break records
 			}
-		case r.Opcode == fuseRead && r.Offset == marker:
-			return true
-		case r.Opcode == fuseRead && r.Length == 4096:
-			reads++
-			afterDrop++
 		}
-		return false
-	})
-	t.Logf("%d preads: %d recorded, %d dropped in %d drop records", preads+more, reads, dropped, dropRecords)
-	if dropped == 0 || reads+dropped < preads+more || reads >= preads+more {
-		t.Errorf("%d preads: %d recorded, %d dropped; want some dropped, and the two adding up to all", preads+more, reads, dropped)
 	}
-	if afterDrop < more {
-		t.Errorf("%d preads recorded after the last drop record, want the %d made once the tracer read again", afterDrop, more)
+	// Every pread up to the whole batch's marker has been recorded or
+	// counted in a drop record before that marker.
+	total := preads + (whole+1)*(more+1)
+	t.Logf("%d preads (%d batches after the pause, markers included): %d recorded, %d dropped in %d drop records", total, whole+1, reads+markers, dropped, dropRecords)
+	if dropped == 0 || reads+markers+dropped < total || reads+markers >= total {
+		t.Errorf("%d preads: %d recorded, %d dropped; want some dropped, and the two adding up to all", total, reads+markers, dropped)
 	}
 }
