@@ -13,8 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // stats is the part of the stats file these tests read.
@@ -419,15 +417,9 @@ func TestPopulate(t *testing.T) {
 	m := startMount(t, "--populate")
 	const size = 4 << 20
 	writeFile(t, filepath.Join(m.store, "big"), pattern(size, 1))
-	// Drop the blob's pages, then open it through the mount.
-	bf, err := os.Open(filepath.Join(m.store, "big"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Fadvise(int(bf.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		t.Fatal(err)
-	}
-	bf.Close()
+	// Drop the blob's pages (written back first: fadvise drops no dirty
+	// page) and require them gone, then open it through the mount.
+	dropCache(t, filepath.Join(m.store, "big"))
 	f, err := os.Open(filepath.Join(m.mnt, "big"))
 	if err != nil {
 		t.Fatal(err)
@@ -436,6 +428,9 @@ func TestPopulate(t *testing.T) {
 	s := readStats(t, m)
 	if s.Mappings != 1 || s.ResidentBytes < size {
 		t.Errorf("after opening a %d-byte file with --populate: mappings %d, resident %d", size, s.Mappings, s.ResidentBytes)
+	}
+	if got := cachedBytes(t, filepath.Join(m.store, "big")); got < size {
+		t.Errorf("after opening a %d-byte file with --populate: %d bytes of it in the page cache", size, got)
 	}
 }
 
