@@ -483,10 +483,24 @@ func TestStatsCommand(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil || s.Ops["write"].Count == 0 {
 		t.Errorf("stats --json: %v, %+v\n%s", err, s, r.stdout)
 	}
-	// --watch runs until interrupted: stop it after a few lines.
-	r = runBinary(t, 1500*time.Millisecond, nil, "stats", "--watch=200ms", m.mnt)
-	if lines := strings.Count(r.stdout, "\n"); lines < 3 || !strings.Contains(r.stdout, "unsynced") {
-		t.Errorf("stats --watch printed %d lines:\n%s", lines, r.stdout)
+	// --watch runs until interrupted: stop it (SIGTERM) once it has
+	// printed the header and two lines, or after 5 s. No Fatal until it
+	// has exited.
+	var stdout, stderr syncBuffer
+	cmd := daemonCommand("stats", "--watch=200ms", m.mnt)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	d := startDaemon(t, cmd)
+	deadline := time.Now().Add(5 * time.Second)
+	for strings.Count(stdout.String(), "\n") < 3 && !d.exited() && time.Now().Before(deadline) {
+		time.Sleep(pollInterval)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if !d.waitExit(stopTimeout) {
+		cmd.Process.Kill()
+		d.waitExit(killTimeout)
+	}
+	if out := stdout.String(); strings.Count(out, "\n") < 3 || !strings.Contains(out, "unsynced") {
+		t.Errorf("stats --watch printed %d lines in 5s:\n%s\n%s", strings.Count(out, "\n"), out, stderr.String())
 	}
 	r = runBinary(t, 10*time.Second, nil, "stats", t.TempDir())
 	if r.exitCode == 0 || !strings.Contains(r.stderr, "mmapfs mount") {
