@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -510,18 +511,30 @@ func TestStatsCommand(t *testing.T) {
 
 func TestMetricsEndpoint(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// Port 0: the daemon binds a free port itself and says which, so
+	// that no other process can take it between a choice and the bind.
+	m := startMount(t, "--metrics", "0")
+	// Bound to loopback when no host is named: the daemon says where it
+	// listens once it does, before it serves.
+	said := regexp.MustCompile(`serving Prometheus metrics at (http://([^/\s]+)/metrics)`)
+	var match []string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(pollInterval) {
+		if match = said.FindStringSubmatch(m.out.String()); match != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon did not say where it serves metrics:\n%s", m.out)
+		}
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	m := startMount(t, "--metrics", fmt.Sprint(port))
+	url := match[1]
+	if host, port, err := net.SplitHostPort(match[2]); err != nil || host != "127.0.0.1" || port == "0" {
+		t.Errorf("metrics served at %s: want 127.0.0.1 and the port bound", match[2])
+	}
 	writeFile(t, filepath.Join(m.mnt, "f"), []byte("hello"))
 	var body string
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+		resp, err := http.Get(url)
 		if err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
@@ -532,11 +545,6 @@ func TestMetricsEndpoint(t *testing.T) {
 			t.Fatalf("metrics endpoint: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
-	}
-	// Bound to loopback when no host is named: the daemon says where it
-	// listens once it does, which is before the GET above succeeded.
-	if !logged(m, fmt.Sprintf("http://127.0.0.1:%d/metrics", port)) {
-		t.Errorf("metrics not bound to loopback:\n%s", m.out)
 	}
 	for _, want := range []string{"mmapfs_unsynced_bytes", "mmapfs_msync_calls_total", `mmapfs_fuse_requests_total{op="write"}`, "mmapfs_resident_bytes"} {
 		if !strings.Contains(body, want) {
