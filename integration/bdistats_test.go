@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
 	"math/bits"
 	"os"
 	"path/filepath"
@@ -124,18 +125,39 @@ func TestBDIStats(t *testing.T) {
 			t.Errorf("stats %s: no bdi rows:\n%s\n%s", m.mnt, r.stdout, r.stderr)
 		}
 	}
-	// The kernel's share for a bdi that has just written is bounded by
-	// max_ratio (1 % here, the kernel's); the writeout fraction can move between
-	// the reads, so allow a few tries.
-	deadline := time.Now().Add(5 * time.Second)
-	for thresh[wide] <= thresh[def] && time.Now().Before(deadline) {
+	// The kernel's share for a bdi is its fraction of the machine's
+	// recent writeout, bounded by max_ratio: def's share is at most 1 %
+	// of the dirty threshold, wide's must get above that. The fraction
+	// can move between the reads, so allow a few tries. When the rest of
+	// the machine writes much, 8 MiB can be under 1 % of it: then
+	// neither share reaches def's cap and the two are about equal. So
+	// until wide's share is above both def's and the 1 % cap (with a
+	// margin for the threshold moving with free memory), the wide mount
+	// writes 8 MiB more (a few times at most), which raises its fraction.
+	dirtyThresh := bdiSnapshot(t, wide).Figures.Get(wire.DirtyThresh)
+	above := func() bool { return thresh[wide] > thresh[def] && thresh[wide] > dirtyThresh/100*11/10 }
+	deadline := time.Now().Add(10 * time.Second)
+	wrote := size
+	for more := 0; !above() && time.Now().Before(deadline); more++ {
+		if more < 4 {
+			writeMapped(t, filepath.Join(wide.mnt, fmt.Sprintf("more%d", more)), size)
+			wrote += size
+		}
 		time.Sleep(200 * time.Millisecond)
 		thresh[def] = bdiSnapshot(t, def).Figures.Get(wire.MountBDIThresh)
-		thresh[wide] = bdiSnapshot(t, wide).Figures.Get(wire.MountBDIThresh)
+		w := bdiSnapshot(t, wide).Figures
+		thresh[wide], dirtyThresh = w.Get(wire.MountBDIThresh), w.Get(wire.DirtyThresh)
 	}
-	t.Logf("mount dirty thresholds: kernel's 1 %% strict %d, --bdi-max-ratio 50 --bdi-strict-limit 0: %d", thresh[def], thresh[wide])
-	if thresh[wide] <= thresh[def] {
-		t.Errorf("mount dirty threshold with --bdi-max-ratio 50 --bdi-strict-limit 0: %d, not above the kernel's 1 %% strict one's %d", thresh[wide], thresh[def])
+	t.Logf("mount dirty thresholds (of %d): kernel's 1 %% strict %d, --bdi-max-ratio 50 --bdi-strict-limit 0: %d", dirtyThresh, thresh[def], thresh[wide])
+	if !above() {
+		// A share well below the 1 % cap says the machine's other
+		// writeout outweighed all the wide mount wrote: the caps were
+		// not put to the test. A share at the cap is what a max_ratio
+		// of 50 not in force would give.
+		if limit := dirtyThresh / 100; thresh[wide] < limit*9/10 {
+			t.Skipf("inconclusive: the --bdi-max-ratio 50 mount's threshold %d is below the 1 %% cap (%d of %d) after it wrote %d MiB: the machine's other writeout outweighs it", thresh[wide], limit, dirtyThresh, wrote>>20)
+		}
+		t.Errorf("mount dirty threshold with --bdi-max-ratio 50 --bdi-strict-limit 0: %d, not above the kernel's 1 %% strict one's %d and the 1 %% cap (%d of %d)", thresh[wide], thresh[def], dirtyThresh/100, dirtyThresh)
 	}
 }
 
