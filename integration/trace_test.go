@@ -135,8 +135,16 @@ func runTraced(t *testing.T, m *mount, extra []string, client ...string) *traced
 	if tr.summary.Requests == 0 {
 		t.Fatalf("trace printed no summary line, or one of no requests; stdout %d bytes, stderr:\n%s", len(res.stdout), res.stderr)
 	}
+	// The cases count what the trace saw: READs and their bytes, the
+	// causes the kernel's events give them, pages in and out of the
+	// caches, pauses. A trace that lost kernel events (the per-CPU trace
+	// buffer overrun, on a loaded machine) or daemon records (its ring
+	// full while the trace was not scheduled) says so in its summary,
+	// and its counts then fall short without anything being wrong. The
+	// syscall events are machine-wide but the collector keeps only the
+	// traced client's (by tgid); the other events are the mount's.
 	if tr.summary.KernelLost != 0 || tr.summary.DaemonLost != 0 {
-		t.Logf("the trace lost %d kernel events and %d daemon records", tr.summary.KernelLost, tr.summary.DaemonLost)
+		t.Skipf("inconclusive: the trace lost %d kernel events and %d daemon records, so its counts are short (summary: %d requests, %d events)", tr.summary.KernelLost, tr.summary.DaemonLost, tr.summary.Requests, tr.summary.Events)
 	}
 	return tr
 }
