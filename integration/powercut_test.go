@@ -82,15 +82,20 @@ func newLoopFS(t *testing.T, fstype string) *loopFS {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Two tests (or any other user of loop devices on this machine) may
+	// race for the same free device: the loser's losetup fails with
+	// EBUSY. Try again, a little later each time, for up to pollTimeout.
 	var out []byte
-	for try := 0; try < 5; try++ { // two tests may race for the same free device
-		if out, err = exec.Command("losetup", "--find", "--show", lp.img).CombinedOutput(); err == nil {
+	tries := 0
+	for deadline := time.Now().Add(pollTimeout); ; {
+		tries++
+		if out, err = exec.Command("losetup", "--find", "--show", lp.img).CombinedOutput(); err == nil || time.Now().After(deadline) {
 			break
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(time.Duration(min(tries, 10)) * 20 * time.Millisecond)
 	}
 	if err != nil {
-		t.Fatalf("losetup --find --show %s: %v: %s", lp.img, err, out)
+		t.Fatalf("losetup --find --show %s (%d tries in %v): %v: %s", lp.img, tries, pollTimeout, err, out)
 	}
 	lp.dev = strings.TrimSpace(string(out))
 	// Registered after the TempDirs: runs before they are removed, and
