@@ -408,14 +408,23 @@ func TestURingInterruptReachesRingRequest(t *testing.T) {
 		t.Run(tr, func(t *testing.T) {
 			store := t.TempDir()
 			storeWrite(t, store, "slow", []byte("slow\n"))
-			m := startMountAt(t, store, t.TempDir(), "--transport", tr, "--direct-io", "--inject", "op=read,path=slow,delay="+delay.String())
+			rule := "op=read,path=slow,delay=" + delay.String()
+			m := startMountAt(t, store, t.TempDir(), "--transport", tr, "--direct-io", "--inject", rule)
 			cmd := exec.Command("cat", filepath.Join(m.mnt, "slow"))
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
 			done := make(chan struct{})
 			go func() { cmd.Wait(); close(done) }()
-			time.Sleep(500 * time.Millisecond) // the READ is in the daemon, sleeping
+			// Before the mount's cleanup: a reader left waiting (the
+			// wait below failed) would hold the mount busy.
+			t.Cleanup(func() {
+				cmd.Process.Kill()
+				<-done
+			})
+			// The READ is in the daemon, held by the delay: the daemon
+			// logs that as the delay begins.
+			injectLogged(t, m, rule, "read", "slow", "delayed "+delay.String())
 			start := time.Now()
 			if err := cmd.Process.Kill(); err != nil {
 				t.Fatal(err)
