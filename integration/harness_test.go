@@ -318,7 +318,10 @@ func (m *mount) killDaemon(d *daemon) error {
 }
 
 // threadStacks returns the state and kernel stack of every thread of pid
-// that is not sleeping interruptibly.
+// that is not sleeping interruptibly, or that is but waits in FUSE: a
+// client waiting for the answer to a request with no signal pending
+// sleeps interruptibly (request_wait_answer), and it is the thread a
+// hung mount leaves.
 func threadStacks(pid int) string {
 	var b strings.Builder
 	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
@@ -329,10 +332,10 @@ func threadStacks(pid int) string {
 			fmt.Fprintf(&b, "thread %s: %v\n", task.Name(), err)
 			continue
 		}
-		if st.State == 'S' {
+		stack, _ := os.ReadFile(dir + "/stack")
+		if st.State == 'S' && !bytes.Contains(stack, []byte("fuse_")) {
 			continue
 		}
-		stack, _ := os.ReadFile(dir + "/stack")
 		fmt.Fprintf(&b, "thread %s, state %c:\n%s", task.Name(), st.State, stack)
 	}
 	return b.String()
