@@ -149,6 +149,7 @@ type cancelHandler struct {
 	mu        sync.Mutex
 	inFlight  map[uint64]bool
 	cancelled map[uint64]bool
+	sent      map[uint64]int // INTERRUPTs received, by the request they name
 	calls     int
 	other     int // requests other than INTERRUPT
 }
@@ -167,6 +168,7 @@ func (h *cancelHandler) HandleRequest(in, out [][]byte) (int, fuse.Status) {
 		h.other++
 		return 0, fuse.EIO
 	}
+	h.sent[u]++
 	if h.inFlight[u] && !h.cancelled[u] {
 		h.cancelled[u] = true
 		return 0, fuse.OK
@@ -184,6 +186,12 @@ func (h *cancelHandler) state() (cancelled map[uint64]bool, calls, other int) {
 	return maps.Clone(h.cancelled), h.calls, h.other
 }
 
+func (h *cancelHandler) sentTo(u uint64) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.sent[u]
+}
+
 func (h *cancelHandler) handOver(u uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -191,51 +199,61 @@ func (h *cancelHandler) handOver(u uint64) {
 }
 
 // TestCancelInFlight: CancelInFlight interrupts, through the Handler,
-// the request every busy entry serves, again and again until it is
-// found (one given to an entry but not yet to the Handler is found once
-// it is), none for an idle entry, and stops once every entry has ended.
+// the request every busy entry serves: once it is found, again every
+// cancelEvery until then (one given to an entry but not yet to the
+// Handler is found once it is), none for an idle entry; a second call
+// starts nothing more; the INTERRUPTs stop once every entry has ended,
+// even one whose request was never found.
 func TestCancelInFlight(t *testing.T) {
 	t.Parallel()
-	h := &cancelHandler{inFlight: map[uint64]bool{10: true}, cancelled: map[uint64]bool{}}
+	h := &cancelHandler{inFlight: map[uint64]bool{10: true}, cancelled: map[uint64]bool{}, sent: map[uint64]int{}}
 	tr := &Transport{
 		cfg:     Config{Handler: h, Logger: log.New(io.Discard, "", 0)},
-		serving: make([]atomic.Uint64, 3),
+		serving: make([]atomic.Uint64, 4),
 		ended:   make(chan struct{}),
 	}
 	tr.serving[0].Store(10) // in the Handler
 	tr.serving[2].Store(12) // the entry's, not yet the Handler's
+	tr.serving[3].Store(14) // never the Handler's
 	tr.CancelInFlight()
 	tr.CancelInFlight() // a second call changes nothing
-	waitFor := func(what string, ok func(map[uint64]bool) bool) {
+	waitFor := func(what string, ok func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(5 * time.Second)
-		for {
-			c, _, _ := h.state()
-			if ok(c) {
-				return
-			}
+		for !ok() {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: not after 5s (cancelled: %v)", what, c)
+				c, calls, _ := h.state()
+				t.Fatalf("%s: not after 5s (cancelled: %v, %d calls)", what, c, calls)
 			}
 			time.Sleep(time.Millisecond)
 		}
 	}
-	waitFor("request 10 cancelled", func(c map[uint64]bool) bool { return c[10] })
-	// Sent again: three rounds at least, of two each.
-	deadline := time.Now().Add(5 * time.Second)
-	for _, calls, _ := h.state(); calls < 6; _, calls, _ = h.state() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d calls of the Handler in 5s: the INTERRUPTs are not sent again", calls)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitFor("request 10 cancelled", func() bool { c, _, _ := h.state(); return c[10] })
+	// Request 12 is not found: its INTERRUPT is sent again, round
+	// after round.
+	waitFor("request 12 interrupted 3 times", func() bool { return h.sentTo(12) >= 3 })
 	if c, _, _ := h.state(); c[12] {
 		t.Fatalf("request 12 cancelled before it reached the Handler")
 	}
 	h.handOver(12)
-	waitFor("request 12 cancelled once the Handler had it", func(c map[uint64]bool) bool { return c[12] })
-	tr.serving[0].Store(0)
-	tr.serving[2].Store(0)
+	waitFor("request 12 cancelled once the Handler had it", func() bool { c, _, _ := h.state(); return c[12] })
+	// Found, each is interrupted no more while its entry serves it
+	// (two rounds' time), and by one goroutine only: a second one
+	// would have found request 10 too.
+	time.Sleep(2 * cancelEvery)
+	if n := h.sentTo(10); n != 1 {
+		t.Errorf("request 10, found by its first INTERRUPT, was interrupted %d times", n)
+	}
+	twelve := h.sentTo(12)
+	time.Sleep(3 * cancelEvery)
+	if n := h.sentTo(12); n != twelve {
+		t.Errorf("request 12 interrupted %d more times after it was found", n-twelve)
+	}
+	if n := h.sentTo(0); n != 0 {
+		t.Errorf("%d INTERRUPTs for the idle entry's request 0", n)
+	}
+	// Entry 3 still serves request 14, never found: the INTERRUPTs
+	// stop all the same once every entry has ended.
 	close(tr.ended)
 	time.Sleep(2 * cancelEvery)
 	_, n, other := h.state()

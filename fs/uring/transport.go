@@ -234,15 +234,29 @@ func (t *Transport) CancelInFlight() {
 func (t *Transport) cancelInFlight() {
 	out := make([]byte, outHeaderSize)
 	inv, outv := [][]byte{nil}, [][]byte{out}
+	// found holds, by slot, the request an INTERRUPT found: it is not
+	// sent again while the slot still serves that request (go-fuse
+	// would answer EAGAIN to each, logging it under --debug, for as
+	// long as a request that does not watch its cancel channel runs).
+	found := make([]uint64, len(t.serving))
 	tick := time.NewTicker(cancelEvery)
 	defer tick.Stop()
 	for first := true; ; first = false {
 		busy := 0
 		for i := range t.serving {
-			if u := t.serving[i].Load(); u != 0 {
-				busy++
-				inv[0] = interruptFor(u)
-				t.cfg.Handler.HandleRequest(inv, outv)
+			u := t.serving[i].Load()
+			if u == 0 {
+				continue
+			}
+			busy++
+			if found[i] == u {
+				continue
+			}
+			inv[0] = interruptFor(u)
+			if n, st := t.cfg.Handler.HandleRequest(inv, outv); !st.Ok() || !interruptNotFound(inv[0], out[:n]) {
+				// Found (no reply), or answered otherwise than
+				// EAGAIN: sending it again changes nothing.
+				found[i] = u
 			}
 		}
 		if first && busy > 0 {
