@@ -333,7 +333,9 @@ func threadStacks(pid int) string {
 			continue
 		}
 		stack, _ := os.ReadFile(dir + "/stack")
-		if st.State == 'S' && !bytes.Contains(stack, []byte("fuse_")) {
+		// (Not a thread that waits for the kernel's next request: the
+		// daemon's readers of /dev/fuse.)
+		if st.State == 'S' && (!bytes.Contains(stack, []byte("fuse_")) || bytes.Contains(stack, []byte("fuse_dev_do_read"))) {
 			continue
 		}
 		fmt.Fprintf(&b, "thread %s, state %c:\n%s", task.Name(), st.State, stack)

@@ -52,6 +52,11 @@ func TestStressNG(t *testing.T) {
 			}
 			baseWG.Wait()
 			if bad := stressVerdict(base); bad != "" {
+				if r.timedOut {
+					// A skip does not print the daemon's output: what
+					// the timeout found is shown here.
+					t.Logf("the run on the mount timed out too:\n%s%s\ndaemon output:\n%s", r, daemon, m.out.String())
+				}
 				t.Skipf("fails on a plain directory too (%s), so it judges nothing here:\n%s", bad, base)
 			}
 			if bad := stressVerdict(r); bad != "" {
