@@ -549,6 +549,13 @@ type runResult struct {
 // run) is unmounted.
 func runBinary(t testing.TB, timeout time.Duration, guard []string, args ...string) runResult {
 	t.Helper()
+	return runBinaryUntil(t, timeout, guard, 0, args...)
+}
+
+// runBinaryUntil is runBinary, but with lines > 0 it also stops the run,
+// the same way, once its stdout holds that many whole lines.
+func runBinaryUntil(t testing.TB, timeout time.Duration, guard []string, lines int, args ...string) runResult {
+	t.Helper()
 	wasMounted := map[string]bool{}
 	for _, g := range guard {
 		wasMounted[g] = mounted(g)
@@ -563,8 +570,15 @@ func runBinary(t testing.TB, timeout time.Duration, guard []string, args ...stri
 	start := time.Now()
 	d := startDaemon(t, cmd)
 	res := runResult{exitCode: -1}
-	if d.waitExit(timeout) {
-		res.elapsed = time.Since(start)
+	if lines <= 0 {
+		d.waitExit(timeout)
+	} else {
+		for deadline := start.Add(timeout); !d.exited() && strings.Count(stdout.String(), "\n") < lines && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	res.elapsed = time.Since(start)
+	if d.exited() {
 		res.exitCode = 0
 		var ee *exec.ExitError
 		if errors.As(d.err, &ee) {
@@ -573,7 +587,6 @@ func runBinary(t testing.TB, timeout time.Duration, guard []string, args ...stri
 			t.Errorf("%s %s: %v", binPath, strings.Join(args, " "), d.err)
 		}
 	} else {
-		res.elapsed = time.Since(start)
 		cmd.Process.Signal(syscall.SIGTERM)
 		if !d.waitExit(stopTimeout) {
 			cmd.Process.Kill()

@@ -1,10 +1,6 @@
 package integration
 
 import (
-	"errors"
-	"os/exec"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -26,33 +22,5 @@ const pollTimeout = 5 * time.Second
 // error, or a command that should have kept running).
 func runUntilLines(t testing.TB, timeout time.Duration, n int, args ...string) runResult {
 	t.Helper()
-	var stdout, stderr syncBuffer
-	cmd := daemonCommand(args...)
-	cmd.Stdout = &stdout
-	cmd.Stderr = &stderr
-	start := time.Now()
-	d := startDaemon(t, cmd)
-	res := runResult{exitCode: -1}
-	deadline := start.Add(timeout)
-	for !d.exited() && strings.Count(stdout.String(), "\n") < n && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	res.elapsed = time.Since(start)
-	if d.exited() {
-		res.exitCode = 0
-		var ee *exec.ExitError
-		if errors.As(d.err, &ee) {
-			res.exitCode = ee.ExitCode()
-		} else if d.err != nil {
-			t.Errorf("%s %s: %v", binPath, strings.Join(args, " "), d.err)
-		}
-	} else {
-		cmd.Process.Signal(syscall.SIGTERM)
-		if !d.waitExit(stopTimeout) {
-			cmd.Process.Kill()
-			d.waitExit(killTimeout)
-		}
-	}
-	res.stdout, res.stderr = stdout.String(), stderr.String()
-	return res
+	return runBinaryUntil(t, timeout, nil, n, args...)
 }
