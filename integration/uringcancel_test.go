@@ -150,15 +150,33 @@ func TestURingAbortEveryEntryBusy(t *testing.T) {
 	looked := make(chan error, cpus)
 	for c := range cpus {
 		go func() {
-			runtime.LockOSThread() // the thread ends with the goroutine, affinity and all
-			var set unix.CPUSet
+			// The thread is given back as it was, not ended with the
+			// goroutine: the daemons of this process get SIGKILL when
+			// the thread that started them ends (Pdeathsig is the
+			// thread's), and this one may be it.
+			runtime.LockOSThread()
+			var was, set unix.CPUSet
+			if err := unix.SchedGetaffinity(0, &was); err != nil {
+				runtime.UnlockOSThread()
+				looked <- fmt.Errorf("the thread's CPUs: %w", err)
+				return
+			}
 			set.Set(c)
 			if err := unix.SchedSetaffinity(0, &set); err != nil {
+				runtime.UnlockOSThread()
 				looked <- fmt.Errorf("pinning to CPU %d: %w", c, err)
 				return
 			}
 			var st unix.Stat_t
-			looked <- unix.Stat(filepath.Join(m.mnt, fmt.Sprintf("cpu%d", c)), &st)
+			err := unix.Stat(filepath.Join(m.mnt, fmt.Sprintf("cpu%d", c)), &st)
+			if rerr := unix.SchedSetaffinity(0, &was); rerr != nil {
+				// Leave the thread locked: it ends with the
+				// goroutine rather than run others pinned.
+				err = errors.Join(err, fmt.Errorf("unpinning from CPU %d: %w", c, rerr))
+			} else {
+				runtime.UnlockOSThread()
+			}
+			looked <- err
 		}()
 	}
 	for c := range cpus {
