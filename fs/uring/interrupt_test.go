@@ -6,7 +6,6 @@ import (
 	"log"
 	"maps"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -209,12 +208,12 @@ func TestCancelInFlight(t *testing.T) {
 	h := &cancelHandler{inFlight: map[uint64]bool{10: true}, cancelled: map[uint64]bool{}, sent: map[uint64]int{}}
 	tr := &Transport{
 		cfg:     Config{Handler: h, Logger: log.New(io.Discard, "", 0)},
-		serving: make([]atomic.Uint64, 4),
+		serving: make([]servingSlot, 4),
 		ended:   make(chan struct{}),
 	}
-	tr.serving[0].Store(10) // in the Handler
-	tr.serving[2].Store(12) // the entry's, not yet the Handler's
-	tr.serving[3].Store(14) // never the Handler's
+	tr.serving[0].unique.Store(10) // in the Handler
+	tr.serving[2].unique.Store(12) // the entry's, not yet the Handler's
+	tr.serving[3].unique.Store(14) // never the Handler's
 	tr.CancelInFlight()
 	tr.CancelInFlight() // a second call changes nothing
 	waitFor := func(what string, ok func() bool) {

@@ -119,9 +119,17 @@ type Transport struct {
 	// serving holds, for each entry (by its index, q*Entries+i), the
 	// unique of the request it has handed the Handler, 0 when it
 	// serves none: what CancelInFlight interrupts.
-	serving    []atomic.Uint64
+	serving    []servingSlot
 	ended      chan struct{} // closed once every entry has ended
 	cancelOnce sync.Once
+}
+
+// servingSlot is one entry's place in Transport.serving, a cache line of
+// its own: each entry writes its slot twice a request, from its own CPU,
+// and slots packed together would bounce one line between the CPUs.
+type servingSlot struct {
+	unique atomic.Uint64
+	_      [56]byte
 }
 
 // cancelEvery is how often CancelInFlight interrupts again the requests
@@ -167,7 +175,7 @@ func Start(cfg Config) (*Transport, error) {
 		return nil, errors.Join(fmt.Errorf("io_uring transport: duplicating /dev/fuse descriptor %d: %w", cfg.Dev, err), cfg.abort())
 	}
 	n := cfg.Queues * cfg.Entries
-	t := &Transport{cfg: cfg, dev: dev, queues: make([]queue, cfg.Queues), serving: make([]atomic.Uint64, n), ended: make(chan struct{})}
+	t := &Transport{cfg: cfg, dev: dev, queues: make([]queue, cfg.Queues), serving: make([]servingSlot, n), ended: make(chan struct{})}
 	ready := make(chan error, n)
 	t.wg.Add(n)
 	for q := range cfg.Queues {
@@ -244,7 +252,7 @@ func (t *Transport) cancelInFlight() {
 	for first := true; ; first = false {
 		busy := 0
 		for i := range t.serving {
-			u := t.serving[i].Load()
+			u := t.serving[i].unique.Load()
 			if u == 0 {
 				continue
 			}
@@ -579,9 +587,9 @@ func (t *Transport) handle(e *entry, slot int) uint64 {
 		t.cfg.Logger.Printf("io_uring: test hand-off delay: holding READ %d for %v before the handler", unique, t.cfg.HandoffDelay)
 		time.Sleep(t.cfg.HandoffDelay)
 	}
-	t.serving[slot].Store(unique)
+	t.serving[slot].unique.Store(unique)
 	n, st := t.cfg.Handler.HandleRequest(e.in[:], e.out[:])
-	t.serving[slot].Store(0)
+	t.serving[slot].unique.Store(0)
 	switch {
 	case !st.Ok():
 		return replyErr(e, unique, commitID, syscall.Errno(st))
