@@ -106,6 +106,9 @@ func runCheck(t *testing.T, cred *syscall.Credential, dir string, args ...string
 	} else if err != nil {
 		t.Fatal(err)
 	}
+	if code != 0 && stderr.Len() > 0 {
+		t.Logf("mmapfs check %s: exit %d, stderr:\n%s", dir, code, stderr.String())
+	}
 	var rep checkReport
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		t.Fatalf("mmapfs check %s: exit %d, output not a report (%v):\n%s\nstderr:\n%s", dir, code, err, stdout.String(), stderr.String())

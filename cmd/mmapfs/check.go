@@ -146,8 +146,14 @@ func runCheck(out, errOut io.Writer, dir string, s checkSettings) error {
 		cfg.Replay += " --remount " + shellQuote(s.remount)
 		cfg.Remount = func() error {
 			c := exec.Command("/bin/sh", "-c", s.remount)
-			c.Stdout, c.Stderr = errOut, errOut
+			// Its error output goes on errOut and, its last line,
+			// into the failure: "target is busy" is the cause.
+			var said tailWriter
+			c.Stdout, c.Stderr = errOut, io.MultiWriter(errOut, &said)
 			if err := c.Run(); err != nil {
+				if last := said.lastLine(); last != "" {
+					return fmt.Errorf("--remount %q: %w: %s", s.remount, err, last)
+				}
 				return fmt.Errorf("--remount %q: %w", s.remount, err)
 			}
 			return nil
@@ -248,4 +254,23 @@ func shellQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// tailWriter keeps the last tailSize bytes written to it.
+type tailWriter struct{ b []byte }
+
+const tailSize = 1024
+
+func (w *tailWriter) Write(p []byte) (int, error) {
+	w.b = append(w.b, p...)
+	if len(w.b) > tailSize {
+		w.b = append(w.b[:0], w.b[len(w.b)-tailSize:]...)
+	}
+	return len(p), nil
+}
+
+// lastLine is the last line that is not blank of what was written.
+func (w *tailWriter) lastLine() string {
+	lines := strings.Split(strings.TrimSpace(string(w.b)), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
 }

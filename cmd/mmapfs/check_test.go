@@ -96,6 +96,18 @@ func TestCheckCommandFails(t *testing.T) {
 	dirEmpty(t, dir)
 }
 
+// TestCheckRemountSays: a remount command that fails puts the last line
+// of its error output into the failure, where the cause usually is.
+func TestCheckRemountSays(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	out, _ := runCheckCommand(t, "check", "--only", "remount", "--remount", "echo first >&2; echo 'umount: x: target is busy.' >&2; echo; exit 3", dir)
+	if !strings.Contains(out, "exit status 3: umount: x: target is busy.") {
+		t.Errorf("the failure lacks the command's last line of error output:\n%s", out)
+	}
+	dirEmpty(t, dir)
+}
+
 func TestCheckCommandErrors(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
