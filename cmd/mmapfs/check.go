@@ -146,10 +146,12 @@ func runCheck(out, errOut io.Writer, dir string, s checkSettings) error {
 		cfg.Replay += " --remount " + shellQuote(s.remount)
 		cfg.Remount = func() error {
 			c := exec.Command("/bin/sh", "-c", s.remount)
-			// Its error output goes on errOut and, its last line,
-			// into the failure: "target is busy" is the cause.
+			// Its output goes on errOut and, its last line, into
+			// the failure: "target is busy" is the cause. One
+			// writer for both, so that one goroutine writes it.
 			var said tailWriter
-			c.Stdout, c.Stderr = errOut, io.MultiWriter(errOut, &said)
+			w := io.MultiWriter(errOut, &said)
+			c.Stdout, c.Stderr = w, w
 			if err := c.Run(); err != nil {
 				if last := said.lastLine(); last != "" {
 					return fmt.Errorf("--remount %q: %w: %s", s.remount, err, last)
