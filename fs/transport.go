@@ -258,6 +258,7 @@ var (
 	descURingEntries   = desc("uring_queue_entries", "Ring entries registered on the queue, each a daemon thread pinned to the queue's CPU.", "queue")
 	descURingMaxBusy   = desc("uring_queue_busy_entries_max", "The most entries of the queue that served at once.", "queue")
 	descURingUnpinned  = desc("uring_queue_unpinned_entries", "Ring entries of the queue whose thread could not be pinned to its CPU.", "queue")
+	descURingAway      = desc("uring_reads_away_total", "READs of 64 KiB or more the queue's entries served off the queue's CPU (readahead, whose reader goes on meanwhile on that CPU).", "queue")
 	transportMetricFns = []func(q wire.Queue) (*prometheus.Desc, prometheus.ValueType, float64){
 		func(q wire.Queue) (*prometheus.Desc, prometheus.ValueType, float64) {
 			return descURingRequests, prometheus.CounterValue, float64(q.Requests)
@@ -273,6 +274,9 @@ var (
 		},
 		func(q wire.Queue) (*prometheus.Desc, prometheus.ValueType, float64) {
 			return descURingUnpinned, prometheus.GaugeValue, float64(q.Entries - q.Pinned)
+		},
+		func(q wire.Queue) (*prometheus.Desc, prometheus.ValueType, float64) {
+			return descURingAway, prometheus.CounterValue, float64(q.Away)
 		},
 	}
 )

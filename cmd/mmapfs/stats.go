@@ -263,8 +263,9 @@ func printStats(w io.Writer, s *wire.Snapshot) error {
 
 // transportText is the table's transport row: the transport, and under
 // uring the requests each queue served and its depth in use (entries
-// busy now, the most at once) of its entries, and the entries whose
-// thread could not be pinned to the queue's CPU.
+// busy now, the most at once) of its entries, the large READs its
+// entries served off its CPU, and the entries whose thread could not be
+// pinned to the queue's CPU.
 func transportText(t *wire.Transport) string {
 	if len(t.Queues) == 0 {
 		return t.Name
@@ -274,6 +275,9 @@ func transportText(t *wire.Transport) string {
 	for _, q := range t.Queues {
 		total += q.Requests
 		v := fmt.Sprintf("queue %d: %d, %d of %d entries busy (most %d)", q.Queue, q.Requests, q.Busy, q.Entries, q.MaxBusy)
+		if q.Away > 0 {
+			v += fmt.Sprintf(", %d large READs served off its CPU", q.Away)
+		}
 		if q.Pinned < q.Entries {
 			v += fmt.Sprintf(", %d unpinned", q.Entries-q.Pinned)
 		}

@@ -77,6 +77,13 @@ type testMount struct {
 // returned, with the mount made.
 func mountLoopback(t *testing.T, entries, payload int) (*testMount, error) {
 	t.Helper()
+	return mountLoopbackWith(t, entries, payload, nil)
+}
+
+// mountLoopbackWith is mountLoopback with the rings' Handler wrapped by
+// wrap (nil: go-fuse's protocol server itself).
+func mountLoopbackWith(t *testing.T, entries, payload int, wrap func(Handler) Handler) (*testMount, error) {
+	t.Helper()
 	m := &testMount{dir: t.TempDir(), mnt: t.TempDir()}
 	root, err := gofs.NewLoopbackRoot(m.dir)
 	if err != nil {
@@ -97,7 +104,9 @@ func mountLoopback(t *testing.T, entries, payload int) (*testMount, error) {
 			unix.Unmount(m.mnt, unix.MNT_DETACH)
 		}
 	})
-	mo := fuse.MountOptions{Name: "uringtest", ExtraCapabilities: fuse.CAP_OVER_IO_URING, Logger: log.New(os.Stderr, "go-fuse: ", 0)}
+	// No passthrough: the loopback's reads and writes are to come to
+	// the daemon, over the rings.
+	mo := fuse.MountOptions{Name: "uringtest", ExtraCapabilities: fuse.CAP_OVER_IO_URING, DisabledCapabilities: fuse.CAP_PASSTHROUGH, Logger: log.New(os.Stderr, "go-fuse: ", 0)}
 	m.server, err = fuse.NewServer(raw, "/dev/fd/"+strconv.Itoa(fd), &mo)
 	if err != nil {
 		t.Fatalf("NewServer: %v", err)
@@ -123,7 +132,11 @@ func mountLoopback(t *testing.T, entries, payload int) (*testMount, error) {
 	if payload == 0 {
 		payload = reply.PayloadSize()
 	}
-	m.tr, err = Start(Config{Dev: fd, Queues: queues, Entries: entries, Payload: payload, Handler: ps, Connection: conn, Logger: log.New(os.Stderr, "uring: ", 0)})
+	var h Handler = ps
+	if wrap != nil {
+		h = wrap(ps)
+	}
+	m.tr, err = Start(Config{Dev: fd, Queues: queues, Entries: entries, Payload: payload, Handler: h, Connection: conn, Logger: log.New(os.Stderr, "uring: ", 0)})
 	return m, err
 }
 

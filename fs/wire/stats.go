@@ -57,6 +57,7 @@ type Queue struct {
 	Requests uint64 `json:"requests"` // requests served
 	Busy     int32  `json:"busy"`     // entries serving a request now: the queue depth in use
 	MaxBusy  int32  `json:"max_busy"` // the most entries that served at once
+	Away     uint64 `json:"away"`     // large READs served off the queue's CPU (they are readahead: the reader goes on meanwhile)
 }
 
 // InjectRule is one fault-injection rule of a mount (mmapfs mount
