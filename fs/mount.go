@@ -334,7 +334,7 @@ func Mount(store, mountpoint string, opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	lock, err := lockStore(root, opts.SharedStore)
+	lock, err := lockStore(root, opts.SharedStore, logger.Printf)
 	if err != nil {
 		return nil, err
 	}

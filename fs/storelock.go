@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -27,12 +28,15 @@ var ErrStoreLocked = errors.New("the store is already served by another mmapfs d
 
 // lockStore takes the store lock of root, or fails with ErrStoreLocked
 // naming the daemon that holds it (its pid from /proc/locks, its mountpoint
-// from /proc/self/mountinfo) when they can be found.
+// from /proc/self/mountinfo) when they can be found. A holder found with
+// no mount of the store is a daemon ending after its unmount: lockStore
+// waits up to endingWait for it, saying so through logf, and refuses
+// only if it still holds the store then, or mounts it meanwhile.
 //
 // With shared (--unsafe-shared-store) it takes a shared lock instead, so
 // that a daemon started later without the flag is still refused; if an
 // ordinary daemon holds the store, it takes none and returns nil.
-func lockStore(root string, shared bool) (*os.File, error) {
+func lockStore(root string, shared bool, logf func(string, ...any)) (*os.File, error) {
 	f, err := os.OpenFile(root, os.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("locking store %s: %w", root, err)
@@ -41,33 +45,81 @@ func lockStore(root string, shared bool) (*os.File, error) {
 	if shared {
 		how = unix.LOCK_SH
 	}
-	err = unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
-	if err == nil {
-		return f, nil
+	start := time.Now()
+	told := false
+	for {
+		err = unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+		if err == nil {
+			if told {
+				logf("store %s: the daemon that held it let go after %v; going on", root, time.Since(start).Round(time.Millisecond))
+			}
+			return f, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, errors.Join(fmt.Errorf("locking store %s: flock: %w", root, err), f.Close())
+		}
+		if shared {
+			return nil, f.Close()
+		}
+		h := storeHolder(f, root)
+		if h.pid == 0 || len(h.mounts) > 0 || time.Since(start) >= endingWait {
+			return nil, errors.Join(h.refusal(root, time.Since(start), told), f.Close())
+		}
+		// Held by a daemon with no mount of the store: one ending
+		// after its unmount, still syncing and closing (umount
+		// returns before it is done: "umount M && mmapfs S M").
+		if !told {
+			logf("store %s: pid %d holds it and has no mount of it (a daemon ending after its unmount); waiting up to %v for it to let go", root, h.pid, endingWait)
+			told = true
+		}
+		time.Sleep(endingPoll)
 	}
+}
+
+// How long and how often lockStore waits for a daemon that holds the
+// store but has no mount of it left (variables for the tests).
+var (
+	endingWait = 30 * time.Second
+	endingPoll = 20 * time.Millisecond
+)
+
+// holder is who holds a store's lock, as far as it can be found: the pid
+// (0: unknown) and its mountpoints of the store.
+type holder struct {
+	pid    int
+	mounts []string
+}
+
+// storeHolder finds who holds the lock of the store f (at root).
+func storeHolder(f *os.File, root string) holder {
+	var h holder
 	var st unix.Stat_t
-	serr := unix.Fstat(int(f.Fd()), &st)
-	cerr := f.Close()
-	if !errors.Is(err, syscall.EWOULDBLOCK) {
-		return nil, errors.Join(fmt.Errorf("locking store %s: flock: %w", root, err), cerr)
-	}
-	if shared {
-		return nil, cerr
-	}
-	who := "another process"
-	if serr == nil {
+	if unix.Fstat(int(f.Fd()), &st) == nil {
 		if pid, ok := flockHolder(st.Dev, st.Ino); ok {
-			who = "pid " + strconv.Itoa(pid)
+			h.pid = pid
 		}
 	}
 	// The mountpoints only add to the message: without the mount table
 	// it still says why the mount is refused.
 	if mounts, err := readMounts(); err == nil {
-		if mnts := mountsOf(mounts, root); len(mnts) > 0 {
-			who += ", mounted at " + strings.Join(mnts, " and ")
-		}
+		h.mounts = mountsOf(mounts, root)
 	}
-	return nil, fmt.Errorf("store %s: %w (%s); stop that daemon first, or see --unsafe-shared-store", root, ErrStoreLocked, who)
+	return h
+}
+
+// refusal is the error of a store held by h, waited for for waited when
+// waitedFor.
+func (h holder) refusal(root string, waited time.Duration, waitedFor bool) error {
+	who := "another process"
+	if h.pid != 0 {
+		who = "pid " + strconv.Itoa(h.pid)
+	}
+	if len(h.mounts) > 0 {
+		who += ", mounted at " + strings.Join(h.mounts, " and ")
+	} else if waitedFor {
+		who += fmt.Sprintf(", with no mount of it, still holding it after %v", waited.Round(time.Second))
+	}
+	return fmt.Errorf("store %s: %w (%s); stop that daemon first, or see --unsafe-shared-store", root, ErrStoreLocked, who)
 }
 
 // flockHolder finds the process holding a flock on the inode (dev, ino) in

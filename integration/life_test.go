@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -143,6 +144,50 @@ func TestKillDuringStart(t *testing.T) {
 	m := startMountAt(t, store, mnt)
 	checkBoth(t, m, "f", []byte("kept"))
 	m.stop(t)
+}
+
+// TestMountWaitsForEndingDaemon: "umount MNT && mmapfs mount STORE MNT"
+// while the old daemon is still ending (held here by SIGSTOP from before
+// the unmount) waits for it to let go of the store, and mounts then,
+// instead of refusing the store as served: umount returns before a FUSE
+// daemon has synced and exited. CI's TestCheckRemount/mmapfs met this.
+func TestMountWaitsForEndingDaemon(t *testing.T) {
+	t.Parallel()
+	skipIfLoopback(t)
+	m := startMount(t)
+	want := []byte("written before the remount")
+	writeFile(t, filepath.Join(m.mnt, "f"), want)
+	m.mu.Lock()
+	old := m.d
+	m.down = true
+	m.mu.Unlock()
+	pid := old.cmd.Process.Pid
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	var contOnce sync.Once
+	cont := func() { contOnce.Do(func() { syscall.Kill(pid, syscall.SIGCONT) }) }
+	t.Cleanup(cont)
+	if err := syscall.Unmount(m.mnt, 0); err != nil {
+		t.Fatalf("umount %s with its daemon stopped: %v", m.mnt, err)
+	}
+	const held = 700 * time.Millisecond
+	timer := time.AfterFunc(held, cont)
+	defer timer.Stop()
+	start := time.Now()
+	m.start(t)
+	if d := time.Since(start); d < held-100*time.Millisecond {
+		t.Errorf("the new daemon mounted after %v, before the old one (stopped for %v) let go of the store", d, held)
+	}
+	if !old.waitExit(stopTimeout) || old.err != nil {
+		t.Errorf("the old daemon, after its unmount: exited %v, err %v; want exit status 0", old.exited(), old.err)
+	}
+	for _, line := range []string{"holds it and has no mount of it (a daemon ending after its unmount); waiting up to", "let go after"} {
+		if !strings.Contains(m.out.String(), line) {
+			t.Errorf("the new daemon did not log %q:\n%s", line, m.out)
+		}
+	}
+	checkBoth(t, m, "f", want)
 }
 
 // TestStoreLock checks that a store already served by a daemon is refused
