@@ -46,7 +46,7 @@ func lockStore(root string, shared bool, logf func(string, ...any)) (*os.File, e
 		how = unix.LOCK_SH
 	}
 	start := time.Now()
-	told := false
+	told, retried := false, false
 	for {
 		err = unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
 		if err == nil {
@@ -58,18 +58,27 @@ func lockStore(root string, shared bool, logf func(string, ...any)) (*os.File, e
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, errors.Join(fmt.Errorf("locking store %s: flock: %w", root, err), f.Close())
 		}
-		if shared {
-			return nil, f.Close()
+		h := storeHolder(f)
+		if h.pid == 0 && !retried {
+			// Let go between the flock and the look in /proc/locks?
+			retried = true
+			continue
 		}
-		h := storeHolder(f, root)
-		if h.pid == 0 || len(h.mounts) > 0 || time.Since(start) >= endingWait {
+		retried = false
+		if !h.unmounted() || time.Since(start) >= endingWait {
+			if shared {
+				// Served anyway, without a lock (see above).
+				return nil, f.Close()
+			}
 			return nil, errors.Join(h.refusal(root, time.Since(start), told), f.Close())
 		}
-		// Held by a daemon with no mount of the store: one ending
-		// after its unmount, still syncing and closing (umount
-		// returns before it is done: "umount M && mmapfs S M").
+		// Held by a daemon of this mount namespace with no mount of
+		// the store: one ending after its unmount, still syncing and
+		// closing (umount returns before it is done: "umount M &&
+		// mmapfs S M"), or one not mounted yet, which is refused
+		// once its mount shows.
 		if !told {
-			logf("store %s: pid %d holds it and has no mount of it (a daemon ending after its unmount); waiting up to %v for it to let go", root, h.pid, endingWait)
+			logf("store %s: pid %d holds it with no mount of it (a daemon ending after its unmount, or starting); waiting up to %v for it to let go", root, h.pid, endingWait)
 			told = true
 		}
 		time.Sleep(endingPoll)
@@ -77,38 +86,55 @@ func lockStore(root string, shared bool, logf func(string, ...any)) (*os.File, e
 }
 
 // How long and how often lockStore waits for a daemon that holds the
-// store but has no mount of it left (variables for the tests).
+// store but has no mount of it (variables for the tests).
 var (
 	endingWait = 30 * time.Second
 	endingPoll = 20 * time.Millisecond
 )
 
-// holder is who holds a store's lock, as far as it can be found: the pid
-// (0: unknown) and its mountpoints of the store.
+// holder is who holds a store's lock, as far as it can be found.
 type holder struct {
-	pid    int
-	mounts []string
+	pid     int      // 0: not found
+	sameNS  bool     // pid is in this process's mount namespace
+	tableOK bool     // the mount table was read
+	mounts  []string // the mountpoints of the store's fuse.mmapfs mounts
 }
 
-// storeHolder finds who holds the lock of the store f (at root).
-func storeHolder(f *os.File, root string) holder {
+// unmounted reports whether the holder is known to be a process of this
+// mount namespace with no mount of the store: only then is it waited for.
+func (h holder) unmounted() bool {
+	return h.pid != 0 && h.sameNS && h.tableOK && len(h.mounts) == 0
+}
+
+// storeHolder finds who holds the lock of the store f. A mount is the
+// store's if its source is the store's directory (the same device and
+// inode, whatever path names it).
+func storeHolder(f *os.File) holder {
 	var h holder
 	var st unix.Stat_t
-	if unix.Fstat(int(f.Fd()), &st) == nil {
-		if pid, ok := flockHolder(st.Dev, st.Ino); ok {
-			h.pid = pid
-		}
+	if unix.Fstat(int(f.Fd()), &st) != nil {
+		return h
 	}
-	// The mountpoints only add to the message: without the mount table
-	// it still says why the mount is refused.
-	if mounts, err := readMounts(); err == nil {
-		h.mounts = mountsOf(mounts, root)
+	if pid, ok := flockHolder(st.Dev, st.Ino); ok {
+		h.pid = pid
+		mine, err1 := os.Readlink("/proc/self/ns/mnt")
+		theirs, err2 := os.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/mnt")
+		h.sameNS = err1 == nil && err2 == nil && mine == theirs
 	}
+	mounts, err := readMounts()
+	if err != nil {
+		return h
+	}
+	h.tableOK = true
+	h.mounts = mountsOf(mounts, func(source string) bool {
+		var ms unix.Stat_t
+		return unix.Stat(source, &ms) == nil && ms.Dev == st.Dev && ms.Ino == st.Ino
+	})
 	return h
 }
 
-// refusal is the error of a store held by h, waited for for waited when
-// waitedFor.
+// refusal is the error of a store held by h; waited is how long it was
+// waited for, when waitedFor.
 func (h holder) refusal(root string, waited time.Duration, waitedFor bool) error {
 	who := "another process"
 	if h.pid != 0 {
@@ -117,7 +143,7 @@ func (h holder) refusal(root string, waited time.Duration, waitedFor bool) error
 	if len(h.mounts) > 0 {
 		who += ", mounted at " + strings.Join(h.mounts, " and ")
 	} else if waitedFor {
-		who += fmt.Sprintf(", with no mount of it, still holding it after %v", waited.Round(time.Second))
+		who += fmt.Sprintf(", with no mount of it, still holding it after %v", waited.Round(100*time.Millisecond))
 	}
 	return fmt.Errorf("store %s: %w (%s); stop that daemon first, or see --unsafe-shared-store", root, ErrStoreLocked, who)
 }
@@ -148,12 +174,12 @@ func flockHolder(dev, ino uint64) (int, bool) {
 	return 0, false
 }
 
-// mountsOf returns the mountpoints of the fuse.mmapfs mounts of store in
-// mounts.
-func mountsOf(mounts []mountInfo, store string) []string {
+// mountsOf returns the mountpoints of the fuse.mmapfs mounts in mounts
+// whose source isStore says is the store.
+func mountsOf(mounts []mountInfo, isStore func(source string) bool) []string {
 	var mnts []string
 	for _, mi := range mounts {
-		if mi.fstype == "fuse.mmapfs" && mi.source == store {
+		if mi.fstype == "fuse.mmapfs" && isStore(mi.source) {
 			mnts = append(mnts, mi.mountpoint)
 		}
 	}

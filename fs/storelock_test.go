@@ -69,7 +69,7 @@ func TestLockStoreWaitsForEndingDaemon(t *testing.T) {
 		t.Errorf("lockStore returned after %v, before the holder let go", d)
 	}
 	got := log.all()
-	for _, want := range []string{"pid " + strconv.Itoa(os.Getpid()) + " holds it and has no mount of it", "let go after"} {
+	for _, want := range []string{"pid " + strconv.Itoa(os.Getpid()) + " holds it with no mount of it", "let go after"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("log %q lacks %q", got, want)
 		}

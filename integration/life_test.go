@@ -182,7 +182,7 @@ func TestMountWaitsForEndingDaemon(t *testing.T) {
 	if !old.waitExit(stopTimeout) || old.err != nil {
 		t.Errorf("the old daemon, after its unmount: exited %v, err %v; want exit status 0", old.exited(), old.err)
 	}
-	for _, line := range []string{"holds it and has no mount of it (a daemon ending after its unmount); waiting up to", "let go after"} {
+	for _, line := range []string{"holds it with no mount of it (a daemon ending after its unmount, or starting); waiting up to", "let go after"} {
 		if !strings.Contains(m.out.String(), line) {
 			t.Errorf("the new daemon did not log %q:\n%s", line, m.out)
 		}

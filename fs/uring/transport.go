@@ -95,7 +95,7 @@ type Config struct {
 type QueueStats struct {
 	Queue    int    // the queue's index, the CPU its requests come from
 	Entries  int    // entries registered
-	Pinned   int    // of those, the ones whose thread is pinned to the queue's CPU
+	Pinned   int    // of those, the ones whose thread is pinned to the queue's CPU (while it serves a stream of large READs, off it: see awayRead)
 	Requests uint64 // requests served
 	Busy     int32  // entries serving a request now: the queue depth in use
 	MaxBusy  int32  // the most entries that were serving at once
@@ -551,6 +551,10 @@ func (t *Transport) serve(r *ringmem.Ring, e *entry, qs *queue, q, slot int, pin
 			others.Set(c)
 		}
 	}
+	var all unix.CPUSet
+	for c := range len(t.queues) {
+		all.Set(c)
+	}
 	canLeave := pinned && others.Count() > 0
 	away := false // the thread's affinity is others, not q
 	for {
@@ -609,6 +613,10 @@ func (t *Transport) serve(r *ringmem.Ring, e *entry, qs *queue, q, slot int, pin
 		}
 		away = false
 		if err := pin(q); err != nil {
+			// Not left on the other CPUs alone: on all of them.
+			if aerr := unix.SchedSetaffinity(0, &all); aerr != nil {
+				err = errors.Join(err, aerr)
+			}
 			t.cfg.Logger.Printf("io_uring queue %d: pinning back after large READs: %v; the entry runs unpinned", q, err)
 			qs.pinned.Add(-1)
 			canLeave = false
