@@ -251,7 +251,8 @@ func TestMountLine(t *testing.T) {
 		flags             []string
 		mountOpts, superO string
 	}{
-		{nil, "rw,nosuid,nodev,relatime", "rw,user_id=0,group_id=0,max_read=131072"},
+		{nil, "rw,nosuid,nodev,relatime", "rw,user_id=0,group_id=0,max_read=1048576"},
+		{[]string{"--max-write", "0"}, "rw,nosuid,nodev,relatime", "rw,user_id=0,group_id=0,max_read=131072"},
 		{[]string{"--read-only", "--max-write", "1048576", "--allow-other"}, "rw,nosuid,nodev,relatime", "ro,user_id=0,group_id=0,default_permissions,allow_other,max_read=1048576"},
 	} {
 		m := startMount(t, c.flags...)
