@@ -31,12 +31,18 @@ import (
 // why.
 const suiteTransportEnv = "MMAPFS_INTEGRATION_TRANSPORT"
 
-// suiteTransportFlags are the daemon flags suiteTransportEnv asks for.
+// suiteTransportFlags are the daemon flags suiteTransportEnv asks for:
+// dev when it is unset, so that a run over /dev/fuse stays on it while
+// the uring tests of the same run turn enable_uring on (the default,
+// auto, would take the rings then).
 func suiteTransportFlags() []string {
+	if loopbackMode {
+		return nil // go-fuse's loopback has no --transport
+	}
 	if v := os.Getenv(suiteTransportEnv); v != "" {
 		return []string{"--transport", v}
 	}
-	return nil
+	return []string{"--transport", "dev"}
 }
 
 // enableURing is the fuse module's switch for FUSE over io_uring.
