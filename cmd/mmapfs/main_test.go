@@ -307,7 +307,11 @@ func TestProfiles(t *testing.T) {
 		}
 	}
 	k, c := parse("--profile", "kernel-defaults", "--writeback", "none")
-	if k.KeepCache || k.AutoCache || k.ExplicitInvalData || k.DirectIO || k.WritebackCache || k.MaxWrite != 0 || k.BDI != fs.NoBDIChanges || k.AttrTimeout != time.Second || c.policy != "none" {
+	if k.KeepCache || k.AutoCache || k.ExplicitInvalData || k.DirectIO || k.WritebackCache || k.MaxWrite != 0 || k.BDI != fs.NoBDIChanges || k.AttrTimeout != time.Second || k.Transport != "dev" || c.policy != "none" {
 		t.Errorf("--profile kernel-defaults: %+v", k)
+	}
+	// The defaults: 1 MiB requests and the transport auto picks.
+	if d, _ := parse(); d.MaxWrite != 1<<20 || d.Transport != "auto" {
+		t.Errorf("the defaults: --max-write %d, --transport %q; want 1048576 and auto", d.MaxWrite, d.Transport)
 	}
 }

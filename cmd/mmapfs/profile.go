@@ -49,12 +49,13 @@ var profiles = []profile{
 			{"entry-timeout", "1s"},
 			{"max-write", "0"},
 			{"max-readahead", "0"},
+			{"transport", "dev"},
 			{"bdi-max-ratio", "-1"},
 			{"bdi-strict-limit", "-1"},
 			{"readahead-kb", "-1"},
 			{"madvise", "normal"},
 		},
-		promise: "every kernel switch as the kernel and go-fuse set it, for experiments that must see stock FUSE behaviour",
+		promise: "every kernel switch as the kernel and go-fuse set it, and go-fuse's /dev/fuse transport, for experiments that must see stock FUSE behaviour",
 	},
 }
 
