@@ -28,14 +28,16 @@ var ErrStoreLocked = errors.New("the store is already served by another mmapfs d
 
 // lockStore takes the store lock of root, or fails with ErrStoreLocked
 // naming the daemon that holds it (its pid from /proc/locks, its mountpoint
-// from /proc/self/mountinfo) when they can be found. A holder found with
-// no mount of the store is a daemon ending after its unmount: lockStore
-// waits up to endingWait for it, saying so through logf, and refuses
-// only if it still holds the store then, or mounts it meanwhile.
+// from /proc/self/mountinfo) when they can be found. A holder of this
+// mount namespace found with no mount of the store is a daemon ending
+// after its unmount (or one not mounted yet): lockStore waits up to
+// endingWait for it, saying so through logf, and refuses only if it
+// still holds the store then, or mounts it meanwhile.
 //
 // With shared (--unsafe-shared-store) it takes a shared lock instead, so
 // that a daemon started later without the flag is still refused; if an
-// ordinary daemon holds the store, it takes none and returns nil.
+// ordinary daemon holds the store (after the same wait for one with no
+// mount of it), it takes none and returns nil.
 func lockStore(root string, shared bool, logf func(string, ...any)) (*os.File, error) {
 	f, err := os.OpenFile(root, os.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {

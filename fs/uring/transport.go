@@ -544,16 +544,14 @@ func (t *Transport) submit(r *ringmem.Ring, minComplete uint32) error {
 // without an error, once it has had the requests other entries still
 // serve cancelled (CancelInFlight).
 func (t *Transport) serve(r *ringmem.Ring, e *entry, qs *queue, q, slot int, pinned bool) error {
-	// The CPUs a large READ is served on (awayRead): all but q's.
-	var others unix.CPUSet
+	// others: the CPUs a large READ is served on (awayRead), all but
+	// q's; all: where an entry that cannot pin back runs.
+	var others, all unix.CPUSet
 	for c := range len(t.queues) {
+		all.Set(c)
 		if c != q {
 			others.Set(c)
 		}
-	}
-	var all unix.CPUSet
-	for c := range len(t.queues) {
-		all.Set(c)
 	}
 	canLeave := pinned && others.Count() > 0
 	away := false // the thread's affinity is others, not q

@@ -53,7 +53,7 @@ type Transport struct {
 type Queue struct {
 	Queue    int    `json:"queue"`    // the queue's index: the CPU its requests come from
 	Entries  int    `json:"entries"`  // ring entries registered, each a thread of the daemon
-	Pinned   int    `json:"pinned"`   // of those, the threads pinned to the queue's CPU
+	Pinned   int    `json:"pinned"`   // of those, the threads pinned to the queue's CPU (off it while they serve a stream of large READs)
 	Requests uint64 `json:"requests"` // requests served
 	Busy     int32  `json:"busy"`     // entries serving a request now: the queue depth in use
 	MaxBusy  int32  `json:"max_busy"` // the most entries that served at once
